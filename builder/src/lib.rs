@@ -1,0 +1,1 @@
+//! uvmkit: from an image definition to bootable utility VM images.
