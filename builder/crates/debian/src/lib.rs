@@ -1,0 +1,32 @@
+//! Debian's repository formats and rules, without network or cache.
+//!
+//! uvmkit installs Debian packages into an image without `dpkg` or `apt`. This crate holds the
+//! parts of that which are pure Debian knowledge, each in a module of its own:
+//!
+//! - [`version`]: version numbers and their ordering (Debian Policy 5.6.12);
+//! - [`control`]: deb822 paragraphs, the `Packages` index and dependency relations (Policy 7.1);
+//! - [`release`]: the `Release` file that lists the indices of a suite with their hashes;
+//! - [`signature`]: checking an `InRelease` file's OpenPGP signature against a keyring;
+//! - [`resolve`]: closing a set of requested packages over `Depends` and `Pre-Depends`;
+//! - [`deb`]: streaming the contents of a `.deb` with path-safety checks;
+//! - [`compression`]: the `.gz`, `.xz` and `.zst` decoders indices and members use.
+//!
+//! Every function takes bytes or readers and gives back data; fetching and caching belong to
+//! the caller.
+
+pub mod compression;
+pub mod control;
+pub mod deb;
+pub mod release;
+pub mod resolve;
+pub mod signature;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod version;
+
+pub use control::{Op, Package, PackageIndex, Paragraph, Relation};
+pub use deb::{control_fields, unpack_data, DebEntry, DebEntryKind, DebError};
+pub use release::{IndexFile, Release};
+pub use resolve::{Request, Resolution, ResolvedPackage, Resolver};
+pub use signature::{verify_inrelease, Keyring};
+pub use version::DebVersion;

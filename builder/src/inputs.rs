@@ -1,0 +1,561 @@
+//! Resolving an image's inputs: the only stage that touches the network.
+//!
+//! Debian's signed `InRelease` is fetched and verified against the archive keyring; the
+//! `Packages` indexes it lists are fetched and checked by sha256; the requested packages are
+//! resolved with their dependencies; every `.deb` is downloaded into the content-addressed
+//! cache, verified, and unpacked once into per-file blobs with a manifest, so a warm build
+//! neither downloads, decompresses nor parses the archive again.
+
+use crate::assemble::PackageFiles;
+use crate::config::{Format, ImageDefinition};
+use crate::kernel::{self, Kernel, KernelError, ModuleIndex, ModuleSelection};
+use crate::kernelconfig;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+use uvmkit_debian::control::{Package, PackageIndex};
+use uvmkit_debian::deb::{self, DebEntryKind};
+use uvmkit_debian::release::Release;
+use uvmkit_debian::resolve::{Request, Resolver};
+use uvmkit_debian::signature::{verify_inrelease, Keyring};
+use uvmkit_fetch::cache::{ContentCache, Sha256Digest};
+use uvmkit_fetch::http::{Download, Fetcher, Progress};
+use uvmkit_fetch::mirror::{discover_debian_mirror, MirrorSource};
+use uvmkit_filetree::{FileData, FileTree, Node, NodeKind, TreePath};
+
+/// How long a fetched archive index is reused before it is fetched again (unless
+/// `--refresh`); a lock file pins exact versions regardless.
+pub const INDEX_MAX_AGE: Duration = Duration::from_secs(6 * 3600);
+
+/// The package that provides the UKI stub.
+pub const STUB_PACKAGE: &str = "systemd-boot-efi";
+/// Where the stub lies in that package.
+pub const STUB_PATH: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+/// The packages that provide BIOS boot for the ISO.
+pub const ISOLINUX_PACKAGES: [&str; 2] = ["isolinux", "syslinux-common"];
+
+/// Options of the inputs stage.
+#[derive(Debug, Clone)]
+pub struct InputOptions {
+    /// The content-addressed cache directory.
+    pub cache_dir: PathBuf,
+    /// Refuse all network access.
+    pub offline: bool,
+    /// Fetch the archive index even if a recent one is cached.
+    pub refresh: bool,
+    /// No progress bars.
+    pub quiet: bool,
+    /// Parallel downloads.
+    pub jobs: usize,
+}
+
+/// Why the inputs could not be resolved.
+#[derive(Debug)]
+pub enum InputError {
+    /// Network, cache or checksum failure.
+    Fetch(uvmkit_fetch::FetchError),
+    /// The archive's signature, index or a package is bad.
+    Archive(String),
+    /// Dependency resolution failed.
+    Resolve(String),
+    /// The kernel is unusable or lacks options the image needs.
+    Kernel(String),
+    /// A local file could not be read.
+    Io(String),
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InputError::Fetch(e) => e.fmt(f),
+            InputError::Archive(m) | InputError::Resolve(m) | InputError::Kernel(m) | InputError::Io(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for InputError {}
+
+impl From<uvmkit_fetch::FetchError> for InputError {
+    fn from(e: uvmkit_fetch::FetchError) -> Self {
+        InputError::Fetch(e)
+    }
+}
+
+impl From<KernelError> for InputError {
+    fn from(e: KernelError) -> Self {
+        InputError::Kernel(e.to_string())
+    }
+}
+
+/// Why a package is part of the build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Named in `[[packages]]`.
+    Requested,
+    /// Pulled in by a requested package's dependencies.
+    Dependency,
+    /// The kernel.
+    Kernel,
+    /// The UKI stub or ISO boot loader.
+    Bootloader,
+}
+
+/// A downloaded and verified `.deb`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchedPackage {
+    /// Package name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Architecture.
+    pub architecture: String,
+    /// Pool path in the archive.
+    pub filename: String,
+    /// sha256 of the `.deb`.
+    pub sha256: String,
+    /// Size of the `.deb`.
+    pub size: u64,
+    /// Why it is here.
+    pub role: Role,
+    /// `requested`, or which package needed it.
+    pub reason: String,
+    /// Source package, maintainer, license-relevant fields (for the SBOM).
+    pub source: Option<String>,
+    /// Maintainer (the SBOM's supplier).
+    pub maintainer: Option<String>,
+    /// Homepage.
+    pub homepage: Option<String>,
+}
+
+/// Everything a build needs, fetched and verified.
+pub struct ResolvedInputs {
+    /// The mirror and where it came from.
+    pub mirror: MirrorSource,
+    /// Every package fetched, sorted by name.
+    pub packages: Vec<FetchedPackage>,
+    /// The `[[packages]]` entries' files.
+    pub requested: Vec<PackageFiles>,
+    /// All fetched packages' files merged (libraries are looked up here).
+    pub universe: FileTree,
+    /// The kernel.
+    pub kernel: Kernel,
+    /// Modules to load, in order.
+    pub modules: ModuleSelection,
+    /// The systemd-boot EFI stub.
+    pub uki_stub: FileData,
+    /// ISOLINUX files, when an ISO is built.
+    pub isolinux: Option<IsolinuxFiles>,
+    /// Bytes downloaded in this run.
+    pub downloaded_bytes: u64,
+}
+
+/// The BIOS boot files of the ISO.
+#[derive(Debug, Clone)]
+pub struct IsolinuxFiles {
+    /// `isolinux.bin`.
+    pub isolinux_bin: FileData,
+    /// `isohdpfx.bin`, the isohybrid MBR code.
+    pub isohdpfx: FileData,
+    /// `ldlinux.c32`.
+    pub ldlinux_c32: FileData,
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// A verified archive index: the `Packages` files of every component, parsed only when a
+/// resolution is not already cached for their digests.
+struct ArchiveIndex {
+    /// (component, blob path, sha256) of each `Packages.xz`.
+    files: Vec<(String, PathBuf, String)>,
+}
+
+impl ArchiveIndex {
+    fn parse(&self) -> Result<PackageIndex, InputError> {
+        let mut merged: Option<PackageIndex> = None;
+        for (component, path, _) in &self.files {
+            let bad = |e: String| InputError::Archive(format!("Packages index of {component} (cache blob {}): {e}", path.display()));
+            let xz = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+            let text = uvmkit_debian::compression::decompress_named("Packages.xz", &xz).map_err(|e| bad(e.to_string()))?;
+            let index = PackageIndex::parse_bytes(&text).map_err(|e| bad(e.to_string()))?;
+            match &mut merged {
+                Some(m) => m.merge(index),
+                None => merged = Some(index),
+            }
+        }
+        Ok(merged.unwrap_or_default())
+    }
+}
+
+fn load_index(def: &ImageDefinition, mirror: &MirrorSource, cache: &ContentCache, fetcher: &Fetcher, opts: &InputOptions, base_dir: &Path) -> Result<ArchiveIndex, InputError> {
+    let deb = &def.debian;
+    let base = mirror.url.trim_end_matches('/');
+    let inrelease_url = format!("{base}/dists/{}/InRelease", deb.suite);
+    let keyring = match &deb.keyring {
+        Some(path) => {
+            let path = base_dir.join(path);
+            let bytes = std::fs::read(&path).map_err(|e| InputError::Io(format!("keyring {}: {e}", path.display())))?;
+            Keyring::from_bytes(&bytes).map_err(|e| InputError::Archive(format!("keyring {}: {e}", path.display())))?
+        }
+        None => Keyring::debian_archive(),
+    };
+    // A recent InRelease from this URL is reused (always, offline); otherwise it is fetched.
+    let cached = cache.get_ref("inrelease", &inrelease_url)?.and_then(|d| {
+        let path = cache.path_of(&d);
+        let age = std::fs::metadata(&path).ok()?.modified().ok()?.elapsed().unwrap_or(Duration::MAX);
+        let usable = opts.offline || (!opts.refresh && age < INDEX_MAX_AGE);
+        usable.then(|| std::fs::read(&path).ok()).flatten()
+    });
+    let inrelease = match cached {
+        Some(bytes) => bytes,
+        None => {
+            let bytes = fetcher.fetch_bytes(&inrelease_url)?;
+            let digest = cache.put_bytes(&bytes, None)?;
+            cache.set_ref("inrelease", &inrelease_url, &digest)?;
+            // Reusing the blob later depends on its age: mark it as fetched now.
+            let _ = File::options().write(true).open(cache.path_of(&digest)).and_then(|f| f.set_modified(SystemTime::now()));
+            bytes
+        }
+    };
+    let signed = verify_inrelease(&inrelease, &keyring).map_err(|e| {
+        InputError::Archive(format!("{inrelease_url}: {e}; the mirror may be tampered with, or the keyring does not match this archive"))
+    })?;
+    let release = Release::parse(&signed).map_err(|e| InputError::Archive(format!("{inrelease_url}: {e}")))?;
+    let mut files = Vec::new();
+    for component in &deb.components {
+        let rel_path = format!("{component}/binary-{}/Packages.xz", deb.architecture);
+        let entry = release.sha256_of(&rel_path).ok_or_else(|| {
+            InputError::Archive(format!("{inrelease_url} lists no {rel_path}; check [debian] suite, components and architecture"))
+        })?;
+        let fetch_path = release.fetch_path(&rel_path).map_err(|e| InputError::Archive(e.to_string()))?;
+        let url = format!("{base}/dists/{}/{fetch_path}", deb.suite);
+        let expected: Sha256Digest =
+            entry.sha256.parse().map_err(|_| InputError::Archive(format!("{inrelease_url}: bad sha256 for {rel_path}")))?;
+        let blob = fetcher.fetch_to_cache(&url, &expected, Some(entry.size), cache, &Progress::hidden())?;
+        files.push((component.clone(), blob, entry.sha256.clone()));
+    }
+    Ok(ArchiveIndex { files })
+}
+
+/// The packages to fetch: the definition's with their dependencies, the kernel (following its
+/// `linux-image-*` dependencies only: the rest serve installing a kernel on a Debian system),
+/// and the boot loaders the formats need (without dependencies: only their files are used).
+fn resolve_packages(def: &ImageDefinition, index: &PackageIndex) -> Result<Vec<FetchedPackage>, InputError> {
+    let resolver = Resolver::new(index, &def.debian.architecture);
+    let mut out: BTreeMap<String, FetchedPackage> = BTreeMap::new();
+    let fetched = |p: &Package, role: Role, reason: String| FetchedPackage {
+        name: p.name.clone(),
+        version: p.version.to_string(),
+        architecture: p.architecture.clone(),
+        filename: p.filename.clone(),
+        sha256: p.sha256.clone(),
+        size: p.size,
+        role,
+        reason,
+        source: p.source.clone(),
+        maintainer: p.maintainer.clone(),
+        homepage: p.homepage.clone(),
+    };
+    if !def.packages.is_empty() {
+        let requests: Vec<Request> = def.packages.iter().map(|p| Request::new(p.name.clone())).collect();
+        let resolution = resolver.resolve(&requests).map_err(|e| InputError::Resolve(e.to_string()))?;
+        for r in &resolution.packages {
+            let role = if r.reason == "requested" { Role::Requested } else { Role::Dependency };
+            out.insert(r.package.name.clone(), fetched(&r.package, role, r.reason.clone()));
+        }
+    }
+    if def.kernel.path.is_none() {
+        let mut queue = vec![(def.kernel.package.clone(), None, "kernel".to_string())];
+        while let Some((name, constraint, reason)) = queue.pop() {
+            let pkg = resolver.best(&name, constraint.as_ref()).ok_or_else(|| {
+                InputError::Resolve(format!("kernel package {name} is not in {}/{}", def.debian.suite, def.debian.components.join(",")))
+            })?;
+            for group in &pkg.depends {
+                if let Some(rel) = group.iter().find(|r| r.name.starts_with("linux-image-")) {
+                    queue.push((rel.name.clone(), rel.constraint.clone(), format!("dependency of {}", pkg.name)));
+                }
+            }
+            out.insert(pkg.name.clone(), fetched(pkg, Role::Kernel, reason));
+        }
+    }
+    let mut loaders = vec![STUB_PACKAGE];
+    if def.formats.contains(&Format::Iso) {
+        loaders.extend(ISOLINUX_PACKAGES);
+    }
+    for name in loaders {
+        let pkg = resolver
+            .best(name, None)
+            .ok_or_else(|| InputError::Resolve(format!("boot loader package {name} is not in {}", def.debian.suite)))?;
+        out.entry(name.to_string()).or_insert_with(|| fetched(pkg, Role::Bootloader, "boot loader".into()));
+    }
+    Ok(out.into_values().collect())
+}
+
+/// One node of an unpacked package, as its manifest in the cache records it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+enum ManifestEntry {
+    Dir { path: String, mode: u32, uid: u32, gid: u32 },
+    File { path: String, mode: u32, uid: u32, gid: u32, sha256: String, size: u64 },
+    Symlink { path: String, target: String, uid: u32, gid: u32 },
+    Hardlink { path: String, target: String, mode: u32, uid: u32, gid: u32 },
+    Char { path: String, mode: u32, uid: u32, gid: u32, major: u32, minor: u32 },
+    Block { path: String, mode: u32, uid: u32, gid: u32, major: u32, minor: u32 },
+    Fifo { path: String, mode: u32, uid: u32, gid: u32 },
+}
+
+/// Unpacks `deb` into per-file blobs and returns its manifest.
+fn unpack_to_cache(name: &str, deb_path: &Path, cache: &ContentCache) -> Result<Vec<ManifestEntry>, InputError> {
+    let bad = |e: String| InputError::Archive(format!("package {name} ({}): {e}", deb_path.display()));
+    let file = File::open(deb_path).map_err(|e| bad(e.to_string()))?;
+    let mut entries = Vec::new();
+    deb::unpack_data(BufReader::new(file), &mut |entry| {
+        let path = format!("/{}", entry.path.as_str());
+        let (mode, uid, gid) = (entry.mode, entry.uid, entry.gid);
+        entries.push(match entry.kind {
+            DebEntryKind::Dir => ManifestEntry::Dir { path, mode, uid, gid },
+            DebEntryKind::File { size, contents } => {
+                let digest = cache.put_reader(contents, None).map_err(deb::DebError::sink)?;
+                ManifestEntry::File { path, mode, uid, gid, sha256: digest.to_string(), size }
+            }
+            DebEntryKind::Symlink(target) => ManifestEntry::Symlink { path, target, uid, gid },
+            DebEntryKind::HardLink(target) => ManifestEntry::Hardlink { path, target: format!("/{}", target.as_str()), mode, uid, gid },
+            DebEntryKind::CharDev { major, minor } => ManifestEntry::Char { path, mode, uid, gid, major, minor },
+            DebEntryKind::BlockDev { major, minor } => ManifestEntry::Block { path, mode, uid, gid, major, minor },
+            DebEntryKind::Fifo => ManifestEntry::Fifo { path, mode, uid, gid },
+        });
+        Ok(())
+    })
+    .map_err(|e| bad(e.to_string()))?;
+    Ok(entries)
+}
+
+/// Builds a package's tree from its manifest; `None` when a blob it names is missing or has
+/// the wrong size (the package is then unpacked again).
+fn tree_from_manifest(entries: &[ManifestEntry], cache: &ContentCache) -> Result<Option<FileTree>, InputError> {
+    let mut tree = FileTree::new();
+    let tp = |p: &str| TreePath::new(p).map_err(|e| InputError::Archive(format!("cached package manifest: {e}")));
+    for entry in entries {
+        let (path, node) = match entry {
+            ManifestEntry::Dir { path, mode, uid, gid } => (path, Node { kind: NodeKind::Directory, mode: *mode, uid: *uid, gid: *gid }),
+            ManifestEntry::File { path, mode, uid, gid, sha256, size } => {
+                let digest: Sha256Digest = sha256.parse().map_err(|_| InputError::Archive(format!("cached package manifest: bad digest {sha256}")))?;
+                if !cache.get_checked(&digest, *size) {
+                    return Ok(None);
+                }
+                let data = FileData::HostFile { path: cache.path_of(&digest), size: *size };
+                (path, Node { kind: NodeKind::File(data), mode: *mode, uid: *uid, gid: *gid })
+            }
+            ManifestEntry::Symlink { path, target, uid, gid } => (path, Node { kind: NodeKind::Symlink(target.clone()), mode: 0o777, uid: *uid, gid: *gid }),
+            ManifestEntry::Hardlink { path, target, mode, uid, gid } => (path, Node { kind: NodeKind::HardLink(tp(target)?), mode: *mode, uid: *uid, gid: *gid }),
+            ManifestEntry::Char { path, mode, uid, gid, major, minor } => {
+                (path, Node { kind: NodeKind::CharDevice { major: *major, minor: *minor }, mode: *mode, uid: *uid, gid: *gid })
+            }
+            ManifestEntry::Block { path, mode, uid, gid, major, minor } => {
+                (path, Node { kind: NodeKind::BlockDevice { major: *major, minor: *minor }, mode: *mode, uid: *uid, gid: *gid })
+            }
+            ManifestEntry::Fifo { path, mode, uid, gid } => (path, Node { kind: NodeKind::Fifo, mode: *mode, uid: *uid, gid: *gid }),
+        };
+        tree.insert(&tp(path)?, node).map_err(|e| InputError::Archive(format!("cached package manifest: {e}")))?;
+    }
+    Ok(Some(tree))
+}
+
+/// The package's files, from the cache when it was unpacked before.
+fn package_tree(pkg: &FetchedPackage, deb_path: &Path, cache: &ContentCache) -> Result<FileTree, InputError> {
+    if let Some(digest) = cache.get_ref("deb-tree", &pkg.sha256)? {
+        if let Ok(bytes) = std::fs::read(cache.path_of(&digest)) {
+            if let Ok(entries) = serde_json::from_slice::<Vec<ManifestEntry>>(&bytes) {
+                if let Some(tree) = tree_from_manifest(&entries, cache)? {
+                    return Ok(tree);
+                }
+            }
+        }
+        log::warn!("the cached unpacked files of {} {} are incomplete; unpacking it again", pkg.name, pkg.version);
+    }
+    let entries = unpack_to_cache(&pkg.name, deb_path, cache)?;
+    let manifest = serde_json::to_vec(&entries).expect("manifest serialises");
+    let digest = cache.put_bytes(&manifest, None)?;
+    cache.set_ref("deb-tree", &pkg.sha256, &digest)?;
+    tree_from_manifest(&entries, cache)?.ok_or_else(|| InputError::Archive(format!("package {}: unpacked files vanished from the cache", pkg.name)))
+}
+
+fn resolution_key(def: &ImageDefinition, index: &ArchiveIndex) -> String {
+    let mut key = format!("v1\narch={}\nkernel={}\nlocal-kernel={}\n", def.debian.architecture, def.kernel.package, def.kernel.path.is_some());
+    for (_, _, sha) in &index.files {
+        key.push_str(&format!("index={sha}\n"));
+    }
+    for p in &def.packages {
+        key.push_str(&format!("package={}\n", p.name));
+    }
+    key.push_str(&format!("iso={}\n", def.formats.contains(&Format::Iso)));
+    sha256_hex(key.as_bytes())
+}
+
+/// The file of `tree` at `path`, or an error naming the package that should have had it.
+fn file_in(tree: &FileTree, path: &str, package: &str) -> Result<FileData, InputError> {
+    let tp = TreePath::new(path).expect("static path");
+    let real = tree.resolve(&tp).unwrap_or(tp);
+    match tree.get(&real).map(|n| &n.kind) {
+        Some(NodeKind::File(d)) => Ok(d.clone()),
+        _ => Err(InputError::Archive(format!("package {package} has no {path}"))),
+    }
+}
+
+/// Fetches, verifies and unpacks everything `def` needs.
+pub fn resolve(def: &ImageDefinition, base_dir: &Path, opts: &InputOptions) -> Result<ResolvedInputs, InputError> {
+    let cache = ContentCache::open(&opts.cache_dir)?;
+    let mirror = discover_debian_mirror(def.debian.mirror.as_deref())?;
+    let fetcher = Fetcher::new(opts.offline)?;
+    let archive = load_index(def, &mirror, &cache, &fetcher, opts, base_dir)?;
+
+    // Resolution, from the cache when these index digests and requests were resolved before.
+    let key = resolution_key(def, &archive);
+    let cached: Option<Vec<FetchedPackage>> = cache
+        .get_ref("resolution", &key)?
+        .and_then(|d| std::fs::read(cache.path_of(&d)).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let packages = match cached {
+        Some(p) => p,
+        None => {
+            let index = archive.parse()?;
+            let packages = resolve_packages(def, &index)?;
+            let digest = cache.put_bytes(&serde_json::to_vec(&packages).expect("serialises"), None)?;
+            cache.set_ref("resolution", &key, &digest)?;
+            packages
+        }
+    };
+
+    // Download what is missing, verified against the signed index.
+    let base = mirror.url.trim_end_matches('/');
+    let downloads: Vec<Download> = packages
+        .iter()
+        .map(|p| {
+            Ok(Download {
+                url: format!("{base}/{}", p.filename),
+                sha256: p.sha256.parse().map_err(|_| InputError::Archive(format!("package {}: bad sha256 {}", p.name, p.sha256)))?,
+                size: Some(p.size),
+                label: format!("{} {}", p.name, p.version),
+            })
+        })
+        .collect::<Result<_, InputError>>()?;
+    let progress = if opts.quiet { Progress::hidden() } else { Progress::bars() };
+    let fetch_report = fetcher.fetch_many(&downloads, &cache, opts.jobs, &progress)?;
+
+    // Unpack (once per .deb) and build the trees.
+    let mut universe = FileTree::new();
+    let mut kernel_tree = FileTree::new();
+    let mut requested = Vec::new();
+    let mut loader_trees: BTreeMap<String, FileTree> = BTreeMap::new();
+    for (pkg, deb_path) in packages.iter().zip(&fetch_report.paths) {
+        let tree = package_tree(pkg, deb_path, &cache)?;
+        let merge_err = |e: uvmkit_filetree::TreeError| InputError::Archive(format!("package {}: {e}", pkg.name));
+        match pkg.role {
+            Role::Kernel => kernel_tree.merge(&tree).map_err(merge_err)?,
+            Role::Bootloader => {
+                loader_trees.insert(pkg.name.clone(), tree);
+            }
+            Role::Requested | Role::Dependency => {
+                universe.merge(&tree).map_err(merge_err)?;
+                if pkg.role == Role::Requested {
+                    requested.push(PackageFiles { name: pkg.name.clone(), version: pkg.version.clone(), tree });
+                }
+            }
+        }
+    }
+
+    let (kernel, module_tree) = match &def.kernel.path {
+        None => (kernel::find_kernel(&kernel_tree)?, kernel_tree),
+        Some(path) => local_kernel(def, base_dir, path)?,
+    };
+    check_kernel_config(def, &kernel)?;
+    let index = ModuleIndex::from_tree(&module_tree, &kernel.release)?;
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    for feature in kernelconfig::selected(&def.targets, &def.features) {
+        wanted.extend(feature.modules.load.iter().map(|m| (m.clone(), format!("kernel-config/{}.toml", feature.name))));
+    }
+    wanted.extend(def.kernel.modules.iter().map(|m| (m.clone(), "[kernel] modules".to_string())));
+    let modules = index.select(&wanted)?;
+
+    let stub_tree = &loader_trees[STUB_PACKAGE];
+    let uki_stub = file_in(stub_tree, STUB_PATH, STUB_PACKAGE)?;
+    let isolinux = match (loader_trees.get("isolinux"), loader_trees.get("syslinux-common")) {
+        (Some(iso), Some(common)) => Some(IsolinuxFiles {
+            isolinux_bin: file_in(iso, "/usr/lib/ISOLINUX/isolinux.bin", "isolinux")?,
+            isohdpfx: file_in(iso, "/usr/lib/ISOLINUX/isohdpfx.bin", "isolinux")?,
+            ldlinux_c32: file_in(common, "/usr/lib/syslinux/modules/bios/ldlinux.c32", "syslinux-common")?,
+        }),
+        _ => None,
+    };
+    Ok(ResolvedInputs {
+        mirror,
+        packages,
+        requested,
+        universe,
+        kernel,
+        modules,
+        uki_stub,
+        isolinux,
+        downloaded_bytes: fetch_report.downloaded_bytes,
+    })
+}
+
+/// A kernel from local files: `[kernel] path`, `modules_dir`, `config`.
+fn local_kernel(def: &ImageDefinition, base_dir: &Path, image: &Path) -> Result<(Kernel, FileTree), InputError> {
+    let image_path = base_dir.join(image);
+    let image = FileData::host_file(&image_path).map_err(|e| InputError::Io(format!("[kernel] path {}: {e}", image_path.display())))?;
+    let Some(modules_dir) = &def.kernel.modules_dir else {
+        return Err(InputError::Kernel("[kernel] path needs modules_dir (the directory holding lib/modules/RELEASE)".into()));
+    };
+    let dir = base_dir.join(modules_dir);
+    let root = if dir.join("lib/modules").is_dir() { dir.join("lib/modules") } else { dir.clone() };
+    let releases: Vec<String> = std::fs::read_dir(&root)
+        .map_err(|e| InputError::Io(format!("[kernel] modules_dir {}: {e}", root.display())))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("kernel").is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    let [release] = releases.as_slice() else {
+        return Err(InputError::Kernel(format!("{} must hold exactly one RELEASE/kernel/ directory, found {:?}", root.display(), releases)));
+    };
+    let mut tree = FileTree::new();
+    let files = crate::config::ExtraFile {
+        path: format!("/lib/modules/{release}"),
+        contents: None,
+        source: None,
+        directory: Some(root.join(release)),
+        symlink: None,
+        mkdir: false,
+        mode: None,
+        uid: 0,
+        gid: 0,
+    };
+    crate::assemble::add_extra_files(&mut tree, &[files], Path::new("/")).map_err(|e| InputError::Io(e.to_string()))?;
+    let config = match &def.kernel.config {
+        Some(c) => Some(FileData::host_file(base_dir.join(c)).map_err(|e| InputError::Io(format!("[kernel] config {}: {e}", c.display())))?),
+        None => None,
+    };
+    Ok((Kernel { release: release.clone(), image, config }, tree))
+}
+
+fn check_kernel_config(def: &ImageDefinition, kernel: &Kernel) -> Result<(), InputError> {
+    let Some(config) = &kernel.config else {
+        log::warn!("kernel {} comes without its .config; its options were not checked", kernel.release);
+        return Ok(());
+    };
+    let text = config.read_all().map_err(|e| InputError::Io(format!("kernel config: {e}")))?;
+    let features = kernelconfig::selected(&def.targets, &def.features);
+    let missing = kernelconfig::check(&String::from_utf8_lossy(&text), &features);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = missing.iter().map(|m| format!("  {m}")).collect();
+    Err(InputError::Kernel(format!("kernel {} lacks options this image needs:\n{}", kernel.release, list.join("\n"))))
+}

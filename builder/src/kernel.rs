@@ -1,0 +1,279 @@
+//! The kernel and its modules: finding the release in a kernel package's files, indexing its
+//! modules by name, and selecting the modules an image loads, closed under each module's
+//! `.modinfo` `depends=` (and `softdep=` `pre:` modules, which must load first).
+//!
+//! Debian ships no `modules.dep`, so dependencies come from the modules themselves; only the
+//! selected modules are read, so indexing 4000 modules costs only their paths.
+
+use crate::elf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use uvmkit_filetree::{FileData, FileTree, NodeKind, TreePath};
+
+/// Why the kernel or a module could not be used.
+#[derive(Debug)]
+pub enum KernelError {
+    /// No `lib/modules/RELEASE` or `boot/vmlinuz-RELEASE` in the kernel's files.
+    NoKernel(String),
+    /// A module some feature or the definition asks for does not exist in this kernel.
+    UnknownModule { module: String, wanted_by: String, release: String },
+    /// A module's `.modinfo` could not be read.
+    BadModule { path: String, message: String },
+}
+
+impl fmt::Display for KernelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KernelError::NoKernel(why) => write!(f, "no usable kernel: {why}"),
+            KernelError::UnknownModule { module, wanted_by, release } => write!(
+                f,
+                "kernel {release} has no module {module:?} (wanted by {wanted_by}); check the name with `modinfo`, or remove it"
+            ),
+            KernelError::BadModule { path, message } => write!(f, "cannot read kernel module {path}: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for KernelError {}
+
+/// The canonical module name: `-` and `_` are interchangeable in module names.
+pub fn normalize_module_name(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+/// A kernel found in a file tree (a kernel package's contents, or a local directory).
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    /// `uname -r`, such as `6.1.0-28-amd64`.
+    pub release: String,
+    /// The bzImage (with its EFI stub).
+    pub image: FileData,
+    /// The kernel's `.config`, when shipped.
+    pub config: Option<FileData>,
+}
+
+/// Finds the kernel in `tree`: a single `boot/vmlinuz-RELEASE` with a matching
+/// `lib/modules/RELEASE/` directory.
+pub fn find_kernel(tree: &FileTree) -> Result<Kernel, KernelError> {
+    let boot = TreePath::new("/boot").unwrap();
+    let mut found = Vec::new();
+    for (path, node) in tree.children(&boot) {
+        if let (Some(release), NodeKind::File(data)) = (path.file_name().strip_prefix("vmlinuz-"), &node.kind) {
+            found.push((release.to_string(), data.clone()));
+        }
+    }
+    let (release, image) = match found.len() {
+        0 => return Err(KernelError::NoKernel("the kernel package holds no /boot/vmlinuz-*".into())),
+        1 => found.pop().unwrap(),
+        _ => {
+            let names: Vec<&str> = found.iter().map(|(r, _)| r.as_str()).collect();
+            return Err(KernelError::NoKernel(format!("several kernels ({}); name one package", names.join(", "))));
+        }
+    };
+    let config = match tree.get(&TreePath::new(&format!("/boot/config-{release}")).unwrap()).map(|n| &n.kind) {
+        Some(NodeKind::File(d)) => Some(d.clone()),
+        _ => None,
+    };
+    Ok(Kernel { release, image, config })
+}
+
+/// A kernel's modules, by canonical name.
+#[derive(Debug, Clone)]
+pub struct ModuleIndex {
+    /// The kernel release the modules belong to.
+    pub release: String,
+    modules: BTreeMap<String, (TreePath, FileData)>,
+    builtin: BTreeSet<String>,
+}
+
+/// One module to load, with the modules that must be loaded before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelectedModule {
+    /// Canonical name.
+    pub name: String,
+    /// Path relative to `/lib/modules/RELEASE/`.
+    pub path: String,
+    /// Canonical names of the modules it needs first.
+    pub depends: Vec<String>,
+    /// Its contents.
+    pub data: FileData,
+}
+
+/// The modules an image loads, in a valid load order (dependencies first), and the
+/// requested ones that are built into the kernel.
+#[derive(Debug, Clone, Default)]
+pub struct ModuleSelection {
+    /// Modules in load order.
+    pub modules: Vec<SelectedModule>,
+    /// Requested modules the kernel has built in (nothing to load).
+    pub builtin: Vec<String>,
+}
+
+impl ModuleIndex {
+    /// Indexes the modules under `lib/modules/RELEASE/` of `tree`. Only paths are read.
+    pub fn from_tree(tree: &FileTree, release: &str) -> Result<ModuleIndex, KernelError> {
+        let root = TreePath::new(&format!("/lib/modules/{release}")).unwrap();
+        if !tree.contains(&root) {
+            return Err(KernelError::NoKernel(format!("no /lib/modules/{release} directory for the kernel's modules")));
+        }
+        let mut modules = BTreeMap::new();
+        let mut builtin = BTreeSet::new();
+        for (path, node) in tree.descendants(&root) {
+            let name = path.file_name();
+            if name == "modules.builtin" && path.parent().as_ref() == Some(&root) {
+                if let NodeKind::File(data) = &node.kind {
+                    let text = data.read_all().map_err(|e| KernelError::BadModule { path: path.to_string(), message: e.to_string() })?;
+                    for line in String::from_utf8_lossy(&text).lines() {
+                        let file = line.rsplit('/').next().unwrap_or(line);
+                        if let Some(stem) = file.strip_suffix(".ko") {
+                            builtin.insert(normalize_module_name(stem));
+                        }
+                    }
+                }
+                continue;
+            }
+            let stem = name.strip_suffix(".ko").or_else(|| name.strip_suffix(".ko.xz")).or_else(|| name.strip_suffix(".ko.zst"));
+            if let (Some(stem), NodeKind::File(data)) = (stem, &node.kind) {
+                modules.insert(normalize_module_name(stem), (path.clone(), data.clone()));
+            }
+        }
+        Ok(ModuleIndex { release: release.to_string(), modules, builtin })
+    }
+
+    /// Number of loadable modules.
+    pub fn len(&self) -> usize {
+        self.modules.len()
+    }
+
+    /// True when the kernel has no loadable modules.
+    pub fn is_empty(&self) -> bool {
+        self.modules.is_empty()
+    }
+
+    /// Selects `requested` (name, who wants it) and everything they depend on, in load order.
+    pub fn select(&self, requested: &[(String, String)]) -> Result<ModuleSelection, KernelError> {
+        let mut selection = ModuleSelection::default();
+        let mut depends: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut queue: Vec<(String, String)> = requested.iter().map(|(n, w)| (normalize_module_name(n), w.clone())).collect();
+        while let Some((name, wanted_by)) = queue.pop() {
+            if depends.contains_key(&name) || selection.builtin.contains(&name) {
+                continue;
+            }
+            let Some((path, data)) = self.modules.get(&name) else {
+                if self.builtin.contains(&name) {
+                    selection.builtin.push(name);
+                    continue;
+                }
+                return Err(KernelError::UnknownModule { module: name, wanted_by, release: self.release.clone() });
+            };
+            let deps = module_dependencies(path, data)?;
+            for dep in &deps {
+                queue.push((dep.clone(), format!("module {name}")));
+            }
+            depends.insert(name, deps);
+        }
+        // Drop dependencies on built-in modules: nothing to wait for.
+        for deps in depends.values_mut() {
+            deps.retain(|d| !selection.builtin.contains(d));
+        }
+        for name in load_order(&depends) {
+            let (path, data) = &self.modules[&name];
+            let rel = path.as_str().strip_prefix(&format!("lib/modules/{}/", self.release)).unwrap_or(path.as_str());
+            selection.modules.push(SelectedModule { name: name.clone(), path: rel.to_string(), depends: depends[&name].clone(), data: data.clone() });
+        }
+        selection.builtin.sort();
+        selection.builtin.dedup();
+        Ok(selection)
+    }
+}
+
+/// `depends=` and `softdep=` `pre:` names from a module's `.modinfo` section.
+fn module_dependencies(path: &TreePath, data: &FileData) -> Result<Vec<String>, KernelError> {
+    let bad = |message: String| KernelError::BadModule { path: path.to_string(), message };
+    if path.as_str().ends_with(".xz") || path.as_str().ends_with(".zst") {
+        return Err(bad("compressed modules are not supported yet; use a kernel with uncompressed modules".into()));
+    }
+    let bytes = data.read_all().map_err(|e| bad(e.to_string()))?;
+    let modinfo = elf::section(&bytes[..], ".modinfo").map_err(|e| bad(e.to_string()))?.ok_or_else(|| bad("no .modinfo section".into()))?;
+    Ok(parse_modinfo_dependencies(&modinfo))
+}
+
+/// Dependencies named in `.modinfo` text (`key=value` strings separated by NULs).
+pub fn parse_modinfo_dependencies(modinfo: &[u8]) -> Vec<String> {
+    let mut deps = Vec::new();
+    for field in modinfo.split(|&b| b == 0) {
+        let field = String::from_utf8_lossy(field);
+        if let Some(list) = field.strip_prefix("depends=") {
+            deps.extend(list.split(',').filter(|s| !s.is_empty()).map(normalize_module_name));
+        } else if let Some(soft) = field.strip_prefix("softdep=") {
+            // "pre: a b post: c": only `pre:` modules must be present before this one.
+            let mut in_pre = false;
+            for word in soft.split_whitespace() {
+                match word {
+                    "pre:" => in_pre = true,
+                    "post:" => in_pre = false,
+                    name if in_pre => deps.push(normalize_module_name(name)),
+                    _ => {}
+                }
+            }
+        }
+    }
+    deps.sort();
+    deps.dedup();
+    deps
+}
+
+/// A deterministic topological order: dependencies first, ties broken by name. Modules in a
+/// dependency cycle (which the kernel would refuse anyway) come last, in name order.
+pub fn load_order(depends: &BTreeMap<String, Vec<String>>) -> Vec<String> {
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut order = Vec::new();
+    loop {
+        let ready: Vec<String> = depends
+            .iter()
+            .filter(|(n, deps)| !done.contains(*n) && deps.iter().all(|d| done.contains(d) || !depends.contains_key(d)))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if ready.is_empty() {
+            break;
+        }
+        for n in ready {
+            done.insert(n.clone());
+            order.push(n);
+        }
+    }
+    order.extend(depends.keys().filter(|n| !done.contains(*n)).cloned());
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modinfo_depends_and_softdeps() {
+        let info = b"license=GPL\0depends=mbcache,jbd2,crc16\0softdep=pre: crc32c post: foo-bar\0name=ext4\0";
+        assert_eq!(parse_modinfo_dependencies(info), ["crc16", "crc32c", "jbd2", "mbcache"]);
+        assert!(parse_modinfo_dependencies(b"depends=\0").is_empty());
+    }
+
+    #[test]
+    fn load_order_puts_dependencies_first() {
+        let mut d = BTreeMap::new();
+        d.insert("ext4".to_string(), vec!["jbd2".to_string(), "mbcache".to_string()]);
+        d.insert("jbd2".to_string(), vec![]);
+        d.insert("mbcache".to_string(), vec![]);
+        d.insert("a".to_string(), vec!["b".to_string()]);
+        d.insert("b".to_string(), vec!["a".to_string()]);
+        assert_eq!(load_order(&d), ["jbd2", "mbcache", "ext4", "a", "b"]);
+    }
+
+    #[test]
+    fn unknown_module_is_named() {
+        let mut tree = FileTree::new();
+        tree.mkdir_all(&TreePath::new("/lib/modules/6.1.0-x").unwrap()).unwrap();
+        let index = ModuleIndex::from_tree(&tree, "6.1.0-x").unwrap();
+        let e = index.select(&[("nope".into(), "target qemu".into())]).unwrap_err().to_string();
+        assert!(e.contains("\"nope\"") && e.contains("target qemu") && e.contains("6.1.0-x"), "{e}");
+    }
+}

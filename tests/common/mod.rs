@@ -1,0 +1,202 @@
+//! Helpers shared by the integration and boot tests: running the `uvmkit` binary as a user
+//! would, and booting what it writes in QEMU (TCG: KVM does not work on the test machines).
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// `SOURCE_DATE_EPOCH` every test build uses.
+pub const EPOCH: &str = "1700000000";
+
+/// The `uvmkit` binary under test.
+pub fn uvmkit_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_uvmkit"))
+}
+
+/// The repository's top directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A cache shared by every test binary of one `cargo test` run, so inputs are fetched once.
+pub fn shared_cache() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("uvmkit-cache");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A fresh directory for one test.
+pub fn test_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tests").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs `uvmkit ARGS` with the shared cache and a fixed `SOURCE_DATE_EPOCH`.
+pub fn uvmkit(args: &[&str]) -> Output {
+    Command::new(uvmkit_bin())
+        .args(args)
+        .env("UVMKIT_CACHE", shared_cache())
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .output()
+        .expect("run uvmkit")
+}
+
+/// Like [`uvmkit`], panicking with its output when it fails.
+pub fn uvmkit_ok(args: &[&str]) -> String {
+    let out = uvmkit(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "uvmkit {args:?} failed ({}):\n{stderr}", out.status);
+    String::from_utf8_lossy(&out.stdout).into_owned() + &stderr
+}
+
+/// True when `tool` is on PATH; otherwise prints why a check is skipped.
+pub fn have(tool: &str) -> bool {
+    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).stdout(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
+    if !found {
+        eprintln!("note: {tool} is not installed; run tests/install-deps.sh (skipping this check)");
+    }
+    found
+}
+
+/// Runs a command and returns (success, stdout + stderr).
+pub fn run(cmd: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+/// At most two guests at once: the test machines have two cores, and TCG is single-threaded
+/// per guest.
+static SLOTS: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+const MAX_GUESTS: usize = 2;
+
+struct Slot;
+impl Slot {
+    fn take() -> Slot {
+        let (lock, cv) = &SLOTS;
+        let mut n = lock.lock().unwrap();
+        while *n >= MAX_GUESTS {
+            n = cv.wait(n).unwrap();
+        }
+        *n += 1;
+        Slot
+    }
+}
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let (lock, cv) = &SLOTS;
+        *lock.lock().unwrap() -= 1;
+        cv.notify_one();
+    }
+}
+
+/// OVMF firmware arguments with a private copy of the variable store.
+pub fn ovmf_args(dir: &Path) -> Vec<String> {
+    let vars = dir.join("OVMF_VARS.fd");
+    std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).expect("OVMF installed (tests/install-deps.sh)");
+    vec![
+        "-drive".into(),
+        "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
+        "-drive".into(),
+        format!("if=pflash,format=raw,file={}", vars.display()),
+    ]
+}
+
+/// A running guest whose serial console goes to a file.
+pub struct Guest {
+    child: Child,
+    serial: PathBuf,
+    monitor: PathBuf,
+    started: Instant,
+    _slot: Slot,
+}
+
+impl Guest {
+    /// Starts `qemu-system-x86_64 -accel tcg` with `args`, a serial log and a monitor socket
+    /// in `dir`.
+    pub fn start(dir: &Path, args: &[String]) -> Guest {
+        let slot = Slot::take();
+        let serial = dir.join("serial.log");
+        let monitor = dir.join("monitor.sock");
+        let _ = std::fs::remove_file(&monitor);
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(["-accel", "tcg", "-m", "1024", "-smp", "1", "-nographic", "-no-reboot", "-nodefaults"])
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()))
+            .arg("-monitor")
+            .arg(format!("unix:{},server,nowait", monitor.display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let child = cmd.spawn().expect("qemu-system-x86_64 installed (tests/install-deps.sh)");
+        Guest { child, serial, monitor, started: Instant::now(), _slot: slot }
+    }
+
+    /// The serial output so far.
+    pub fn log(&self) -> String {
+        std::fs::read(&self.serial).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+    }
+
+    fn fail(&mut self, why: &str) -> ! {
+        let _ = self.child.kill();
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        let log = self.log();
+        let tail: String = log.lines().rev().take(80).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+        panic!("{why} after {:.1}s\n--- qemu stderr ---\n{err}\n--- last serial lines ---\n{tail}", self.started.elapsed().as_secs_f64());
+    }
+
+    /// Waits until the serial log contains `marker`; returns seconds since start.
+    pub fn wait_for(&mut self, marker: &str, timeout: Duration) -> f64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log().contains(marker) {
+                return self.started.elapsed().as_secs_f64();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.fail(&format!("QEMU exited ({status}) before printing {marker:?}"));
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!("no {marker:?} on the serial console within {}s", timeout.as_secs()));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Sends a command to the QEMU monitor.
+    pub fn monitor(&mut self, command: &str) {
+        let mut s = UnixStream::connect(&self.monitor).unwrap_or_else(|e| self.fail(&format!("monitor: {e}")));
+        s.write_all(format!("{command}\n").as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// Waits for QEMU to exit by itself; returns seconds waited.
+    pub fn wait_exit(&mut self, timeout: Duration) -> f64 {
+        let t0 = Instant::now();
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return t0.elapsed().as_secs_f64();
+            }
+            if t0.elapsed() > timeout {
+                self.fail(&format!("QEMU did not exit within {}s", timeout.as_secs()));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,267 @@
+//! Resolution from a Debian-style repository made and served by the test itself, on
+//! 127.0.0.1: signed with a test key, holding packages the test builds with `dpkg-deb`. No
+//! network beyond loopback. Also: a checksum mismatch, a bad signature and an unreachable
+//! mirror each fail with a clear message and the fetch-failure exit code.
+
+mod common;
+
+use common::*;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+const RELEASE: &str = "6.1.0-test-amd64";
+
+fn write(path: &Path, bytes: impl AsRef<[u8]>) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// A relocatable ELF object with a `.modinfo` section, as a kernel module has.
+fn fake_module(name: &str, depends: &str) -> Vec<u8> {
+    use object::write::Object;
+    use object::{Architecture, BinaryFormat, Endianness, SectionKind};
+    let mut obj = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
+    let id = obj.add_section(vec![], b".modinfo".to_vec(), SectionKind::ReadOnlyData);
+    obj.append_section_data(id, format!("license=GPL\0depends={depends}\0name={name}\0").as_bytes(), 1);
+    obj.write().unwrap()
+}
+
+/// Builds `NAME_VERSION_amd64.deb` from `root` (which gets DEBIAN/control) with dpkg-deb.
+fn build_deb(work: &Path, name: &str, version: &str, depends: Option<&str>, files: &[(&str, Vec<u8>, u32)], links: &[(&str, &str)]) -> PathBuf {
+    let root = work.join(format!("src-{name}"));
+    for (path, bytes, mode) in files {
+        let p = root.join(path.trim_start_matches('/'));
+        write(&p, bytes);
+        std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&p).unwrap().permissions(), *mode);
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(*mode)).unwrap();
+    }
+    for (path, target) in links {
+        let p = root.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(target, &p).unwrap();
+    }
+    let mut control = format!("Package: {name}\nVersion: {version}\nArchitecture: amd64\nMaintainer: Test <test@example.org>\nDescription: test package {name}\n");
+    if let Some(d) = depends {
+        control.push_str(&format!("Depends: {d}\n"));
+    }
+    write(&root.join("DEBIAN/control"), control);
+    let deb = work.join(format!("pool/{name}_{version}_amd64.deb"));
+    std::fs::create_dir_all(deb.parent().unwrap()).unwrap();
+    let out = Command::new("dpkg-deb").args(["--root-owner-group", "-Zxz", "--build"]).arg(&root).arg(&deb).output().expect("dpkg-deb");
+    assert!(out.status.success(), "dpkg-deb: {}", String::from_utf8_lossy(&out.stderr));
+    deb
+}
+
+fn stanza(deb: &Path, name: &str, version: &str, depends: Option<&str>, sha_override: Option<&str>) -> String {
+    let bytes = std::fs::read(deb).unwrap();
+    let sha = sha_override.map(str::to_string).unwrap_or_else(|| hex::encode(Sha256::digest(&bytes)));
+    let mut s = format!(
+        "Package: {name}\nVersion: {version}\nArchitecture: amd64\nMaintainer: Test <test@example.org>\nFilename: pool/{}\nSize: {}\nSHA256: {sha}\nDescription: test package {name}\n",
+        deb.file_name().unwrap().to_str().unwrap(),
+        bytes.len()
+    );
+    if let Some(d) = depends {
+        s.push_str(&format!("Depends: {d}\n"));
+    }
+    s.push('\n');
+    s
+}
+
+/// The host's copy of a library the test's dynamic program needs.
+fn host_lib(name: &str) -> Vec<u8> {
+    for dir in ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64"] {
+        if let Ok(b) = std::fs::read(Path::new(dir).join(name)) {
+            return b;
+        }
+    }
+    panic!("host has no {name}");
+}
+
+struct Repo {
+    dir: PathBuf,
+    signer_keyring: PathBuf,
+}
+
+/// Makes the repository under `dir`. `tamper_hello` lists a wrong sha256 for one package;
+/// `sign_with_other_key` signs InRelease with a key the keyring does not hold.
+fn make_repo(dir: &Path, tamper_hello: bool, sign_with_other_key: bool) -> Repo {
+    let work = dir.to_path_buf();
+    let mut packages = String::new();
+    // A dynamically linked program and the C library it loads.
+    let true_bin = std::fs::read("/usr/bin/true").unwrap();
+    let hello = build_deb(&work, "hello", "1.0-1", Some("libc6 (>= 2.30)"), &[("/usr/bin/hello", true_bin, 0o755), ("/usr/share/doc/hello/README", b"docs".to_vec(), 0o644), ("/etc/hello.conf", b"greeting=hi\n".to_vec(), 0o644)], &[]);
+    packages += &stanza(&hello, "hello", "1.0-1", Some("libc6 (>= 2.30)"), tamper_hello.then_some("00".repeat(32).as_str()));
+    let libc = build_deb(
+        &work,
+        "libc6",
+        "2.36-9",
+        None,
+        &[("/lib/x86_64-linux-gnu/libc.so.6", host_lib("libc.so.6"), 0o755), ("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", host_lib("ld-linux-x86-64.so.2"), 0o755)],
+        &[("/lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")],
+    );
+    packages += &stanza(&libc, "libc6", "2.36-9", None, None);
+    // A kernel package: modules with .modinfo dependencies, and a .config meeting the checks.
+    let features = uvmkit::kernelconfig::selected(&[uvmkit::config::Target::Qemu], &[]);
+    let mut kconfig = String::new();
+    let mut files: Vec<(String, Vec<u8>, u32)> = vec![(format!("/boot/vmlinuz-{RELEASE}"), b"not a real kernel".to_vec(), 0o644)];
+    for f in &features {
+        for (option, allowed) in &f.options {
+            kconfig += &format!("{option}={}\n", if allowed.contains('m') { "m" } else { "y" });
+        }
+        for m in &f.modules.load {
+            if m == "af_packet" {
+                continue; // built in, below
+            }
+            let deps = if m == "virtio_blk" { "virtio,virtio_ring" } else { "" };
+            files.push((format!("/lib/modules/{RELEASE}/kernel/drivers/{m}.ko"), fake_module(m, deps), 0o644));
+        }
+    }
+    files.push((format!("/lib/modules/{RELEASE}/kernel/drivers/virtio/virtio.ko"), fake_module("virtio", ""), 0o644));
+    files.push((format!("/lib/modules/{RELEASE}/kernel/drivers/virtio/virtio_ring.ko"), fake_module("virtio_ring", ""), 0o644));
+    files.push((format!("/lib/modules/{RELEASE}/modules.builtin"), b"kernel/net/packet/af_packet.ko\n".to_vec(), 0o644));
+    files.push((format!("/boot/config-{RELEASE}"), kconfig.into_bytes(), 0o644));
+    let files_ref: Vec<(&str, Vec<u8>, u32)> = files.iter().map(|(p, b, m)| (p.as_str(), b.clone(), *m)).collect();
+    let kernel = build_deb(&work, &format!("linux-image-{RELEASE}"), "6.1.1-1", Some("kmod, linux-base"), &files_ref, &[]);
+    packages += &stanza(&kernel, &format!("linux-image-{RELEASE}"), "6.1.1-1", Some("kmod, linux-base"), None);
+    let meta = build_deb(&work, "linux-image-amd64", "6.1.1-1", Some(&format!("linux-image-{RELEASE} (= 6.1.1-1)")), &[], &[]);
+    packages += &stanza(&meta, "linux-image-amd64", "6.1.1-1", Some(&format!("linux-image-{RELEASE} (= 6.1.1-1)")), None);
+    let stub = build_deb(&work, "systemd-boot-efi", "252-1", None, &[("/usr/lib/systemd/boot/efi/linuxx64.efi.stub", b"MZ stub".to_vec(), 0o644)], &[]);
+    packages += &stanza(&stub, "systemd-boot-efi", "252-1", None, None);
+
+    // dists/test/main/binary-amd64/Packages.xz and a signed InRelease listing it.
+    let index_dir = work.join("dists/test/main/binary-amd64");
+    write(&index_dir.join("Packages"), &packages);
+    let st = Command::new("xz").args(["-k", "-f"]).arg(index_dir.join("Packages")).status().expect("xz");
+    assert!(st.success());
+    let xz = std::fs::read(index_dir.join("Packages.xz")).unwrap();
+    let release = format!(
+        "Origin: Test\nSuite: test\nCodename: test\nDate: Sat, 01 Jan 2000 00:00:00 UTC\nArchitectures: amd64\nComponents: main\nSHA256:\n {} {} main/binary-amd64/Packages.xz\n",
+        hex::encode(Sha256::digest(&xz)),
+        xz.len()
+    );
+    let signer = uvmkit_debian::testing::TestSigner::generate(7);
+    let other = uvmkit_debian::testing::TestSigner::generate(8);
+    let signed = if sign_with_other_key { other.clearsign(&release) } else { signer.clearsign(&release) };
+    write(&work.join("dists/test/InRelease"), signed);
+    let keyring = work.join("test-keyring.gpg");
+    write(&keyring, signer.public_keyring_bytes());
+    Repo { dir: work, signer_keyring: keyring }
+}
+
+/// Serves `root` over HTTP on 127.0.0.1 until the test process ends; returns the base URL.
+fn serve(root: PathBuf) -> String {
+    let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+    let port = server.server_addr().to_ip().unwrap().port();
+    std::thread::spawn(move || {
+        for request in server.incoming_requests() {
+            let rel = request.url().trim_start_matches('/').to_string();
+            let path = root.join(&rel);
+            let response = match (rel.contains(".."), std::fs::read(&path)) {
+                (false, Ok(bytes)) => request.respond(tiny_http::Response::from_data(bytes)),
+                _ => request.respond(tiny_http::Response::empty(404)),
+            };
+            let _ = response;
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+fn definition(dir: &Path, mirror: &str, keyring: &Path) -> PathBuf {
+    let def = format!(
+        "name = \"hermetic\"\ntargets = [\"qemu\"]\nformats = [\"efi\"]\n[debian]\nsuite = \"test\"\nmirror = \"{mirror}\"\nkeyring = \"{}\"\n[[packages]]\nname = \"hello\"\n",
+        keyring.display()
+    );
+    let path = dir.join("hermetic.toml");
+    write(&path, def);
+    path
+}
+
+fn run_with_cache(args: &[&str], cache: &Path) -> (i32, String) {
+    let out = Command::new(uvmkit_bin()).args(args).env("UVMKIT_CACHE", cache).env_remove("UVMKIT_DEBIAN_MIRROR").output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn resolves_fetches_and_inspects_a_signed_local_repository() {
+    if !have("dpkg-deb") || !have("xz") {
+        return;
+    }
+    let dir = test_dir("hermetic-ok");
+    let repo = make_repo(&dir.join("repo"), false, false);
+    let mirror = serve(repo.dir.clone());
+    let def = definition(&dir, &mirror, &repo.signer_keyring);
+    let cache = dir.join("cache");
+    let (code, text) = run_with_cache(&["fetch", def.to_str().unwrap(), "--quiet"], &cache);
+    assert_eq!(code, 0, "uvmkit fetch: {text}");
+    assert!(text.contains("kernel 6.1.0-test-amd64"), "{text}");
+    let (code, text) = run_with_cache(&["inspect", def.to_str().unwrap(), "--files", "--quiet"], &cache);
+    assert_eq!(code, 0, "uvmkit inspect: {text}");
+    // The kernel's dependencies on kmod and linux-base are not followed; hello's on libc6 is.
+    for needle in ["hello", "libc6", "2.36-9", "linux-image-6.1.0-test-amd64", "systemd-boot-efi", "/usr/bin/hello", "/etc/hello.conf", "/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2", "virtio_blk", "virtio_ring"] {
+        assert!(text.contains(needle), "inspect output lacks {needle}:\n{text}");
+    }
+    assert!(!text.contains("/usr/share/doc/hello"), "docs were taken:\n{text}");
+    let modules_line = text.lines().find(|l| l.starts_with("modules (")).unwrap();
+    let pos = |m: &str| modules_line.find(&format!(" {m}")).unwrap_or_else(|| panic!("{m} not in {modules_line}"));
+    assert!(pos("virtio_ring") < pos("virtio_blk"), "dependencies must load first: {modules_line}");
+    assert!(text.contains("built in: af_packet"), "{text}");
+
+    // A second run is served from the cache: no network at all.
+    let (code, text) = run_with_cache(&["fetch", def.to_str().unwrap(), "--offline", "--quiet"], &cache);
+    assert_eq!(code, 0, "offline fetch from a warm cache: {text}");
+}
+
+#[test]
+fn a_package_whose_checksum_does_not_match_is_refused() {
+    if !have("dpkg-deb") || !have("xz") {
+        return;
+    }
+    let dir = test_dir("hermetic-checksum");
+    let repo = make_repo(&dir.join("repo"), true, false);
+    let mirror = serve(repo.dir.clone());
+    let def = definition(&dir, &mirror, &repo.signer_keyring);
+    let (code, text) = run_with_cache(&["fetch", def.to_str().unwrap(), "--quiet"], &dir.join("cache"));
+    assert_eq!(code, 3, "{text}");
+    assert!(text.contains("hello_1.0-1_amd64.deb") && text.to_lowercase().contains("sha256"), "{text}");
+}
+
+#[test]
+fn an_index_signed_by_an_unknown_key_is_refused() {
+    if !have("dpkg-deb") || !have("xz") {
+        return;
+    }
+    let dir = test_dir("hermetic-signature");
+    let repo = make_repo(&dir.join("repo"), false, true);
+    let mirror = serve(repo.dir.clone());
+    let def = definition(&dir, &mirror, &repo.signer_keyring);
+    let (code, text) = run_with_cache(&["fetch", def.to_str().unwrap(), "--quiet"], &dir.join("cache"));
+    assert_eq!(code, 3, "{text}");
+    assert!(text.contains("InRelease") && text.to_lowercase().contains("signature"), "{text}");
+}
+
+#[test]
+fn an_unreachable_mirror_is_reported() {
+    let dir = test_dir("hermetic-unreachable");
+    // Port 9 (discard) on loopback: nothing listens there.
+    let def = definition(&dir, "http://127.0.0.1:9", Path::new("/nonexistent-keyring"));
+    let def_text = std::fs::read_to_string(&def).unwrap().replace("keyring = \"/nonexistent-keyring\"\n", "");
+    std::fs::write(&def, def_text).unwrap();
+    let (code, text) = run_with_cache(&["fetch", def.to_str().unwrap(), "--quiet"], &dir.join("cache"));
+    assert_eq!(code, 3, "{text}");
+    assert!(text.contains("127.0.0.1:9"), "{text}");
+}
+
+#[test]
+fn malformed_definitions_name_file_line_and_key() {
+    let dir = test_dir("bad-definition");
+    let def = dir.join("bad.toml");
+    write(&def, "name = \"x\"\n[kernel]\npackages = \"linux-image-amd64\"\n");
+    let (code, text) = run_with_cache(&["fetch", def.to_str().unwrap()], &dir.join("cache"));
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("bad.toml:3:1") && text.contains("packages") && text.contains("package"), "{text}");
+    let (code, text) = run_with_cache(&["build", dir.join("missing.toml").to_str().unwrap()], &dir.join("cache"));
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("missing.toml"), "{text}");
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a Debian 12 machine: the independent readers of what uvmkit
+# writes (qemu-img, xorriso, fsck.fat, e2fsck, sgdisk...), QEMU with OVMF for the boot tests,
+# and the static-init target. Run as root (or through sudo).
+set -euo pipefail
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q
+# qemu-system-x86 alone replaces a newer qemu-utils (backport) with a conflicting one; asking for
+# the qemu-utils of the same version keeps qemu-img and QEMU in step.
+qemu_version=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+$sudo apt-get install -y -q --allow-downgrades \
+  qemu-system-x86 "qemu-utils=${qemu_version}" ovmf \
+  xorriso genisoimage libarchive-tools dosfstools mtools gdisk fdisk cpio zstd e2fsprogs binutils
+if command -v rustup >/dev/null; then
+  rustup target add x86_64-unknown-linux-musl \
+    || echo "note: no musl target; the init is built for glibc with +crt-static instead"
+fi

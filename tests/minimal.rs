@@ -1,0 +1,267 @@
+//! `images/minimal.toml` end to end: one build of every format, read back by independent
+//! tools, booted in QEMU every way a user would boot it, and rebuilt to prove the bytes repeat.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+const READY: &str = "uvmkit-init: ready";
+const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// The output directory of the one build all tests share.
+fn built() -> &'static Path {
+    static OUT: OnceLock<PathBuf> = OnceLock::new();
+    OUT.get_or_init(|| {
+        let out = test_dir("minimal-build");
+        let image = repo_root().join("images/minimal.toml");
+        let log = uvmkit_ok(&["build", image.to_str().unwrap(), "-o", out.to_str().unwrap(), "--quiet"]);
+        eprintln!("{log}");
+        out
+    })
+}
+
+fn artifact(name: &str) -> PathBuf {
+    let p = built().join(name);
+    assert!(p.exists(), "{} was not written", p.display());
+    p
+}
+
+#[test]
+fn build_writes_every_artifact_with_checksums_and_manifest() {
+    let out = built();
+    let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+    for name in ["minimal.efi", "minimal-kernel", "minimal-initrd.img", "minimal.iso", "minimal.raw", "minimal.vhdx", "minimal.vmdk", "minimal-stream.vmdk"] {
+        assert!(sums.contains(&format!("  {name}\n")), "{name} missing from SHA256SUMS:\n{sums}");
+    }
+    let (ok, text) = run("sh", &["-c", &format!("cd {} && sha256sum -c SHA256SUMS", out.display())]);
+    assert!(ok, "sha256sum -c: {text}");
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["image"], "minimal");
+    let inputs = manifest["inputs"].as_array().unwrap();
+    assert!(inputs.iter().any(|i| i["role"] == "kernel" && i["sha256"].as_str().unwrap().len() == 64), "{manifest}");
+    assert_eq!(manifest["artifacts"].as_array().unwrap().len(), 8);
+    // Nothing half-written is left behind.
+    for entry in std::fs::read_dir(out).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(!name.starts_with('.'), "leftover {name}");
+    }
+}
+
+#[test]
+fn initrd_is_a_zstd_cpio_read_by_bsdtar() {
+    if !have("bsdtar") {
+        return;
+    }
+    let (ok, list) = run("bsdtar", &["-tvf", artifact("minimal-initrd.img").to_str().unwrap()]);
+    assert!(ok, "bsdtar: {list}");
+    for needle in ["init", "etc/uvmkit/init.toml", "dev/console", "lib/modules/", "virtio_blk.ko", "hv_storvsc.ko", "vmxnet3.ko"] {
+        assert!(list.contains(needle), "initrd lacks {needle}:\n{}", &list[..list.len().min(3000)]);
+    }
+}
+
+#[test]
+fn uki_sections_are_read_by_objdump() {
+    if !have("objdump") {
+        return;
+    }
+    let (ok, text) = run("objdump", &["-h", artifact("minimal.efi").to_str().unwrap()]);
+    assert!(ok, "objdump: {text}");
+    for section in [".osrel", ".cmdline", ".initrd", ".linux"] {
+        assert!(text.contains(section), "UKI lacks {section}:\n{text}");
+    }
+}
+
+#[test]
+fn disk_images_pass_qemu_img_and_match_raw() {
+    if !have("qemu-img") {
+        return;
+    }
+    let raw = artifact("minimal.raw");
+    for (file, format) in [("minimal.vhdx", "vhdx"), ("minimal.vmdk", "vmdk"), ("minimal-stream.vmdk", "vmdk")] {
+        let path = artifact(file);
+        let (ok, text) = run("qemu-img", &["check", "-f", format, path.to_str().unwrap()]);
+        assert!(ok && text.contains("No errors"), "qemu-img check {file}: {text}");
+        let (ok, text) = run("qemu-img", &["compare", "-f", format, "-F", "raw", path.to_str().unwrap(), raw.to_str().unwrap()]);
+        assert!(ok && text.contains("identical"), "qemu-img compare {file} raw: {text}");
+        // The file holds content, not the virtual size.
+        assert!(std::fs::metadata(&path).unwrap().len() < 512 << 20, "{file} is not sparse");
+    }
+}
+
+#[test]
+fn raw_disk_partitions_pass_sgdisk_fsck_fat_and_e2fsck() {
+    if !(have("sgdisk") && have("fsck.fat") && have("e2fsck")) {
+        return;
+    }
+    let raw = artifact("minimal.raw");
+    let (ok, text) = run("sgdisk", &["-v", raw.to_str().unwrap()]);
+    assert!(ok && text.contains("No problems found"), "sgdisk -v: {text}");
+    let (_, table) = run("sgdisk", &["-p", raw.to_str().unwrap()]);
+    // Extract each partition and check it with its filesystem's own checker.
+    let dir = test_dir("minimal-partitions");
+    let mut checked = 0;
+    for line in table.lines().filter(|l| l.trim_start().chars().next().is_some_and(|c| c.is_ascii_digit())) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let (start, end): (u64, u64) = (cols[1].parse().unwrap(), cols[2].parse().unwrap());
+        let part = dir.join(format!("p{}", cols[0]));
+        let (ok, text) = run("dd", &[&format!("if={}", raw.display()), &format!("of={}", part.display()), "bs=512", &format!("skip={start}"), &format!("count={}", end - start + 1), "conv=sparse", "status=none"]);
+        assert!(ok, "dd: {text}");
+        if line.contains("EF00") {
+            let (ok, text) = run("fsck.fat", &["-n", part.to_str().unwrap()]);
+            assert!(ok, "fsck.fat -n on the ESP: {text}");
+            let (ok, text) = run("mdir", &["-i", part.to_str().unwrap(), "::/EFI/BOOT"]);
+            assert!(ok && text.contains("BOOTX64"), "ESP lacks BOOTX64.EFI: {text}");
+            checked += 1;
+        } else {
+            let (ok, text) = run("e2fsck", &["-fn", part.to_str().unwrap()]);
+            assert!(ok, "e2fsck -fn on the data partition: {text}");
+            let (_, text) = run("dumpe2fs", &["-h", part.to_str().unwrap()]);
+            assert!(text.contains("uvmkit-data"), "data partition label: {text}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 2, "expected an ESP and a data partition:\n{table}");
+}
+
+#[test]
+fn iso_has_bios_and_uefi_el_torito_and_hybrid_tables() {
+    if !(have("xorriso") && have("isoinfo") && have("sgdisk")) {
+        return;
+    }
+    let iso = artifact("minimal.iso");
+    let (ok, text) = run("xorriso", &["-indev", iso.to_str().unwrap(), "-report_el_torito", "plain"]);
+    assert!(ok, "xorriso: {text}");
+    assert!(text.contains("BIOS") && text.contains("UEFI"), "El Torito entries:\n{text}");
+    let (ok, text) = run("isoinfo", &["-d", "-i", iso.to_str().unwrap()]);
+    assert!(ok && text.contains("Volume id: MINIMAL"), "isoinfo -d: {text}");
+    let (ok, text) = run("sgdisk", &["-v", iso.to_str().unwrap()]);
+    assert!(ok && text.contains("No problems found"), "sgdisk -v on the ISO: {text}");
+    if have("bsdtar") {
+        let (ok, list) = run("bsdtar", &["-tf", iso.to_str().unwrap()]);
+        assert!(ok && list.to_lowercase().contains("vmlinuz"), "bsdtar -tf: {list}");
+    }
+}
+
+fn boot(name: &str, args: Vec<String>) -> f64 {
+    let dir = test_dir(name);
+    let mut guest = Guest::start(&dir, &args);
+    let t = guest.wait_for(READY, BOOT_TIMEOUT);
+    eprintln!("{name}: {READY} after {t:.1}s");
+    t
+}
+
+fn ovmf(name: &str, mut rest: Vec<String>) -> Vec<String> {
+    let mut args = ovmf_args(&test_dir(&format!("{name}-fw")));
+    args.append(&mut rest);
+    args
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+#[test]
+fn boots_kernel_and_initrd_directly_then_powers_off_on_acpi_button() {
+    let dir = test_dir("boot-direct");
+    let kernel = artifact("minimal-kernel");
+    let initrd = artifact("minimal-initrd.img");
+    let args = s(&["-kernel", kernel.to_str().unwrap(), "-initrd", initrd.to_str().unwrap(), "-append", "console=ttyS0"]);
+    let mut guest = Guest::start(&dir, &args);
+    let t = guest.wait_for(READY, BOOT_TIMEOUT);
+    eprintln!("direct kernel boot: ready after {t:.1}s");
+    guest.monitor("system_powerdown");
+    let secs = guest.wait_exit(Duration::from_secs(90));
+    eprintln!("power off took {secs:.1}s");
+    assert!(guest.log().contains("power"), "no shutdown log:\n{}", guest.log());
+}
+
+#[test]
+fn boots_the_uki_from_an_esp_under_ovmf() {
+    let esp = test_dir("uki-esp");
+    std::fs::create_dir_all(esp.join("EFI/BOOT")).unwrap();
+    std::fs::copy(artifact("minimal.efi"), esp.join("EFI/BOOT/BOOTX64.EFI")).unwrap();
+    boot("boot-uki", ovmf("boot-uki", s(&["-drive", &format!("if=virtio,format=raw,file=fat:rw:{}", esp.display())])));
+}
+
+fn boot_disk(file: &str, format: &str) {
+    let path = artifact(file);
+    let name = format!("boot-{}", file.replace('.', "-"));
+    let dir = test_dir(&name);
+    let mut args = ovmf_args(&dir);
+    args.extend(s(&["-drive", &format!("if=virtio,format={format},file={},snapshot=on", path.display())]));
+    let mut guest = Guest::start(&dir, &args);
+    let t = guest.wait_for(READY, BOOT_TIMEOUT);
+    eprintln!("{file}: ready after {t:.1}s");
+    let log = guest.log();
+    assert!(log.contains("uvmkit-data"), "{file}: the init did not report the data partition:\n{log}");
+}
+
+#[test]
+fn boots_raw_disk_under_ovmf() {
+    boot_disk("minimal.raw", "raw");
+}
+
+#[test]
+fn boots_vhdx_under_ovmf() {
+    boot_disk("minimal.vhdx", "vhdx");
+}
+
+#[test]
+fn boots_vmdk_under_ovmf() {
+    boot_disk("minimal.vmdk", "vmdk");
+}
+
+#[test]
+fn boots_stream_optimized_vmdk_under_ovmf() {
+    boot_disk("minimal-stream.vmdk", "vmdk");
+}
+
+fn boot_iso(name: &str, uefi: bool, as_disk: bool) {
+    let iso = artifact("minimal.iso");
+    let dir = test_dir(name);
+    let mut args = if uefi { ovmf_args(&dir) } else { vec![] };
+    if as_disk {
+        args.extend(s(&["-drive", &format!("if=ide,format=raw,file={},snapshot=on", iso.display())]));
+    } else {
+        args.extend(s(&["-drive", &format!("if=ide,media=cdrom,format=raw,readonly=on,file={}", iso.display())]));
+    }
+    let mut guest = Guest::start(&dir, &args);
+    let t = guest.wait_for(READY, BOOT_TIMEOUT);
+    eprintln!("{name}: ready after {t:.1}s");
+}
+
+#[test]
+fn iso_boots_from_cd_under_seabios() {
+    boot_iso("iso-cd-bios", false, false);
+}
+
+#[test]
+fn iso_boots_from_cd_under_ovmf() {
+    boot_iso("iso-cd-uefi", true, false);
+}
+
+#[test]
+fn iso_boots_as_a_disk_under_seabios() {
+    boot_iso("iso-disk-bios", false, true);
+}
+
+#[test]
+fn iso_boots_as_a_disk_under_ovmf() {
+    boot_iso("iso-disk-uefi", true, true);
+}
+
+#[test]
+fn a_second_build_gives_identical_bytes() {
+    let first = std::fs::read_to_string(built().join("SHA256SUMS")).unwrap();
+    let out = test_dir("minimal-rebuild");
+    let image = repo_root().join("images/minimal.toml");
+    uvmkit_ok(&["build", image.to_str().unwrap(), "-o", out.to_str().unwrap(), "--quiet"]);
+    let second = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+    assert_eq!(first, second, "artifacts differ between two builds");
+    let m1 = std::fs::read(built().join("manifest.json")).unwrap();
+    let m2 = std::fs::read(out.join("manifest.json")).unwrap();
+    assert!(m1 == m2, "manifest.json differs between two builds");
+}
