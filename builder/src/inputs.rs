@@ -107,7 +107,7 @@ pub enum Role {
 }
 
 /// A downloaded and verified `.deb`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchedPackage {
     /// Package name.
     pub name: String,
@@ -259,7 +259,7 @@ fn resolve_packages(def: &ImageDefinition, index: &PackageIndex) -> Result<Vec<F
         size: p.size,
         role,
         reason,
-        source: p.source.clone(),
+        source: Some(p.source.clone()).filter(|s| !s.is_empty()),
         maintainer: p.maintainer.clone(),
         homepage: p.homepage.clone(),
     };

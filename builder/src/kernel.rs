@@ -166,10 +166,20 @@ impl ModuleIndex {
                 }
                 return Err(KernelError::UnknownModule { module: name, wanted_by, release: self.release.clone() });
             };
-            let deps = module_dependencies(path, data)?;
-            for dep in &deps {
+            let (hard, soft) = module_dependencies(path, data)?;
+            let mut deps = hard.clone();
+            for dep in &hard {
                 queue.push((dep.clone(), format!("module {name}")));
             }
+            // Soft dependencies may name aliases (`crct10dif` for a crypto algorithm) rather
+            // than modules, and modprobe treats them as optional: take the ones that exist.
+            for dep in soft {
+                if self.modules.contains_key(&dep) && !deps.contains(&dep) {
+                    queue.push((dep.clone(), format!("module {name} (soft dependency)")));
+                    deps.push(dep);
+                }
+            }
+            deps.sort();
             depends.insert(name, deps);
         }
         // Drop dependencies on built-in modules: nothing to wait for.
@@ -187,8 +197,8 @@ impl ModuleIndex {
     }
 }
 
-/// `depends=` and `softdep=` `pre:` names from a module's `.modinfo` section.
-fn module_dependencies(path: &TreePath, data: &FileData) -> Result<Vec<String>, KernelError> {
+/// `depends=` names and `softdep=` `pre:` names from a module's `.modinfo` section.
+fn module_dependencies(path: &TreePath, data: &FileData) -> Result<(Vec<String>, Vec<String>), KernelError> {
     let bad = |message: String| KernelError::BadModule { path: path.to_string(), message };
     if path.as_str().ends_with(".xz") || path.as_str().ends_with(".zst") {
         return Err(bad("compressed modules are not supported yet; use a kernel with uncompressed modules".into()));
@@ -198,21 +208,23 @@ fn module_dependencies(path: &TreePath, data: &FileData) -> Result<Vec<String>, 
     Ok(parse_modinfo_dependencies(&modinfo))
 }
 
-/// Dependencies named in `.modinfo` text (`key=value` strings separated by NULs).
-pub fn parse_modinfo_dependencies(modinfo: &[u8]) -> Vec<String> {
+/// Dependencies named in `.modinfo` text (`key=value` strings separated by NULs): the hard
+/// ones (`depends=`) and the soft ones that must load first (`softdep=` `pre:`).
+pub fn parse_modinfo_dependencies(modinfo: &[u8]) -> (Vec<String>, Vec<String>) {
     let mut deps = Vec::new();
+    let mut soft = Vec::new();
     for field in modinfo.split(|&b| b == 0) {
         let field = String::from_utf8_lossy(field);
         if let Some(list) = field.strip_prefix("depends=") {
             deps.extend(list.split(',').filter(|s| !s.is_empty()).map(normalize_module_name));
-        } else if let Some(soft) = field.strip_prefix("softdep=") {
+        } else if let Some(spec) = field.strip_prefix("softdep=") {
             // "pre: a b post: c": only `pre:` modules must be present before this one.
             let mut in_pre = false;
-            for word in soft.split_whitespace() {
+            for word in spec.split_whitespace() {
                 match word {
                     "pre:" => in_pre = true,
                     "post:" => in_pre = false,
-                    name if in_pre => deps.push(normalize_module_name(name)),
+                    name if in_pre => soft.push(normalize_module_name(name)),
                     _ => {}
                 }
             }
@@ -220,7 +232,9 @@ pub fn parse_modinfo_dependencies(modinfo: &[u8]) -> Vec<String> {
     }
     deps.sort();
     deps.dedup();
-    deps
+    soft.sort();
+    soft.dedup();
+    (deps, soft)
 }
 
 /// A deterministic topological order: dependencies first, ties broken by name. Modules in a
@@ -253,8 +267,10 @@ mod tests {
     #[test]
     fn modinfo_depends_and_softdeps() {
         let info = b"license=GPL\0depends=mbcache,jbd2,crc16\0softdep=pre: crc32c post: foo-bar\0name=ext4\0";
-        assert_eq!(parse_modinfo_dependencies(info), ["crc16", "crc32c", "jbd2", "mbcache"]);
-        assert!(parse_modinfo_dependencies(b"depends=\0").is_empty());
+        let (hard, soft) = parse_modinfo_dependencies(info);
+        assert_eq!(hard, ["crc16", "jbd2", "mbcache"]);
+        assert_eq!(soft, ["crc32c"]);
+        assert!(parse_modinfo_dependencies(b"depends=\0").0.is_empty());
     }
 
     #[test]

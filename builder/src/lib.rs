@@ -15,5 +15,6 @@ pub mod inputs;
 pub mod inspect;
 pub mod kernel;
 pub mod kernelconfig;
+pub mod lock;
 pub mod manifest;
 pub mod pipeline;

@@ -63,7 +63,7 @@ impl fmt::Display for BuildError {
 
 impl std::error::Error for BuildError {}
 
-fn fail(what: &str) -> impl FnOnce(String) -> BuildError + '_ {
+fn fail(what: &str) -> impl Fn(String) -> BuildError + Copy + '_ {
     move |e| BuildError::Build(format!("{what}: {e}"))
 }
 
@@ -183,7 +183,11 @@ pub fn build(loaded: &LoadedDefinition, opts: &BuildOptions) -> Result<BuildRepo
     let initrd_stats = {
         let file = File::create(&initrd_path).map_err(|e| fail("initrd")(e.to_string()))?;
         let mut w = BufWriter::new(file);
-        let options = uvmkit_initrd::InitrdOptions::new(opts.epoch, def.initrd.compression_level);
+        let compression = match def.initrd.compression_level {
+            0 => uvmkit_initrd::Compression::None,
+            level => uvmkit_initrd::Compression::zstd(level),
+        };
+        let options = uvmkit_initrd::InitrdOptions { mtime: opts.epoch, compression, segments: vec![] };
         let stats = uvmkit_initrd::write_initrd(tree, &options, &mut w).map_err(|e| fail("initrd")(e.to_string()))?;
         w.flush().map_err(|e| fail("initrd")(e.to_string()))?;
         stats
@@ -195,12 +199,18 @@ pub fn build(loaded: &LoadedDefinition, opts: &BuildOptions) -> Result<BuildRepo
     let uki_path = out.staging_path(&uki_name);
     {
         let stub = inputs.uki_stub.read_all().map_err(|e| fail("EFI stub")(e.to_string()))?;
+        let osrel = os_release_for_uki(def);
+        let uname = inputs.kernel.release.clone();
+        let linux = match &inputs.kernel.image {
+            FileData::HostFile { path, .. } => uvmkit_uki::SectionData::File(path),
+            FileData::Inline(bytes) => uvmkit_uki::SectionData::Bytes(bytes),
+        };
         let sections = uvmkit_uki::UkiSections {
-            osrel: os_release_for_uki(def),
-            cmdline: def.cmdline.clone(),
-            uname: Some(inputs.kernel.release.clone()),
-            linux: inputs.kernel.image.clone(),
-            initrd: FileData::host_file(&initrd_path).map_err(|e| fail("initrd")(e.to_string()))?,
+            osrel: osrel.as_bytes(),
+            cmdline: def.cmdline.as_bytes(),
+            uname: Some(uname.as_bytes()),
+            initrd: Some(uvmkit_uki::SectionData::File(&initrd_path)),
+            linux,
         };
         let mut w = BufWriter::new(File::create(&uki_path).map_err(|e| fail("UKI")(e.to_string()))?);
         uvmkit_uki::write_uki(&stub, &sections, &mut w).map_err(|e| fail("UKI")(e.to_string()))?;
@@ -226,6 +236,9 @@ pub fn build(loaded: &LoadedDefinition, opts: &BuildOptions) -> Result<BuildRepo
                 uuid: Guid::derive(&seed, "data-fs-uuid").0,
                 hash_seed: Guid::derive(&seed, "data-fs-hash-seed").0,
                 mtime: opts.epoch as u32,
+                // Image files read as zeros where nothing is written: the kernel need not zero the
+                // inode tables on first mount (which would also grow a dynamic VHDX).
+                assume_zeroed: true,
                 ..uvmkit_ext4::Ext4Options::default()
             },
         )
@@ -271,7 +284,7 @@ pub fn build(loaded: &LoadedDefinition, opts: &BuildOptions) -> Result<BuildRepo
         packages: inputs.packages.clone(),
         kernel_release: inputs.kernel.release.clone(),
         modules: inputs.modules.modules.iter().map(|m| m.name.clone()).collect(),
-        initrd_entries: initrd_stats.entries,
+        initrd_entries: initrd_stats.entries as usize,
         initrd_uncompressed: initrd_stats.uncompressed_bytes,
         downloaded_bytes: inputs.downloaded_bytes,
         timings: phases.timings.clone(),
@@ -314,11 +327,11 @@ fn write_disk(out: &mut ArtifactDir, disk: &SparseImage, format: Format, def: &c
                     uvmkit_vdisk::write_vhdx(disk, &o, &mut f).map_err(|e| e.to_string())?;
                 }
                 Format::Vmdk => {
-                    let o = uvmkit_vdisk::VmdkOptions { seed, ..uvmkit_vdisk::VmdkOptions::default() };
+                    let o = uvmkit_vdisk::VmdkOptions { seed, extent_file_name: file_name.clone(), ..uvmkit_vdisk::VmdkOptions::default() };
                     uvmkit_vdisk::write_vmdk_sparse(disk, &o, &mut f).map_err(|e| e.to_string())?;
                 }
                 _ => {
-                    let o = uvmkit_vdisk::VmdkOptions { seed, ..uvmkit_vdisk::VmdkOptions::default() };
+                    let o = uvmkit_vdisk::VmdkOptions { seed, extent_file_name: file_name.clone(), ..uvmkit_vdisk::VmdkOptions::default() };
                     let mut w = BufWriter::new(&mut f);
                     uvmkit_vdisk::write_vmdk_stream(disk, &o, &mut w).map_err(|e| e.to_string())?;
                     w.flush().map_err(|e| e.to_string())?;
@@ -334,14 +347,11 @@ fn write_iso(out: &mut ArtifactDir, inputs: &ResolvedInputs, def: &crate::config
     let isolinux = inputs.isolinux.as_ref().ok_or_else(|| BuildError::Build("ISO: the isolinux packages were not fetched".into()))?;
     let err = fail("ISO");
     // The El Torito EFI image: a small FAT holding the UKI as the removable-media boot path.
-    let scratch = out.scratch_dir("iso-efi").map_err(|e| err(e.to_string()))?;
     let efi_img = build_esp(
         &[EspFile { path: "EFI/BOOT/BOOTX64.EFI".into(), source: uki.clone() }],
         &EspOptions { size_bytes: Some(fat_size_for(uki.len())), volume_id: u32::from_le_bytes(seed[4..8].try_into().unwrap()), label: "UVMKIT_EFI".into(), mtime: epoch },
     )
     .map_err(|e| fail("ISO EFI image")(e.to_string()))?;
-    let efi_img_path = scratch.join("efi.img");
-    uvmkit_vdisk::write_raw(&efi_img, &efi_img_path).map_err(|e| fail("ISO EFI image")(e.to_string()))?;
     let cfg = format!(
         "DEFAULT uvmkit\nPROMPT 0\nTIMEOUT 0\nLABEL uvmkit\n  KERNEL /boot/vmlinuz\n  APPEND initrd=/boot/initrd.img {}\n",
         def.cmdline
@@ -354,7 +364,7 @@ fn write_iso(out: &mut ArtifactDir, inputs: &ResolvedInputs, def: &crate::config
         uvmkit_iso::IsoFile { path: "isolinux/ldlinux.c32".into(), data: isolinux.ldlinux_c32.clone(), mode: 0o644 },
     ];
     let bios = uvmkit_iso::BiosBoot { isolinux_bin: bytes(&isolinux.isolinux_bin)?, isohdpfx: bytes(&isolinux.isohdpfx)?, path: "isolinux/isolinux.bin".into() };
-    let efi = uvmkit_iso::EfiBoot { image: FileData::host_file(&efi_img_path).map_err(|e| err(e.to_string()))?, path: "boot/efi.img".into() };
+    let efi = uvmkit_iso::EfiBoot { image: uvmkit_iso::BootImage::Sparse(efi_img), path: "boot/efi.img".into() };
     let volume_id = def.iso.volume_label.clone().unwrap_or_else(|| def.name.to_ascii_uppercase().replace(['-', '.'], "_"));
     let opts = uvmkit_iso::IsoOptions { volume_id, epoch: epoch as i64, seed, hybrid: true };
     let name = format!("{}.iso", def.name);

@@ -62,7 +62,10 @@ mod tests {
 
     #[test]
     fn suffixes() {
-        assert_eq!(Compression::from_name("main/binary-amd64/Packages.xz"), Some(Compression::Xz));
+        assert_eq!(
+            Compression::from_name("main/binary-amd64/Packages.xz"),
+            Some(Compression::Xz)
+        );
         assert_eq!(Compression::from_name("data.tar.zst"), Some(Compression::Zstd));
         assert_eq!(Compression::from_name("control.tar.gz"), Some(Compression::Gzip));
         assert_eq!(Compression::from_name("data.tar"), Some(Compression::None));

@@ -61,7 +61,10 @@ impl Paragraph {
     /// continuation line, each trimmed, joined by `\n`; the first line is what followed the
     /// colon.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.fields.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.fields
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// All fields in file order.
@@ -84,8 +87,14 @@ impl Paragraph {
         let mut all = parse_paragraphs(text)?;
         match all.len() {
             1 => Ok(all.remove(0)),
-            0 => Err(ControlError::Syntax { line: 1, message: "no fields found".into() }),
-            n => Err(ControlError::Syntax { line: 1, message: format!("expected one paragraph, found {n}") }),
+            0 => Err(ControlError::Syntax {
+                line: 1,
+                message: "no fields found".into(),
+            }),
+            n => Err(ControlError::Syntax {
+                line: 1,
+                message: format!("expected one paragraph, found {n}"),
+            }),
         }
     }
 }
@@ -100,7 +109,10 @@ pub(crate) struct RawParagraph<'a> {
 
 impl<'a> RawParagraph<'a> {
     pub(crate) fn get(&self, name: &str) -> Option<&'a str> {
-        self.fields.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
+        self.fields
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
     }
 
     /// The value with its first line trimmed and each continuation line trimmed.
@@ -116,7 +128,13 @@ impl<'a> RawParagraph<'a> {
     }
 
     fn into_owned(self) -> Paragraph {
-        Paragraph { fields: self.fields.into_iter().map(|(k, v)| (k.to_string(), Self::normalised(v))).collect() }
+        Paragraph {
+            fields: self
+                .fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), Self::normalised(v)))
+                .collect(),
+        }
     }
 }
 
@@ -153,12 +171,14 @@ impl<'a> Iterator for RawParagraphs<'a> {
     type Item = Result<RawParagraph<'a>, ControlError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let mut para = RawParagraph { line: 0, fields: Vec::new() };
+        let mut para = RawParagraph {
+            line: 0,
+            fields: Vec::new(),
+        };
         // Index into `fields` of the field that continuation lines extend.
         let mut current: Option<usize> = None;
         let mut value_start = 0;
-        loop {
-            let Some((start, line)) = self.next_line() else { break };
+        while let Some((start, line)) = self.next_line() {
             if line.trim().is_empty() {
                 if para.fields.is_empty() {
                     continue;
@@ -220,7 +240,9 @@ fn truncate(s: &str) -> String {
 
 /// Parses deb822 text into its paragraphs (blank lines separate them; `#` lines are comments).
 pub fn parse_paragraphs(text: &str) -> Result<Vec<Paragraph>, ControlError> {
-    RawParagraphs::new(text).map(|p| p.map(RawParagraph::into_owned)).collect()
+    RawParagraphs::new(text)
+        .map(|p| p.map(RawParagraph::into_owned))
+        .collect()
 }
 
 /// A version comparison in a relation (Policy 7.1).
@@ -366,9 +388,14 @@ pub fn parse_relation_list(text: &str, arch: Option<&str>) -> Result<Vec<Relatio
 /// Parses `name[:qual] [(op ver)] [[archs]] [<profiles>...]`; `None` when restrictions
 /// exclude it.
 fn parse_one_relation(text: &str, arch: Option<&str>) -> Result<Option<Relation>, ControlError> {
-    let bad = |message: &str| ControlError::BadRelation { text: text.trim().to_string(), message: message.into() };
+    let bad = |message: &str| ControlError::BadRelation {
+        text: text.trim().to_string(),
+        message: message.into(),
+    };
     let s = text.trim();
-    let name_end = s.find(|c: char| c.is_whitespace() || matches!(c, '(' | '[' | '<')).unwrap_or(s.len());
+    let name_end = s
+        .find(|c: char| c.is_whitespace() || matches!(c, '(' | '[' | '<'))
+        .unwrap_or(s.len());
     let (full_name, mut rest) = (&s[..name_end], s[name_end..].trim_start());
     if full_name.is_empty() {
         return Err(bad("missing package name"));
@@ -385,7 +412,9 @@ fn parse_one_relation(text: &str, arch: Option<&str>) -> Result<Option<Relation>
     if let Some(after) = rest.strip_prefix('(') {
         let close = after.find(')').ok_or_else(|| bad("unclosed '('"))?;
         let inner = after[..close].trim();
-        let op_len = inner.find(|c: char| !matches!(c, '<' | '>' | '=')).unwrap_or(inner.len());
+        let op_len = inner
+            .find(|c: char| !matches!(c, '<' | '>' | '='))
+            .unwrap_or(inner.len());
         let op = Op::parse(&inner[..op_len]).ok_or_else(|| bad("unknown version operator"))?;
         let version = DebVersion::parse(inner[op_len..].trim())?;
         constraint = Some((op, version));
@@ -428,7 +457,11 @@ fn parse_one_relation(text: &str, arch: Option<&str>) -> Result<Option<Relation>
     if !rest.is_empty() {
         return Err(bad("unexpected text after the relation"));
     }
-    Ok(keep.then(|| Relation { name: name.to_string(), arch_qualifier, constraint }))
+    Ok(keep.then(|| Relation {
+        name: name.to_string(),
+        arch_qualifier,
+        constraint,
+    }))
 }
 
 /// Matches an architecture or a wildcard (`any`, `linux-any`, `any-amd64`) against `arch`.
@@ -451,7 +484,8 @@ fn valid_package_name(name: &str) -> bool {
     let b = name.as_bytes();
     !b.is_empty()
         && b[0].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'+' | b'-' | b'.'))
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'+' | b'-' | b'.'))
 }
 
 /// One binary package stanza of a `Packages` index, with the fields apt and an SBOM need.
@@ -503,7 +537,11 @@ impl Package {
     /// Builds a package from one stanza of a `Packages` file.
     pub(crate) fn from_raw(raw: &RawParagraph<'_>) -> Result<Package, ControlError> {
         let name = raw.get("Package").map(str::trim).unwrap_or("");
-        let missing = |field| ControlError::MissingField { package: name.to_string(), line: raw.line, field };
+        let missing = |field| ControlError::MissingField {
+            package: name.to_string(),
+            line: raw.line,
+            field,
+        };
         if name.is_empty() {
             return Err(missing("Package"));
         }
@@ -514,16 +552,23 @@ impl Package {
         };
         let single = |field: &'static str| raw.get(field).map(|v| v.trim()).filter(|v| !v.is_empty());
         let version = DebVersion::parse(single("Version").ok_or_else(|| missing("Version"))?)?;
-        let architecture = single("Architecture").ok_or_else(|| missing("Architecture"))?.to_string();
+        let architecture = single("Architecture")
+            .ok_or_else(|| missing("Architecture"))?
+            .to_string();
         let filename = single("Filename").ok_or_else(|| missing("Filename"))?.to_string();
         let size_text = single("Size").ok_or_else(|| missing("Size"))?;
-        let size = size_text.parse::<u64>().map_err(|_| bad("Size", format!("{size_text:?} is not a number")))?;
+        let size = size_text
+            .parse::<u64>()
+            .map_err(|_| bad("Size", format!("{size_text:?} is not a number")))?;
         let sha256 = single("SHA256").ok_or_else(|| missing("SHA256"))?.to_ascii_lowercase();
         if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad("SHA256", format!("{sha256:?} is not 64 hex digits")));
         }
         let installed_size = match single("Installed-Size") {
-            Some(t) => Some(t.parse::<u64>().map_err(|_| bad("Installed-Size", format!("{t:?} is not a number")))?),
+            Some(t) => Some(
+                t.parse::<u64>()
+                    .map_err(|_| bad("Installed-Size", format!("{t:?} is not a number")))?,
+            ),
             None => None,
         };
         // Restrictions in binary stanzas are rare; evaluate them for the package's own
@@ -542,14 +587,20 @@ impl Package {
         let (source, source_version) = match single("Source") {
             Some(s) => match s.split_once('(') {
                 Some((n, v)) => {
-                    let v = v.trim_end().strip_suffix(')').ok_or_else(|| bad("Source", format!("unclosed '(' in {s:?}")))?;
+                    let v = v
+                        .trim_end()
+                        .strip_suffix(')')
+                        .ok_or_else(|| bad("Source", format!("unclosed '(' in {s:?}")))?;
                     (n.trim().to_string(), DebVersion::parse(v.trim())?)
                 }
                 None => (s.to_string(), version.clone()),
             },
             None => (name.to_string(), version.clone()),
         };
-        let description = raw.get("Description").map(|d| d.split('\n').next().unwrap_or("").trim().to_string()).unwrap_or_default();
+        let description = raw
+            .get("Description")
+            .map(|d| d.split('\n').next().unwrap_or("").trim().to_string())
+            .unwrap_or_default();
         Ok(Package {
             name: name.to_string(),
             version,
@@ -595,7 +646,10 @@ impl PackageIndex {
     pub fn parse_bytes(data: &[u8]) -> Result<PackageIndex, ControlError> {
         let text = std::str::from_utf8(data).map_err(|e| {
             let line = data[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
-            ControlError::Syntax { line, message: "the index is not valid UTF-8".into() }
+            ControlError::Syntax {
+                line,
+                message: "the index is not valid UTF-8".into(),
+            }
         })?;
         Self::parse(text)
     }
@@ -603,10 +657,16 @@ impl PackageIndex {
     /// Adds the packages of `other` (another component, `-updates`, `-security`). Exact
     /// duplicates (same name, version, architecture and hash) are kept once.
     pub fn merge(&mut self, other: PackageIndex) {
-        let seen: BTreeSet<(String, String, String)> =
-            self.packages.iter().map(|p| (p.name.clone(), p.architecture.clone(), p.sha256.clone())).collect();
+        let seen: BTreeSet<(String, String, String)> = self
+            .packages
+            .iter()
+            .map(|p| (p.name.clone(), p.architecture.clone(), p.sha256.clone()))
+            .collect();
         self.packages.extend(
-            other.packages.into_iter().filter(|p| !seen.contains(&(p.name.clone(), p.architecture.clone(), p.sha256.clone()))),
+            other
+                .packages
+                .into_iter()
+                .filter(|p| !seen.contains(&(p.name.clone(), p.architecture.clone(), p.sha256.clone()))),
         );
     }
 
@@ -633,7 +693,9 @@ impl PackageIndex {
 
 impl FromIterator<Package> for PackageIndex {
     fn from_iter<I: IntoIterator<Item = Package>>(iter: I) -> Self {
-        PackageIndex { packages: iter.into_iter().collect() }
+        PackageIndex {
+            packages: iter.into_iter().collect(),
+        }
     }
 }
 
@@ -691,9 +753,21 @@ SHA256: 1111111111111111111111111111111111111111111111111111111111111111
     #[test]
     fn paragraph_syntax_errors_name_the_line() {
         let e = parse_paragraphs("A: 1\nnot a field\n").unwrap_err();
-        assert_eq!(e, ControlError::Syntax { line: 2, message: "expected \"Field: value\", found \"not a field\"".into() });
-        assert!(matches!(parse_paragraphs(" cont\n"), Err(ControlError::Syntax { line: 1, .. })));
-        assert!(matches!(parse_paragraphs("A: 1\na: 2\n"), Err(ControlError::Syntax { line: 2, .. })));
+        assert_eq!(
+            e,
+            ControlError::Syntax {
+                line: 2,
+                message: "expected \"Field: value\", found \"not a field\"".into()
+            }
+        );
+        assert!(matches!(
+            parse_paragraphs(" cont\n"),
+            Err(ControlError::Syntax { line: 1, .. })
+        ));
+        assert!(matches!(
+            parse_paragraphs("A: 1\na: 2\n"),
+            Err(ControlError::Syntax { line: 2, .. })
+        ));
         assert!(Paragraph::parse_single("A: 1\n\nB: 2\n").is_err());
     }
 
@@ -706,7 +780,10 @@ SHA256: 1111111111111111111111111111111111111111111111111111111111111111
         assert_eq!(d.version.to_string(), "20.10.24+dfsg1-1+b3");
         assert_eq!(d.source, "docker.io");
         assert_eq!(d.source_version.to_string(), "20.10.24+dfsg1-1");
-        assert_eq!(d.sha256, "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+        assert_eq!(
+            d.sha256,
+            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+        );
         assert_eq!(d.size, 27_000_000);
         assert_eq!(d.installed_size, Some(125_000));
         assert_eq!(d.description, "Linux container runtime");
@@ -729,22 +806,35 @@ SHA256: 1111111111111111111111111111111111111111111111111111111111111111
         let e = PackageIndex::parse("Package: a\nVersion: 1\nArchitecture: all\nFilename: x\nSize: 1\n").unwrap_err();
         assert!(matches!(e, ControlError::MissingField { field: "SHA256", .. }), "{e}");
         assert!(e.to_string().contains("\"a\""));
-        let e = PackageIndex::parse("Package: a\nVersion: 1\nArchitecture: all\nFilename: x\nSize: big\nSHA256: 00\n").unwrap_err();
+        let e = PackageIndex::parse("Package: a\nVersion: 1\nArchitecture: all\nFilename: x\nSize: big\nSHA256: 00\n")
+            .unwrap_err();
         assert!(matches!(e, ControlError::BadField { .. }), "{e}");
     }
 
     #[test]
     fn relations_with_qualifiers_and_restrictions() {
-        let r = parse_relations("libc6 (>= 2.34), python3:any, foo:native (<< 2) | bar (= 1:1.0-1), baz (>2)", None).unwrap();
+        let r = parse_relations(
+            "libc6 (>= 2.34), python3:any, foo:native (<< 2) | bar (= 1:1.0-1), baz (>2)",
+            None,
+        )
+        .unwrap();
         assert_eq!(r.len(), 4);
         assert_eq!(r[0][0].constraint.as_ref().unwrap().0, Op::Ge);
         assert_eq!(r[1][0].arch_qualifier.as_deref(), Some("any"));
         assert_eq!(r[2].len(), 2);
         assert_eq!(r[2][0].arch_qualifier.as_deref(), Some("native"));
         assert_eq!(r[2][1].constraint.as_ref().unwrap().1.epoch(), 1);
-        assert_eq!(r[3][0].constraint.as_ref().unwrap().0, Op::Ge, "obsolete '>' means '>='");
+        assert_eq!(
+            r[3][0].constraint.as_ref().unwrap().0,
+            Op::Ge,
+            "obsolete '>' means '>='"
+        );
 
-        let r = parse_relations("a [amd64], b [!amd64], c [i386 arm64] | d, e [linux-any], f [any-i386]", Some("amd64")).unwrap();
+        let r = parse_relations(
+            "a [amd64], b [!amd64], c [i386 arm64] | d, e [linux-any], f [any-i386]",
+            Some("amd64"),
+        )
+        .unwrap();
         let names: Vec<String> = r.iter().map(|g| format_alternatives(g)).collect();
         assert_eq!(names, ["a", "d", "e"]);
         let r = parse_relations("a [amd64], b [!amd64]", None).unwrap();
@@ -754,7 +844,16 @@ SHA256: 1111111111111111111111111111111111111111111111111111111111111111
         let names: Vec<String> = r.iter().map(|g| format_alternatives(g)).collect();
         assert_eq!(names, ["a", "c"]);
 
-        for bad in ["a (>= )", "a (~ 1)", "a (>= 1", "A", "a [amd64", "a [amd64 !i386]", "a junk", ":any"] {
+        for bad in [
+            "a (>= )",
+            "a (~ 1)",
+            "a (>= 1",
+            "A",
+            "a [amd64",
+            "a [amd64 !i386]",
+            "a junk",
+            ":any",
+        ] {
             assert!(parse_relations(bad, None).is_err(), "{bad:?} must be rejected");
         }
         assert!(parse_relation_list("a | b", None).is_err());

@@ -173,10 +173,15 @@ pub fn control_fields(deb: impl Read) -> Result<Paragraph, DebError> {
                 continue;
             }
             if entry.size() > CONTROL_LIMIT {
-                return Err(DebError::NotADeb(format!("control file is {} bytes; that is not a control file", entry.size())));
+                return Err(DebError::NotADeb(format!(
+                    "control file is {} bytes; that is not a control file",
+                    entry.size()
+                )));
             }
             let mut text = String::new();
-            entry.read_to_string(&mut text).map_err(|_| DebError::NotADeb("DEBIAN/control is not UTF-8".into()))?;
+            entry
+                .read_to_string(&mut text)
+                .map_err(|_| DebError::NotADeb("DEBIAN/control is not UTF-8".into()))?;
             return Ok(Paragraph::parse_single(&text)?);
         }
         return Err(DebError::NotADeb(format!("{name} has no control file")));
@@ -186,11 +191,15 @@ pub fn control_fields(deb: impl Read) -> Result<Paragraph, DebError> {
 
 /// deb(5): the first member is `debian-binary` holding the format version `2.x`.
 fn check_debian_binary<R: Read>(archive: &mut ar::Archive<R>) -> Result<(), DebError> {
-    let first = archive.next_entry().ok_or_else(|| DebError::NotADeb("empty ar archive".into()))?;
+    let first = archive
+        .next_entry()
+        .ok_or_else(|| DebError::NotADeb("empty ar archive".into()))?;
     let mut first = first.map_err(|e| DebError::NotADeb(format!("not an ar archive ({e})")))?;
     let name = member_name(first.header().identifier());
     if name != "debian-binary" {
-        return Err(DebError::NotADeb(format!("first member is {name:?}, expected debian-binary")));
+        return Err(DebError::NotADeb(format!(
+            "first member is {name:?}, expected debian-binary"
+        )));
     }
     let mut version = Vec::new();
     first.by_ref().take(64).read_to_end(&mut version)?;
@@ -232,7 +241,10 @@ impl PathGuard {
     /// Normalises an archive path and checks that it stays inside the root and does not pass
     /// through a symbolic link created earlier (also not via `..` after one).
     fn check(&self, raw: &str) -> Result<TreePath, DebError> {
-        let unsafe_path = |reason: String| DebError::UnsafePath { entry: raw.to_string(), reason };
+        let unsafe_path = |reason: String| DebError::UnsafePath {
+            entry: raw.to_string(),
+            reason,
+        };
         if raw.contains('\0') {
             return Err(unsafe_path("it contains a NUL byte".into()));
         }
@@ -242,7 +254,9 @@ impl PathGuard {
             if !parts.is_empty() {
                 let so_far = TreePath::new(&parts.join("/")).map_err(|e| unsafe_path(e.to_string()))?;
                 if self.symlinks.contains(&so_far) {
-                    return Err(unsafe_path(format!("it goes through {so_far}, a symbolic link created earlier in the package")));
+                    return Err(unsafe_path(format!(
+                        "it goes through {so_far}, a symbolic link created earlier in the package"
+                    )));
                 }
             }
             if *component == ".." {
@@ -258,13 +272,17 @@ impl PathGuard {
 }
 
 /// Streams the entries of an uncompressed tar (pax, GNU and ustar as dpkg-deb writes them).
-fn stream_tar(tar_stream: impl Read, sink: &mut dyn FnMut(DebEntry<'_>) -> Result<(), DebError>) -> Result<(), DebError> {
+fn stream_tar(
+    tar_stream: impl Read,
+    sink: &mut dyn FnMut(DebEntry<'_>) -> Result<(), DebError>,
+) -> Result<(), DebError> {
     let mut tar = tar::Archive::new(tar_stream);
     let mut guard = PathGuard::default();
     for entry in tar.entries()? {
         let mut entry = entry?;
         let raw_bytes = entry.path_bytes().into_owned();
-        let raw = String::from_utf8(raw_bytes).map_err(|e| DebError::NonUtf8Path(String::from_utf8_lossy(e.as_bytes()).into_owned()))?;
+        let raw = String::from_utf8(raw_bytes)
+            .map_err(|e| DebError::NonUtf8Path(String::from_utf8_lossy(e.as_bytes()).into_owned()))?;
         let header = entry.header();
         let entry_type = header.entry_type();
         if matches!(entry_type, tar::EntryType::XGlobalHeader) {
@@ -278,16 +296,26 @@ fn stream_tar(tar_stream: impl Read, sink: &mut dyn FnMut(DebEntry<'_>) -> Resul
         let uid = id(header.uid()?, "uid")?;
         let gid = id(header.gid()?, "gid")?;
         let link_target = || -> Result<String, DebError> {
-            let bytes = entry.link_name_bytes().ok_or_else(|| DebError::NotADeb(format!("link {raw:?} has no target")))?;
-            String::from_utf8(bytes.into_owned()).map_err(|e| DebError::NonUtf8Path(String::from_utf8_lossy(e.as_bytes()).into_owned()))
+            let bytes = entry
+                .link_name_bytes()
+                .ok_or_else(|| DebError::NotADeb(format!("link {raw:?} has no target")))?;
+            String::from_utf8(bytes.into_owned())
+                .map_err(|e| DebError::NonUtf8Path(String::from_utf8_lossy(e.as_bytes()).into_owned()))
         };
         let device = |what: &str| -> Result<(u32, u32), DebError> {
-            let major = header.device_major()?.ok_or_else(|| DebError::NotADeb(format!("{what} {raw:?} has no device number")))?;
-            let minor = header.device_minor()?.ok_or_else(|| DebError::NotADeb(format!("{what} {raw:?} has no device number")))?;
+            let major = header
+                .device_major()?
+                .ok_or_else(|| DebError::NotADeb(format!("{what} {raw:?} has no device number")))?;
+            let minor = header
+                .device_minor()?
+                .ok_or_else(|| DebError::NotADeb(format!("{what} {raw:?} has no device number")))?;
             Ok((major, minor))
         };
         if path.is_root() && !entry_type.is_dir() {
-            return Err(DebError::UnsafePath { entry: raw, reason: "only a directory can stand for the root".into() });
+            return Err(DebError::UnsafePath {
+                entry: raw,
+                reason: "only a directory can stand for the root".into(),
+            });
         }
         let kind_tag = match entry_type {
             t if t.is_file() => Tag::File,
@@ -296,15 +324,18 @@ fn stream_tar(tar_stream: impl Read, sink: &mut dyn FnMut(DebEntry<'_>) -> Resul
             tar::EntryType::Link => {
                 let target_raw = link_target()?;
                 let target = guard.check(&target_raw).map_err(|e| match e {
-                    DebError::UnsafePath { reason, .. } => {
-                        DebError::UnsafePath { entry: raw.clone(), reason: format!("hard link target {target_raw:?}: {reason}") }
-                    }
+                    DebError::UnsafePath { reason, .. } => DebError::UnsafePath {
+                        entry: raw.clone(),
+                        reason: format!("hard link target {target_raw:?}: {reason}"),
+                    },
                     other => other,
                 })?;
                 if !guard.files.contains(&target) {
                     return Err(DebError::UnsafePath {
                         entry: raw,
-                        reason: format!("it is a hard link to {target}, which is not a regular file earlier in the package"),
+                        reason: format!(
+                            "it is a hard link to {target}, which is not a regular file earlier in the package"
+                        ),
                     });
                 }
                 Tag::HardLink(target)
@@ -318,7 +349,12 @@ fn stream_tar(tar_stream: impl Read, sink: &mut dyn FnMut(DebEntry<'_>) -> Resul
                 Tag::Block(major, minor)
             }
             tar::EntryType::Fifo => Tag::Fifo,
-            other => return Err(DebError::UnsupportedEntry { entry: raw, kind: format!("{other:?}") }),
+            other => {
+                return Err(DebError::UnsupportedEntry {
+                    entry: raw,
+                    kind: format!("{other:?}"),
+                })
+            }
         };
         // Record what this entry creates before handing it out.
         match &kind_tag {
@@ -332,7 +368,10 @@ fn stream_tar(tar_stream: impl Read, sink: &mut dyn FnMut(DebEntry<'_>) -> Resul
         }
         let size = entry.size();
         let kind = match kind_tag {
-            Tag::File => DebEntryKind::File { size, contents: &mut entry },
+            Tag::File => DebEntryKind::File {
+                size,
+                contents: &mut entry,
+            },
             Tag::Dir => DebEntryKind::Dir,
             Tag::Symlink(t) => DebEntryKind::Symlink(t),
             Tag::HardLink(t) => DebEntryKind::HardLink(t),
@@ -340,8 +379,17 @@ fn stream_tar(tar_stream: impl Read, sink: &mut dyn FnMut(DebEntry<'_>) -> Resul
             Tag::Block(major, minor) => DebEntryKind::BlockDev { major, minor },
             Tag::Fifo => DebEntryKind::Fifo,
         };
-        sink(DebEntry { path, kind, mode, uid, gid })?;
+        sink(DebEntry {
+            path,
+            kind,
+            mode,
+            uid,
+            gid,
+        })?;
     }
+    // Read the compressed stream to its end so that its integrity checks (the xz and zstd
+    // checksums, the gzip CRC) are verified too, not only the part the tar entries used.
+    io::copy(&mut tar.into_inner(), &mut io::sink())?;
     Ok(())
 }
 

@@ -93,7 +93,11 @@ impl Release {
         }
         let p = &paragraphs[0];
         let single = |f: &str| p.get(f).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-        let words = |f: &str| p.get(f).map(|v| v.split_whitespace().map(str::to_string).collect()).unwrap_or_default();
+        let words = |f: &str| {
+            p.get(f)
+                .map(|v| v.split_whitespace().map(str::to_string).collect())
+                .unwrap_or_default()
+        };
         let list = p.get("SHA256").ok_or(ReleaseError::NoSha256)?;
         let mut files = BTreeMap::new();
         for line in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
@@ -107,7 +111,13 @@ impl Release {
                 return Err(bad());
             }
             let size = size.parse::<u64>().map_err(|_| bad())?;
-            files.insert(path.to_string(), IndexFile { size, sha256: hash.to_ascii_lowercase() });
+            files.insert(
+                path.to_string(),
+                IndexFile {
+                    size,
+                    sha256: hash.to_ascii_lowercase(),
+                },
+            );
         }
         if files.is_empty() {
             return Err(ReleaseError::NoSha256);
@@ -136,7 +146,9 @@ impl Release {
     /// `<dir>/by-hash/SHA256/<hash>` when the suite offers it (so a mirror update between
     /// fetching `InRelease` and the index cannot mix generations), else `path` itself.
     pub fn fetch_path(&self, path: &str) -> Result<String, ReleaseError> {
-        let entry = self.sha256_of(path).ok_or_else(|| ReleaseError::NotListed(path.to_string()))?;
+        let entry = self
+            .sha256_of(path)
+            .ok_or_else(|| ReleaseError::NotListed(path.to_string()))?;
         if !self.acquire_by_hash {
             return Ok(path.to_string());
         }
@@ -148,13 +160,23 @@ impl Release {
 
     /// Checks downloaded bytes of `path` against the listed size and SHA-256.
     pub fn verify_file(&self, path: &str, data: &[u8]) -> Result<(), ReleaseError> {
-        let entry = self.sha256_of(path).ok_or_else(|| ReleaseError::NotListed(path.to_string()))?;
+        let entry = self
+            .sha256_of(path)
+            .ok_or_else(|| ReleaseError::NotListed(path.to_string()))?;
         if data.len() as u64 != entry.size {
-            return Err(ReleaseError::SizeMismatch { path: path.to_string(), expected: entry.size, actual: data.len() as u64 });
+            return Err(ReleaseError::SizeMismatch {
+                path: path.to_string(),
+                expected: entry.size,
+                actual: data.len() as u64,
+            });
         }
         let actual = hex(&Sha256::digest(data));
         if actual != entry.sha256 {
-            return Err(ReleaseError::HashMismatch { path: path.to_string(), expected: entry.sha256.clone(), actual });
+            return Err(ReleaseError::HashMismatch {
+                path: path.to_string(),
+                expected: entry.sha256.clone(),
+                actual,
+            });
         }
         Ok(())
     }
@@ -206,8 +228,14 @@ mod tests {
         let body = b"pretend xz";
         let r = Release::parse(&sample(body)).unwrap();
         r.verify_file("main/binary-amd64/Packages.xz", body).unwrap();
-        assert!(matches!(r.verify_file("main/binary-amd64/Packages.xz", b"pretend xy"), Err(ReleaseError::HashMismatch { .. })));
-        assert!(matches!(r.verify_file("main/binary-amd64/Packages.xz", b"short"), Err(ReleaseError::SizeMismatch { .. })));
+        assert!(matches!(
+            r.verify_file("main/binary-amd64/Packages.xz", b"pretend xy"),
+            Err(ReleaseError::HashMismatch { .. })
+        ));
+        assert!(matches!(
+            r.verify_file("main/binary-amd64/Packages.xz", b"short"),
+            Err(ReleaseError::SizeMismatch { .. })
+        ));
         assert!(matches!(r.verify_file("nope", body), Err(ReleaseError::NotListed(_))));
     }
 
@@ -215,7 +243,13 @@ mod tests {
     fn rejects_md5_only_and_malformed_lines() {
         let md5_only = "Codename: x\nMD5Sum:\n 0123456789abcdef0123456789abcdef 5 main/Packages\n";
         assert_eq!(Release::parse(md5_only), Err(ReleaseError::NoSha256));
-        assert!(matches!(Release::parse("Codename: x\nSHA256:\n abc 5 main/Packages\n"), Err(ReleaseError::BadHashLine(_))));
-        assert!(matches!(Release::parse("A: 1\n\nB: 2\n"), Err(ReleaseError::ParagraphCount(2))));
+        assert!(matches!(
+            Release::parse("Codename: x\nSHA256:\n abc 5 main/Packages\n"),
+            Err(ReleaseError::BadHashLine(_))
+        ));
+        assert!(matches!(
+            Release::parse("A: 1\n\nB: 2\n"),
+            Err(ReleaseError::ParagraphCount(2))
+        ));
     }
 }

@@ -29,16 +29,26 @@ pub struct Request {
 impl Request {
     /// A request for the best version of `name`.
     pub fn new(name: impl Into<String>) -> Self {
-        Request { name: name.into(), version: None }
+        Request {
+            name: name.into(),
+            version: None,
+        }
     }
 
     /// A request for `name` at exactly `version`.
     pub fn exact(name: impl Into<String>, version: &str) -> Result<Self, VersionError> {
-        Ok(Request { name: name.into(), version: Some((Op::Eq, DebVersion::parse(version)?)) })
+        Ok(Request {
+            name: name.into(),
+            version: Some((Op::Eq, DebVersion::parse(version)?)),
+        })
     }
 
     fn as_relation(&self) -> Relation {
-        Relation { name: self.name.clone(), arch_qualifier: None, constraint: self.version.clone() }
+        Relation {
+            name: self.name.clone(),
+            arch_qualifier: None,
+            constraint: self.version.clone(),
+        }
     }
 }
 
@@ -116,7 +126,10 @@ impl Resolution {
 
     /// The chosen package named `name`.
     pub fn get(&self, name: &str) -> Option<&Package> {
-        self.packages.binary_search_by(|p| p.package.name.as_str().cmp(name)).ok().map(|i| &self.packages[i].package)
+        self.packages
+            .binary_search_by(|p| p.package.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.packages[i].package)
     }
 }
 
@@ -142,21 +155,33 @@ impl<'a> Resolver<'a> {
     pub fn new(index: &'a PackageIndex, arch: &str) -> Self {
         let mut by_name: BTreeMap<&str, Vec<&Package>> = BTreeMap::new();
         let mut providers: BTreeMap<&str, Vec<Provider>> = BTreeMap::new();
-        for p in index.packages().iter().filter(|p| p.architecture == arch || p.architecture == "all") {
+        for p in index
+            .packages()
+            .iter()
+            .filter(|p| p.architecture == arch || p.architecture == "all")
+        {
             by_name.entry(p.name.as_str()).or_default().push(p);
             for prov in &p.provides {
                 let version = match &prov.constraint {
                     Some((Op::Eq, v)) => Some(v),
                     _ => None,
                 };
-                providers.entry(prov.name.as_str()).or_default().push(Provider { package: p, version });
+                providers
+                    .entry(prov.name.as_str())
+                    .or_default()
+                    .push(Provider { package: p, version });
             }
         }
         for versions in by_name.values_mut() {
             // Stable sort: among equal versions the first in index order stays first.
             versions.sort_by(|a, b| b.version.cmp(&a.version));
         }
-        Resolver { arch: arch.to_string(), origin: "the package index".to_string(), by_name, providers }
+        Resolver {
+            arch: arch.to_string(),
+            origin: "the package index".to_string(),
+            by_name,
+            providers,
+        }
     }
 
     /// Names the index in error messages (`bookworm/main`).
@@ -167,7 +192,10 @@ impl<'a> Resolver<'a> {
 
     /// The best installable stanza of `name` satisfying `constraint`.
     pub fn best(&self, name: &str, constraint: Option<&(Op, DebVersion)>) -> Option<&'a Package> {
-        self.by_name.get(name)?.iter().copied().find(|p| constraint.map_or(true, |(op, v)| op.holds(&p.version, v)))
+        self.by_name.get(name)?.iter().copied().find(|p| match constraint {
+            None => true,
+            Some((op, v)) => op.holds(&p.version, v),
+        })
     }
 
     /// Whether `p` can satisfy `rel` by its own name.
@@ -210,7 +238,11 @@ impl<'a> Resolver<'a> {
 
     /// Resolves `requests` into their closure.
     pub fn resolve(&self, requests: &[Request]) -> Result<Resolution, ResolveError> {
-        let mut state = State { selected: BTreeMap::new(), parent: BTreeMap::new(), queue: VecDeque::new() };
+        let mut state = State {
+            selected: BTreeMap::new(),
+            parent: BTreeMap::new(),
+            queue: VecDeque::new(),
+        };
         for req in requests {
             let rel = req.as_relation();
             if state.satisfied(self, &rel) {
@@ -219,7 +251,10 @@ impl<'a> Resolver<'a> {
             match self.choose(&state, &rel) {
                 Choice::Package(p) => state.select(p, None),
                 Choice::Conflict(_) | Choice::None => {
-                    return Err(ResolveError::NotFound { relation: rel.to_string(), origin: self.origin.clone() })
+                    return Err(ResolveError::NotFound {
+                        relation: rel.to_string(),
+                        origin: self.origin.clone(),
+                    })
                 }
             }
         }
@@ -260,12 +295,18 @@ impl<'a> Resolver<'a> {
                 }
             }
         }
-        let why: BTreeMap<String, String> =
-            state.selected.keys().map(|name| (name.to_string(), state.reason(name))).collect();
+        let why: BTreeMap<String, String> = state
+            .selected
+            .keys()
+            .map(|name| (name.to_string(), state.reason(name)))
+            .collect();
         let packages = state
             .selected
             .values()
-            .map(|p| ResolvedPackage { package: (*p).clone(), reason: why[&p.name].clone() })
+            .map(|p| ResolvedPackage {
+                package: (*p).clone(),
+                reason: why[&p.name].clone(),
+            })
             .collect();
         Ok(Resolution { packages, why })
     }
@@ -273,7 +314,11 @@ impl<'a> Resolver<'a> {
     /// Picks the package that should satisfy `rel` given what is selected.
     fn choose(&self, state: &State<'a>, rel: &Relation) -> Choice<'a> {
         let mut conflict = None;
-        if let Some(p) = self.by_name.get(rel.name.as_str()).and_then(|v| v.iter().find(|p| self.real_matches(rel, p))) {
+        if let Some(p) = self
+            .by_name
+            .get(rel.name.as_str())
+            .and_then(|v| v.iter().find(|p| self.real_matches(rel, p)))
+        {
             match state.selected.get(p.name.as_str()) {
                 Some(sel) if !std::ptr::eq(*sel, *p) && !self.real_matches(rel, sel) => conflict = Some(*sel),
                 _ => return Choice::Package(p),
@@ -325,7 +370,9 @@ impl<'a> State<'a> {
         }
         resolver.providers.get(rel.name.as_str()).is_some_and(|provs| {
             provs.iter().any(|prov| {
-                self.selected.get(prov.package.name.as_str()).is_some_and(|sel| std::ptr::eq(*sel, prov.package))
+                self.selected
+                    .get(prov.package.name.as_str())
+                    .is_some_and(|sel| std::ptr::eq(*sel, prov.package))
                     && Resolver::provider_matches(rel, prov)
             })
         })
@@ -370,7 +417,11 @@ mod tests {
         for (i, line) in spec.lines().map(str::trim).filter(|l| !l.is_empty()).enumerate() {
             let mut parts = line.split(" ; ");
             let mut head = parts.next().unwrap().split_whitespace();
-            let (name, version, arch) = (head.next().unwrap(), head.next().unwrap(), head.next().unwrap_or("amd64"));
+            let (name, version, arch) = (
+                head.next().unwrap(),
+                head.next().unwrap(),
+                head.next().unwrap_or("amd64"),
+            );
             text.push_str(&format!(
                 "Package: {name}\nVersion: {version}\nArchitecture: {arch}\nFilename: pool/{name}_{version}.deb\nSize: {}\nSHA256: {:064x}\n",
                 1000 + i,
@@ -386,7 +437,10 @@ mod tests {
     }
 
     fn names(r: &Resolution) -> Vec<String> {
-        r.packages.iter().map(|p| format!("{} {}", p.package.name, p.package.version)).collect()
+        r.packages
+            .iter()
+            .map(|p| format!("{} {}", p.package.name, p.package.version))
+            .collect()
     }
 
     #[test]
@@ -402,7 +456,10 @@ mod tests {
              libc6 2.36-9",
         );
         let r = Resolver::new(&idx, "amd64").resolve(&[Request::new("app")]).unwrap();
-        assert_eq!(names(&r), ["app 1.0", "helper 1", "liba 1.2", "libb 1.0", "libc6 2.36-9"]);
+        assert_eq!(
+            names(&r),
+            ["app 1.0", "helper 1", "liba 1.2", "libb 1.0", "libc6 2.36-9"]
+        );
         assert_eq!(r.why["app"], "requested");
         assert_eq!(r.why["libc6"], "dependency of liba");
         assert_eq!(r.why["helper"], "dependency of app");
@@ -420,7 +477,9 @@ mod tests {
         );
         let r = Resolver::new(&idx, "amd64").resolve(&[Request::new("app")]).unwrap();
         assert_eq!(r.get("lib").unwrap().version.to_string(), "1.9");
-        let r = Resolver::new(&idx, "amd64").resolve(&[Request::exact("lib", "1.5").unwrap()]).unwrap();
+        let r = Resolver::new(&idx, "amd64")
+            .resolve(&[Request::exact("lib", "1.5").unwrap()])
+            .unwrap();
         assert_eq!(names(&r), ["lib 1.5"]);
     }
 
@@ -435,7 +494,9 @@ mod tests {
         let r = Resolver::new(&idx, "amd64").resolve(&[Request::new("app")]).unwrap();
         assert_eq!(names(&r), ["app 1", "second 1"]);
         // With `third` already selected, app's group is satisfied by it.
-        let r = Resolver::new(&idx, "amd64").resolve(&[Request::new("other"), Request::new("app")]).unwrap();
+        let r = Resolver::new(&idx, "amd64")
+            .resolve(&[Request::new("other"), Request::new("app")])
+            .unwrap();
         assert_eq!(names(&r), ["app 1", "other 1", "third 1"]);
     }
 
@@ -452,7 +513,9 @@ mod tests {
         assert_eq!(names(&r), ["app 1", "mawk 1.3", "new-mta 1"]);
         assert_eq!(r.why["mawk"], "dependency of app");
         // A virtual name can be requested too.
-        let r = Resolver::new(&idx, "amd64").resolve(&[Request::new("gawk"), Request::new("awk")]).unwrap();
+        let r = Resolver::new(&idx, "amd64")
+            .resolve(&[Request::new("gawk"), Request::new("awk")])
+            .unwrap();
         assert_eq!(names(&r), ["gawk 5.2"]);
     }
 
@@ -469,10 +532,17 @@ mod tests {
         );
         let r = Resolver::new(&idx, "amd64").resolve(&[Request::new("app")]).unwrap();
         assert_eq!(names(&r), ["app 1", "liby 1", "python3 3.11", "tool 1"]);
-        let e = Resolver::new(&idx, "amd64").resolve(&[Request::new("needsperl")]).unwrap_err();
+        let e = Resolver::new(&idx, "amd64")
+            .resolve(&[Request::new("needsperl")])
+            .unwrap_err();
         assert!(matches!(e, ResolveError::Unsatisfiable { .. }), "{e}");
-        let e = Resolver::new(&idx, "amd64").resolve(&[Request::new("libx")]).unwrap_err();
-        assert!(matches!(e, ResolveError::NotFound { .. }), "i386 packages are not installable on amd64: {e}");
+        let e = Resolver::new(&idx, "amd64")
+            .resolve(&[Request::new("libx")])
+            .unwrap_err();
+        assert!(
+            matches!(e, ResolveError::NotFound { .. }),
+            "i386 packages are not installable on amd64: {e}"
+        );
     }
 
     #[test]
@@ -482,13 +552,18 @@ mod tests {
              containerd 1.6 ; Depends: libfoo (>= 2)
              libfoo 1",
         );
-        let e = Resolver::new(&idx, "amd64").with_origin("bookworm/main").resolve(&[Request::new("docker.io")]).unwrap_err();
+        let e = Resolver::new(&idx, "amd64")
+            .with_origin("bookworm/main")
+            .resolve(&[Request::new("docker.io")])
+            .unwrap_err();
         assert_eq!(
             e.to_string(),
             "containerd depends on libfoo (>= 2), which no package in bookworm/main provides \
              (dependency chain: docker.io -> containerd)"
         );
-        let e = Resolver::new(&idx, "amd64").resolve(&[Request::new("nope")]).unwrap_err();
+        let e = Resolver::new(&idx, "amd64")
+            .resolve(&[Request::new("nope")])
+            .unwrap_err();
         assert_eq!(
             e.to_string(),
             "requested package nope is not in the package index; check the name and version, or add the suite or component that has it"
@@ -503,9 +578,15 @@ mod tests {
              lib 1
              lib 2",
         );
-        let e = Resolver::new(&idx, "amd64").resolve(&[Request::new("a"), Request::new("b")]).unwrap_err();
+        let e = Resolver::new(&idx, "amd64")
+            .resolve(&[Request::new("a"), Request::new("b")])
+            .unwrap_err();
         assert!(matches!(e, ResolveError::Conflict { .. }), "{e}");
-        assert!(e.to_string().contains("lib 1 was already selected (for dependency of a)"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("lib 1 was already selected (for dependency of a)"),
+            "{e}"
+        );
     }
 
     #[test]

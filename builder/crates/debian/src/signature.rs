@@ -40,7 +40,9 @@ pub enum SignatureError {
         key_ids: Vec<String>,
     },
     /// A signature by a key in the keyring does not match the text.
-    #[error("InRelease signature by {key} does not verify: the file was modified after signing or is corrupt ({reason})")]
+    #[error(
+        "InRelease signature by {key} does not verify: the file was modified after signing or is corrupt ({reason})"
+    )]
     BadSignature {
         /// The signing key's fingerprint and user id.
         key: String,
@@ -96,7 +98,9 @@ pub struct Keyring {
 
 impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Keyring").field("certificates", &self.certificates).finish()
+        f.debug_struct("Keyring")
+            .field("certificates", &self.certificates)
+            .finish()
     }
 }
 
@@ -113,10 +117,15 @@ impl Keyring {
                 const BEGIN: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----";
                 let mut blocks: Vec<&str> = text.match_indices(BEGIN).map(|(i, _)| &text[i..]).collect();
                 if blocks.is_empty() {
-                    return Err(SignatureError::BadKeyring("no PUBLIC KEY BLOCK in the armored data".into()));
+                    return Err(SignatureError::BadKeyring(
+                        "no PUBLIC KEY BLOCK in the armored data".into(),
+                    ));
                 }
                 for block in blocks.iter_mut() {
-                    let end = block[BEGIN.len()..].find(BEGIN).map(|i| i + BEGIN.len()).unwrap_or(block.len());
+                    let end = block[BEGIN.len()..]
+                        .find(BEGIN)
+                        .map(|i| i + BEGIN.len())
+                        .unwrap_or(block.len());
                     let (keys, _) = SignedPublicKey::from_string_many(&block[..end]).map_err(bad)?;
                     for key in keys {
                         certs.push(key.map_err(bad)?);
@@ -166,13 +175,24 @@ impl Keyring {
         if cert.details.verify_bindings(&cert.primary_key).is_err() {
             return;
         }
-        let user = cert.details.users.first().and_then(|u| u.id.as_str().map(str::to_string)).unwrap_or_default();
+        let user = cert
+            .details
+            .users
+            .first()
+            .and_then(|u| u.id.as_str().map(str::to_string))
+            .unwrap_or_default();
         let owner = format!("{:X} ({user})", cert.primary_key.fingerprint());
-        self.entries.push(KeyEntry { key: VerifyingKey::Primary(cert.primary_key.clone()), owner: owner.clone() });
+        self.entries.push(KeyEntry {
+            key: VerifyingKey::Primary(cert.primary_key.clone()),
+            owner: owner.clone(),
+        });
         for sub in &cert.public_subkeys {
             let signs = sub.signatures.iter().any(|s| s.key_flags().sign());
             if signs && sub.verify_bindings(&cert.primary_key).is_ok() {
-                self.entries.push(KeyEntry { key: VerifyingKey::Subkey(sub.key.clone()), owner: owner.clone() });
+                self.entries.push(KeyEntry {
+                    key: VerifyingKey::Subkey(sub.key.clone()),
+                    owner: owner.clone(),
+                });
             }
         }
         self.certificates.push(owner);
@@ -205,9 +225,12 @@ fn issuer_label(sig: &Signature) -> String {
 pub fn verify_inrelease(data: &[u8], keyring: &Keyring) -> Result<String, SignatureError> {
     let text = std::str::from_utf8(data).map_err(|_| SignatureError::NotSigned("it is not UTF-8 text".into()))?;
     if !text.starts_with("-----BEGIN PGP SIGNED MESSAGE-----") {
-        return Err(SignatureError::NotSigned("it does not start with \"-----BEGIN PGP SIGNED MESSAGE-----\"".into()));
+        return Err(SignatureError::NotSigned(
+            "it does not start with \"-----BEGIN PGP SIGNED MESSAGE-----\"".into(),
+        ));
     }
-    let (message, _) = CleartextSignedMessage::from_string(text).map_err(|e| SignatureError::NotSigned(e.to_string()))?;
+    let (message, _) =
+        CleartextSignedMessage::from_string(text).map_err(|e| SignatureError::NotSigned(e.to_string()))?;
     if message.signatures().is_empty() {
         return Err(SignatureError::NoSignature);
     }
@@ -215,7 +238,10 @@ pub fn verify_inrelease(data: &[u8], keyring: &Keyring) -> Result<String, Signat
     let mut good = 0;
     let mut unknown = Vec::new();
     for sig in message.signatures() {
-        let weak = matches!(sig.hash_alg(), Some(HashAlgorithm::Md5 | HashAlgorithm::Sha1 | HashAlgorithm::Ripemd160) | None);
+        let weak = matches!(
+            sig.hash_alg(),
+            Some(HashAlgorithm::Md5 | HashAlgorithm::Sha1 | HashAlgorithm::Ripemd160) | None
+        );
         let mut candidates = keyring.issuers_of(sig).peekable();
         if candidates.peek().is_none() {
             unknown.push(issuer_label(sig));
@@ -265,11 +291,20 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        assert!(matches!(Keyring::from_bytes(b"not a key"), Err(SignatureError::BadKeyring(_) | SignatureError::EmptyKeyring)));
-        let ring = Keyring::debian_archive();
-        assert!(matches!(verify_inrelease(b"Origin: Debian\n", &ring), Err(SignatureError::NotSigned(_))));
         assert!(matches!(
-            verify_inrelease(b"junk\n-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nA: 1\n", &ring),
+            Keyring::from_bytes(b"not a key"),
+            Err(SignatureError::BadKeyring(_) | SignatureError::EmptyKeyring)
+        ));
+        let ring = Keyring::debian_archive();
+        assert!(matches!(
+            verify_inrelease(b"Origin: Debian\n", &ring),
+            Err(SignatureError::NotSigned(_))
+        ));
+        assert!(matches!(
+            verify_inrelease(
+                b"junk\n-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nA: 1\n",
+                &ring
+            ),
             Err(SignatureError::NotSigned(_))
         ));
     }

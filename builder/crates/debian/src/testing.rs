@@ -28,7 +28,7 @@ impl TestSigner {
         Self::try_generate(seed).expect("Ed25519 key generation from a seeded RNG cannot fail")
     }
 
-    fn try_generate(seed: u64) -> Result<TestSigner, String> {
+    fn try_generate(seed: u64) -> Result<TestSigner, Box<dyn std::error::Error>> {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let created = Timestamp::from_secs(TEST_TIME);
         let params = SecretKeyParamsBuilder::default()
@@ -37,8 +37,7 @@ impl TestSigner {
             .can_sign(true)
             .created_at(created)
             .primary_user_id(format!("uvmkit test signer {seed} <test-{seed}@uvmkit.invalid>"))
-            .build()
-            .map_err(|e| format!("key parameters: {e}"))?;
+            .build()?;
         let mut secret = params.generate(&mut rng)?;
         // The library stamps self-signatures with the current time; redo the user id's
         // certification with the fixed time so the public key bytes are reproducible.
@@ -52,8 +51,9 @@ impl TestSigner {
             Subpacket::regular(SubpacketData::KeyFlags(flags))?,
             Subpacket::regular(SubpacketData::IsPrimary(true))?,
         ];
-        config.unhashed_subpackets =
-            vec![Subpacket::regular(SubpacketData::IssuerKeyId(secret.primary_key.legacy_key_id()))?];
+        config.unhashed_subpackets = vec![Subpacket::regular(SubpacketData::IssuerKeyId(
+            secret.primary_key.legacy_key_id(),
+        ))?];
         let user_id = secret.details.users[0].id.clone();
         let sig = config.sign_certification(
             &secret.primary_key,
@@ -70,7 +70,9 @@ impl TestSigner {
     /// The public key as a binary keyring (what `Keyring::from_bytes` and `gpgv --keyring`
     /// read).
     pub fn public_keyring_bytes(&self) -> Vec<u8> {
-        self.public.to_bytes().expect("serialising a public key to memory cannot fail")
+        self.public
+            .to_bytes()
+            .expect("serialising a public key to memory cannot fail")
     }
 
     /// The key's fingerprint, uppercase hex.
@@ -80,7 +82,8 @@ impl TestSigner {
 
     /// Clearsigns `text` as `InRelease` files are signed (`gpg --clearsign`, SHA-256).
     pub fn clearsign(&self, text: &str) -> String {
-        self.try_clearsign(text).expect("signing in memory with an unlocked Ed25519 key cannot fail")
+        self.try_clearsign(text)
+            .expect("signing in memory with an unlocked Ed25519 key cannot fail")
     }
 
     fn try_clearsign(&self, text: &str) -> pgp::errors::Result<String> {

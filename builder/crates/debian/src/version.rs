@@ -30,7 +30,10 @@ pub struct VersionError {
 impl DebVersion {
     /// Parses `[epoch:]upstream_version[-debian_revision]` (Policy 5.6.12).
     pub fn parse(text: &str) -> Result<Self, VersionError> {
-        let err = |reason| VersionError { version: text.to_string(), reason };
+        let err = |reason| VersionError {
+            version: text.to_string(),
+            reason,
+        };
         let text_trimmed = text.trim();
         if text_trimmed.is_empty() {
             return Err(err("it is empty"));
@@ -58,12 +61,21 @@ impl DebVersion {
         }
         let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '~' | '-' | ':');
         if !upstream.chars().all(allowed) {
-            return Err(err("the upstream version may only contain letters, digits and . + ~ - :"));
+            return Err(err(
+                "the upstream version may only contain letters, digits and . + ~ - :",
+            ));
         }
-        if !revision.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '~')) {
+        if !revision
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '~'))
+        {
             return Err(err("the revision may only contain letters, digits and . + ~"));
         }
-        Ok(DebVersion { epoch, upstream: upstream.to_string(), revision: revision.to_string() })
+        Ok(DebVersion {
+            epoch,
+            upstream: upstream.to_string(),
+            revision: revision.to_string(),
+        })
     }
 
     /// The epoch (0 when absent).

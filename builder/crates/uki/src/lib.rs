@@ -1,0 +1,405 @@
+//! Unified Kernel Images: the systemd-boot EFI stub (`linuxx64.efi.stub`) with the kernel,
+//! the initrd, the command line and os-release appended as PE sections, one EFI executable
+//! the firmware boots directly (UAPI Group "Unified Kernel Image" specification).
+//!
+//! The layout follows the PE/COFF specification and the placement systemd's `ukify` uses:
+//! - new section headers are appended to the stub's section table, which must have room before
+//!   the first section's raw data (`SizeOfHeaders` rounded up to `FileAlignment`);
+//! - each new section's `VirtualAddress` follows the previous section's end, rounded up to
+//!   `SectionAlignment`; its raw data starts at the end of the file so far rounded up to
+//!   `FileAlignment` and is zero-padded to a multiple of it;
+//! - order `.osrel`, `.cmdline`, `.uname`, `.initrd`, `.linux`: the kernel last, with a virtual
+//!   size of at least the kernel's own `SizeOfImage`, so the memory after it belongs to it
+//!   when the stub hands over to it in place (EFI handover protocol);
+//! - data sections are `IMAGE_SCN_CNT_INITIALIZED_DATA | IMAGE_SCN_MEM_READ`; `.linux` is
+//!   `IMAGE_SCN_CNT_CODE | IMAGE_SCN_MEM_READ`, as current ukify sets it, because stubs that
+//!   use the handover protocol run the kernel's entry code where the firmware loaded it;
+//! - `NumberOfSections`, `SizeOfHeaders`, `SizeOfInitializedData` (plus each new section's
+//!   virtual size) and `SizeOfImage` are updated; `CheckSum` is set to zero (UEFI firmware does
+//!   not check it; ukify writes zero too); `TimeDateStamp` is the stub's, so the output is a
+//!   pure function of the inputs.
+//!
+//! The initrd and kernel can come from files and are streamed, never loaded whole.
+
+mod pe;
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use pe::{round_up, PeImage, SectionHeader, MACHINE_AMD64, SECTION_HEADER_LEN};
+
+/// `IMAGE_SCN_CNT_CODE`.
+pub const SCN_CNT_CODE: u32 = 0x0000_0020;
+/// `IMAGE_SCN_CNT_INITIALIZED_DATA`.
+pub const SCN_CNT_INITIALIZED_DATA: u32 = 0x0000_0040;
+/// `IMAGE_SCN_MEM_READ`.
+pub const SCN_MEM_READ: u32 = 0x4000_0000;
+
+/// Where a section's contents come from.
+#[derive(Clone, Copy, Debug)]
+pub enum SectionData<'a> {
+    /// Bytes in memory.
+    Bytes(&'a [u8]),
+    /// A file, streamed when the UKI is written; its size is read when the layout is planned.
+    File(&'a Path),
+}
+
+/// The payload sections of a UKI.
+#[derive(Clone, Copy, Debug)]
+pub struct UkiSections<'a> {
+    /// `.osrel`: the os-release file describing the image.
+    pub osrel: &'a [u8],
+    /// `.cmdline`: the kernel command line (no NUL bytes).
+    pub cmdline: &'a [u8],
+    /// `.uname`: the kernel release (`uname -r`), if known.
+    pub uname: Option<&'a [u8]>,
+    /// `.initrd`: the initramfs, if any.
+    pub initrd: Option<SectionData<'a>>,
+    /// `.linux`: the kernel image (an x86 bzImage for the x86-64 stub).
+    pub linux: SectionData<'a>,
+}
+
+/// One section of the written image, as its header describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UkiSection {
+    /// Section name (`.text`, `.linux`...).
+    pub name: String,
+    /// Address relative to the image base once loaded.
+    pub virtual_address: u32,
+    /// Size once loaded (the contents' length; more for `.linux`).
+    pub virtual_size: u32,
+    /// Offset of the raw data in the file.
+    pub file_offset: u32,
+    /// Size of the raw data in the file (a multiple of `FileAlignment`).
+    pub raw_size: u32,
+    /// `IMAGE_SCN_*` flags.
+    pub characteristics: u32,
+}
+
+/// The layout [`write_uki`] produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UkiLayout {
+    /// Every section, the stub's first, then the added ones in file order.
+    pub sections: Vec<UkiSection>,
+    /// `SizeOfImage` of the output.
+    pub size_of_image: u32,
+    /// Length of the output file in bytes.
+    pub file_size: u64,
+}
+
+/// Errors from assembling a UKI.
+#[derive(Debug, thiserror::Error)]
+pub enum UkiError {
+    /// The stub is not a PE image this writer understands.
+    #[error("the EFI stub is not a usable PE image ({0}): pass systemd-boot's linuxx64.efi.stub")]
+    NotPe(String),
+    /// The stub carries an Authenticode signature that appending would invalidate.
+    #[error("the EFI stub is signed; adding sections would break the signature: use the unsigned stub and sign the UKI afterwards")]
+    SignedStub,
+    /// The stub already has a section the UKI adds.
+    #[error("the EFI stub already has a {0} section: pass the plain systemd-boot stub, not a finished UKI")]
+    SectionExists(String),
+    /// A stub section's raw data is not aligned as the header says it must be.
+    #[error("the EFI stub's section {name} starts at file offset {offset:#x}, not a multiple of FileAlignment {alignment:#x}: use an unmodified systemd-boot stub")]
+    UnalignedStubSection { name: String, offset: u32, alignment: u32 },
+    /// No room for the new section headers.
+    #[error("the EFI stub has no room for {count} more section headers (they would end at {needed:#x}, the headers end at {available:#x}): use a systemd-boot stub built with header space")]
+    NoHeaderRoom {
+        count: usize,
+        needed: usize,
+        available: usize,
+    },
+    /// The header space the new section headers need holds data.
+    #[error("the EFI stub has data after its section table at {offset:#x}, where the new section headers go: use an unmodified systemd-boot stub")]
+    HeaderNotEmpty { offset: usize },
+    /// The command line holds a NUL byte.
+    #[error("the kernel command line contains a NUL byte at position {0}: the stub would cut it there; remove it")]
+    CmdlineHasNul(usize),
+    /// The kernel does not look like a bzImage.
+    #[error("the kernel {0} is not an x86 bzImage (no boot-sector signature 0xAA55 and \"HdrS\" setup header): pass /boot/vmlinuz-*")]
+    NotABzImage(String),
+    /// The result would not fit PE's 32-bit offsets.
+    #[error("the UKI would be larger than 4 GiB, beyond PE's 32-bit file offsets and addresses: shrink the initrd")]
+    TooLarge,
+    /// Reading an input file failed.
+    #[error("cannot read {path}: {source}")]
+    ReadInput { path: PathBuf, source: io::Error },
+    /// An input file changed size between planning and writing.
+    #[error("{path} changed size while the UKI was written ({actual} bytes, expected {expected}): rebuild")]
+    InputChanged { path: PathBuf, expected: u64, actual: u64 },
+    /// Writing the output failed.
+    #[error("cannot write the UKI: {0}")]
+    Write(io::Error),
+}
+
+/// A section to append, with the size of its contents.
+struct NewSection<'a> {
+    header: SectionHeader,
+    data: SectionData<'a>,
+    len: u64,
+}
+
+fn data_len(data: &SectionData<'_>) -> Result<u64, UkiError> {
+    match data {
+        SectionData::Bytes(b) => Ok(b.len() as u64),
+        SectionData::File(path) => std::fs::metadata(path)
+            .map(|m| m.len())
+            .map_err(|source| UkiError::ReadInput {
+                path: path.to_path_buf(),
+                source,
+            }),
+    }
+}
+
+/// The first `n` bytes of `data` (fewer if it is shorter).
+fn data_prefix(data: &SectionData<'_>, n: usize) -> Result<Vec<u8>, UkiError> {
+    match data {
+        SectionData::Bytes(b) => Ok(b[..b.len().min(n)].to_vec()),
+        SectionData::File(path) => {
+            let err = |source| UkiError::ReadInput {
+                path: path.to_path_buf(),
+                source,
+            };
+            let mut head = Vec::with_capacity(n);
+            File::open(path)
+                .map_err(err)?
+                .take(n as u64)
+                .read_to_end(&mut head)
+                .map_err(err)?;
+            Ok(head)
+        }
+    }
+}
+
+fn describe(data: &SectionData<'_>) -> String {
+    match data {
+        SectionData::Bytes(_) => "(in memory)".to_string(),
+        SectionData::File(path) => path.display().to_string(),
+    }
+}
+
+fn section_name(name: &str) -> [u8; 8] {
+    let mut n = [0u8; 8];
+    n[..name.len()].copy_from_slice(name.as_bytes());
+    n
+}
+
+fn to_u32(v: u64) -> Result<u32, UkiError> {
+    u32::try_from(v).map_err(|_| UkiError::TooLarge)
+}
+
+/// Writes a UKI made of `stub` and `sections` to `out`; returns the section table written.
+pub fn write_uki(stub: &[u8], sections: &UkiSections<'_>, out: &mut impl Write) -> Result<UkiLayout, UkiError> {
+    let mut image = PeImage::parse(stub)?;
+    if image.security_directory != (0, 0) {
+        return Err(UkiError::SignedStub);
+    }
+    if let Some(at) = sections.cmdline.iter().position(|&b| b == 0) {
+        return Err(UkiError::CmdlineHasNul(at));
+    }
+
+    // The kernel's setup header (Documentation/arch/x86/boot.rst): boot_flag 0xAA55 at 0x1fe,
+    // "HdrS" at 0x202. The x86 stub refuses anything else at boot; refuse it here instead.
+    let linux_head = data_prefix(&sections.linux, 4096)?;
+    if image.machine == MACHINE_AMD64
+        && (linux_head.get(0x1fe..0x200) != Some(&[0x55, 0xaa]) || linux_head.get(0x202..0x206) != Some(b"HdrS"))
+    {
+        return Err(UkiError::NotABzImage(describe(&sections.linux)));
+    }
+    let linux_size_of_image = PeImage::size_of_image(&linux_head).map_or(0, u64::from);
+
+    // Old stubs keep a COFF symbol table at the end of the file; image files should not have
+    // one, and new sections must not follow it, so drop it when it is last (as ukify does).
+    let mut stub_end = stub.len();
+    if image.pointer_to_symbol_table != 0 {
+        let start = image.pointer_to_symbol_table as usize;
+        let symbols_end = start.saturating_add(18usize.saturating_mul(image.number_of_symbols as usize));
+        let strings = stub
+            .get(symbols_end..symbols_end + 4)
+            .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap()));
+        if symbols_end.saturating_add(strings as usize) == stub.len() || symbols_end == stub.len() {
+            stub_end = start;
+            image.symbols_stripped = true;
+        }
+    }
+
+    let data_flags = SCN_CNT_INITIALIZED_DATA | SCN_MEM_READ;
+    let mut wanted: Vec<(&str, SectionData<'_>, u32)> = vec![
+        (".osrel", SectionData::Bytes(sections.osrel), data_flags),
+        (".cmdline", SectionData::Bytes(sections.cmdline), data_flags),
+    ];
+    if let Some(uname) = sections.uname {
+        wanted.push((".uname", SectionData::Bytes(uname), data_flags));
+    }
+    if let Some(initrd) = sections.initrd {
+        wanted.push((".initrd", initrd, data_flags));
+    }
+    wanted.push((".linux", sections.linux, SCN_CNT_CODE | SCN_MEM_READ));
+
+    for s in &image.sections {
+        let name = s.name_str();
+        if wanted.iter().any(|(n, _, _)| *n == name) {
+            return Err(UkiError::SectionExists(name));
+        }
+        if s.size_of_raw_data > 0 && s.pointer_to_raw_data % image.file_alignment != 0 {
+            return Err(UkiError::UnalignedStubSection {
+                name,
+                offset: s.pointer_to_raw_data,
+                alignment: image.file_alignment,
+            });
+        }
+    }
+
+    // Header room: everything before the first section's raw data and within SizeOfHeaders
+    // rounded up to FileAlignment (the rest of that block is padding).
+    let first_raw = image
+        .sections
+        .iter()
+        .filter(|s| s.size_of_raw_data > 0)
+        .map(|s| s.pointer_to_raw_data as usize)
+        .min()
+        .unwrap_or(usize::MAX);
+    let headers_end = (round_up(u64::from(image.size_of_headers), image.file_alignment) as usize).min(first_raw);
+    let old_table_end = image.section_table_offset + image.sections.len() * SECTION_HEADER_LEN;
+    let new_table_end = old_table_end + wanted.len() * SECTION_HEADER_LEN;
+    if new_table_end > headers_end || new_table_end > stub_end {
+        return Err(UkiError::NoHeaderRoom {
+            count: wanted.len(),
+            needed: new_table_end,
+            available: headers_end,
+        });
+    }
+    if let Some(i) = stub[old_table_end..new_table_end].iter().position(|&b| b != 0) {
+        return Err(UkiError::HeaderNotEmpty {
+            offset: old_table_end + i,
+        });
+    }
+    image.size_of_headers = headers_end as u32;
+
+    let mut next_va = image
+        .sections
+        .iter()
+        .map(|s| {
+            // A zero VirtualSize (object-file style) means the raw size.
+            let size = if s.virtual_size == 0 {
+                s.size_of_raw_data
+            } else {
+                s.virtual_size
+            };
+            u64::from(s.virtual_address) + u64::from(size)
+        })
+        .max()
+        .unwrap_or(u64::from(image.size_of_headers));
+    let mut file_pos = stub_end as u64;
+    let mut added = Vec::with_capacity(wanted.len());
+    for (name, data, characteristics) in wanted {
+        let len = data_len(&data)?;
+        let virtual_size = if name == ".linux" {
+            len.max(linux_size_of_image)
+        } else {
+            len
+        };
+        let va = round_up(next_va, image.section_alignment);
+        let pointer = round_up(file_pos, image.file_alignment);
+        let raw_size = round_up(len, image.file_alignment);
+        let header = SectionHeader {
+            name: section_name(name),
+            virtual_size: to_u32(virtual_size)?,
+            virtual_address: to_u32(va)?,
+            size_of_raw_data: to_u32(raw_size)?,
+            pointer_to_raw_data: to_u32(pointer)?,
+            characteristics,
+        };
+        to_u32(va + virtual_size)?;
+        to_u32(pointer + raw_size)?;
+        image.size_of_initialized_data = image.size_of_initialized_data.wrapping_add(header.virtual_size);
+        next_va = va + virtual_size;
+        file_pos = pointer + raw_size;
+        image.sections.push(header.clone());
+        added.push(NewSection { header, data, len });
+    }
+    let size_of_image = to_u32(round_up(next_va, image.section_alignment))?;
+
+    let mut head = stub[..stub_end].to_vec();
+    image.patch(&mut head, size_of_image);
+    out.write_all(&head).map_err(UkiError::Write)?;
+    let mut written = head.len() as u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    for s in &added {
+        let pointer = u64::from(s.header.pointer_to_raw_data);
+        write_zeros(out, pointer - written)?;
+        copy_section(&s.data, s.len, &mut buf, out)?;
+        write_zeros(out, u64::from(s.header.size_of_raw_data) - s.len)?;
+        written = pointer + u64::from(s.header.size_of_raw_data);
+    }
+
+    let sections = image
+        .sections
+        .iter()
+        .map(|s| UkiSection {
+            name: s.name_str(),
+            virtual_address: s.virtual_address,
+            virtual_size: s.virtual_size,
+            file_offset: s.pointer_to_raw_data,
+            raw_size: s.size_of_raw_data,
+            characteristics: s.characteristics,
+        })
+        .collect();
+    Ok(UkiLayout {
+        sections,
+        size_of_image,
+        file_size: written,
+    })
+}
+
+fn write_zeros(out: &mut impl Write, mut n: u64) -> Result<(), UkiError> {
+    const ZEROS: [u8; 4096] = [0; 4096];
+    while n > 0 {
+        let k = n.min(ZEROS.len() as u64) as usize;
+        out.write_all(&ZEROS[..k]).map_err(UkiError::Write)?;
+        n -= k as u64;
+    }
+    Ok(())
+}
+
+/// Streams exactly `len` bytes of `data` to `out`.
+fn copy_section(data: &SectionData<'_>, len: u64, buf: &mut [u8], out: &mut impl Write) -> Result<(), UkiError> {
+    let path = match data {
+        SectionData::Bytes(b) => return out.write_all(b).map_err(UkiError::Write),
+        SectionData::File(path) => *path,
+    };
+    let err = |source| UkiError::ReadInput {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::open(path).map_err(err)?;
+    let actual = file.metadata().map_err(err)?.len();
+    if actual != len {
+        return Err(UkiError::InputChanged {
+            path: path.to_path_buf(),
+            expected: len,
+            actual,
+        });
+    }
+    let mut reader = (&mut file).take(len);
+    let mut copied = 0u64;
+    loop {
+        let n = match reader.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(err(e)),
+        };
+        out.write_all(&buf[..n]).map_err(UkiError::Write)?;
+        copied += n as u64;
+    }
+    if copied != len {
+        return Err(UkiError::InputChanged {
+            path: path.to_path_buf(),
+            expected: len,
+            actual: copied,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! Every writer's output checked by an independent reader: `qemu-img check` finds no errors,
+//! `qemu-img info` sees the right format and virtual size, and `qemu-img compare` finds the
+//! disk identical to the raw image `write_raw` wrote. Skipped, with a note, when qemu-img is
+//! not on PATH.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::Cursor;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use uvmkit_disk::SparseImage;
+use uvmkit_vdisk::{
+    write_raw, write_vhdx, write_vmdk_sparse, write_vmdk_stream, VhdxOptions, VmdkAdapter, VmdkOptions, WriteStats,
+};
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+/// A fresh directory for one test, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("uvmkit-vdisk-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn have(tool: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    if !found {
+        eprintln!("note: {tool} is not on PATH; skipping the checks that need it");
+    }
+    found
+}
+
+fn qemu_img(args: &[&str]) -> (bool, String) {
+    let out = Command::new("qemu-img").args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// `len` bytes of a fixed pseudo-random sequence with no zero pages.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&(x | 1).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A disk with scattered data: the first and last sector, a host-file extent straddling a
+/// 32 MiB (or mid-disk) boundary at an odd offset, a 2 MiB extent of zeros that every format
+/// should leave out, a few bytes deep inside a large hole. Returns the image and the byte
+/// ranges that hold non-zero data.
+fn scattered(size: u64, dir: &Path) -> (SparseImage, Vec<(u64, u64)>) {
+    let blob = dir.join("blob.bin");
+    std::fs::write(&blob, pattern(400_000, 7)).unwrap();
+    let mut img = SparseImage::new(size);
+    let boundary = (32 * MIB).min(size / 2 / MIB * MIB);
+    let zeros_at = size / 4 / MIB * MIB;
+    let deep = size / 4 * 3 + 12_345;
+    let straddle = (boundary - 100_000, 300_003);
+    img.put_bytes(0, pattern(512, 1)).unwrap();
+    img.put_file(straddle.0, &blob, 1_000, straddle.1).unwrap();
+    img.put_bytes(zeros_at, vec![0; 2 * MIB as usize]).unwrap();
+    img.put_bytes(deep, pattern(7, 3)).unwrap();
+    img.put_bytes(size - 512, pattern(512, 2)).unwrap();
+    let data = vec![(0, 512), straddle, (deep, 7), (size - 512, 512)];
+    (img, data)
+}
+
+/// Blocks of `block` bytes that hold data.
+fn blocks_with_data(data: &[(u64, u64)], block: u64) -> u64 {
+    let mut set = BTreeSet::new();
+    for &(off, len) in data {
+        set.extend(off / block..=(off + len - 1) / block);
+    }
+    set.len() as u64
+}
+
+/// Checks one output against the raw image with qemu-img.
+fn check(path: &Path, format: &str, raw: &Path, size: u64, create_type: Option<&str>) {
+    let p = path.to_str().unwrap();
+    let (ok, text) = qemu_img(&["check", "-f", format, p]);
+    assert!(
+        ok && text.contains("No errors were found"),
+        "qemu-img check {p}:\n{text}"
+    );
+    let (ok, text) = qemu_img(&["info", "--output=json", "-f", format, p]);
+    assert!(ok, "qemu-img info {p}:\n{text}");
+    assert!(text.contains(&format!("\"format\": \"{format}\"")), "{p}:\n{text}");
+    assert!(text.contains(&format!("\"virtual-size\": {size},")), "{p}:\n{text}");
+    if let Some(create_type) = create_type {
+        assert!(
+            text.contains(&format!("\"create-type\": \"{create_type}\"")),
+            "{p}:\n{text}"
+        );
+    }
+    let (ok, text) = qemu_img(&["compare", "-f", format, "-F", "raw", p, raw.to_str().unwrap()]);
+    assert!(
+        ok && text.contains("Images are identical"),
+        "qemu-img compare {p}:\n{text}"
+    );
+}
+
+fn allocated(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+/// Writes every format for a disk of `size` bytes and checks each with qemu-img.
+fn all_formats(size: u64, vhdx_variants: &[(u32, bool)]) {
+    if !have("qemu-img") {
+        return;
+    }
+    let dir = Scratch::new(&format!("readers-{size}"));
+    let (img, data) = scattered(size, &dir.0);
+    let data_bytes: u64 = data.iter().map(|&(_, len)| len).sum();
+
+    let raw = dir.0.join("disk.raw");
+    let stats = write_raw(&img, &raw).unwrap();
+    assert_eq!(stats.virtual_size, size);
+    assert_eq!(std::fs::metadata(&raw).unwrap().len(), size);
+    assert!(
+        allocated(&raw) < data_bytes + 2 * MIB,
+        "raw allocates {}",
+        allocated(&raw)
+    );
+
+    for &(block_size, fixed) in vhdx_variants {
+        let path = dir.0.join(format!("disk-{block_size}-{fixed}.vhdx"));
+        let opts = VhdxOptions {
+            block_size,
+            fixed,
+            seed: [9; 32],
+        };
+        let stats = write_vhdx(&img, &opts, &mut File::create(&path).unwrap()).unwrap();
+        let bs = u64::from(block_size);
+        let expected_blocks = if fixed {
+            size.div_ceil(bs)
+        } else {
+            blocks_with_data(&data, bs)
+        };
+        assert_eq!(stats.data_blocks, expected_blocks, "{}", path.display());
+        assert_eq!(stats.file_size, std::fs::metadata(&path).unwrap().len());
+        assert!(
+            allocated(&path) < data_bytes + 8 * MIB,
+            "{} allocates {} bytes",
+            path.display(),
+            allocated(&path)
+        );
+        check(&path, "vhdx", &raw, size, None);
+    }
+
+    let grains = blocks_with_data(&data, 64 << 10);
+    let opts = VmdkOptions {
+        adapter_type: VmdkAdapter::LsiLogic,
+        seed: [4; 32],
+        hw_version: 4,
+        extent_file_name: "disk-sparse.vmdk".into(),
+    };
+    let path = dir.0.join("disk-sparse.vmdk");
+    let stats = write_vmdk_sparse(&img, &opts, &mut File::create(&path).unwrap()).unwrap();
+    assert_eq!(stats.data_blocks, grains);
+    assert_eq!(stats.file_size, std::fs::metadata(&path).unwrap().len());
+    // Grains, plus two copies of 4 bytes of grain table per 64 KiB of disk.
+    let tables = 2 * size / (64 << 10) * 4;
+    assert!(stats.file_size <= grains * (64 << 10) + tables + 2 * MIB, "{stats:?}");
+    check(&path, "vmdk", &raw, size, Some("monolithicSparse"));
+
+    let opts = VmdkOptions {
+        extent_file_name: "disk-stream.vmdk".into(),
+        ..opts
+    };
+    let path = dir.0.join("disk-stream.vmdk");
+    let stats = write_vmdk_stream(&img, &opts, &mut File::create(&path).unwrap()).unwrap();
+    assert_eq!(stats.data_blocks, grains);
+    assert_eq!(stats.file_size, std::fs::metadata(&path).unwrap().len());
+    assert!(
+        stats.file_size <= grains * (66 << 10) + size / (32 * MIB) * 4 + MIB,
+        "{stats:?}"
+    );
+    check(&path, "vmdk", &raw, size, Some("streamOptimized"));
+}
+
+#[test]
+fn ten_mib_disk() {
+    // A block larger than the disk, the smallest block, and a fixed file.
+    all_formats(
+        10 * MIB,
+        &[(32 << 20, false), (1 << 20, false), (256 << 20, false), (1 << 20, true)],
+    );
+}
+
+#[test]
+fn one_gib_disk() {
+    all_formats(GIB, &[(32 << 20, false), (1 << 20, false), (32 << 20, true)]);
+}
+
+#[test]
+fn sixty_four_gib_disk() {
+    all_formats(64 * GIB, &[(32 << 20, false)]);
+}
+
+#[test]
+fn ide_and_pvscsi_descriptors_are_read() {
+    if !have("qemu-img") {
+        return;
+    }
+    let dir = Scratch::new("adapters");
+    let (img, _) = scattered(10 * MIB, &dir.0);
+    let raw = dir.0.join("disk.raw");
+    write_raw(&img, &raw).unwrap();
+    for adapter in [VmdkAdapter::Ide, VmdkAdapter::BusLogic, VmdkAdapter::Pvscsi] {
+        let opts = VmdkOptions {
+            adapter_type: adapter,
+            hw_version: 7,
+            ..Default::default()
+        };
+        let path = dir.0.join(format!("{}.vmdk", adapter.ddb_name()));
+        write_vmdk_sparse(&img, &opts, &mut File::create(&path).unwrap()).unwrap();
+        check(&path, "vmdk", &raw, 10 * MIB, Some("monolithicSparse"));
+    }
+}
+
+/// Writes `img` with `write` into memory, twice.
+fn twice(write: impl Fn(&mut Cursor<Vec<u8>>) -> WriteStats) -> (Vec<u8>, Vec<u8>) {
+    let mut a = Cursor::new(Vec::new());
+    let mut b = Cursor::new(Vec::new());
+    let sa = write(&mut a);
+    let sb = write(&mut b);
+    assert_eq!(sa, sb);
+    (a.into_inner(), b.into_inner())
+}
+
+#[test]
+fn outputs_are_deterministic() {
+    let dir = Scratch::new("determinism");
+    let (img, _) = scattered(10 * MIB, &dir.0);
+    let vhdx = VhdxOptions {
+        block_size: 1 << 20,
+        fixed: false,
+        seed: [1; 32],
+    };
+    let (a, b) = twice(|out| write_vhdx(&img, &vhdx, out).unwrap());
+    assert_eq!(a, b);
+    let other = VhdxOptions {
+        seed: [2; 32],
+        ..vhdx.clone()
+    };
+    let (c, _) = twice(|out| write_vhdx(&img, &other, out).unwrap());
+    assert_ne!(a, c, "the seed must reach the VHDX GUIDs");
+
+    let vmdk = VmdkOptions {
+        seed: [1; 32],
+        ..Default::default()
+    };
+    let (a, b) = twice(|out| write_vmdk_sparse(&img, &vmdk, out).unwrap());
+    assert_eq!(a, b);
+    let (a, b) = twice(|out| write_vmdk_stream(&img, &vmdk, out.get_mut()).unwrap());
+    assert_eq!(a, b);
+
+    let ra = dir.0.join("a.raw");
+    let rb = dir.0.join("b.raw");
+    write_raw(&img, &ra).unwrap();
+    write_raw(&img, &rb).unwrap();
+    assert_eq!(std::fs::read(&ra).unwrap(), std::fs::read(&rb).unwrap());
+}
+
+#[test]
+fn empty_disks_store_no_data() {
+    let img = SparseImage::new(64 * GIB);
+    let mut out = Cursor::new(Vec::new());
+    let stats = write_vhdx(&img, &VhdxOptions::default(), &mut out).unwrap();
+    assert_eq!(stats.data_blocks, 0);
+    assert_eq!(stats.file_size, 4 * MIB);
+    let mut out = Vec::new();
+    let stats = write_vmdk_stream(&img, &VmdkOptions::default(), &mut out).unwrap();
+    assert_eq!(stats.data_blocks, 0);
+    assert!(stats.file_size < 100 << 10, "{stats:?}");
+}

@@ -1,0 +1,281 @@
+//! The init's life as PID 1: boot phases in order, then an event loop that never returns.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::OpenOptions;
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, RootMode, CONFIG_PATH};
+use crate::datadisk;
+use crate::log;
+use crate::modules;
+use crate::mounts;
+use crate::power::PowerButtons;
+use crate::rootfs;
+use crate::shutdown::{self, Action};
+use crate::sys;
+
+/// How often input devices are rescanned for a power button.
+const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The signals PID 1 handles, all through a signalfd.
+const HANDLED_SIGNALS: [libc::c_int; 6] = [
+    libc::SIGCHLD,
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGHUP,
+];
+
+/// Runs `phase`, turning a panic inside it into a log line so that PID 1 goes on.
+fn guarded<T>(name: &str, phase: impl FnOnce() -> T) -> Option<T> {
+    match panic::catch_unwind(AssertUnwindSafe(phase)) {
+        Ok(value) => Some(value),
+        Err(_) => {
+            log!("{name} failed with a panic (logged above); continuing");
+            None
+        }
+    }
+}
+
+/// Boots the system and then serves as PID 1 forever.
+pub fn run(argv: Vec<OsString>) -> ! {
+    panic::set_hook(Box::new(|info| log::line(&format!("panic: {info}"))));
+
+    guarded("console setup", early_setup);
+    let moved = std::env::var_os(rootfs::MOVED_MARKER).is_some();
+    if moved {
+        // Children must not see it.
+        std::env::remove_var(rootfs::MOVED_MARKER);
+        log!("running from the tmpfs root");
+    } else {
+        log!("uvmkit-init {} starting", env!("CARGO_PKG_VERSION"));
+    }
+    let config = guarded("configuration", load_config).unwrap_or_default();
+
+    if !moved && config.root == RootMode::Tmpfs && rootfs::root_is_initramfs() {
+        guarded("root move", || move_root_and_reexec(&argv, config.root_size.as_deref()));
+    }
+
+    // Signals are blocked from here on and read from the signalfd, so a request that arrives
+    // during boot waits for the event loop instead of being lost.
+    let signals = match sys::SignalFd::new(&HANDLED_SIGNALS) {
+        Ok(signals) => Some(signals),
+        Err(err) => {
+            log!("cannot set up signal handling: {err}; shutdown requests by signal will not work");
+            None
+        }
+    };
+    // Ctrl-Alt-Del sends SIGINT to PID 1 instead of rebooting at once.
+    if let Err(err) = sys::reboot(libc::RB_DISABLE_CAD) {
+        log!("cannot route Ctrl-Alt-Del to the init: {err}");
+    }
+
+    let mut buttons = PowerButtons::default();
+    guarded("boot", || boot(&config, &mut buttons));
+    log::ready();
+    event_loop(signals, buttons)
+}
+
+/// `/dev`, the console as stdin/stdout/stderr, and the kernel log.
+fn early_setup() {
+    let dev_error = mounts::mount_once(&mounts::DEV).err();
+    let console_error = attach_console().err();
+    log::open_kmsg();
+    if let Some(err) = dev_error {
+        log!("cannot mount devtmpfs on /dev: {err}");
+    }
+    if let Some(err) = console_error {
+        log!("cannot use /dev/console: {err}");
+    }
+}
+
+/// Makes `/dev/console` this session's controlling terminal and stdin/stdout/stderr.
+fn attach_console() -> std::io::Result<()> {
+    // Fails with EPERM when already a session leader (the re-executed init): fine.
+    let _ = sys::setsid();
+    let console = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags_noctty()
+        .open("/dev/console")?;
+    let tty_result = sys::set_controlling_tty(console.as_fd());
+    // PID 1 does not read the console; with ISIG on, a Ctrl-C typed there would send PID 1
+    // SIGINT, which means "power off". Programs that later own the console set their own modes.
+    let _ = sys::disable_tty_signals(console.as_fd());
+    for fd in 0..=2 {
+        sys::dup2(console.as_fd(), fd)?;
+    }
+    tty_result
+}
+
+/// `OpenOptions` with `O_NOCTTY`.
+trait NoCtty {
+    fn custom_flags_noctty(&mut self) -> &mut Self;
+}
+
+impl NoCtty for OpenOptions {
+    fn custom_flags_noctty(&mut self) -> &mut Self {
+        std::os::unix::fs::OpenOptionsExt::custom_flags(self, libc::O_NOCTTY)
+    }
+}
+
+fn load_config() -> Config {
+    match Config::load(Path::new(CONFIG_PATH)) {
+        Ok(Some(config)) => config,
+        Ok(None) => {
+            log!("{CONFIG_PATH} is missing; using defaults");
+            Config::default()
+        }
+        Err(err) => {
+            // The parser's message spans several lines (it quotes the bad line).
+            log!("{err}");
+            log!("using the default configuration");
+            Config::default()
+        }
+    }
+}
+
+/// Moves the initramfs into a tmpfs root and executes the init again from there. Returns only
+/// if that could not be done; boot then goes on in this process.
+fn move_root_and_reexec(argv: &[OsString], size: Option<&str>) {
+    let stats = match rootfs::move_root_to_tmpfs(size) {
+        Ok(stats) => stats,
+        Err(err) => {
+            log!("{err}");
+            return;
+        }
+    };
+    for failure in &stats.failures {
+        log!("root move: {failure}");
+    }
+    log!(
+        "root moved to tmpfs ({} MiB limit): {} files ({} MiB, by {}), {} other entries in {} ms",
+        stats.size >> 20,
+        stats.files,
+        stats.bytes >> 20,
+        stats.method,
+        stats.others,
+        stats.millis
+    );
+    // The kernel runs the init by absolute path; fall back to the conventional one.
+    let program = argv
+        .first()
+        .filter(|arg0| Path::new(arg0).is_absolute())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/init"));
+    let err = Command::new(&program)
+        .arg0(argv.first().map(OsString::as_os_str).unwrap_or(OsStr::new("/init")))
+        .args(argv.iter().skip(1))
+        .env(rootfs::MOVED_MARKER, "1")
+        .exec();
+    log!(
+        "cannot execute {} from the tmpfs root: {err}; continuing in this process",
+        program.display()
+    );
+}
+
+/// The boot phases after the root is in place.
+fn boot(config: &Config, buttons: &mut PowerButtons) {
+    mounts::mount_boot_filesystems();
+    // Userspace writes to /dev/kmsg are rate limited to 10 lines per 5 s by default, which a
+    // boot log exceeds; a printk.devkmsg= kernel argument locks the setting and wins.
+    let _ = std::fs::write("/proc/sys/kernel/printk_devkmsg", "on\n");
+    let controllers = mounts::enable_cgroup_controllers(Path::new("/sys/fs/cgroup"));
+    log!(
+        "file systems mounted; cgroup controllers: {}",
+        if controllers.is_empty() {
+            "none".to_string()
+        } else {
+            controllers.join(" ")
+        }
+    );
+
+    match sys::sethostname(&config.hostname) {
+        Ok(()) => log!("hostname {}", config.hostname),
+        Err(err) => log!("cannot set hostname {:?}: {err}", config.hostname),
+    }
+
+    if !config.modules.is_empty() {
+        let release = match &config.kernel_release {
+            Some(release) => release.clone(),
+            None => sys::kernel_release().unwrap_or_default(),
+        };
+        let dir = Path::new("/lib/modules").join(&release);
+        modules::load_all(&config.modules, &dir);
+    }
+
+    match datadisk::find(Duration::from_secs(3)) {
+        Some(p) => log!("data partition {} ({} {}, {} MiB)", p.device.display(), p.matched_by, datadisk::DATA_LABEL, p.size >> 20),
+        None => log!("no data partition labelled {} found; state stays in memory", datadisk::DATA_LABEL),
+    }
+
+    buttons.rescan();
+}
+
+/// Reaps children and waits for shutdown requests (signals, the power button), forever.
+fn event_loop(signals: Option<sys::SignalFd>, mut buttons: PowerButtons) -> ! {
+    let mut last_scan = Instant::now();
+    loop {
+        let action = guarded("event loop", || {
+            let action = wait_for_events(signals.as_ref(), &mut buttons);
+            if last_scan.elapsed() >= RESCAN_INTERVAL {
+                buttons.rescan();
+                last_scan = Instant::now();
+            }
+            // SIGCHLDs coalesce; reaping every round catches every zombie.
+            shutdown::reap_children();
+            action
+        })
+        .flatten();
+        if let Some(action) = action {
+            guarded("shutdown", || shutdown::shut_down(action));
+        }
+    }
+}
+
+/// Waits up to [`RESCAN_INTERVAL`] for a signal or input event; returns a requested action.
+fn wait_for_events(signals: Option<&sys::SignalFd>, buttons: &mut PowerButtons) -> Option<Action> {
+    let Some(signals) = signals else {
+        std::thread::sleep(RESCAN_INTERVAL);
+        return buttons.pressed().then_some(Action::PowerOff);
+    };
+    let mut fds = vec![signals.as_raw_fd()];
+    fds.extend(buttons.fds());
+    let ready = match sys::poll_readable(&fds, RESCAN_INTERVAL) {
+        Ok(ready) => ready,
+        Err(err) => {
+            log!("poll failed: {err}");
+            std::thread::sleep(Duration::from_secs(1));
+            return None;
+        }
+    };
+    let mut action = None;
+    if ready[0] {
+        loop {
+            match signals.next() {
+                Ok(Some(signal)) => {
+                    if let Some(requested) = Action::from_signal(signal) {
+                        log!("received signal {signal}");
+                        action = action.or(Some(requested));
+                    }
+                }
+                Ok(None) => break,
+                Err(err) => {
+                    log!("cannot read signals: {err}");
+                    break;
+                }
+            }
+        }
+    }
+    if ready[1..].iter().any(|&r| r) && buttons.pressed() {
+        log!("power button pressed");
+        action = action.or(Some(Action::PowerOff));
+    }
+    action
+}
