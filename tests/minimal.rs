@@ -142,6 +142,19 @@ fn iso_has_bios_and_uefi_el_torito_and_hybrid_tables() {
     if have("bsdtar") {
         let (ok, list) = run("bsdtar", &["-tf", iso.to_str().unwrap()]);
         assert!(ok && list.to_lowercase().contains("vmlinuz"), "bsdtar -tf: {list}");
+        // The BIOS path's kernel and initrd are the UKI's sections inside the EFI image, read
+        // through ISO 9660 records that point there: the same bytes, stored once.
+        let extract = |member: &str| {
+            let out = std::process::Command::new("bsdtar").args(["-xOf", iso.to_str().unwrap(), member]).output().unwrap();
+            assert!(out.status.success(), "bsdtar -xOf {member}");
+            out.stdout
+        };
+        let kernel = std::fs::read(artifact("minimal-kernel")).unwrap();
+        assert!(extract("boot/vmlinuz") == kernel, "boot/vmlinuz differs from the kernel");
+        assert!(extract("boot/initrd.img") == std::fs::read(artifact("minimal-initrd.img")).unwrap(), "boot/initrd.img differs");
+        let efi_image = extract("boot/efi.img").len() as u64;
+        let iso_len = std::fs::metadata(&iso).unwrap().len();
+        assert!(iso_len - efi_image < kernel.len() as u64, "the ISO stores the kernel outside its EFI image: {iso_len} bytes, EFI image {efi_image}");
     }
 }
 

@@ -52,6 +52,10 @@ pub struct InputOptions {
     pub quiet: bool,
     /// Parallel downloads.
     pub jobs: usize,
+    /// The image's lock file (`lock::lock_path` of the definition); `None`: no lock is read.
+    pub lock: Option<PathBuf>,
+    /// `--locked`: the lock must exist and match a fresh resolution.
+    pub locked: bool,
 }
 
 /// Why the inputs could not be resolved.
@@ -67,6 +71,10 @@ pub enum InputError {
     Kernel(String),
     /// A local file could not be read.
     Io(String),
+    /// The lock file is unreadable, missing or stale (`--locked`).
+    Lock(crate::lock::LockError),
+    /// An offline build lacks these inputs (one line each).
+    Offline(Vec<String>),
 }
 
 impl fmt::Display for InputError {
@@ -74,6 +82,13 @@ impl fmt::Display for InputError {
         match self {
             InputError::Fetch(e) => e.fmt(f),
             InputError::Archive(m) | InputError::Resolve(m) | InputError::Kernel(m) | InputError::Io(m) => f.write_str(m),
+            InputError::Lock(e) => e.fmt(f),
+            InputError::Offline(missing) => write!(
+                f,
+                "offline build: {} input(s) are not in the cache:\n  {}\nrun once without --offline, or build from a bundle (--bundle)",
+                missing.len(),
+                missing.join("\n  ")
+            ),
         }
     }
 }
@@ -83,6 +98,12 @@ impl std::error::Error for InputError {}
 impl From<uvmkit_fetch::FetchError> for InputError {
     fn from(e: uvmkit_fetch::FetchError) -> Self {
         InputError::Fetch(e)
+    }
+}
+
+impl From<crate::lock::LockError> for InputError {
+    fn from(e: crate::lock::LockError) -> Self {
+        InputError::Lock(e)
     }
 }
 
@@ -409,29 +430,72 @@ fn file_in(tree: &FileTree, path: &str, package: &str) -> Result<FileData, Input
     }
 }
 
-/// Fetches, verifies and unpacks everything `def` needs.
-pub fn resolve(def: &ImageDefinition, base_dir: &Path, opts: &InputOptions) -> Result<ResolvedInputs, InputError> {
-    let cache = ContentCache::open(&opts.cache_dir)?;
-    let mirror = discover_debian_mirror(def.debian.mirror.as_deref())?;
-    let fetcher = Fetcher::new(opts.offline)?;
-    let archive = load_index(def, &mirror, &cache, &fetcher, opts, base_dir)?;
-
-    // Resolution, from the cache when these index digests and requests were resolved before.
+/// Resolves the packages from the archive index, from the cache when these index digests and
+/// requests were resolved before.
+fn resolve_from_index(def: &ImageDefinition, base_dir: &Path, mirror: &MirrorSource, cache: &ContentCache, fetcher: &Fetcher, opts: &InputOptions) -> Result<Vec<FetchedPackage>, InputError> {
+    let archive = load_index(def, mirror, cache, fetcher, opts, base_dir)?;
     let key = resolution_key(def, &archive);
     let cached: Option<Vec<FetchedPackage>> = cache
         .get_ref("resolution", &key)?
         .and_then(|d| std::fs::read(cache.path_of(&d)).ok())
         .and_then(|b| serde_json::from_slice(&b).ok());
-    let packages = match cached {
-        Some(p) => p,
+    match cached {
+        Some(p) => Ok(p),
         None => {
             let index = archive.parse()?;
             let packages = resolve_packages(def, &index)?;
             let digest = cache.put_bytes(&serde_json::to_vec(&packages).expect("serialises"), None)?;
             cache.set_ref("resolution", &key, &digest)?;
-            packages
+            Ok(packages)
         }
+    }
+}
+
+/// The packages to build with: pinned by a current lock file (no archive index is fetched or
+/// parsed), else resolved from the index. With `--locked`, a missing lock or one that differs
+/// from a fresh resolution is an error naming the changes.
+fn choose_packages(def: &ImageDefinition, base_dir: &Path, mirror: &MirrorSource, cache: &ContentCache, fetcher: &Fetcher, opts: &InputOptions) -> Result<Vec<FetchedPackage>, InputError> {
+    let Some(lock_path) = &opts.lock else {
+        return resolve_from_index(def, base_dir, mirror, cache, fetcher, opts);
     };
+    let lock = crate::lock::read(lock_path)?;
+    let current = lock.as_ref().filter(|l| l.resolution_inputs == crate::lock::resolution_inputs(def));
+    match (lock.as_ref(), current) {
+        (_, Some(lock)) if !opts.refresh => Ok(lock.packages.clone()),
+        (None, _) if opts.locked => Err(crate::lock::LockError::Missing { path: lock_path.clone() }.into()),
+        (Some(lock), _) if opts.locked => {
+            let fresh = resolve_from_index(def, base_dir, mirror, cache, fetcher, opts)?;
+            let changes = crate::lock::drift(&lock.packages, &fresh);
+            if changes.is_empty() {
+                Ok(fresh)
+            } else {
+                Err(crate::lock::LockError::Drift { path: lock_path.clone(), changes }.into())
+            }
+        }
+        _ => resolve_from_index(def, base_dir, mirror, cache, fetcher, opts),
+    }
+}
+
+/// Records `packages` in the image's lock file (unless `--locked`, or no lock is used);
+/// returns whether the file changed. Call it after the build or fetch succeeded.
+pub fn update_lock(def: &ImageDefinition, opts: &InputOptions, packages: &[FetchedPackage]) -> Result<bool, InputError> {
+    let Some(path) = opts.lock.as_ref().filter(|_| !opts.locked) else {
+        return Ok(false);
+    };
+    let lock = crate::lock::LockFile {
+        version: crate::lock::LOCK_VERSION,
+        resolution_inputs: crate::lock::resolution_inputs(def),
+        packages: packages.to_vec(),
+    };
+    Ok(crate::lock::write(path, &lock)?)
+}
+
+/// Fetches, verifies and unpacks everything `def` needs.
+pub fn resolve(def: &ImageDefinition, base_dir: &Path, opts: &InputOptions) -> Result<ResolvedInputs, InputError> {
+    let cache = ContentCache::open(&opts.cache_dir)?;
+    let mirror = discover_debian_mirror(def.debian.mirror.as_deref())?;
+    let fetcher = Fetcher::new(opts.offline)?;
+    let packages = choose_packages(def, base_dir, &mirror, &cache, &fetcher, opts)?;
 
     // Download what is missing, verified against the signed index.
     let base = mirror.url.trim_end_matches('/');
@@ -446,6 +510,17 @@ pub fn resolve(def: &ImageDefinition, base_dir: &Path, opts: &InputOptions) -> R
             })
         })
         .collect::<Result<_, InputError>>()?;
+    if opts.offline {
+        let missing: Vec<String> = packages
+            .iter()
+            .zip(&downloads)
+            .filter(|(p, d)| !cache.get_checked(&d.sha256, p.size))
+            .map(|(p, _)| format!("{} {} ({}, sha256 {})", p.name, p.version, p.filename, p.sha256))
+            .collect();
+        if !missing.is_empty() {
+            return Err(InputError::Offline(missing));
+        }
+    }
     let progress = if opts.quiet { Progress::hidden() } else { Progress::bars() };
     let fetch_report = fetcher.fetch_many(&downloads, &cache, opts.jobs, &progress)?;
 

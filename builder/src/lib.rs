@@ -8,6 +8,7 @@
 
 pub mod artifacts;
 pub mod assemble;
+pub mod bundle;
 pub mod closure;
 pub mod config;
 pub mod elf;
@@ -18,3 +19,4 @@ pub mod kernelconfig;
 pub mod lock;
 pub mod manifest;
 pub mod pipeline;
+pub mod sbom;

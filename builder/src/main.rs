@@ -3,8 +3,10 @@
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use uvmkit::bundle::{self, BundleError};
 use uvmkit::config::{self, Format, LoadedDefinition, Target};
 use uvmkit::inputs::{self, InputOptions};
+use uvmkit::lock::{self, LockError};
 use uvmkit::pipeline::{self, human_bytes, BuildError, BuildOptions};
 use uvmkit::{kernelconfig, pipeline::DEFAULT_EPOCH};
 
@@ -31,6 +33,15 @@ enum Command {
     Build(BuildArgs),
     /// Resolve and cache every input of an image definition, and say what and how much.
     Fetch(InputArgs),
+    /// Write an offline bundle: the definition, its lock, every pinned .deb and the local files
+    /// it references, in one tar file (`uvmkit build --offline --bundle FILE` builds from it).
+    Bundle {
+        #[command(flatten)]
+        inputs: InputArgs,
+        /// The bundle file to write.
+        #[arg(long, short = 'o')]
+        output: PathBuf,
+    },
     /// Print the resolved inputs: packages with versions, files per package, modules, kernel.
     Inspect {
         #[command(flatten)]
@@ -61,8 +72,8 @@ enum KernelCommand {
 
 #[derive(Args)]
 struct InputArgs {
-    /// The image definition (TOML).
-    image: PathBuf,
+    /// The image definition (TOML); with `build --bundle`, the bundle's definition is used.
+    image: Option<PathBuf>,
     /// Cache directory (default: $UVMKIT_CACHE, else the user's cache directory).
     #[arg(long, env = "UVMKIT_CACHE")]
     cache: Option<PathBuf>,
@@ -78,6 +89,9 @@ struct InputArgs {
     /// Parallel downloads.
     #[arg(long, default_value_t = 4)]
     jobs: usize,
+    /// Refuse to build unless IMAGE.lock exists and a fresh resolution matches it.
+    #[arg(long)]
+    locked: bool,
 }
 
 #[derive(Args)]
@@ -97,6 +111,10 @@ struct BuildArgs {
     /// Print a machine-readable summary (artifacts, sizes, sha256) on stdout.
     #[arg(long)]
     json: bool,
+    /// Build from an offline bundle (`uvmkit bundle`) instead of IMAGE: its blobs are verified
+    /// and imported into the cache first.
+    #[arg(long, value_name = "FILE")]
+    bundle: Option<PathBuf>,
 }
 
 fn parse_target(s: &str) -> Result<Target, String> {
@@ -143,13 +161,25 @@ fn load(path: &Path) -> Result<LoadedDefinition, Failure> {
     config::load(path).map_err(|e| (exit::BAD_INPUT, e.to_string()))
 }
 
-fn input_options(args: &InputArgs) -> InputOptions {
+/// The definition named on the command line.
+fn image_arg(args: &InputArgs) -> Result<&Path, Failure> {
+    args.image.as_deref().ok_or_else(|| (exit::BAD_INPUT, "name the image definition (IMAGE.toml)".to_string()))
+}
+
+fn cache_dir(args: &InputArgs) -> PathBuf {
+    args.cache.clone().unwrap_or_else(uvmkit_fetch::cache::ContentCache::default_dir)
+}
+
+/// Input options for the definition at `definition` (its lock file is beside it).
+fn input_options(args: &InputArgs, definition: &Path) -> InputOptions {
     InputOptions {
-        cache_dir: args.cache.clone().unwrap_or_else(uvmkit_fetch::cache::ContentCache::default_dir),
+        cache_dir: cache_dir(args),
         offline: args.offline,
         refresh: args.refresh,
         quiet: args.quiet,
         jobs: args.jobs.max(1),
+        lock: Some(lock::lock_path(definition)),
+        locked: args.locked,
     }
 }
 
@@ -163,15 +193,43 @@ fn source_date_epoch() -> Result<u64, Failure> {
 fn input_failure(e: inputs::InputError) -> Failure {
     let code = match e {
         inputs::InputError::Fetch(_) | inputs::InputError::Archive(_) => exit::FETCH,
-        inputs::InputError::Resolve(_) | inputs::InputError::Kernel(_) | inputs::InputError::Io(_) => exit::BAD_INPUT,
+        inputs::InputError::Offline(_) => exit::FETCH,
+        inputs::InputError::Lock(LockError::Io { .. }) => exit::BUILD,
+        inputs::InputError::Resolve(_) | inputs::InputError::Kernel(_) | inputs::InputError::Io(_) | inputs::InputError::Lock(_) => {
+            exit::BAD_INPUT
+        }
     };
     (code, e.to_string())
+}
+
+fn bundle_failure(e: BundleError) -> Failure {
+    let code = match e {
+        BundleError::Unbundlable { .. } | BundleError::Io { .. } => exit::BAD_INPUT,
+        BundleError::NotCached { .. } | BundleError::Malformed { .. } | BundleError::Tampered { .. } | BundleError::Cache(_) => exit::FETCH,
+    };
+    (code, e.to_string())
+}
+
+/// Unpacks `--bundle FILE` into a temporary directory, importing its verified blobs.
+fn open_bundle(file: &Path, args: &InputArgs) -> Result<bundle::UnpackedBundle, Failure> {
+    if args.image.is_some() {
+        return Err((exit::BAD_INPUT, "give either IMAGE or --bundle, not both".into()));
+    }
+    let cache = uvmkit_fetch::cache::ContentCache::open(&cache_dir(args)).map_err(|e| (exit::FETCH, e.to_string()))?;
+    let dir = std::env::temp_dir().join(format!("uvmkit-bundle-{}", std::process::id()));
+    bundle::import_bundle(file, &cache, &dir).map_err(bundle_failure)
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Build(args) => {
-            let loaded = load(&args.inputs.image)?;
+            // Kept until the build is done: the bundle's local files are read from it.
+            let unpacked = args.bundle.as_deref().map(|b| open_bundle(b, &args.inputs)).transpose()?;
+            let definition = match &unpacked {
+                Some(u) => u.definition.clone(),
+                None => image_arg(&args.inputs)?.to_path_buf(),
+            };
+            let loaded = load(&definition)?;
             let def = &loaded.definition;
             let formats = if args.format.is_empty() { def.formats.clone() } else { args.format.clone() };
             let disk_size = args.disk_size.unwrap_or(def.disk.size);
@@ -183,12 +241,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 formats,
                 disk_size,
                 epoch: source_date_epoch()?,
-                inputs: InputOptions { quiet: args.inputs.quiet || args.json, ..input_options(&args.inputs) },
+                inputs: InputOptions { quiet: args.inputs.quiet || args.json, ..input_options(&args.inputs, &definition) },
             };
             let report = pipeline::build(&loaded, &opts).map_err(|e| match e {
                 BuildError::Inputs(e) => input_failure(e),
                 BuildError::Build(m) => (exit::BUILD, m),
             })?;
+            if unpacked.is_none() {
+                inputs::update_lock(def, &opts.inputs, &report.packages).map_err(input_failure)?;
+            }
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report).expect("serialises"));
             } else {
@@ -202,9 +263,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Fetch(args) => {
-            let loaded = load(&args.image)?;
+            let image = image_arg(&args)?;
+            let loaded = load(image)?;
             let start = std::time::Instant::now();
-            let resolved = inputs::resolve(&loaded.definition, &loaded.base_dir, &input_options(&args)).map_err(input_failure)?;
+            let opts = input_options(&args, image);
+            let resolved = inputs::resolve(&loaded.definition, &loaded.base_dir, &opts).map_err(input_failure)?;
+            inputs::update_lock(&loaded.definition, &opts, &resolved.packages).map_err(input_failure)?;
             let total: u64 = resolved.packages.iter().map(|p| p.size).sum();
             println!(
                 "{} packages ({} of .debs, {} downloaded now), kernel {}, {} modules; mirror from {} ({:.1}s)",
@@ -218,9 +282,32 @@ fn run(cli: Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
+        Command::Bundle { inputs: args, output } => {
+            let image = image_arg(&args)?;
+            let loaded = load(image)?;
+            let opts = InputOptions { quiet: true, ..input_options(&args, image) };
+            let resolved = inputs::resolve(&loaded.definition, &loaded.base_dir, &opts).map_err(input_failure)?;
+            inputs::update_lock(&loaded.definition, &opts, &resolved.packages).map_err(input_failure)?;
+            let pinned = lock::LockFile {
+                version: lock::LOCK_VERSION,
+                resolution_inputs: lock::resolution_inputs(&loaded.definition),
+                packages: resolved.packages.clone(),
+            };
+            let cache = uvmkit_fetch::cache::ContentCache::open(&opts.cache_dir).map_err(|e| (exit::FETCH, e.to_string()))?;
+            let report = bundle::write_bundle(&loaded, &pinned, &cache, &output).map_err(bundle_failure)?;
+            eprintln!(
+                "wrote {}: {} members, {} packages, {}",
+                output.display(),
+                report.members,
+                report.blobs,
+                human_bytes(report.bytes)
+            );
+            Ok(())
+        }
         Command::Inspect { inputs: args, files } => {
-            let loaded = load(&args.image)?;
-            let resolved = inputs::resolve(&loaded.definition, &loaded.base_dir, &input_options(&args)).map_err(input_failure)?;
+            let image = image_arg(&args)?;
+            let loaded = load(image)?;
+            let resolved = inputs::resolve(&loaded.definition, &loaded.base_dir, &input_options(&args, image)).map_err(input_failure)?;
             uvmkit::inspect::print(&loaded, &resolved, files).map_err(|e| (exit::BUILD, e))
         }
         Command::Kernel(KernelCommand::Check { config, targets, features }) => {

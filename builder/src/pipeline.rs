@@ -197,6 +197,7 @@ pub fn build(loaded: &LoadedDefinition, opts: &BuildOptions) -> Result<BuildRepo
     // The UKI: every bootable format carries it.
     let uki_name = format!("{name}.efi");
     let uki_path = out.staging_path(&uki_name);
+    let uki_layout;
     {
         let stub = inputs.uki_stub.read_all().map_err(|e| fail("EFI stub")(e.to_string()))?;
         let osrel = os_release_for_uki(def);
@@ -213,7 +214,7 @@ pub fn build(loaded: &LoadedDefinition, opts: &BuildOptions) -> Result<BuildRepo
             linux,
         };
         let mut w = BufWriter::new(File::create(&uki_path).map_err(|e| fail("UKI")(e.to_string()))?);
-        uvmkit_uki::write_uki(&stub, &sections, &mut w).map_err(|e| fail("UKI")(e.to_string()))?;
+        uki_layout = uvmkit_uki::write_uki(&stub, &sections, &mut w).map_err(|e| fail("UKI")(e.to_string()))?;
         w.flush().map_err(|e| fail("UKI")(e.to_string()))?;
     }
     let uki = FileData::host_file(&uki_path).map_err(|e| fail("UKI")(e.to_string()))?;
@@ -261,7 +262,7 @@ pub fn build(loaded: &LoadedDefinition, opts: &BuildOptions) -> Result<BuildRepo
     }
 
     if opts.formats.contains(&Format::Iso) {
-        write_iso(&mut out, &inputs, def, &uki, &initrd_path, seed, opts.epoch)?;
+        write_iso(&mut out, &inputs, def, (&uki, &uki_layout), &initrd_path, seed, opts.epoch)?;
         let a = out.published().last().unwrap().clone();
         phases.done("iso", format!("{} ({})", a.name, human_bytes(a.size)));
     }
@@ -292,6 +293,8 @@ pub fn build(loaded: &LoadedDefinition, opts: &BuildOptions) -> Result<BuildRepo
     let manifest = crate::manifest::manifest_json(loaded, &report, opts.epoch);
     write_atomically(&opts.out_dir.join("manifest.json"), manifest.as_bytes()).map_err(|e| fail("manifest.json")(e.to_string()))?;
     write_atomically(&opts.out_dir.join("SHA256SUMS"), out.sha256sums().as_bytes()).map_err(|e| fail("SHA256SUMS")(e.to_string()))?;
+    let sbom = crate::sbom::spdx_json(&report, opts.epoch);
+    write_atomically(&opts.out_dir.join(crate::sbom::file_name(name)), sbom.as_bytes()).map_err(|e| fail("SBOM")(e.to_string()))?;
     Ok(report)
 }
 
@@ -343,7 +346,15 @@ fn write_disk(out: &mut ArtifactDir, disk: &SparseImage, format: Format, def: &c
     Ok(())
 }
 
-fn write_iso(out: &mut ArtifactDir, inputs: &ResolvedInputs, def: &crate::config::ImageDefinition, uki: &FileData, initrd_path: &std::path::Path, seed: [u8; 32], epoch: u64) -> Result<(), BuildError> {
+fn write_iso(
+    out: &mut ArtifactDir,
+    inputs: &ResolvedInputs,
+    def: &crate::config::ImageDefinition,
+    (uki, uki_layout): (&FileData, &uvmkit_uki::UkiLayout),
+    initrd_path: &std::path::Path,
+    seed: [u8; 32],
+    epoch: u64,
+) -> Result<(), BuildError> {
     let isolinux = inputs.isolinux.as_ref().ok_or_else(|| BuildError::Build("ISO: the isolinux packages were not fetched".into()))?;
     let err = fail("ISO");
     // The El Torito EFI image: a small FAT holding the UKI as the removable-media boot path.
@@ -357,23 +368,54 @@ fn write_iso(out: &mut ArtifactDir, inputs: &ResolvedInputs, def: &crate::config
         def.cmdline
     );
     let bytes = |d: &FileData| d.read_all().map_err(|e| fail("ISO")(e.to_string()));
-    let files = vec![
-        uvmkit_iso::IsoFile { path: "boot/vmlinuz".into(), data: inputs.kernel.image.clone(), mode: 0o644 },
-        uvmkit_iso::IsoFile { path: "boot/initrd.img".into(), data: FileData::host_file(initrd_path).map_err(|e| err(e.to_string()))?, mode: 0o644 },
+    let initrd = FileData::host_file(initrd_path).map_err(|e| err(e.to_string()))?;
+    // The BIOS path reads the kernel and initrd from ISO 9660; the UEFI path reads the UKI
+    // from the FAT image, which holds the same bytes as its .linux and .initrd sections. Both
+    // are 4 KiB-aligned in the FAT image, so the ISO 9660 records point at them: stored once.
+    let aliases = shared_boot_files(&efi_img, uki, uki_layout, &inputs.kernel.image, &initrd);
+    let mut files = vec![
         uvmkit_iso::IsoFile { path: "isolinux/isolinux.cfg".into(), data: FileData::inline(cfg.into_bytes()), mode: 0o644 },
         uvmkit_iso::IsoFile { path: "isolinux/ldlinux.c32".into(), data: isolinux.ldlinux_c32.clone(), mode: 0o644 },
     ];
+    if aliases.is_empty() {
+        log::warn!("ISO: the UKI's sections are not 2 KiB-aligned in the EFI image; storing the kernel and initrd twice");
+        files.push(uvmkit_iso::IsoFile { path: "boot/vmlinuz".into(), data: inputs.kernel.image.clone(), mode: 0o644 });
+        files.push(uvmkit_iso::IsoFile { path: "boot/initrd.img".into(), data: initrd, mode: 0o644 });
+    }
     let bios = uvmkit_iso::BiosBoot { isolinux_bin: bytes(&isolinux.isolinux_bin)?, isohdpfx: bytes(&isolinux.isohdpfx)?, path: "isolinux/isolinux.bin".into() };
     let efi = uvmkit_iso::EfiBoot { image: uvmkit_iso::BootImage::Sparse(efi_img), path: "boot/efi.img".into() };
     let volume_id = def.iso.volume_label.clone().unwrap_or_else(|| def.name.to_ascii_uppercase().replace(['-', '.'], "_"));
     let opts = uvmkit_iso::IsoOptions { volume_id, epoch: epoch as i64, seed, hybrid: true };
     let name = format!("{}.iso", def.name);
     let mut w = BufWriter::new(File::create(out.staging_path(&name)).map_err(|e| err(e.to_string()))?);
-    uvmkit_iso::write_iso(&files, Some(&bios), Some(&efi), &opts, &mut w).map_err(|e| err(e.to_string()))?;
+    uvmkit_iso::write_iso_with_aliases(&files, Some(&bios), Some(&efi), &aliases, &opts, &mut w).map_err(|e| err(e.to_string()))?;
     w.flush().map_err(|e| err(e.to_string()))?;
     drop(w);
     out.publish(&name, "iso").map_err(|e| err(e.to_string()))?;
     Ok(())
+}
+
+/// ISO 9660 records for `/boot/vmlinuz` and `/boot/initrd.img` that point into the EFI image
+/// where the UKI's `.linux` and `.initrd` sections lie; empty when they are not where a 2 KiB
+/// ISO block can point (then the files are stored separately).
+fn shared_boot_files(efi_img: &SparseImage, uki: &FileData, layout: &uvmkit_uki::UkiLayout, kernel: &FileData, initrd: &FileData) -> Vec<uvmkit_iso::EfiAlias> {
+    let FileData::HostFile { path: uki_path, .. } = uki else { return vec![] };
+    let Some(uki_start) = efi_img.extents().find_map(|e| match &e.data {
+        uvmkit_disk::ExtentData::HostFile { path, offset: 0, len } if path == uki_path && *len == uki.len() => Some(e.offset),
+        _ => None,
+    }) else {
+        return vec![];
+    };
+    let mut aliases = Vec::new();
+    for (section, iso_path, data) in [(".linux", "boot/vmlinuz", kernel), (".initrd", "boot/initrd.img", initrd)] {
+        let Some(s) = layout.sections.iter().find(|s| s.name == section) else { return vec![] };
+        let offset = uki_start + u64::from(s.file_offset);
+        if offset % uvmkit_iso::SECTOR != 0 || u64::from(s.raw_size) < data.len() {
+            return vec![];
+        }
+        aliases.push(uvmkit_iso::EfiAlias { path: iso_path.into(), offset, len: data.len(), mode: 0o644 });
+    }
+    aliases
 }
 
 /// A FAT image just large enough for `payload` bytes (FAT32 needs at least 65525 clusters).

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::io;
+use std::net::Ipv4Addr;
 use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
@@ -31,6 +32,69 @@ pub struct Config {
     pub kernel_release: Option<String>,
     /// The image's kernel modules, in any order.
     pub modules: Vec<ModuleSpec>,
+    /// Network bring-up; absent means the network stays down (as in the minimal image).
+    pub network: Option<NetworkSection>,
+    /// Using the data disk for state; absent means the data partition is only looked for.
+    pub data_disk: Option<DataDiskSection>,
+}
+
+/// `[network]`: how the init configures the network.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    /// Run a DHCPv4 client on every Ethernet interface (all but the first with `static`).
+    #[serde(default = "default_true")]
+    pub dhcp: bool,
+    /// Seconds boot waits for a first address before going on (DHCP keeps trying).
+    #[serde(default = "default_network_timeout")]
+    pub timeout: u64,
+    /// A fixed address for the first Ethernet interface.
+    #[serde(default, rename = "static")]
+    pub static_v4: Option<StaticSection>,
+}
+
+/// `[network.static]`: a fixed IPv4 configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticSection {
+    /// Address and prefix length, `10.0.2.15/24`.
+    pub address: String,
+    /// The default gateway.
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+    /// DNS servers for `/etc/resolv.conf`.
+    #[serde(default)]
+    pub dns: Vec<Ipv4Addr>,
+}
+
+impl StaticSection {
+    /// The address and prefix length of `address`, if it is `A.B.C.D/N` with N at most 32.
+    pub fn address_and_prefix(&self) -> Option<(Ipv4Addr, u8)> {
+        let (addr, prefix) = self.address.split_once('/')?;
+        let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
+        Some((addr.parse().ok()?, prefix))
+    }
+}
+
+/// `[data_disk]`: keep state on the data partition.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataDiskSection {
+    /// Partition and format a whole disk that is entirely blank when no data partition exists.
+    #[serde(default)]
+    pub format_blank: bool,
+    /// Directories bind-mounted from the data disk: `/var/lib/docker` comes from
+    /// `<data>/docker` (the last component names the directory on the disk).
+    #[serde(default)]
+    pub binds: Vec<PathBuf>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_network_timeout() -> u64 {
+    30
 }
 
 impl Default for Config {
@@ -41,6 +105,8 @@ impl Default for Config {
             root_size: None,
             kernel_release: None,
             modules: Vec::new(),
+            network: None,
+            data_disk: None,
         }
     }
 }
@@ -108,6 +174,21 @@ pub enum ConfigError {
         /// The rejected path.
         module_path: PathBuf,
     },
+    /// `[network.static] address` is not `A.B.C.D/N`.
+    InvalidStaticAddress {
+        /// The file.
+        path: PathBuf,
+        /// The rejected value.
+        address: String,
+    },
+    /// A `[data_disk] binds` entry is not an absolute path with a last component, or two
+    /// entries share their last component.
+    InvalidBind {
+        /// The file.
+        path: PathBuf,
+        /// The rejected entry.
+        bind: PathBuf,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -145,6 +226,20 @@ impl fmt::Display for ConfigError {
                  /lib/modules/<kernel_release>/ and must not contain '..'",
                 path.display(),
                 module_path.display()
+            ),
+            ConfigError::InvalidStaticAddress { path, address } => write!(
+                f,
+                "{}: [network.static] address {address:?} must be an IPv4 address with a prefix \
+                 length, such as \"10.0.2.15/24\"",
+                path.display()
+            ),
+            ConfigError::InvalidBind { path, bind } => write!(
+                f,
+                "{}: [data_disk] binds entry {:?} must be an absolute path without '..' whose \
+                 last component differs from every other entry's (it names the directory on the \
+                 data disk)",
+                path.display(),
+                bind.display()
             ),
         }
     }
@@ -213,6 +308,32 @@ impl Config {
                 });
             }
         }
+        if let Some(address) = self
+            .network
+            .as_ref()
+            .and_then(|n| n.static_v4.as_ref())
+            .filter(|s| s.address_and_prefix().is_none())
+        {
+            return Err(ConfigError::InvalidStaticAddress {
+                path: path.to_path_buf(),
+                address: address.address.clone(),
+            });
+        }
+        let binds = self.data_disk.as_ref().map(|d| d.binds.as_slice()).unwrap_or_default();
+        for (i, bind) in binds.iter().enumerate() {
+            let plain = bind.is_absolute()
+                && bind
+                    .components()
+                    .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+            let name = bind.file_name();
+            let unique = binds[..i].iter().all(|other| other.file_name() != name);
+            if !plain || name.is_none() || !unique {
+                return Err(ConfigError::InvalidBind {
+                    path: path.to_path_buf(),
+                    bind: bind.clone(),
+                });
+            }
+        }
         Ok(())
     }
 }
@@ -272,9 +393,67 @@ path = "kernel/drivers/virtio/virtio.ko.xz"
 
     #[test]
     fn unknown_top_level_sections_are_ignored() {
-        // A newer builder may add sections (network, services...) that this init ignores.
-        let config = parse("hostname = \"a\"\n[network]\ndhcp = true\n").unwrap();
+        // A newer builder may add sections that this init ignores.
+        let config = parse("hostname = \"a\"\n[later]\nthing = true\n").unwrap();
         assert_eq!(config.hostname, "a");
+        assert_eq!(config.network, None);
+        assert_eq!(config.data_disk, None);
+    }
+
+    #[test]
+    fn network_section_with_defaults_and_static_address() {
+        let config = parse("[network]\n").unwrap();
+        let network = config.network.unwrap();
+        assert!(network.dhcp);
+        assert_eq!(network.timeout, 30);
+        assert_eq!(network.static_v4, None);
+        let config = parse(
+            "[network]\ndhcp = false\ntimeout = 5\n[network.static]\naddress = \"10.0.2.15/24\"\n\
+             gateway = \"10.0.2.2\"\ndns = [\"10.0.2.3\"]\n",
+        )
+        .unwrap();
+        let network = config.network.unwrap();
+        assert!(!network.dhcp);
+        assert_eq!(network.timeout, 5);
+        let s = network.static_v4.unwrap();
+        assert_eq!(s.address_and_prefix(), Some((Ipv4Addr::new(10, 0, 2, 15), 24)));
+        assert_eq!(s.gateway, Some(Ipv4Addr::new(10, 0, 2, 2)));
+        assert_eq!(s.dns, [Ipv4Addr::new(10, 0, 2, 3)]);
+        for bad in ["10.0.2.15", "10.0.2.15/33", "10.0.2/24", "x/24"] {
+            let text = format!("[network.static]\naddress = {bad:?}\n");
+            assert!(
+                matches!(parse(&text), Err(ConfigError::InvalidStaticAddress { .. })),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            parse("[network]\ndhcp = true\nretries = 3\n"),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn data_disk_binds_must_be_plain_absolute_and_distinct() {
+        let config = parse(
+            "[data_disk]\nformat_blank = true\nbinds = [\"/var/lib/docker\", \"/var/lib/containerd\"]\n",
+        )
+        .unwrap();
+        let data = config.data_disk.unwrap();
+        assert!(data.format_blank);
+        assert_eq!(data.binds.len(), 2);
+        assert!(!parse("[data_disk]\n").unwrap().data_disk.unwrap().format_blank);
+        for bad in [
+            r#"["var/lib/docker"]"#,
+            r#"["/var/../docker"]"#,
+            r#"["/"]"#,
+            r#"["/a/docker", "/b/docker"]"#,
+        ] {
+            let text = format!("[data_disk]\nbinds = {bad}\n");
+            assert!(
+                matches!(parse(&text), Err(ConfigError::InvalidBind { .. })),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -3,15 +3,45 @@
 //!
 //! Disks behind SCSI and SATA controllers are probed asynchronously after their driver loads,
 //! so the search polls `/sys/class/block` for a short while before giving up.
+//!
+//! With `[data_disk]` in the configuration the partition is mounted at [`MOUNT_POINT`] and the
+//! configured directories (`/var/lib/docker`, ...) are bind-mounted from it. When no data
+//! partition exists and `format_blank` is set, a whole disk that is entirely blank (zeros in
+//! its first and last MiB, where partition tables and file system signatures live) gets a GPT
+//! with one partition named `uvmkit-data`, formatted as ext4 labelled `uvmkit-data`. A disk
+//! holding anything is never written. Without any disk, state lives in a tmpfs.
 
-use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use uvmkit_disk::gpt::{self, GptPartition};
+use uvmkit_disk::Guid;
+use uvmkit_ext4::{build_ext4, write_extents, Ext4Options, FileTree};
+
+use crate::log;
+use crate::sys;
 
 /// The label uvmkit gives the data partition.
 pub const DATA_LABEL: &str = "uvmkit-data";
+
+/// Where the data partition (or, without one, a tmpfs) is mounted.
+pub const MOUNT_POINT: &str = "/var/lib/uvmkit-data";
+
+/// How much of each end of a disk must read as zeros for it to count as blank.
+pub const BLANK_CHECK_BYTES: u64 = 1 << 20;
+
+/// Disks smaller than this are never formatted (they cannot usefully hold container state).
+pub const MIN_DISK_BYTES: u64 = 64 << 20;
+
+/// The data partition starts here (the customary 1 MiB alignment).
+const PARTITION_ALIGN: u64 = 1 << 20;
+
+/// `BLKRRPART` from `include/uapi/linux/fs.h`: re-read the partition table.
+const BLKRRPART: libc::c_ulong = 0x125F;
 
 /// A partition found by [`find`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +110,279 @@ pub fn find(wait: Duration) -> Option<DataPartition> {
     }
 }
 
+/// Whether `dev` (of `size` bytes) reads as zeros in its first and last [`BLANK_CHECK_BYTES`].
+pub fn is_blank(dev: &File, size: u64) -> io::Result<bool> {
+    let mut buf = vec![0u8; BLANK_CHECK_BYTES.min(size) as usize];
+    for offset in [0, size - buf.len() as u64] {
+        dev.read_exact_at(&mut buf, offset)?;
+        if buf.iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The data partition's byte range on a disk of `disk_bytes`: from 1 MiB to the last whole MiB
+/// before the backup GPT.
+pub fn partition_range(disk_bytes: u64) -> (u64, u64) {
+    let end = (gpt::last_usable_lba(disk_bytes) + 1) * 512 / PARTITION_ALIGN * PARTITION_ALIGN;
+    (PARTITION_ALIGN, end)
+}
+
+/// Writes a protective MBR and a GPT holding one Linux partition named [`DATA_LABEL`] over
+/// [`partition_range`]; returns that range.
+pub fn write_partition_table(
+    disk: &File,
+    disk_bytes: u64,
+    disk_guid: Guid,
+    partition_guid: Guid,
+) -> Result<(u64, u64), String> {
+    let (start, end) = partition_range(disk_bytes);
+    if end <= start {
+        return Err(format!("{disk_bytes} bytes is too small for a data partition"));
+    }
+    let partition = GptPartition {
+        type_guid: Guid::LINUX_FILESYSTEM,
+        unique_guid: partition_guid,
+        first_lba: start / 512,
+        last_lba: end / 512 - 1,
+        attributes: 0,
+        name: DATA_LABEL.to_string(),
+    };
+    let tables = gpt::build_gpt(disk_bytes, disk_guid, &[partition]).map_err(|e| e.to_string())?;
+    let write = |bytes: &[u8], offset: u64| {
+        disk.write_all_at(bytes, offset).map_err(|e| format!("cannot write the partition table: {e}"))
+    };
+    write(&gpt::protective_mbr(disk_bytes), 0)?;
+    write(&tables.primary, 512)?;
+    write(&tables.backup, tables.backup_offset)?;
+    Ok((start, end))
+}
+
+/// A `Write + Seek` view of `len` bytes of a file starting at `base`.
+pub struct Window<'a> {
+    file: &'a File,
+    base: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl<'a> Window<'a> {
+    /// The view of `file` from `base` for `len` bytes.
+    pub fn new(file: &'a File, base: u64, len: u64) -> Self {
+        Window { file, base, len, pos: 0 }
+    }
+}
+
+impl Write for Window<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = self.len.saturating_sub(self.pos);
+        if room < buf.len() as u64 {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "write past the end of the partition"));
+        }
+        self.file.write_all_at(buf, self.base + self.pos)?;
+        self.pos += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+impl Seek for Window<'_> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let pos = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = pos.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        Ok(self.pos)
+    }
+}
+
+/// Formats `len` bytes of `dev` from `offset` as an empty ext4 labelled [`DATA_LABEL`],
+/// writing metadata only (the rest of the device keeps its zeros).
+pub fn format_ext4(dev: &File, offset: u64, len: u64, uuid: [u8; 16], hash_seed: [u8; 16], mtime: u32) -> Result<(), String> {
+    let image = build_ext4(
+        &FileTree::new(),
+        &Ext4Options {
+            size_bytes: len / 4096 * 4096,
+            label: DATA_LABEL.to_string(),
+            uuid,
+            hash_seed,
+            mtime,
+            // A disk that was checked blank only at its ends may hold old data in between.
+            assume_zeroed: false,
+            ..Ext4Options::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    write_extents(&image, &mut Window::new(dev, offset, len)).map_err(|e| format!("cannot write the file system: {e}"))
+}
+
+/// A random (version 4) GUID from `bytes`, given in text order.
+fn random_guid(mut bytes: [u8; 16]) -> Guid {
+    bytes[6] = (bytes[6] & 0x0F) | 0x40;
+    bytes[8] = (bytes[8] & 0x3F) | 0x80;
+    Guid::from_text_order(bytes)
+}
+
+fn random_bytes() -> io::Result<[u8; 64]> {
+    let mut bytes = [0u8; 64];
+    File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Why a whole disk is not a candidate for formatting, or `None` when it is one.
+fn unusable_reason(name: &str) -> Option<String> {
+    let sys = Path::new("/sys/class/block").join(name);
+    if sys.join("partition").exists() {
+        return Some(String::new());
+    }
+    if fs::read_to_string(sys.join("ro")).map(|t| t.trim() != "0").unwrap_or(true) {
+        return Some("it is read-only".into());
+    }
+    let sectors: u64 = fs::read_to_string(sys.join("size")).ok()?.trim().parse().unwrap_or(0);
+    if sectors * 512 < MIN_DISK_BYTES {
+        return Some(format!("it is smaller than {} MiB", MIN_DISK_BYTES >> 20));
+    }
+    let has_partitions = fs::read_dir(&sys)
+        .map(|d| d.flatten().any(|e| e.path().join("partition").exists()))
+        .unwrap_or(true);
+    if has_partitions {
+        return Some("it has partitions".into());
+    }
+    None
+}
+
+/// Finds the first whole disk that is entirely blank, partitions and formats it, and returns
+/// the new data partition. Disks that hold anything are skipped, each with a log line.
+pub fn prepare_blank_disk() -> Option<DataPartition> {
+    let mut names: Vec<String> = fs::read_dir("/sys/class/block")
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names.retain(|n| !["loop", "ram", "sr", "zram", "dm-", "md", "nbd"].iter().any(|p| n.starts_with(p)));
+    for name in names {
+        match unusable_reason(&name) {
+            Some(reason) if reason.is_empty() => continue,
+            Some(reason) => {
+                log!("disk {name}: not formatted as {DATA_LABEL}: {reason}");
+                continue;
+            }
+            None => {}
+        }
+        match format_disk(&name) {
+            Ok(Some(found)) => return Some(found),
+            Ok(None) => {}
+            Err(err) => log!("disk {name}: {err}"),
+        }
+    }
+    None
+}
+
+/// Partitions and formats `/dev/NAME` if it is blank; `Ok(None)` (logged) when it is not.
+fn format_disk(name: &str) -> Result<Option<DataPartition>, String> {
+    let started = Instant::now();
+    let device = Path::new("/dev").join(name);
+    // O_EXCL on a block device fails while anything has it mounted or claimed.
+    let disk = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_EXCL)
+        .open(&device)
+        .map_err(|e| format!("cannot open {} exclusively: {e}; left alone", device.display()))?;
+    let size = disk.seek_end().map_err(|e| format!("cannot size {}: {e}", device.display()))?;
+    if !is_blank(&disk, size).map_err(|e| format!("cannot read {}: {e}; left alone", device.display()))? {
+        log!(
+            "disk {name}: not formatted as {DATA_LABEL}: it holds data in its first or last MiB; left alone"
+        );
+        return Ok(None);
+    }
+    let random = random_bytes().map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+    let part = |i: usize| <[u8; 16]>::try_from(&random[i * 16..i * 16 + 16]).unwrap_or_default();
+    let (start, end) = write_partition_table(&disk, size, random_guid(part(0)), random_guid(part(1)))?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(0);
+    format_ext4(&disk, start, end - start, random_guid(part(2)).to_text_order(), part(3), now)?;
+    disk.sync_all().map_err(|e| format!("cannot flush {}: {e}", device.display()))?;
+    // SAFETY: BLKRRPART takes no argument; the descriptor is open.
+    if unsafe { libc::ioctl(disk.as_raw_fd(), BLKRRPART as _, 0) } != 0 {
+        return Err(format!(
+            "the kernel did not re-read the new partition table of {}: {}",
+            device.display(),
+            io::Error::last_os_error()
+        ));
+    }
+    drop(disk);
+    log!(
+        "disk {name}: blank; wrote a GPT and an ext4 {DATA_LABEL} partition of {} MiB in {} ms",
+        (end - start) >> 20,
+        started.elapsed().as_millis()
+    );
+    Ok(find(Duration::from_secs(5)))
+}
+
+trait SeekEnd {
+    fn seek_end(&self) -> io::Result<u64>;
+}
+
+impl SeekEnd for File {
+    fn seek_end(&self) -> io::Result<u64> {
+        (&mut &*self).seek(SeekFrom::End(0))
+    }
+}
+
+/// Mounts the data partition at [`MOUNT_POINT`] (a tmpfs when there is none or it cannot be
+/// mounted) and bind-mounts each of `binds` from the directory named by its last component.
+pub fn mount_state(partition: Option<&DataPartition>, binds: &[PathBuf]) {
+    let target = Path::new(MOUNT_POINT);
+    if let Err(err) = fs::DirBuilder::new().recursive(true).mode(0o755).create(target) {
+        log!("cannot create {MOUNT_POINT}: {err}");
+        return;
+    }
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOATIME;
+    let on_disk = partition.and_then(|p| {
+        let device = p.device.to_str()?;
+        match sys::mount(Some(device), target, Some("ext4"), flags, None) {
+            Ok(()) => {
+                log!("data partition {device} mounted on {MOUNT_POINT}");
+                Some(())
+            }
+            Err(err) => {
+                log!("cannot mount {device} (ext4) on {MOUNT_POINT}: {err}; is the ext4 module in the image?");
+                None
+            }
+        }
+    });
+    if on_disk.is_none() {
+        match sys::mount(Some("tmpfs"), target, Some("tmpfs"), flags, Some("mode=0755")) {
+            Ok(()) => log!("no data disk: {MOUNT_POINT} is a tmpfs; state is lost at power off"),
+            Err(err) => log!("cannot mount a tmpfs on {MOUNT_POINT}: {err}"),
+        }
+    }
+    for bind in binds {
+        let Some(name) = bind.file_name() else { continue };
+        let source = target.join(name);
+        let made = fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&source)
+            .and_then(|_| fs::DirBuilder::new().recursive(true).mode(0o711).create(bind));
+        let result = made.and_then(|_| {
+            sys::mount(source.to_str(), bind, None, libc::MS_BIND, None)
+        });
+        if let Err(err) = result {
+            log!("cannot bind-mount {} on {}: {err}", source.display(), bind.display());
+        }
+    }
+    if !binds.is_empty() {
+        let list: Vec<String> = binds.iter().map(|b| b.display().to_string()).collect();
+        log!("state directories on the data disk: {}", list.join(" "));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +402,113 @@ mod tests {
     fn reads_the_gpt_name() {
         assert_eq!(gpt_name("MAJOR=254\nMINOR=2\nDEVNAME=vda2\nDEVTYPE=partition\nPARTN=2\nPARTNAME=uvmkit-data\n"), Some("uvmkit-data"));
         assert_eq!(gpt_name("DEVNAME=vda\n"), None);
+    }
+}
+
+#[cfg(test)]
+mod disk_tests {
+    use super::*;
+    use std::process::Command;
+
+    fn have(tool: &str) -> bool {
+        Command::new(tool).arg("-V").output().is_ok()
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("uvmkit-init-datadisk-{}-{name}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn blank_means_zeros_at_both_ends() {
+        let dir = scratch("blank");
+        let path = dir.join("disk");
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+        let size = 8 << 20;
+        file.set_len(size).unwrap();
+        assert!(is_blank(&file, size).unwrap());
+        // Data in the middle is not looked at: only the signature places count.
+        file.write_all_at(b"x", 4 << 20).unwrap();
+        assert!(is_blank(&file, size).unwrap());
+        file.write_all_at(b"x", size - 1).unwrap();
+        assert!(!is_blank(&file, size).unwrap());
+        file.write_all_at(b"\0", size - 1).unwrap();
+        file.write_all_at(b"x", 510).unwrap();
+        assert!(!is_blank(&file, size).unwrap());
+        // A disk smaller than the checked span is checked whole.
+        assert!(!is_blank(&file, 4096).unwrap());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn partition_is_mib_aligned_inside_the_usable_area() {
+        let (start, end) = partition_range(1 << 30);
+        assert_eq!(start, 1 << 20);
+        assert_eq!(end, (1 << 30) - (1 << 20));
+        assert!(end / 512 - 1 <= gpt::last_usable_lba(1 << 30));
+        let odd = (1 << 30) + 7 * 512;
+        assert_eq!(partition_range(odd).1, (1 << 30) - (1 << 20) + (1 << 20));
+        assert!(partition_range(odd).1 / 512 - 1 <= gpt::last_usable_lba(odd));
+    }
+
+    #[test]
+    fn window_rejects_writes_past_its_end() {
+        let dir = scratch("window");
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(dir.join("f")).unwrap();
+        let mut w = Window::new(&file, 100, 10);
+        w.seek(SeekFrom::Start(8)).unwrap();
+        assert!(w.write(b"abc").is_err());
+        w.write_all(b"ab").unwrap();
+        let mut got = [0u8; 2];
+        file.read_exact_at(&mut got, 108).unwrap();
+        assert_eq!(&got, b"ab");
+        assert!(w.seek(SeekFrom::Current(-20)).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The table and file system the init writes on a blank disk, read by sgdisk and e2fsck.
+    #[test]
+    fn blank_disk_gets_a_gpt_and_ext4_that_independent_tools_accept() {
+        if !have("sgdisk") || !have("e2fsck") {
+            eprintln!("note: sgdisk or e2fsck missing from PATH; test skipped");
+            return;
+        }
+        let dir = scratch("format");
+        let disk_path = dir.join("disk.raw");
+        let size: u64 = 256 << 20;
+        let disk = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&disk_path).unwrap();
+        disk.set_len(size).unwrap();
+        let (start, end) = write_partition_table(&disk, size, random_guid([1; 16]), random_guid([2; 16])).unwrap();
+        format_ext4(&disk, start, end - start, random_guid([3; 16]).to_text_order(), [4; 16], 1_700_000_000).unwrap();
+        drop(disk);
+
+        let out = Command::new("sgdisk").arg("-v").arg(&disk_path).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("No problems found"), "sgdisk -v: {text}");
+        let out = Command::new("sgdisk").arg("-p").arg(&disk_path).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("uvmkit-data") && text.contains("8300"), "sgdisk -p: {text}");
+
+        // e2fsck reads a file system at the start of a file: copy the partition out (sparse).
+        let part_path = dir.join("part.raw");
+        let status = Command::new("dd")
+            .arg(format!("if={}", disk_path.display()))
+            .arg(format!("of={}", part_path.display()))
+            .args(["bs=1M", "skip=1", &format!("count={}", (end - start) >> 20), "conv=sparse", "status=none"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let out = Command::new("e2fsck").args(["-fn"]).arg(&part_path).output().unwrap();
+        assert!(
+            out.status.success(),
+            "e2fsck: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut head = vec![0u8; 2048];
+        File::open(&part_path).unwrap().read_exact(&mut head).unwrap();
+        assert_eq!(ext4_label(&head).as_deref(), Some(DATA_LABEL));
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -314,11 +314,12 @@ fn sink_errors_stop_unpacking() {
     assert_eq!(err.to_string(), "disk full");
 }
 
-/// Real packages from `/work/scratch` (local experiments; CI skips): our entry list must
+/// Real packages from the directory `UVMKIT_TEST_DEB_DIR` names (skipped when unset): our entry list must
 /// match `dpkg-deb --contents`, and file sizes must add up.
 #[test]
 fn real_debs_match_dpkg_deb() {
-    let dir = Path::new("/work/scratch");
+    let dir = std::path::PathBuf::from(std::env::var_os("UVMKIT_TEST_DEB_DIR").unwrap_or_default());
+    let dir = dir.as_path();
     let Ok(read_dir) = std::fs::read_dir(dir) else {
         println!(
             "note: {} is absent; skipping the real-package comparison",

@@ -1,6 +1,6 @@
 //! The real bookworm `main/binary-amd64/Packages.xz`: checked against the signed Release,
 //! parsed, and used to resolve a container host's package set. Uses the fixtures in
-//! `/work/scratch/debian/` when present, else the host's mirror; skips with a note when
+//! `$UVMKIT_TEST_DEBIAN_FIXTURES` when set, else the host's mirror; skips with a note when
 //! neither is available.
 
 use std::path::Path;
@@ -35,7 +35,7 @@ fn host_mirror() -> Option<String> {
 
 /// A fixture file, or the same path below the mirror's `dists/bookworm/`.
 fn fixture_or_fetch(fixture: &str, remote: &str) -> Option<Vec<u8>> {
-    if let Ok(data) = std::fs::read(Path::new("/work/scratch/debian").join(fixture)) {
+    if let Ok(data) = std::fs::read(Path::new(&std::env::var_os("UVMKIT_TEST_DEBIAN_FIXTURES").unwrap_or_default()).join(fixture)) {
         return Some(data);
     }
     let mirror = host_mirror()?;

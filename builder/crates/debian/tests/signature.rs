@@ -174,11 +174,11 @@ pub fn host_mirror() -> Option<String> {
     None
 }
 
-/// The bookworm `InRelease`: the fixture in `/work/scratch/debian/` when present, else
+/// The bookworm `InRelease`: the fixture in `$UVMKIT_TEST_DEBIAN_FIXTURES` when set, else
 /// fetched from the host's mirror with curl.
 fn real_inrelease() -> Option<Vec<u8>> {
-    let fixture = Path::new("/work/scratch/debian/InRelease");
-    if let Ok(data) = std::fs::read(fixture) {
+    let fixture = Path::new(&std::env::var_os("UVMKIT_TEST_DEBIAN_FIXTURES").unwrap_or_default()).join("InRelease");
+    if let Ok(data) = std::fs::read(&fixture) {
         return Some(data);
     }
     let mirror = host_mirror()?;

@@ -52,6 +52,9 @@ const ATTR_DIRECTORY: u8 = 0x10;
 const ATTR_ARCHIVE: u8 = 0x20;
 const ATTR_LONG_NAME: u8 = 0x0F;
 
+/// Where in the image each file's data starts: a multiple of this many bytes.
+pub const FILE_DATA_ALIGNMENT: u64 = 4096;
+
 /// One file to put on the ESP.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EspFile {
@@ -192,21 +195,30 @@ pub fn build_esp(files: &[EspFile], opts: &EspOptions) -> Result<SparseImage, Es
     // directories and the files, each in path order.
     let cs = geometry.cluster_size();
     let mut next = ROOT_CLUSTER;
-    let mut alloc = |bytes: u64| -> u32 {
-        let first = next;
-        next += bytes.div_ceil(cs).max(1) as u32;
-        first
+    // Allocates whole clusters for `bytes`, the first one `align` clusters-aligned (relative
+    // to the data region); returns the first cluster and how many clusters were skipped.
+    let mut alloc = |bytes: u64, align: u32| -> (u32, u32) {
+        let skip = (align - (next - ROOT_CLUSTER) % align) % align;
+        let first = next + skip;
+        next = first + bytes.div_ceil(cs).max(1) as u32;
+        (first, skip)
     };
     let dir_clusters: Vec<u32> = tree
         .dirs
         .iter()
-        .map(|d| alloc(d.entry_bytes(label.is_some())))
+        .map(|d| alloc(d.entry_bytes(label.is_some()), 1).0)
         .collect();
     // First cluster of each file, by its index in `files` (0 for an empty file, FAT §6).
     let mut file_clusters = vec![0u32; files.len()];
+    let mut skipped = 0u64;
     for &i in &tree.files {
         if !files[i].source.is_empty() {
-            file_clusters[i] = alloc(files[i].source.len());
+            // Each file's data starts FILE_DATA_ALIGNMENT-aligned in the image (the data
+            // region itself is 4 KiB-aligned), so that a container of this image with 2 KiB
+            // sectors (the hybrid ISO) can point its own directory records into the bytes.
+            let (first, skip) = alloc(files[i].source.len(), (FILE_DATA_ALIGNMENT / cs).max(1) as u32);
+            file_clusters[i] = first;
+            skipped += u64::from(skip);
         }
     }
     let used = u64::from(next - ROOT_CLUSTER);
@@ -239,7 +251,8 @@ pub fn build_esp(files: &[EspFile], opts: &EspOptions) -> Result<SparseImage, Es
     let fat_bytes: Vec<u8> = fat.iter().flat_map(|e| e.to_le_bytes()).collect();
 
     let mut image = SparseImage::new(size);
-    let free = geometry.clusters - used;
+    // Clusters skipped for alignment stay free.
+    let free = geometry.clusters - (used - skipped);
     image.put_bytes(
         0,
         geometry.reserved_region(opts.volume_id, label, free as u32, next),

@@ -51,7 +51,7 @@ fn kernel() -> Option<PathBuf> {
         return Some(PathBuf::from(k));
     }
     newest(
-        &env_or("UVMKIT_TEST_KERNEL_DIR", "/work/scratch/kernel/boot"),
+        &env_or("UVMKIT_TEST_KERNEL_DIR", ""),
         "vmlinuz-",
     )
 }
@@ -60,7 +60,7 @@ fn busybox(work: &Path) -> Option<PathBuf> {
     if let Some(b) = std::env::var_os("UVMKIT_TEST_BUSYBOX") {
         return Some(PathBuf::from(b));
     }
-    let deb = newest(&env_or("UVMKIT_TEST_DEB_DIR", "/work/scratch"), "busybox-static")?;
+    let deb = newest(&env_or("UVMKIT_TEST_DEB_DIR", ""), "busybox-static")?;
     let unpack = work.join("busybox-deb");
     std::fs::create_dir_all(&unpack).unwrap();
     let (ok, text) = run("bsdtar", &["-xf", deb.to_str()?, "-C", unpack.to_str()?]);
@@ -305,7 +305,7 @@ fn hybrid_iso_boots_bios_and_uefi_from_cdrom_and_disk() {
     }
     let stub = env_or(
         "UVMKIT_TEST_EFI_STUB",
-        "/work/scratch/stub/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+        "",
     );
     let Some(bios) = bios_boot() else { return };
     let dir = scratch("boot");

@@ -36,6 +36,9 @@ pub const SCN_CNT_INITIALIZED_DATA: u32 = 0x0000_0040;
 /// `IMAGE_SCN_MEM_READ`.
 pub const SCN_MEM_READ: u32 = 0x4000_0000;
 
+/// File offset alignment of every section this crate adds.
+pub const PAYLOAD_FILE_ALIGNMENT: u32 = 4096;
+
 /// Where a section's contents come from.
 #[derive(Clone, Copy, Debug)]
 pub enum SectionData<'a> {
@@ -301,7 +304,10 @@ pub fn write_uki(stub: &[u8], sections: &UkiSections<'_>, out: &mut impl Write) 
             len
         };
         let va = round_up(next_va, image.section_alignment);
-        let pointer = round_up(file_pos, image.file_alignment);
+        // Added sections start PAYLOAD_FILE_ALIGNMENT-aligned in the file (a multiple of
+        // FileAlignment, so still valid PE), so the kernel and initrd can be shared by
+        // containers with larger sectors (the hybrid ISO's 2 KiB blocks).
+        let pointer = round_up(file_pos, u32::max(image.file_alignment, PAYLOAD_FILE_ALIGNMENT));
         let raw_size = round_up(len, image.file_alignment);
         let header = SectionHeader {
             name: section_name(name),

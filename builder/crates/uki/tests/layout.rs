@@ -179,7 +179,8 @@ fn synthetic_stub_gets_all_sections_in_order() {
     let osrel = &layout.sections[2];
     assert_eq!(
         (osrel.virtual_address, osrel.virtual_size, osrel.file_offset),
-        (0x3000, 23, 0x800)
+        // The first added section starts at the next 4 KiB file offset (PAYLOAD_FILE_ALIGNMENT).
+        (0x3000, 23, 0x1000)
     );
     assert_eq!(osrel.characteristics, SCN_CNT_INITIALIZED_DATA | SCN_MEM_READ);
     assert_eq!(layout.sections[6].characteristics, SCN_CNT_CODE | SCN_MEM_READ);
@@ -352,7 +353,7 @@ fn systemd_stub_layout_is_read_back_by_objdump() {
     check_with_object(&uki, &layout, &stub);
     assert!(section_bytes(&uki, &layout, ".initrd") == initrd.as_slice());
     // Debian's stub keeps a COFF symbol table at its end: it is dropped and the new sections
-    // start where it was, as ukify does.
+    // start where it was (at the next 4 KiB file offset), as ukify does.
     let stub_pe = PeFile64::parse(&*stub).unwrap();
     let symbols = stub_pe.nt_headers().file_header.pointer_to_symbol_table.get(LE);
     let uki_pe = PeFile64::parse(&*uki).unwrap();
@@ -362,7 +363,7 @@ fn systemd_stub_layout_is_read_back_by_objdump() {
         let first_added = &layout.sections[stub_pe.section_table().len()];
         assert_eq!(
             u64::from(first_added.file_offset),
-            u64::from(symbols).div_ceil(512) * 512
+            u64::from(symbols).div_ceil(4096) * 4096
         );
     }
     if have("objdump") {

@@ -1,0 +1,394 @@
+//! Offline bundles: one tar file holding everything a build needs, for air-gapped machines.
+//!
+//! Members, in byte order of their names (the tar is deterministic: sorted, mtime 0, uid and
+//! gid 0, no user or group names):
+//! - `SHA256SUMS`: the sha256 of every other regular member (`sha256sum -c` format);
+//! - `blobs/sha256/HEX`: every pinned `.deb`, named by its sha256;
+//! - `definition.toml`: the image definition, byte for byte;
+//! - `image.lock`: its lock file;
+//! - the local files the definition references (`[[files]]` and `[disk] data_files` `source`
+//!   and `directory`, `[kernel] path`, `modules_dir` and `config`, `[debian] keyring`), at their
+//!   paths relative to the definition, so the definition works unchanged beside them. Paths
+//!   that are absolute or leave the definition's directory (`..`) cannot be bundled and are an
+//!   error naming them.
+//!
+//! Importing checks every member against `SHA256SUMS`, and every blob against its name, before
+//! it is used: a tampered bundle is refused, naming the member.
+
+use crate::config::{ExtraFile, LoadedDefinition};
+use crate::lock::LockFile;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Component, Path, PathBuf};
+use uvmkit_fetch::cache::{ContentCache, Sha256Digest};
+use uvmkit_fetch::FetchError;
+
+/// The bundle member holding the definition.
+pub const DEFINITION: &str = "definition.toml";
+/// The bundle member holding the lock file.
+pub const LOCK: &str = "image.lock";
+/// The bundle member listing the other members' sha256.
+pub const SUMS: &str = "SHA256SUMS";
+/// The directory of the `.deb` blobs.
+pub const BLOBS: &str = "blobs/sha256/";
+
+/// Why a bundle could not be written or imported.
+#[derive(Debug)]
+pub enum BundleError {
+    /// Reading or writing a file failed.
+    Io { path: PathBuf, message: String },
+    /// The definition references a local path that cannot be bundled.
+    Unbundlable { key: String, path: PathBuf, why: String },
+    /// A pinned package is not in the cache (fetch first).
+    NotCached { package: String },
+    /// The bundle is malformed (not a tar, missing or unlisted members, bad names).
+    Malformed { bundle: PathBuf, message: String },
+    /// A member's content does not match its recorded sha256.
+    Tampered { member: String, expected: String, actual: String },
+    /// Storing a blob in the cache failed.
+    Cache(FetchError),
+}
+
+impl fmt::Display for BundleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BundleError::Io { path, message } => write!(f, "{}: {message}", path.display()),
+            BundleError::Unbundlable { key, path, why } => write!(
+                f,
+                "cannot bundle {key} = {:?}: {why}; bundles hold local files at paths relative to the definition, inside its directory",
+                path.display().to_string()
+            ),
+            BundleError::NotCached { package } => {
+                write!(f, "package {package} is pinned but not in the cache; run `uvmkit fetch` first")
+            }
+            BundleError::Malformed { bundle, message } => write!(f, "bundle {}: {message}", bundle.display()),
+            BundleError::Tampered { member, expected, actual } => write!(
+                f,
+                "bundle member {member} is damaged or was tampered with: its content hashes to {actual}, not {expected}; refusing to use the bundle"
+            ),
+            BundleError::Cache(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for BundleError {}
+
+fn io_err(path: &Path) -> impl Fn(io::Error) -> BundleError + '_ {
+    move |e| BundleError::Io { path: path.to_path_buf(), message: e.to_string() }
+}
+
+/// What a written bundle holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleReport {
+    /// Members, all kinds.
+    pub members: usize,
+    /// `.deb` blobs.
+    pub blobs: usize,
+    /// Size of the bundle file.
+    pub bytes: u64,
+}
+
+/// One member to write.
+enum Member {
+    Bytes(Vec<u8>),
+    File { path: PathBuf, mode: u32 },
+    Dir { mode: u32 },
+    Symlink(PathBuf),
+}
+
+/// The local paths a definition references, with the key naming each.
+fn local_paths(loaded: &LoadedDefinition) -> Vec<(String, PathBuf)> {
+    let def = &loaded.definition;
+    let mut out = Vec::new();
+    let mut files = |section: &str, list: &[ExtraFile]| {
+        for (i, f) in list.iter().enumerate() {
+            for p in f.source.iter().chain(&f.directory) {
+                out.push((format!("{section}[{i}] ({})", f.path), p.clone()));
+            }
+        }
+    };
+    files("files", &def.files);
+    files("disk.data_files", &def.disk.data_files);
+    for (key, p) in [("kernel.path", &def.kernel.path), ("kernel.modules_dir", &def.kernel.modules_dir), ("kernel.config", &def.kernel.config), ("debian.keyring", &def.debian.keyring)] {
+        if let Some(p) = p {
+            out.push((key.to_string(), p.clone()));
+        }
+    }
+    out
+}
+
+/// `path` as a bundle member name, if it stays below the definition's directory.
+fn member_name(path: &Path) -> Option<String> {
+    let mut parts = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(s) => parts.push(s.to_str()?.to_string()),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
+}
+
+/// Adds `host` (a file, directory tree or symlink) as member `name`.
+fn add_local(members: &mut BTreeMap<String, Member>, name: &str, host: &Path) -> Result<(), BundleError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::symlink_metadata(host).map_err(io_err(host))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if meta.file_type().is_symlink() {
+        members.insert(name.to_string(), Member::Symlink(fs::read_link(host).map_err(io_err(host))?));
+    } else if meta.is_dir() {
+        members.insert(name.to_string(), Member::Dir { mode });
+        let mut entries: Vec<_> = fs::read_dir(host).map_err(io_err(host))?.collect::<Result<_, _>>().map_err(io_err(host))?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let child = e.file_name();
+            let child = child.to_str().ok_or_else(|| BundleError::Io { path: e.path(), message: "file name is not UTF-8".into() })?;
+            add_local(members, &format!("{name}/{child}"), &e.path())?;
+        }
+    } else if meta.is_file() {
+        members.insert(name.to_string(), Member::File { path: host.to_path_buf(), mode });
+    } else {
+        return Err(BundleError::Io { path: host.to_path_buf(), message: "not a regular file, directory or symbolic link".into() });
+    }
+    // Parent directories, so the member unpacks on its own.
+    let mut parent = Path::new(name).parent();
+    while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+        members.entry(p.to_string_lossy().into_owned()).or_insert(Member::Dir { mode: 0o755 });
+        parent = p.parent();
+    }
+    Ok(())
+}
+
+fn sha256_file(path: &Path) -> Result<String, BundleError> {
+    let mut f = File::open(path).map_err(io_err(path))?;
+    let mut h = Sha256::new();
+    io::copy(&mut f, &mut h).map_err(io_err(path))?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Writes the bundle of `loaded` with the packages `lock` pins (every one must be in `cache`)
+/// to `out`, atomically.
+pub fn write_bundle(loaded: &LoadedDefinition, lock: &LockFile, cache: &ContentCache, out: &Path) -> Result<BundleReport, BundleError> {
+    let mut members: BTreeMap<String, Member> = BTreeMap::new();
+    for (key, path) in local_paths(loaded) {
+        let name = member_name(&path).ok_or_else(|| BundleError::Unbundlable {
+            key: key.clone(),
+            path: path.clone(),
+            why: "the path is absolute or leaves the definition's directory".into(),
+        })?;
+        let top = name.split('/').next().unwrap_or_default();
+        if [SUMS, DEFINITION, LOCK, "blobs"].contains(&top) {
+            return Err(BundleError::Unbundlable { key, path, why: format!("{top} is reserved for the bundle itself") });
+        }
+        add_local(&mut members, &name, &loaded.base_dir.join(&path))?;
+    }
+    members.insert(DEFINITION.into(), Member::Bytes(loaded.source_text.as_bytes().to_vec()));
+    members.insert(LOCK.into(), Member::Bytes(crate::lock::render(lock).into_bytes()));
+    let mut blobs = 0;
+    for p in &lock.packages {
+        let digest: Sha256Digest = p.sha256.parse().map_err(|_| BundleError::NotCached { package: format!("{} (bad sha256 {})", p.name, p.sha256) })?;
+        // Re-hashed here: a bundle never carries a corrupt cache entry.
+        let path = cache.get_verified(&digest).map_err(BundleError::Cache)?.ok_or_else(|| BundleError::NotCached { package: format!("{} {}", p.name, p.version) })?;
+        members.insert(format!("{BLOBS}{}", p.sha256), Member::File { path, mode: 0o644 });
+        blobs += 1;
+    }
+
+    let mut sums = String::new();
+    for (name, m) in &members {
+        let hash = match m {
+            Member::Bytes(b) => hex::encode(Sha256::digest(b)),
+            // Named by their sha256, which `get_verified` just checked.
+            Member::File { .. } if name.starts_with(BLOBS) => name[BLOBS.len()..].to_string(),
+            Member::File { path, .. } => sha256_file(path)?,
+            Member::Dir { .. } | Member::Symlink(_) => continue,
+        };
+        sums.push_str(&format!("{hash}  {name}\n"));
+    }
+    members.insert(SUMS.into(), Member::Bytes(sums.into_bytes()));
+
+    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp-{}", out.file_name().and_then(|n| n.to_str()).unwrap_or("bundle"), std::process::id()));
+    let result = write_tar(&members, &tmp).and_then(|()| fs::rename(&tmp, out).map_err(io_err(out)));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    let bytes = fs::metadata(out).map_err(io_err(out))?.len();
+    Ok(BundleReport { members: members.len(), blobs, bytes })
+}
+
+fn write_tar(members: &BTreeMap<String, Member>, path: &Path) -> Result<(), BundleError> {
+    let file = File::create(path).map_err(io_err(path))?;
+    let mut tar = tar::Builder::new(BufWriter::new(file));
+    let header = |kind: tar::EntryType, mode: u32, size: u64| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(size);
+        h
+    };
+    for (name, m) in members {
+        let r = match m {
+            Member::Bytes(b) => tar.append_data(&mut header(tar::EntryType::Regular, 0o644, b.len() as u64), name, b.as_slice()),
+            Member::File { path: host, mode } => {
+                let f = File::open(host).map_err(io_err(host))?;
+                let len = f.metadata().map_err(io_err(host))?.len();
+                tar.append_data(&mut header(tar::EntryType::Regular, *mode, len), name, BufReader::new(f).take(len))
+            }
+            Member::Dir { mode } => tar.append_data(&mut header(tar::EntryType::Directory, *mode, 0), format!("{name}/"), io::empty()),
+            Member::Symlink(target) => tar.append_link(&mut header(tar::EntryType::Symlink, 0o777, 0), name, target),
+        };
+        r.map_err(io_err(path))?;
+    }
+    let w = tar.into_inner().map_err(io_err(path))?;
+    let file = w.into_inner().map_err(|e| BundleError::Io { path: path.to_path_buf(), message: e.error().to_string() })?;
+    file.sync_all().map_err(io_err(path))
+}
+
+/// A bundle unpacked into a directory; the directory is removed when this is dropped.
+#[derive(Debug)]
+pub struct UnpackedBundle {
+    /// The directory holding the definition and its local files.
+    pub dir: PathBuf,
+    /// The definition inside it; its lock is at `lock::lock_path(&definition)`.
+    pub definition: PathBuf,
+    /// How many blobs were imported into the cache.
+    pub blobs: usize,
+}
+
+impl Drop for UnpackedBundle {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Unpacks `bundle` into the fresh directory `dir`, importing every blob into `cache` after
+/// verifying its sha256, and checking every other member against `SHA256SUMS`.
+pub fn import_bundle(bundle: &Path, cache: &ContentCache, dir: &Path) -> Result<UnpackedBundle, BundleError> {
+    if dir.exists() {
+        fs::remove_dir_all(dir).map_err(io_err(dir))?;
+    }
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    // Dropped on error: the directory is removed.
+    let mut unpacked = UnpackedBundle { dir: dir.to_path_buf(), definition: dir.join(DEFINITION), blobs: 0 };
+    unpacked.blobs = unpack(bundle, cache, dir)?;
+    fs::rename(dir.join(LOCK), crate::lock::lock_path(&unpacked.definition)).map_err(io_err(dir))?;
+    Ok(unpacked)
+}
+
+fn unpack(bundle: &Path, cache: &ContentCache, dir: &Path) -> Result<usize, BundleError> {
+    let malformed = |message: String| BundleError::Malformed { bundle: bundle.to_path_buf(), message };
+    let file = File::open(bundle).map_err(io_err(bundle))?;
+    let mut archive = tar::Archive::new(BufReader::new(file));
+    let mut sums: Option<BTreeMap<String, String>> = None;
+    let mut seen: Vec<String> = Vec::new();
+    let mut blobs = 0;
+    for entry in archive.entries().map_err(|e| malformed(e.to_string()))? {
+        let mut entry = entry.map_err(|e| malformed(format!("not a readable tar: {e}")))?;
+        let raw = entry.path().map_err(|e| malformed(e.to_string()))?.into_owned();
+        let name = member_name(&raw).ok_or_else(|| malformed(format!("member {:?} is absolute or leaves the bundle", raw.display().to_string())))?;
+        let kind = entry.header().entry_type();
+        if name == SUMS {
+            let mut text = String::new();
+            entry.read_to_string(&mut text).map_err(|e| malformed(format!("{SUMS}: {e}")))?;
+            let mut map = BTreeMap::new();
+            for line in text.lines() {
+                let (hash, member) = line.split_once("  ").ok_or_else(|| malformed(format!("{SUMS}: bad line {line:?}")))?;
+                map.insert(member.to_string(), hash.to_string());
+            }
+            sums = Some(map);
+            continue;
+        }
+        let Some(sums) = &sums else {
+            return Err(malformed(format!("{SUMS} must be the first member, found {name} before it")));
+        };
+        let target = dir.join(&name);
+        refuse_symlinked_parents(dir, &name).map_err(malformed)?;
+        match kind {
+            tar::EntryType::Directory => fs::create_dir_all(&target).map_err(io_err(&target))?,
+            tar::EntryType::Symlink => {
+                let link = entry.link_name().map_err(|e| malformed(e.to_string()))?.ok_or_else(|| malformed(format!("symlink {name} has no target")))?;
+                std::os::unix::fs::symlink(&*link, &target).map_err(io_err(&target))?;
+            }
+            tar::EntryType::Regular => {
+                let expected = sums.get(&name).ok_or_else(|| malformed(format!("member {name} is not listed in {SUMS}")))?;
+                if let Some(hex_name) = name.strip_prefix(BLOBS) {
+                    if hex_name != expected {
+                        return Err(malformed(format!("{SUMS} gives {name} the sha256 {expected}, not its name")));
+                    }
+                    let digest: Sha256Digest = hex_name.parse().map_err(|_| malformed(format!("{name} is not named by a sha256")))?;
+                    match cache.put_reader(&mut entry, Some(digest)) {
+                        Ok(_) => blobs += 1,
+                        Err(FetchError::DigestMismatch { expected, actual }) => {
+                            return Err(BundleError::Tampered { member: name, expected: expected.to_string(), actual: actual.to_string() });
+                        }
+                        Err(e) => return Err(BundleError::Cache(e)),
+                    }
+                } else {
+                    let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
+                    let actual = write_member(&mut entry, &target, mode)?;
+                    if &actual != expected {
+                        let _ = fs::remove_file(&target);
+                        return Err(BundleError::Tampered { member: name, expected: expected.clone(), actual });
+                    }
+                }
+            }
+            other => return Err(malformed(format!("member {name} is of unsupported type {other:?}"))),
+        }
+        seen.push(name);
+    }
+    let sums = sums.ok_or_else(|| malformed(format!("no {SUMS} member; this is not a uvmkit bundle")))?;
+    let missing: Vec<&String> = sums.keys().filter(|k| !seen.contains(k)).collect();
+    if !missing.is_empty() {
+        return Err(malformed(format!("members listed in {SUMS} are missing: {missing:?}")));
+    }
+    for required in [DEFINITION, LOCK] {
+        if !seen.iter().any(|s| s == required) {
+            return Err(malformed(format!("no {required} member; this is not a uvmkit bundle")));
+        }
+    }
+    Ok(blobs)
+}
+
+/// A member must not be written through a symbolic link an earlier member made.
+fn refuse_symlinked_parents(dir: &Path, name: &str) -> Result<(), String> {
+    let mut p = dir.to_path_buf();
+    let parts: Vec<&str> = name.split('/').collect();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        p.push(part);
+        if fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(format!("member {name} would be written through the symbolic link {part}"));
+        }
+    }
+    Ok(())
+}
+
+/// Writes a regular member to `target` with `mode`, returning its sha256.
+fn write_member(r: &mut impl Read, target: &Path, mode: u32) -> Result<String, BundleError> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(parent) = target.parent() {
+        fs::create_dir_all(parent).map_err(io_err(parent))?;
+    }
+    let mut f = BufWriter::new(File::create(target).map_err(io_err(target))?);
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = r.read(&mut buf).map_err(io_err(target))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        f.write_all(&buf[..n]).map_err(io_err(target))?;
+    }
+    f.flush().map_err(io_err(target))?;
+    drop(f);
+    fs::set_permissions(target, fs::Permissions::from_mode(mode)).map_err(io_err(target))?;
+    Ok(hex::encode(h.finalize()))
+}

@@ -1,0 +1,181 @@
+//! `NAME.spdx.json`: a software bill of materials of a build, in SPDX 2.3 JSON.
+//!
+//! One SPDX package per Debian package that went in (with its `.deb` sha256 and a
+//! `pkg:deb/debian/...` purl) and one per artifact (with the artifact's sha256); the document
+//! describes the artifacts, and each artifact contains the packages it is built from.
+//! Deterministic: the namespace derives from the image name and the artifact hashes, the
+//! creation time from `SOURCE_DATE_EPOCH`; no mirror host name appears.
+
+use crate::inputs::{FetchedPackage, Role, ISOLINUX_PACKAGES};
+use crate::pipeline::BuildReport;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// The SBOM's file name for image `name`.
+pub fn file_name(name: &str) -> String {
+    format!("{name}.spdx.json")
+}
+
+/// The SPDX 2.3 JSON document of a finished build (pretty-printed, ending in a newline).
+pub fn spdx_json(report: &BuildReport, epoch: u64) -> String {
+    let mut h = Sha256::new();
+    h.update(report.image.as_bytes());
+    let mut artifacts: Vec<_> = report.artifacts.iter().collect();
+    artifacts.sort_by(|a, b| a.name.cmp(&b.name));
+    for a in &artifacts {
+        h.update(format!("\n{}  {}", a.sha256, a.name).as_bytes());
+    }
+    let namespace = format!("urn:uvmkit:spdx:{}:{}", report.image, hex::encode(h.finalize()));
+
+    let mut packages = Vec::new();
+    let mut relationships = Vec::new();
+    let mut describes = Vec::new();
+    for a in &artifacts {
+        let id = spdx_id("Artifact", &a.name);
+        packages.push(json!({
+            "SPDXID": id,
+            "name": a.name,
+            "packageFileName": a.name,
+            "versionInfo": env!("CARGO_PKG_VERSION"),
+            "supplier": "NOASSERTION",
+            "downloadLocation": "NOASSERTION",
+            "filesAnalyzed": false,
+            "checksums": [{ "algorithm": "SHA256", "checksumValue": a.sha256 }],
+            "licenseConcluded": "NOASSERTION",
+            "licenseDeclared": "NOASSERTION",
+            "copyrightText": "NOASSERTION",
+            "primaryPackagePurpose": if a.kind == "iso" || a.kind == "efi" || a.kind == "kernel" || a.kind == "initrd" { "FILE" } else { "OPERATING-SYSTEM" },
+            "comment": format!("uvmkit artifact of kind {}", a.kind),
+        }));
+        relationships.push(json!({ "spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": id }));
+        describes.push(id.clone());
+        for p in &report.packages {
+            if artifact_contains(&a.kind, p) {
+                relationships.push(json!({
+                    "spdxElementId": id, "relationshipType": "CONTAINS", "relatedSpdxElement": spdx_id("Package-deb", &p.name),
+                }));
+            }
+        }
+    }
+    for p in &report.packages {
+        packages.push(deb_package(p));
+    }
+    let doc = json!({
+        "spdxVersion": "SPDX-2.3",
+        "dataLicense": "CC0-1.0",
+        "SPDXID": "SPDXRef-DOCUMENT",
+        "name": format!("uvmkit image {}", report.image),
+        "documentNamespace": namespace,
+        "creationInfo": {
+            "created": rfc3339(epoch),
+            "creators": [format!("Tool: uvmkit-{}", env!("CARGO_PKG_VERSION"))],
+        },
+        "documentDescribes": describes,
+        "packages": packages,
+        "relationships": relationships,
+    });
+    let mut text = serde_json::to_string_pretty(&doc).expect("JSON serialises");
+    text.push('\n');
+    text
+}
+
+/// Whether an artifact of `kind` holds files of `p`: the kernel artifact only the kernel; the
+/// initrd the kernel's modules and the image's packages; the UKI and disks also the EFI stub;
+/// the ISO everything, including ISOLINUX.
+fn artifact_contains(kind: &str, p: &FetchedPackage) -> bool {
+    let isolinux = ISOLINUX_PACKAGES.contains(&p.name.as_str());
+    match (kind, p.role) {
+        (_, Role::Kernel) => true,
+        ("kernel", _) => false,
+        ("initrd", role) => role != Role::Bootloader,
+        ("iso", _) => true,
+        (_, Role::Bootloader) => !isolinux,
+        _ => true,
+    }
+}
+
+fn deb_package(p: &FetchedPackage) -> Value {
+    let supplier = match p.maintainer.as_deref().map(str::trim) {
+        Some(m) if !m.is_empty() => format!("Organization: {m}"),
+        _ => "NOASSERTION".into(),
+    };
+    let purl = format!("pkg:deb/debian/{}@{}?arch={}", purl_escape(&p.name), purl_escape(&p.version), purl_escape(&p.architecture));
+    let mut v = json!({
+        "SPDXID": spdx_id("Package-deb", &p.name),
+        "name": p.name,
+        "versionInfo": p.version,
+        "supplier": supplier,
+        "downloadLocation": "NOASSERTION",
+        "filesAnalyzed": false,
+        "checksums": [{ "algorithm": "SHA256", "checksumValue": p.sha256 }],
+        "licenseConcluded": "NOASSERTION",
+        "licenseDeclared": "NOASSERTION",
+        "copyrightText": "NOASSERTION",
+        "externalRefs": [{ "referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": purl }],
+        "comment": format!("Debian package ({:?}: {})", p.role, p.reason).to_lowercase(),
+    });
+    if let Some(src) = &p.source {
+        v["sourceInfo"] = json!(format!("built from Debian source package {src}"));
+    }
+    if let Some(home) = &p.homepage {
+        v["homepage"] = json!(home);
+    }
+    v
+}
+
+/// An SPDX identifier: `SPDXRef-` then letters, digits, `.` and `-` only (SPDX 2.3 §3.2).
+fn spdx_id(kind: &str, name: &str) -> String {
+    let clean: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' }).collect();
+    if clean == name {
+        format!("SPDXRef-{kind}-{clean}")
+    } else {
+        // Replaced characters could make two names equal: tell them apart by a hash.
+        format!("SPDXRef-{kind}-{clean}-{}", &hex::encode(Sha256::digest(name.as_bytes()))[..8])
+    }
+}
+
+/// Percent-encodes everything but the purl specification's unreserved characters.
+fn purl_escape(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `SOURCE_DATE_EPOCH` as an RFC 3339 UTC timestamp (`2023-11-14T22:13:20Z`).
+fn rfc3339(epoch: u64) -> String {
+    let days = (epoch / 86_400) as i64;
+    let secs = epoch % 86_400;
+    // Civil date from days since 1970-01-01 (proleptic Gregorian, 400-year eras).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_and_escapes() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(315_532_800), "1980-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(purl_escape("1:2.3+dfsg-1~b1"), "1%3A2.3%2Bdfsg-1~b1");
+        assert!(spdx_id("Package-deb", "libstdc++6").starts_with("SPDXRef-Package-deb-libstdc--6-"));
+        assert_ne!(spdx_id("P", "a+b"), spdx_id("P", "a-b"));
+    }
+}
