@@ -26,13 +26,25 @@ fn main() {
 
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let musl = has_target(&rustc, "x86_64-unknown-linux-musl");
-    let triple = if musl { "x86_64-unknown-linux-musl" } else { "x86_64-unknown-linux-gnu" };
+    let triple = if musl {
+        "x86_64-unknown-linux-musl"
+    } else {
+        "x86_64-unknown-linux-gnu"
+    };
     let target_dir = out_dir.join("init-target");
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     // A clean environment: the outer build's CARGO_*/RUSTFLAGS must not leak into this one.
     cmd.env_clear();
-    for key in ["PATH", "HOME", "CARGO_HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN", "CARGO_NET_OFFLINE", "CARGO_MAKEFLAGS"] {
+    for key in [
+        "PATH",
+        "HOME",
+        "CARGO_HOME",
+        "RUSTUP_HOME",
+        "RUSTUP_TOOLCHAIN",
+        "CARGO_NET_OFFLINE",
+        "CARGO_MAKEFLAGS",
+    ] {
         if let Some(v) = env::var_os(key) {
             cmd.env(key, v);
         }
@@ -40,11 +52,22 @@ fn main() {
     if !musl {
         cmd.env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+crt-static");
     }
-    cmd.args(["build", "--release", "--quiet", "--bin", "uvmkit-init", "--target", triple, "--manifest-path"])
-        .arg(init_dir.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target_dir);
-    let status = cmd.status().unwrap_or_else(|e| panic!("cannot run cargo to build the init: {e}"));
+    cmd.args([
+        "build",
+        "--release",
+        "--quiet",
+        "--bin",
+        "uvmkit-init",
+        "--target",
+        triple,
+        "--manifest-path",
+    ])
+    .arg(init_dir.join("Cargo.toml"))
+    .arg("--target-dir")
+    .arg(&target_dir);
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build the init: {e}"));
     if !status.success() {
         panic!("building the init (init/) for {triple} failed; see the errors above");
     }
@@ -53,7 +76,13 @@ fn main() {
 }
 
 fn has_target(rustc: &str, triple: &str) -> bool {
-    let Ok(out) = Command::new(rustc).args(["--print", "sysroot"]).output() else { return false };
+    let Ok(out) = Command::new(rustc).args(["--print", "sysroot"]).output() else {
+        return false;
+    };
     let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    Path::new(&sysroot).join("lib/rustlib").join(triple).join("lib").is_dir()
+    Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(triple)
+        .join("lib")
+        .is_dir()
 }

@@ -24,12 +24,23 @@ fn fake_module(name: &str, depends: &str) -> Vec<u8> {
     use object::{Architecture, BinaryFormat, Endianness, SectionKind};
     let mut obj = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
     let id = obj.add_section(vec![], b".modinfo".to_vec(), SectionKind::ReadOnlyData);
-    obj.append_section_data(id, format!("license=GPL\0depends={depends}\0name={name}\0").as_bytes(), 1);
+    obj.append_section_data(
+        id,
+        format!("license=GPL\0depends={depends}\0name={name}\0").as_bytes(),
+        1,
+    );
     obj.write().unwrap()
 }
 
 /// Builds `NAME_VERSION_amd64.deb` from `root` (which gets DEBIAN/control) with dpkg-deb.
-fn build_deb(work: &Path, name: &str, version: &str, depends: Option<&str>, files: &[(&str, Vec<u8>, u32)], links: &[(&str, &str)]) -> PathBuf {
+fn build_deb(
+    work: &Path,
+    name: &str,
+    version: &str,
+    depends: Option<&str>,
+    files: &[(&str, Vec<u8>, u32)],
+    links: &[(&str, &str)],
+) -> PathBuf {
     let root = work.join(format!("src-{name}"));
     for (path, bytes, mode) in files {
         let p = root.join(path.trim_start_matches('/'));
@@ -49,14 +60,25 @@ fn build_deb(work: &Path, name: &str, version: &str, depends: Option<&str>, file
     write(&root.join("DEBIAN/control"), control);
     let deb = work.join(format!("pool/{name}_{version}_amd64.deb"));
     std::fs::create_dir_all(deb.parent().unwrap()).unwrap();
-    let out = Command::new("dpkg-deb").args(["--root-owner-group", "-Zxz", "--build"]).arg(&root).arg(&deb).output().expect("dpkg-deb");
-    assert!(out.status.success(), "dpkg-deb: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-Zxz", "--build"])
+        .arg(&root)
+        .arg(&deb)
+        .output()
+        .expect("dpkg-deb");
+    assert!(
+        out.status.success(),
+        "dpkg-deb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     deb
 }
 
 fn stanza(deb: &Path, name: &str, version: &str, depends: Option<&str>, sha_override: Option<&str>) -> String {
     let bytes = std::fs::read(deb).unwrap();
-    let sha = sha_override.map(str::to_string).unwrap_or_else(|| hex::encode(Sha256::digest(&bytes)));
+    let sha = sha_override
+        .map(str::to_string)
+        .unwrap_or_else(|| hex::encode(Sha256::digest(&bytes)));
     let mut s = format!(
         "Package: {name}\nVersion: {version}\nArchitecture: amd64\nMaintainer: Test <test@example.org>\nFilename: pool/{}\nSize: {}\nSHA256: {sha}\nDescription: test package {name}\n",
         deb.file_name().unwrap().to_str().unwrap(),
@@ -91,21 +113,49 @@ fn make_repo(dir: &Path, tamper_hello: bool, sign_with_other_key: bool) -> Repo 
     let mut packages = String::new();
     // A dynamically linked program and the C library it loads.
     let true_bin = std::fs::read("/usr/bin/true").unwrap();
-    let hello = build_deb(&work, "hello", "1.0-1", Some("libc6 (>= 2.30)"), &[("/usr/bin/hello", true_bin, 0o755), ("/usr/share/doc/hello/README", b"docs".to_vec(), 0o644), ("/etc/hello.conf", b"greeting=hi\n".to_vec(), 0o644)], &[]);
-    packages += &stanza(&hello, "hello", "1.0-1", Some("libc6 (>= 2.30)"), tamper_hello.then_some("00".repeat(32).as_str()));
+    let hello = build_deb(
+        &work,
+        "hello",
+        "1.0-1",
+        Some("libc6 (>= 2.30)"),
+        &[
+            ("/usr/bin/hello", true_bin, 0o755),
+            ("/usr/share/doc/hello/README", b"docs".to_vec(), 0o644),
+            ("/etc/hello.conf", b"greeting=hi\n".to_vec(), 0o644),
+        ],
+        &[],
+    );
+    packages += &stanza(
+        &hello,
+        "hello",
+        "1.0-1",
+        Some("libc6 (>= 2.30)"),
+        tamper_hello.then_some("00".repeat(32).as_str()),
+    );
     let libc = build_deb(
         &work,
         "libc6",
         "2.36-9",
         None,
-        &[("/lib/x86_64-linux-gnu/libc.so.6", host_lib("libc.so.6"), 0o755), ("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", host_lib("ld-linux-x86-64.so.2"), 0o755)],
-        &[("/lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")],
+        &[
+            ("/lib/x86_64-linux-gnu/libc.so.6", host_lib("libc.so.6"), 0o755),
+            (
+                "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+                host_lib("ld-linux-x86-64.so.2"),
+                0o755,
+            ),
+        ],
+        &[(
+            "/lib64/ld-linux-x86-64.so.2",
+            "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+        )],
     );
     packages += &stanza(&libc, "libc6", "2.36-9", None, None);
     // A kernel package: modules with .modinfo dependencies, and a .config meeting the checks.
     let features = uvmkit::kernelconfig::selected(&[uvmkit::config::Target::Qemu], &[]);
     let mut kconfig = String::new();
-    let mut files: Vec<(String, Vec<u8>, u32)> = vec![(format!("/boot/vmlinuz-{RELEASE}"), b"not a real kernel".to_vec(), 0o644)];
+    let mut files: Vec<(String, Vec<u8>, u32)> =
+        vec![(format!("/boot/vmlinuz-{RELEASE}"), b"not a real kernel".to_vec(), 0o644)];
     for f in &features {
         for (option, allowed) in &f.options {
             kconfig += &format!("{option}={}\n", if allowed.contains('m') { "m" } else { "y" });
@@ -115,25 +165,82 @@ fn make_repo(dir: &Path, tamper_hello: bool, sign_with_other_key: bool) -> Repo 
                 continue; // built in, below
             }
             let deps = if m == "virtio_blk" { "virtio,virtio_ring" } else { "" };
-            files.push((format!("/lib/modules/{RELEASE}/kernel/drivers/{m}.ko"), fake_module(m, deps), 0o644));
+            files.push((
+                format!("/lib/modules/{RELEASE}/kernel/drivers/{m}.ko"),
+                fake_module(m, deps),
+                0o644,
+            ));
         }
     }
-    files.push((format!("/lib/modules/{RELEASE}/kernel/drivers/virtio/virtio.ko"), fake_module("virtio", ""), 0o644));
-    files.push((format!("/lib/modules/{RELEASE}/kernel/drivers/virtio/virtio_ring.ko"), fake_module("virtio_ring", ""), 0o644));
-    files.push((format!("/lib/modules/{RELEASE}/modules.builtin"), b"kernel/net/packet/af_packet.ko\n".to_vec(), 0o644));
+    files.push((
+        format!("/lib/modules/{RELEASE}/kernel/drivers/virtio/virtio.ko"),
+        fake_module("virtio", ""),
+        0o644,
+    ));
+    files.push((
+        format!("/lib/modules/{RELEASE}/kernel/drivers/virtio/virtio_ring.ko"),
+        fake_module("virtio_ring", ""),
+        0o644,
+    ));
+    files.push((
+        format!("/lib/modules/{RELEASE}/modules.builtin"),
+        b"kernel/net/packet/af_packet.ko\n".to_vec(),
+        0o644,
+    ));
     files.push((format!("/boot/config-{RELEASE}"), kconfig.into_bytes(), 0o644));
     let files_ref: Vec<(&str, Vec<u8>, u32)> = files.iter().map(|(p, b, m)| (p.as_str(), b.clone(), *m)).collect();
-    let kernel = build_deb(&work, &format!("linux-image-{RELEASE}"), "6.1.1-1", Some("kmod, linux-base"), &files_ref, &[]);
-    packages += &stanza(&kernel, &format!("linux-image-{RELEASE}"), "6.1.1-1", Some("kmod, linux-base"), None);
-    let meta = build_deb(&work, "linux-image-amd64", "6.1.1-1", Some(&format!("linux-image-{RELEASE} (= 6.1.1-1)")), &[], &[]);
-    packages += &stanza(&meta, "linux-image-amd64", "6.1.1-1", Some(&format!("linux-image-{RELEASE} (= 6.1.1-1)")), None);
-    let stub = build_deb(&work, "systemd-boot-efi", "252-1", None, &[("/usr/lib/systemd/boot/efi/linuxx64.efi.stub", b"MZ stub".to_vec(), 0o644)], &[]);
+    let kernel = build_deb(
+        &work,
+        &format!("linux-image-{RELEASE}"),
+        "6.1.1-1",
+        Some("kmod, linux-base"),
+        &files_ref,
+        &[],
+    );
+    packages += &stanza(
+        &kernel,
+        &format!("linux-image-{RELEASE}"),
+        "6.1.1-1",
+        Some("kmod, linux-base"),
+        None,
+    );
+    let meta = build_deb(
+        &work,
+        "linux-image-amd64",
+        "6.1.1-1",
+        Some(&format!("linux-image-{RELEASE} (= 6.1.1-1)")),
+        &[],
+        &[],
+    );
+    packages += &stanza(
+        &meta,
+        "linux-image-amd64",
+        "6.1.1-1",
+        Some(&format!("linux-image-{RELEASE} (= 6.1.1-1)")),
+        None,
+    );
+    let stub = build_deb(
+        &work,
+        "systemd-boot-efi",
+        "252-1",
+        None,
+        &[(
+            "/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+            b"MZ stub".to_vec(),
+            0o644,
+        )],
+        &[],
+    );
     packages += &stanza(&stub, "systemd-boot-efi", "252-1", None, None);
 
     // dists/test/main/binary-amd64/Packages.xz and a signed InRelease listing it.
     let index_dir = work.join("dists/test/main/binary-amd64");
     write(&index_dir.join("Packages"), &packages);
-    let st = Command::new("xz").args(["-k", "-f"]).arg(index_dir.join("Packages")).status().expect("xz");
+    let st = Command::new("xz")
+        .args(["-k", "-f"])
+        .arg(index_dir.join("Packages"))
+        .status()
+        .expect("xz");
     assert!(st.success());
     let xz = std::fs::read(index_dir.join("Packages.xz")).unwrap();
     let release = format!(
@@ -143,11 +250,18 @@ fn make_repo(dir: &Path, tamper_hello: bool, sign_with_other_key: bool) -> Repo 
     );
     let signer = uvmkit_debian::testing::TestSigner::generate(7);
     let other = uvmkit_debian::testing::TestSigner::generate(8);
-    let signed = if sign_with_other_key { other.clearsign(&release) } else { signer.clearsign(&release) };
+    let signed = if sign_with_other_key {
+        other.clearsign(&release)
+    } else {
+        signer.clearsign(&release)
+    };
     write(&work.join("dists/test/InRelease"), signed);
     let keyring = work.join("test-keyring.gpg");
     write(&keyring, signer.public_keyring_bytes());
-    Repo { dir: work, signer_keyring: keyring }
+    Repo {
+        dir: work,
+        signer_keyring: keyring,
+    }
 }
 
 /// Serves `root` over HTTP on 127.0.0.1 until the test process ends; returns the base URL.
@@ -179,8 +293,16 @@ fn definition(dir: &Path, mirror: &str, keyring: &Path) -> PathBuf {
 }
 
 fn run_with_cache(args: &[&str], cache: &Path) -> (i32, String) {
-    let out = Command::new(uvmkit_bin()).args(args).env("UVMKIT_CACHE", cache).env_remove("UVMKIT_DEBIAN_MIRROR").output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    let out = Command::new(uvmkit_bin())
+        .args(args)
+        .env("UVMKIT_CACHE", cache)
+        .env_remove("UVMKIT_DEBIAN_MIRROR")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
 }
 
 #[test]
@@ -199,13 +321,32 @@ fn resolves_fetches_and_inspects_a_signed_local_repository() {
     let (code, text) = run_with_cache(&["inspect", def.to_str().unwrap(), "--files", "--quiet"], &cache);
     assert_eq!(code, 0, "uvmkit inspect: {text}");
     // The kernel's dependencies on kmod and linux-base are not followed; hello's on libc6 is.
-    for needle in ["hello", "libc6", "2.36-9", "linux-image-6.1.0-test-amd64", "systemd-boot-efi", "/usr/bin/hello", "/etc/hello.conf", "/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2", "virtio_blk", "virtio_ring"] {
+    for needle in [
+        "hello",
+        "libc6",
+        "2.36-9",
+        "linux-image-6.1.0-test-amd64",
+        "systemd-boot-efi",
+        "/usr/bin/hello",
+        "/etc/hello.conf",
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib64/ld-linux-x86-64.so.2",
+        "virtio_blk",
+        "virtio_ring",
+    ] {
         assert!(text.contains(needle), "inspect output lacks {needle}:\n{text}");
     }
     assert!(!text.contains("/usr/share/doc/hello"), "docs were taken:\n{text}");
     let modules_line = text.lines().find(|l| l.starts_with("modules (")).unwrap();
-    let pos = |m: &str| modules_line.find(&format!(" {m}")).unwrap_or_else(|| panic!("{m} not in {modules_line}"));
-    assert!(pos("virtio_ring") < pos("virtio_blk"), "dependencies must load first: {modules_line}");
+    let pos = |m: &str| {
+        modules_line
+            .find(&format!(" {m}"))
+            .unwrap_or_else(|| panic!("{m} not in {modules_line}"))
+    };
+    assert!(
+        pos("virtio_ring") < pos("virtio_blk"),
+        "dependencies must load first: {modules_line}"
+    );
     assert!(text.contains("built in: af_packet"), "{text}");
 
     // A second run is served from the cache: no network at all.
@@ -224,7 +365,10 @@ fn a_package_whose_checksum_does_not_match_is_refused() {
     let def = definition(&dir, &mirror, &repo.signer_keyring);
     let (code, text) = run_with_cache(&["fetch", def.to_str().unwrap(), "--quiet"], &dir.join("cache"));
     assert_eq!(code, 3, "{text}");
-    assert!(text.contains("hello_1.0-1_amd64.deb") && text.to_lowercase().contains("sha256"), "{text}");
+    assert!(
+        text.contains("hello_1.0-1_amd64.deb") && text.to_lowercase().contains("sha256"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -238,7 +382,10 @@ fn an_index_signed_by_an_unknown_key_is_refused() {
     let def = definition(&dir, &mirror, &repo.signer_keyring);
     let (code, text) = run_with_cache(&["fetch", def.to_str().unwrap(), "--quiet"], &dir.join("cache"));
     assert_eq!(code, 3, "{text}");
-    assert!(text.contains("InRelease") && text.contains("signed only by keys not in the keyring"), "{text}");
+    assert!(
+        text.contains("InRelease") && text.contains("signed only by keys not in the keyring"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -246,7 +393,9 @@ fn an_unreachable_mirror_is_reported() {
     let dir = test_dir("hermetic-unreachable");
     // Port 9 (discard) on loopback: nothing listens there.
     let def = definition(&dir, "http://127.0.0.1:9", Path::new("/nonexistent-keyring"));
-    let def_text = std::fs::read_to_string(&def).unwrap().replace("keyring = \"/nonexistent-keyring\"\n", "");
+    let def_text = std::fs::read_to_string(&def)
+        .unwrap()
+        .replace("keyring = \"/nonexistent-keyring\"\n", "");
     std::fs::write(&def, def_text).unwrap();
     let (code, text) = run_with_cache(&["fetch", def.to_str().unwrap(), "--quiet"], &dir.join("cache"));
     assert_eq!(code, 3, "{text}");
@@ -260,8 +409,14 @@ fn malformed_definitions_name_file_line_and_key() {
     write(&def, "name = \"x\"\n[kernel]\npackages = \"linux-image-amd64\"\n");
     let (code, text) = run_with_cache(&["fetch", def.to_str().unwrap()], &dir.join("cache"));
     assert_eq!(code, 2, "{text}");
-    assert!(text.contains("bad.toml:3:1") && text.contains("packages") && text.contains("package"), "{text}");
-    let (code, text) = run_with_cache(&["build", dir.join("missing.toml").to_str().unwrap()], &dir.join("cache"));
+    assert!(
+        text.contains("bad.toml:3:1") && text.contains("packages") && text.contains("package"),
+        "{text}"
+    );
+    let (code, text) = run_with_cache(
+        &["build", dir.join("missing.toml").to_str().unwrap()],
+        &dir.join("cache"),
+    );
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("missing.toml"), "{text}");
 }

@@ -33,15 +33,36 @@ fn artifact(name: &str) -> PathBuf {
 fn build_writes_every_artifact_with_checksums_and_manifest() {
     let out = built();
     let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
-    for name in ["minimal.efi", "minimal-kernel", "minimal-initrd.img", "minimal.iso", "minimal.raw", "minimal.vhdx", "minimal.vmdk", "minimal-stream.vmdk"] {
-        assert!(sums.contains(&format!("  {name}\n")), "{name} missing from SHA256SUMS:\n{sums}");
+    for name in [
+        "minimal.efi",
+        "minimal-kernel",
+        "minimal-initrd.img",
+        "minimal.iso",
+        "minimal.raw",
+        "minimal.vhdx",
+        "minimal.vmdk",
+        "minimal-stream.vmdk",
+    ] {
+        assert!(
+            sums.contains(&format!("  {name}\n")),
+            "{name} missing from SHA256SUMS:\n{sums}"
+        );
     }
-    let (ok, text) = run("sh", &["-c", &format!("cd {} && sha256sum -c SHA256SUMS", out.display())]);
+    let (ok, text) = run(
+        "sh",
+        &["-c", &format!("cd {} && sha256sum -c SHA256SUMS", out.display())],
+    );
     assert!(ok, "sha256sum -c: {text}");
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["image"], "minimal");
     let inputs = manifest["inputs"].as_array().unwrap();
-    assert!(inputs.iter().any(|i| i["role"] == "kernel" && i["sha256"].as_str().unwrap().len() == 64), "{manifest}");
+    assert!(
+        inputs
+            .iter()
+            .any(|i| i["role"] == "kernel" && i["sha256"].as_str().unwrap().len() == 64),
+        "{manifest}"
+    );
     assert_eq!(manifest["artifacts"].as_array().unwrap().len(), 8);
     // Nothing half-written is left behind.
     for entry in std::fs::read_dir(out).unwrap() {
@@ -57,8 +78,20 @@ fn initrd_is_a_zstd_cpio_read_by_bsdtar() {
     }
     let (ok, list) = run("bsdtar", &["-tvf", artifact("minimal-initrd.img").to_str().unwrap()]);
     assert!(ok, "bsdtar: {list}");
-    for needle in ["init", "etc/uvmkit/init.toml", "dev/console", "lib/modules/", "virtio_blk.ko", "hv_storvsc.ko", "vmxnet3.ko"] {
-        assert!(list.contains(needle), "initrd lacks {needle}:\n{}", &list[..list.len().min(3000)]);
+    for needle in [
+        "init",
+        "etc/uvmkit/init.toml",
+        "dev/console",
+        "lib/modules/",
+        "virtio_blk.ko",
+        "hv_storvsc.ko",
+        "vmxnet3.ko",
+    ] {
+        assert!(
+            list.contains(needle),
+            "initrd lacks {needle}:\n{}",
+            &list[..list.len().min(3000)]
+        );
     }
 }
 
@@ -80,14 +113,32 @@ fn disk_images_pass_qemu_img_and_match_raw() {
         return;
     }
     let raw = artifact("minimal.raw");
-    for (file, format) in [("minimal.vhdx", "vhdx"), ("minimal.vmdk", "vmdk"), ("minimal-stream.vmdk", "vmdk")] {
+    for (file, format) in [
+        ("minimal.vhdx", "vhdx"),
+        ("minimal.vmdk", "vmdk"),
+        ("minimal-stream.vmdk", "vmdk"),
+    ] {
         let path = artifact(file);
         let (ok, text) = run("qemu-img", &["check", "-f", format, path.to_str().unwrap()]);
         assert!(ok && text.contains("No errors"), "qemu-img check {file}: {text}");
-        let (ok, text) = run("qemu-img", &["compare", "-f", format, "-F", "raw", path.to_str().unwrap(), raw.to_str().unwrap()]);
+        let (ok, text) = run(
+            "qemu-img",
+            &[
+                "compare",
+                "-f",
+                format,
+                "-F",
+                "raw",
+                path.to_str().unwrap(),
+                raw.to_str().unwrap(),
+            ],
+        );
         assert!(ok && text.contains("identical"), "qemu-img compare {file} raw: {text}");
         // The file holds content, not the virtual size.
-        assert!(std::fs::metadata(&path).unwrap().len() < 512 << 20, "{file} is not sparse");
+        assert!(
+            std::fs::metadata(&path).unwrap().len() < 512 << 20,
+            "{file} is not sparse"
+        );
     }
 }
 
@@ -103,11 +154,25 @@ fn raw_disk_partitions_pass_sgdisk_fsck_fat_and_e2fsck() {
     // Extract each partition and check it with its filesystem's own checker.
     let dir = test_dir("minimal-partitions");
     let mut checked = 0;
-    for line in table.lines().filter(|l| l.trim_start().chars().next().is_some_and(|c| c.is_ascii_digit())) {
+    for line in table
+        .lines()
+        .filter(|l| l.trim_start().chars().next().is_some_and(|c| c.is_ascii_digit()))
+    {
         let cols: Vec<&str> = line.split_whitespace().collect();
         let (start, end): (u64, u64) = (cols[1].parse().unwrap(), cols[2].parse().unwrap());
         let part = dir.join(format!("p{}", cols[0]));
-        let (ok, text) = run("dd", &[&format!("if={}", raw.display()), &format!("of={}", part.display()), "bs=512", &format!("skip={start}"), &format!("count={}", end - start + 1), "conv=sparse", "status=none"]);
+        let (ok, text) = run(
+            "dd",
+            &[
+                &format!("if={}", raw.display()),
+                &format!("of={}", part.display()),
+                "bs=512",
+                &format!("skip={start}"),
+                &format!("count={}", end - start + 1),
+                "conv=sparse",
+                "status=none",
+            ],
+        );
         assert!(ok, "dd: {text}");
         if line.contains("EF00") {
             let (ok, text) = run("fsck.fat", &["-n", part.to_str().unwrap()]);
@@ -132,9 +197,15 @@ fn iso_has_bios_and_uefi_el_torito_and_hybrid_tables() {
         return;
     }
     let iso = artifact("minimal.iso");
-    let (ok, text) = run("xorriso", &["-indev", iso.to_str().unwrap(), "-report_el_torito", "plain"]);
+    let (ok, text) = run(
+        "xorriso",
+        &["-indev", iso.to_str().unwrap(), "-report_el_torito", "plain"],
+    );
     assert!(ok, "xorriso: {text}");
-    assert!(text.contains("BIOS") && text.contains("UEFI"), "El Torito entries:\n{text}");
+    assert!(
+        text.contains("BIOS") && text.contains("UEFI"),
+        "El Torito entries:\n{text}"
+    );
     let (ok, text) = run("isoinfo", &["-d", "-i", iso.to_str().unwrap()]);
     assert!(ok && text.contains("Volume id: MINIMAL"), "isoinfo -d: {text}");
     let (ok, text) = run("sgdisk", &["-v", iso.to_str().unwrap()]);
@@ -145,16 +216,28 @@ fn iso_has_bios_and_uefi_el_torito_and_hybrid_tables() {
         // The BIOS path's kernel and initrd are the UKI's sections inside the EFI image, read
         // through ISO 9660 records that point there: the same bytes, stored once.
         let extract = |member: &str| {
-            let out = std::process::Command::new("bsdtar").args(["-xOf", iso.to_str().unwrap(), member]).output().unwrap();
+            let out = std::process::Command::new("bsdtar")
+                .args(["-xOf", iso.to_str().unwrap(), member])
+                .output()
+                .unwrap();
             assert!(out.status.success(), "bsdtar -xOf {member}");
             out.stdout
         };
         let kernel = std::fs::read(artifact("minimal-kernel")).unwrap();
-        assert!(extract("boot/vmlinuz") == kernel, "boot/vmlinuz differs from the kernel");
-        assert!(extract("boot/initrd.img") == std::fs::read(artifact("minimal-initrd.img")).unwrap(), "boot/initrd.img differs");
+        assert!(
+            extract("boot/vmlinuz") == kernel,
+            "boot/vmlinuz differs from the kernel"
+        );
+        assert!(
+            extract("boot/initrd.img") == std::fs::read(artifact("minimal-initrd.img")).unwrap(),
+            "boot/initrd.img differs"
+        );
         let efi_image = extract("boot/efi.img").len() as u64;
         let iso_len = std::fs::metadata(&iso).unwrap().len();
-        assert!(iso_len - efi_image < kernel.len() as u64, "the ISO stores the kernel outside its EFI image: {iso_len} bytes, EFI image {efi_image}");
+        assert!(
+            iso_len - efi_image < kernel.len() as u64,
+            "the ISO stores the kernel outside its EFI image: {iso_len} bytes, EFI image {efi_image}"
+        );
     }
 }
 
@@ -181,7 +264,14 @@ fn boots_kernel_and_initrd_directly_then_powers_off_on_acpi_button() {
     let dir = test_dir("boot-direct");
     let kernel = artifact("minimal-kernel");
     let initrd = artifact("minimal-initrd.img");
-    let args = s(&["-kernel", kernel.to_str().unwrap(), "-initrd", initrd.to_str().unwrap(), "-append", "console=ttyS0"]);
+    let args = s(&[
+        "-kernel",
+        kernel.to_str().unwrap(),
+        "-initrd",
+        initrd.to_str().unwrap(),
+        "-append",
+        "console=ttyS0",
+    ]);
     let mut guest = Guest::start(&dir, &args);
     let t = guest.wait_for(READY, BOOT_TIMEOUT);
     eprintln!("direct kernel boot: ready after {t:.1}s");
@@ -196,7 +286,13 @@ fn boots_the_uki_from_an_esp_under_ovmf() {
     let esp = test_dir("uki-esp");
     std::fs::create_dir_all(esp.join("EFI/BOOT")).unwrap();
     std::fs::copy(artifact("minimal.efi"), esp.join("EFI/BOOT/BOOTX64.EFI")).unwrap();
-    boot("boot-uki", ovmf("boot-uki", s(&["-drive", &format!("if=virtio,format=raw,file=fat:rw:{}", esp.display())])));
+    boot(
+        "boot-uki",
+        ovmf(
+            "boot-uki",
+            s(&["-drive", &format!("if=virtio,format=raw,file=fat:rw:{}", esp.display())]),
+        ),
+    );
 }
 
 fn boot_disk(file: &str, format: &str) {
@@ -204,12 +300,18 @@ fn boot_disk(file: &str, format: &str) {
     let name = format!("boot-{}", file.replace('.', "-"));
     let dir = test_dir(&name);
     let mut args = ovmf_args(&dir);
-    args.extend(s(&["-drive", &format!("if=virtio,format={format},file={},snapshot=on", path.display())]));
+    args.extend(s(&[
+        "-drive",
+        &format!("if=virtio,format={format},file={},snapshot=on", path.display()),
+    ]));
     let mut guest = Guest::start(&dir, &args);
     let t = guest.wait_for(READY, BOOT_TIMEOUT);
     eprintln!("{file}: ready after {t:.1}s");
     let log = guest.log();
-    assert!(log.contains("uvmkit-data"), "{file}: the init did not report the data partition:\n{log}");
+    assert!(
+        log.contains("uvmkit-data"),
+        "{file}: the init did not report the data partition:\n{log}"
+    );
 }
 
 #[test]
@@ -237,9 +339,15 @@ fn boot_iso(name: &str, uefi: bool, as_disk: bool) {
     let dir = test_dir(name);
     let mut args = if uefi { ovmf_args(&dir) } else { vec![] };
     if as_disk {
-        args.extend(s(&["-drive", &format!("if=ide,format=raw,file={},snapshot=on", iso.display())]));
+        args.extend(s(&[
+            "-drive",
+            &format!("if=ide,format=raw,file={},snapshot=on", iso.display()),
+        ]));
     } else {
-        args.extend(s(&["-drive", &format!("if=ide,media=cdrom,format=raw,readonly=on,file={}", iso.display())]));
+        args.extend(s(&[
+            "-drive",
+            &format!("if=ide,media=cdrom,format=raw,readonly=on,file={}", iso.display()),
+        ]));
     }
     let mut guest = Guest::start(&dir, &args);
     let t = guest.wait_for(READY, BOOT_TIMEOUT);

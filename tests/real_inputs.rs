@@ -12,17 +12,46 @@ fn docker_image_resolves_with_engine_libraries_and_drivers() {
     let text = uvmkit_ok(&["inspect", image.to_str().unwrap(), "--files", "--quiet"]);
     let files: Vec<&str> = text.lines().filter_map(|l| l.split_whitespace().nth(2)).collect();
     let has = |suffix: &str| files.iter().any(|f| f.ends_with(suffix));
-    for program in ["/usr/bin/containerd", "/usr/sbin/dockerd", "/usr/sbin/runc", "/usr/sbin/sshd", "/usr/sbin/xtables-nft-multi", "/sbin/mkfs.ext4", "/init"] {
+    for program in [
+        "/usr/bin/containerd",
+        "/usr/sbin/dockerd",
+        "/usr/sbin/runc",
+        "/usr/sbin/sshd",
+        "/usr/sbin/xtables-nft-multi",
+        "/sbin/mkfs.ext4",
+        "/init",
+    ] {
         assert!(has(program), "{program} is not in the image");
     }
     // Every library dockerd, containerd, runc and sshd load is there (the closure's job; a
     // missing one would have failed `inspect`), and the main ones by name:
-    for lib in ["/libc.so.6", "/ld-linux-x86-64.so.2", "/libseccomp.so.2", "/libcrypto.so.3"] {
+    for lib in [
+        "/libc.so.6",
+        "/ld-linux-x86-64.so.2",
+        "/libseccomp.so.2",
+        "/libcrypto.so.3",
+    ] {
         assert!(has(lib), "{lib} is not in the image");
     }
     let modules_line = text.lines().find(|l| l.starts_with("modules (")).expect("modules line");
-    for module in ["hv_storvsc", "hv_netvsc", "hv_vmbus", "vmxnet3", "vmw_pvscsi", "e1000", "ahci", "libahci", "virtio_blk", "overlay", "bridge", "br_netfilter"] {
-        assert!(modules_line.split_whitespace().any(|m| m == module), "module {module} not selected: {modules_line}");
+    for module in [
+        "hv_storvsc",
+        "hv_netvsc",
+        "hv_vmbus",
+        "vmxnet3",
+        "vmw_pvscsi",
+        "e1000",
+        "ahci",
+        "libahci",
+        "virtio_blk",
+        "overlay",
+        "bridge",
+        "br_netfilter",
+    ] {
+        assert!(
+            modules_line.split_whitespace().any(|m| m == module),
+            "module {module} not selected: {modules_line}"
+        );
     }
     assert!(!text.contains("/usr/share/doc/"), "documentation was taken");
     assert!(!text.contains("/usr/share/man/"), "man pages were taken");

@@ -35,7 +35,11 @@ pub struct ArtifactDir {
 fn io_context<'a>(path: &'a Path, what: &str) -> impl FnOnce(io::Error) -> io::Error + 'a {
     let what = what.to_string();
     move |e| {
-        let hint = if e.raw_os_error() == Some(28) { " (the disk is full: free space or choose another -o)" } else { "" };
+        let hint = if e.raw_os_error() == Some(28) {
+            " (the disk is full: free space or choose another -o)"
+        } else {
+            ""
+        };
         io::Error::new(e.kind(), format!("cannot {what} {}: {e}{hint}", path.display()))
     }
 }
@@ -49,7 +53,11 @@ impl ArtifactDir {
             fs::remove_dir_all(&staging).map_err(io_context(&staging, "clear"))?;
         }
         fs::create_dir(&staging).map_err(io_context(&staging, "create"))?;
-        Ok(ArtifactDir { out_dir: out_dir.to_path_buf(), staging, published: Vec::new() })
+        Ok(ArtifactDir {
+            out_dir: out_dir.to_path_buf(),
+            staging,
+            published: Vec::new(),
+        })
     }
 
     /// The output directory.
@@ -158,7 +166,11 @@ fn lseek(file: &File, offset: u64, whence: i32) -> io::Result<Option<u64>> {
     if r < 0 {
         let e = io::Error::last_os_error();
         // ENXIO: no data (or hole) at or after offset.
-        return if e.raw_os_error() == Some(libc::ENXIO) { Ok(None) } else { Err(e) };
+        return if e.raw_os_error() == Some(libc::ENXIO) {
+            Ok(None)
+        } else {
+            Err(e)
+        };
     }
     Ok(Some(r as u64))
 }
@@ -183,8 +195,15 @@ fn seek_hole(file: &File, offset: u64) -> io::Result<u64> {
 
 /// Writes `bytes` to `path` atomically (temp file in the same directory, sync, rename).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("file"), std::process::id()));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
     let result = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -223,12 +242,18 @@ mod tests {
         {
             let mut out = ArtifactDir::create(&dir).unwrap();
             let a = out.publish_bytes("x.efi", "efi", b"abc").unwrap();
-            assert_eq!(a.sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+            assert_eq!(
+                a.sha256,
+                "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+            );
             fs::write(out.staging_path("half.iso"), b"partial").unwrap();
             assert_eq!(out.sha256sums(), format!("{}  x.efi\n", a.sha256));
             // Dropped without publishing half.iso, as when a build fails.
         }
-        let names: Vec<String> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
         assert_eq!(names, ["x.efi"]);
         fs::remove_dir_all(&dir).unwrap();
     }

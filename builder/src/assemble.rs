@@ -12,11 +12,24 @@ use uvmkit_filetree::{FileData, FileTree, Node, NodeKind, TreeError, TreePath};
 
 /// What a package contributes when its `[[packages]]` entry gives no `include`: its programs
 /// and its configuration.
-pub const DEFAULT_INCLUDE: [&str; 6] = ["/bin/*", "/sbin/*", "/usr/bin/*", "/usr/sbin/*", "/usr/libexec/**", "/etc/**"];
+pub const DEFAULT_INCLUDE: [&str; 6] = [
+    "/bin/*",
+    "/sbin/*",
+    "/usr/bin/*",
+    "/usr/sbin/*",
+    "/usr/libexec/**",
+    "/etc/**",
+];
 
 /// Never taken from a package: documentation, manuals, translations.
-pub const ALWAYS_EXCLUDE: [&str; 6] =
-    ["/usr/share/doc/**", "/usr/share/man/**", "/usr/share/info/**", "/usr/share/locale/**", "/usr/share/lintian/**", "/usr/share/bug/**"];
+pub const ALWAYS_EXCLUDE: [&str; 6] = [
+    "/usr/share/doc/**",
+    "/usr/share/man/**",
+    "/usr/share/info/**",
+    "/usr/share/locale/**",
+    "/usr/share/lintian/**",
+    "/usr/share/bug/**",
+];
 
 /// One fetched package's files.
 #[derive(Debug, Clone)]
@@ -100,18 +113,30 @@ fn p(path: &str) -> TreePath {
 pub fn assemble(inputs: &AssemblyInputs) -> Result<AssembledTree, AssembleError> {
     let def = inputs.definition;
     let mut tree = FileTree::new();
-    for dir in ["/dev", "/proc", "/sys", "/run", "/tmp", "/etc", "/root", "/var", "/mnt", "/sbin", "/usr/bin"] {
+    for dir in [
+        "/dev", "/proc", "/sys", "/run", "/tmp", "/etc", "/root", "/var", "/mnt", "/sbin", "/usr/bin",
+    ] {
         tree.mkdir_all(&p(dir))?;
     }
     tree.get_mut(&p("/tmp")).unwrap().mode = 0o1777;
     tree.get_mut(&p("/root")).unwrap().mode = 0o700;
     // The kernel opens /dev/console for the init before devtmpfs is mounted.
-    tree.insert(&p("/dev/console"), Node { kind: NodeKind::CharDevice { major: 5, minor: 1 }, mode: 0o600, uid: 0, gid: 0 })?;
+    tree.insert(
+        &p("/dev/console"),
+        Node {
+            kind: NodeKind::CharDevice { major: 5, minor: 1 },
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+        },
+    )?;
 
     // Programs from packages.
     let mut package_files = Vec::new();
     for selection in &def.packages {
-        let Some(pkg) = inputs.requested.iter().find(|p| p.name == selection.name) else { continue };
+        let Some(pkg) = inputs.requested.iter().find(|p| p.name == selection.name) else {
+            continue;
+        };
         let (files, bytes) = take_package_files(&mut tree, pkg, selection)?;
         package_files.push((pkg.name.clone(), files, bytes));
     }
@@ -123,19 +148,39 @@ pub fn assemble(inputs: &AssemblyInputs) -> Result<AssembledTree, AssembleError>
     tree.insert(&p("/init"), Node::file(inputs.init.clone(), 0o755))?;
     tree.insert(&p("/sbin/poweroff"), Node::symlink("/init"))?;
     tree.insert(&p("/sbin/reboot"), Node::symlink("/init"))?;
-    tree.insert(&p("/etc/uvmkit/init.toml"), Node::file(FileData::inline(init_config(def, inputs.kernel_release, inputs.modules)), 0o644))?;
-    tree.insert(&p("/etc/hostname"), Node::file(FileData::inline(format!("{}\n", def.hostname)), 0o644))?;
-    tree.insert(&p("/etc/os-release"), Node::file(FileData::inline(os_release(def)), 0o644))?;
+    tree.insert(
+        &p("/etc/uvmkit/init.toml"),
+        Node::file(
+            FileData::inline(init_config(def, inputs.kernel_release, inputs.modules)),
+            0o644,
+        ),
+    )?;
+    tree.insert(
+        &p("/etc/hostname"),
+        Node::file(FileData::inline(format!("{}\n", def.hostname)), 0o644),
+    )?;
+    tree.insert(
+        &p("/etc/os-release"),
+        Node::file(FileData::inline(os_release(def)), 0o644),
+    )?;
 
     // Kernel modules.
-    let modules_root = TreePath::new(&format!("/lib/modules/{}", inputs.kernel_release)).map_err(AssembleError::Tree)?;
+    let modules_root =
+        TreePath::new(&format!("/lib/modules/{}", inputs.kernel_release)).map_err(AssembleError::Tree)?;
     for module in &inputs.modules.modules {
-        tree.insert(&modules_root.join(&module.path)?, Node::file(module.data.clone(), 0o644))?;
+        tree.insert(
+            &modules_root.join(&module.path)?,
+            Node::file(module.data.clone(), 0o644),
+        )?;
     }
 
     // The definition's own files come last and win.
     add_extra_files(&mut tree, &def.files, inputs.base_dir)?;
-    Ok(AssembledTree { tree, package_files, closure })
+    Ok(AssembledTree {
+        tree,
+        package_files,
+        closure,
+    })
 }
 
 fn glob_set(globs: &[impl AsRef<str>]) -> GlobSet {
@@ -147,9 +192,15 @@ fn glob_set(globs: &[impl AsRef<str>]) -> GlobSet {
     b.build().expect("validated globs")
 }
 
-fn take_package_files(tree: &mut FileTree, pkg: &PackageFiles, selection: &PackageSelection) -> Result<(usize, u64), AssembleError> {
-    let include: Vec<String> =
-        selection.include.clone().unwrap_or_else(|| DEFAULT_INCLUDE.iter().map(|s| s.to_string()).collect());
+fn take_package_files(
+    tree: &mut FileTree,
+    pkg: &PackageFiles,
+    selection: &PackageSelection,
+) -> Result<(usize, u64), AssembleError> {
+    let include: Vec<String> = selection
+        .include
+        .clone()
+        .unwrap_or_else(|| DEFAULT_INCLUDE.iter().map(|s| s.to_string()).collect());
     let include_set = glob_set(&include);
     let mut exclude: Vec<String> = ALWAYS_EXCLUDE.iter().map(|s| s.to_string()).collect();
     exclude.extend(selection.exclude.iter().cloned());
@@ -174,12 +225,19 @@ fn take_package_files(tree: &mut FileTree, pkg: &PackageFiles, selection: &Packa
             ancestors.push(dir);
         }
         for dir in ancestors.into_iter().rev() {
-            let node = pkg.tree.get(&dir).cloned().filter(|n| n.kind == NodeKind::Directory).unwrap_or_else(Node::directory);
+            let node = pkg
+                .tree
+                .get(&dir)
+                .cloned()
+                .filter(|n| n.kind == NodeKind::Directory)
+                .unwrap_or_else(Node::directory);
             tree.insert(&dir, node)?;
         }
         let node = match &node.kind {
             // A hard link whose target was not selected becomes a copy of the file.
-            NodeKind::HardLink(target) if !tree.contains(target) => pkg.tree.get(target).cloned().unwrap_or_else(|| node.clone()),
+            NodeKind::HardLink(target) if !tree.contains(target) => {
+                pkg.tree.get(target).cloned().unwrap_or_else(|| node.clone())
+            }
             _ => node.clone(),
         };
         if let NodeKind::File(d) = &node.kind {
@@ -189,7 +247,10 @@ fn take_package_files(tree: &mut FileTree, pkg: &PackageFiles, selection: &Packa
         files += 1;
     }
     if files == 0 {
-        return Err(AssembleError::EmptySelection { package: pkg.name.clone(), include });
+        return Err(AssembleError::EmptySelection {
+            package: pkg.name.clone(),
+            include,
+        });
     }
     Ok((files, bytes))
 }
@@ -197,12 +258,31 @@ fn take_package_files(tree: &mut FileTree, pkg: &PackageFiles, selection: &Packa
 /// Adds `[[files]]`-style entries to `tree`, relative paths resolved against `base_dir`.
 pub fn add_extra_files(tree: &mut FileTree, files: &[ExtraFile], base_dir: &Path) -> Result<(), AssembleError> {
     for f in files {
-        let err = |message: String| AssembleError::ExtraFile { path: f.path.clone(), message };
+        let err = |message: String| AssembleError::ExtraFile {
+            path: f.path.clone(),
+            message,
+        };
         let path = TreePath::new(&f.path).map_err(|e| err(e.to_string()))?;
-        let node = |kind: NodeKind, default_mode: u32| Node { kind, mode: f.mode.unwrap_or(default_mode), uid: f.uid, gid: f.gid };
+        let node = |kind: NodeKind, default_mode: u32| Node {
+            kind,
+            mode: f.mode.unwrap_or(default_mode),
+            uid: f.uid,
+            gid: f.gid,
+        };
         match f.kind() {
-            ExtraFileKind::Contents(text) => tree.insert(&path, node(NodeKind::File(FileData::inline(text.as_bytes().to_vec())), 0o644))?,
-            ExtraFileKind::Symlink(target) => tree.insert(&path, Node { kind: NodeKind::Symlink(target.to_string()), mode: 0o777, uid: f.uid, gid: f.gid })?,
+            ExtraFileKind::Contents(text) => tree.insert(
+                &path,
+                node(NodeKind::File(FileData::inline(text.as_bytes().to_vec())), 0o644),
+            )?,
+            ExtraFileKind::Symlink(target) => tree.insert(
+                &path,
+                Node {
+                    kind: NodeKind::Symlink(target.to_string()),
+                    mode: 0o777,
+                    uid: f.uid,
+                    gid: f.gid,
+                },
+            )?,
             ExtraFileKind::Mkdir => {
                 tree.mkdir_all(&path)?;
                 *tree.get_mut(&path).unwrap() = node(NodeKind::Directory, 0o755);
@@ -211,7 +291,10 @@ pub fn add_extra_files(tree: &mut FileTree, files: &[ExtraFile], base_dir: &Path
                 let src = base_dir.join(src);
                 let meta = std::fs::metadata(&src).map_err(|e| err(format!("source {}: {e}", src.display())))?;
                 if !meta.is_file() {
-                    return Err(err(format!("source {} is not a regular file (use `directory` for a tree)", src.display())));
+                    return Err(err(format!(
+                        "source {} is not a regular file (use `directory` for a tree)",
+                        src.display()
+                    )));
                 }
                 let exec = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o111 != 0;
                 let data = FileData::host_file(&src).map_err(|e| err(format!("source {}: {e}", src.display())))?;
@@ -219,7 +302,8 @@ pub fn add_extra_files(tree: &mut FileTree, files: &[ExtraFile], base_dir: &Path
             }
             ExtraFileKind::Directory(src) => {
                 let src = base_dir.join(src);
-                add_host_directory(tree, &path, &src, f).map_err(|e| err(format!("directory {}: {e}", src.display())))?;
+                add_host_directory(tree, &path, &src, f)
+                    .map_err(|e| err(format!("directory {}: {e}", src.display())))?;
             }
         }
     }
@@ -235,26 +319,57 @@ fn add_host_directory(tree: &mut FileTree, dest: &TreePath, src: &Path, f: &Extr
         node.uid = f.uid;
         node.gid = f.gid;
     }
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(src).map_err(|e| e.to_string())?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(src)
+        .map_err(|e| e.to_string())?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
     entries.sort();
     for entry in entries {
-        let name = entry.file_name().and_then(|n| n.to_str()).ok_or_else(|| format!("{} has a name that is not UTF-8", entry.display()))?;
+        let name = entry
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| format!("{} has a name that is not UTF-8", entry.display()))?;
         let target = dest.join(name).map_err(|e| e.to_string())?;
         let meta = std::fs::symlink_metadata(&entry).map_err(|e| format!("{}: {e}", entry.display()))?;
         let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777;
         let kind = if meta.is_dir() {
-            let sub = ExtraFile { mode: Some(mode), ..f.clone() };
+            let sub = ExtraFile {
+                mode: Some(mode),
+                ..f.clone()
+            };
             add_host_directory(tree, &target, &entry, &sub)?;
             continue;
         } else if meta.file_type().is_symlink() {
-            NodeKind::Symlink(std::fs::read_link(&entry).map_err(|e| e.to_string())?.to_string_lossy().into_owned())
+            NodeKind::Symlink(
+                std::fs::read_link(&entry)
+                    .map_err(|e| e.to_string())?
+                    .to_string_lossy()
+                    .into_owned(),
+            )
         } else if meta.is_file() {
             NodeKind::File(FileData::host_file(&entry).map_err(|e| e.to_string())?)
         } else {
-            return Err(format!("{} is neither a file, a directory nor a symbolic link", entry.display()));
+            return Err(format!(
+                "{} is neither a file, a directory nor a symbolic link",
+                entry.display()
+            ));
         };
-        let mode = if matches!(kind, NodeKind::Symlink(_)) { 0o777 } else { mode };
-        tree.insert(&target, Node { kind, mode, uid: f.uid, gid: f.gid }).map_err(|e| e.to_string())?;
+        let mode = if matches!(kind, NodeKind::Symlink(_)) {
+            0o777
+        } else {
+            mode
+        };
+        tree.insert(
+            &target,
+            Node {
+                kind,
+                mode,
+                uid: f.uid,
+                gid: f.gid,
+            },
+        )
+        .map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -264,11 +379,41 @@ pub fn init_config(def: &ImageDefinition, kernel_release: &str, modules: &Module
     let q = |s: &str| toml::Value::String(s.to_string()).to_string();
     let mut out = String::from("# Written by uvmkit build; read by the init (PID 1) at boot.\n");
     out.push_str(&format!("hostname = {}\n", q(&def.hostname)));
-    out.push_str(&format!("root = {}\n", q(if def.init.root_on_tmpfs { "tmpfs" } else { "initramfs" })));
+    out.push_str(&format!(
+        "root = {}\n",
+        q(if def.init.root_on_tmpfs { "tmpfs" } else { "initramfs" })
+    ));
     out.push_str(&format!("kernel_release = {}\n", q(kernel_release)));
+    let list = |items: &[String]| items.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ");
+    if let Some(network) = &def.network {
+        out.push_str(&format!(
+            "\n[network]\ndhcp = {}\ntimeout = {}\n",
+            network.dhcp, network.timeout
+        ));
+        if let Some(s) = &network.static_v4 {
+            out.push_str(&format!("\n[network.static]\naddress = {}\n", q(&s.address)));
+            if let Some(gateway) = &s.gateway {
+                out.push_str(&format!("gateway = {}\n", q(gateway)));
+            }
+            out.push_str(&format!("dns = [{}]\n", list(&s.dns)));
+        }
+    }
+    if let Some(data) = &def.data_disk {
+        out.push_str(&format!(
+            "\n[data_disk]\nformat_blank = {}\nidentity = {}\nbinds = [{}]\n",
+            data.format_blank,
+            data.identity,
+            list(&data.binds)
+        ));
+    }
     for m in &modules.modules {
         let deps: Vec<String> = m.depends.iter().map(|d| q(d)).collect();
-        out.push_str(&format!("\n[[modules]]\nname = {}\npath = {}\ndepends = [{}]\n", q(&m.name), q(&m.path), deps.join(", ")));
+        out.push_str(&format!(
+            "\n[[modules]]\nname = {}\npath = {}\ndepends = [{}]\n",
+            q(&m.name),
+            q(&m.path),
+            deps.join(", ")
+        ));
     }
     out
 }
@@ -293,11 +438,21 @@ mod tests {
     #[test]
     fn default_selection_takes_programs_and_config_not_docs() {
         let mut pkg = FileTree::new();
-        for (path, mode) in [("/usr/bin/tool", 0o755), ("/etc/tool.conf", 0o644), ("/usr/share/doc/tool/README", 0o644), ("/usr/lib/x/data", 0o644)] {
-            pkg.insert(&p(path), Node::file(FileData::inline(b"#!/bin/sh\n".to_vec()), mode)).unwrap();
+        for (path, mode) in [
+            ("/usr/bin/tool", 0o755),
+            ("/etc/tool.conf", 0o644),
+            ("/usr/share/doc/tool/README", 0o644),
+            ("/usr/lib/x/data", 0o644),
+        ] {
+            pkg.insert(&p(path), Node::file(FileData::inline(b"#!/bin/sh\n".to_vec()), mode))
+                .unwrap();
         }
         let def = definition("name = \"t\"\n[[packages]]\nname = \"tool\"\n[[files]]\npath = \"/etc/motd\"\ncontents = \"hi\"\nmode = 0o600\n");
-        let requested = vec![PackageFiles { name: "tool".into(), version: "1".into(), tree: pkg.clone() }];
+        let requested = vec![PackageFiles {
+            name: "tool".into(),
+            version: "1".into(),
+            tree: pkg.clone(),
+        }];
         let init = FileData::inline(b"init".to_vec());
         let modules = ModuleSelection::default();
         let out = assemble(&AssemblyInputs {
@@ -315,7 +470,10 @@ mod tests {
         assert!(!t.contains(&p("/usr/share/doc/tool/README")) && !t.contains(&p("/usr/lib/x/data")));
         assert_eq!(t.get(&p("/etc/motd")).unwrap().mode, 0o600);
         assert_eq!(t.get(&p("/dev/console")).unwrap().st_mode(), 0o020600);
-        assert_eq!(t.get(&p("/sbin/poweroff")).unwrap().kind, NodeKind::Symlink("/init".into()));
+        assert_eq!(
+            t.get(&p("/sbin/poweroff")).unwrap().kind,
+            NodeKind::Symlink("/init".into())
+        );
         assert_eq!(out.package_files, vec![("tool".to_string(), 2, 20)]);
         let cfg = match &t.get(&p("/etc/uvmkit/init.toml")).unwrap().kind {
             NodeKind::File(d) => String::from_utf8(d.read_all().unwrap()).unwrap(),
@@ -325,9 +483,35 @@ mod tests {
     }
 
     #[test]
+    fn init_config_carries_network_and_data_disk() {
+        let modules = ModuleSelection::default();
+        let plain = init_config(&definition("name = \"t\"\n"), "6.1", &modules);
+        assert!(
+            !plain.contains("[network]") && !plain.contains("[data_disk]"),
+            "{plain}"
+        );
+        let def = definition(
+            "name = \"t\"\n[network]\ndhcp = false\n[network.static]\naddress = \"10.0.0.2/8\"\ngateway = \"10.0.0.1\"\ndns = [\"10.0.0.1\"]\n[data_disk]\nformat_blank = true\nbinds = [\"/var/lib/docker\"]\n",
+        );
+        let text = init_config(&def, "6.1", &modules);
+        let value: toml::Value = toml::from_str(&text).unwrap();
+        assert_eq!(value["network"]["dhcp"].as_bool(), Some(false));
+        assert_eq!(value["network"]["timeout"].as_integer(), Some(30));
+        assert_eq!(value["network"]["static"]["address"].as_str(), Some("10.0.0.2/8"));
+        assert_eq!(value["network"]["static"]["dns"][0].as_str(), Some("10.0.0.1"));
+        assert_eq!(value["data_disk"]["format_blank"].as_bool(), Some(true));
+        assert_eq!(value["data_disk"]["identity"].as_bool(), Some(false));
+        assert_eq!(value["data_disk"]["binds"][0].as_str(), Some("/var/lib/docker"));
+    }
+
+    #[test]
     fn an_include_that_matches_nothing_is_an_error() {
         let def = definition("name = \"t\"\n[[packages]]\nname = \"tool\"\ninclude = [\"/nothing/*\"]\n");
-        let requested = vec![PackageFiles { name: "tool".into(), version: "1".into(), tree: FileTree::new() }];
+        let requested = vec![PackageFiles {
+            name: "tool".into(),
+            version: "1".into(),
+            tree: FileTree::new(),
+        }];
         let modules = ModuleSelection::default();
         let e = assemble(&AssemblyInputs {
             definition: &def,

@@ -47,7 +47,11 @@ pub enum BundleError {
     /// The bundle is malformed (not a tar, missing or unlisted members, bad names).
     Malformed { bundle: PathBuf, message: String },
     /// A member's content does not match its recorded sha256.
-    Tampered { member: String, expected: String, actual: String },
+    Tampered {
+        member: String,
+        expected: String,
+        actual: String,
+    },
     /// Storing a blob in the cache failed.
     Cache(FetchError),
 }
@@ -77,7 +81,10 @@ impl fmt::Display for BundleError {
 impl std::error::Error for BundleError {}
 
 fn io_err(path: &Path) -> impl Fn(io::Error) -> BundleError + '_ {
-    move |e| BundleError::Io { path: path.to_path_buf(), message: e.to_string() }
+    move |e| BundleError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
 }
 
 /// What a written bundle holds.
@@ -112,7 +119,12 @@ fn local_paths(loaded: &LoadedDefinition) -> Vec<(String, PathBuf)> {
     };
     files("files", &def.files);
     files("disk.data_files", &def.disk.data_files);
-    for (key, p) in [("kernel.path", &def.kernel.path), ("kernel.modules_dir", &def.kernel.modules_dir), ("kernel.config", &def.kernel.config), ("debian.keyring", &def.debian.keyring)] {
+    for (key, p) in [
+        ("kernel.path", &def.kernel.path),
+        ("kernel.modules_dir", &def.kernel.modules_dir),
+        ("kernel.config", &def.kernel.config),
+        ("debian.keyring", &def.debian.keyring),
+    ] {
         if let Some(p) = p {
             out.push((key.to_string(), p.clone()));
         }
@@ -139,25 +151,45 @@ fn add_local(members: &mut BTreeMap<String, Member>, name: &str, host: &Path) ->
     let meta = fs::symlink_metadata(host).map_err(io_err(host))?;
     let mode = meta.permissions().mode() & 0o7777;
     if meta.file_type().is_symlink() {
-        members.insert(name.to_string(), Member::Symlink(fs::read_link(host).map_err(io_err(host))?));
+        members.insert(
+            name.to_string(),
+            Member::Symlink(fs::read_link(host).map_err(io_err(host))?),
+        );
     } else if meta.is_dir() {
         members.insert(name.to_string(), Member::Dir { mode });
-        let mut entries: Vec<_> = fs::read_dir(host).map_err(io_err(host))?.collect::<Result<_, _>>().map_err(io_err(host))?;
+        let mut entries: Vec<_> = fs::read_dir(host)
+            .map_err(io_err(host))?
+            .collect::<Result<_, _>>()
+            .map_err(io_err(host))?;
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let child = e.file_name();
-            let child = child.to_str().ok_or_else(|| BundleError::Io { path: e.path(), message: "file name is not UTF-8".into() })?;
+            let child = child.to_str().ok_or_else(|| BundleError::Io {
+                path: e.path(),
+                message: "file name is not UTF-8".into(),
+            })?;
             add_local(members, &format!("{name}/{child}"), &e.path())?;
         }
     } else if meta.is_file() {
-        members.insert(name.to_string(), Member::File { path: host.to_path_buf(), mode });
+        members.insert(
+            name.to_string(),
+            Member::File {
+                path: host.to_path_buf(),
+                mode,
+            },
+        );
     } else {
-        return Err(BundleError::Io { path: host.to_path_buf(), message: "not a regular file, directory or symbolic link".into() });
+        return Err(BundleError::Io {
+            path: host.to_path_buf(),
+            message: "not a regular file, directory or symbolic link".into(),
+        });
     }
     // Parent directories, so the member unpacks on its own.
     let mut parent = Path::new(name).parent();
     while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
-        members.entry(p.to_string_lossy().into_owned()).or_insert(Member::Dir { mode: 0o755 });
+        members
+            .entry(p.to_string_lossy().into_owned())
+            .or_insert(Member::Dir { mode: 0o755 });
         parent = p.parent();
     }
     Ok(())
@@ -172,7 +204,12 @@ fn sha256_file(path: &Path) -> Result<String, BundleError> {
 
 /// Writes the bundle of `loaded` with the packages `lock` pins (every one must be in `cache`)
 /// to `out`, atomically.
-pub fn write_bundle(loaded: &LoadedDefinition, lock: &LockFile, cache: &ContentCache, out: &Path) -> Result<BundleReport, BundleError> {
+pub fn write_bundle(
+    loaded: &LoadedDefinition,
+    lock: &LockFile,
+    cache: &ContentCache,
+    out: &Path,
+) -> Result<BundleReport, BundleError> {
     let mut members: BTreeMap<String, Member> = BTreeMap::new();
     for (key, path) in local_paths(loaded) {
         let name = member_name(&path).ok_or_else(|| BundleError::Unbundlable {
@@ -182,7 +219,11 @@ pub fn write_bundle(loaded: &LoadedDefinition, lock: &LockFile, cache: &ContentC
         })?;
         let top = name.split('/').next().unwrap_or_default();
         if [SUMS, DEFINITION, LOCK, "blobs"].contains(&top) {
-            return Err(BundleError::Unbundlable { key, path, why: format!("{top} is reserved for the bundle itself") });
+            return Err(BundleError::Unbundlable {
+                key,
+                path,
+                why: format!("{top} is reserved for the bundle itself"),
+            });
         }
         add_local(&mut members, &name, &loaded.base_dir.join(&path))?;
     }
@@ -190,9 +231,16 @@ pub fn write_bundle(loaded: &LoadedDefinition, lock: &LockFile, cache: &ContentC
     members.insert(LOCK.into(), Member::Bytes(crate::lock::render(lock).into_bytes()));
     let mut blobs = 0;
     for p in &lock.packages {
-        let digest: Sha256Digest = p.sha256.parse().map_err(|_| BundleError::NotCached { package: format!("{} (bad sha256 {})", p.name, p.sha256) })?;
+        let digest: Sha256Digest = p.sha256.parse().map_err(|_| BundleError::NotCached {
+            package: format!("{} (bad sha256 {})", p.name, p.sha256),
+        })?;
         // Re-hashed here: a bundle never carries a corrupt cache entry.
-        let path = cache.get_verified(&digest).map_err(BundleError::Cache)?.ok_or_else(|| BundleError::NotCached { package: format!("{} {}", p.name, p.version) })?;
+        let path = cache
+            .get_verified(&digest)
+            .map_err(BundleError::Cache)?
+            .ok_or_else(|| BundleError::NotCached {
+                package: format!("{} {}", p.name, p.version),
+            })?;
         members.insert(format!("{BLOBS}{}", p.sha256), Member::File { path, mode: 0o644 });
         blobs += 1;
     }
@@ -210,15 +258,26 @@ pub fn write_bundle(loaded: &LoadedDefinition, lock: &LockFile, cache: &ContentC
     }
     members.insert(SUMS.into(), Member::Bytes(sums.into_bytes()));
 
-    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp-{}", out.file_name().and_then(|n| n.to_str()).unwrap_or("bundle"), std::process::id()));
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        out.file_name().and_then(|n| n.to_str()).unwrap_or("bundle"),
+        std::process::id()
+    ));
     let result = write_tar(&members, &tmp).and_then(|()| fs::rename(&tmp, out).map_err(io_err(out)));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result?;
     let bytes = fs::metadata(out).map_err(io_err(out))?.len();
-    Ok(BundleReport { members: members.len(), blobs, bytes })
+    Ok(BundleReport {
+        members: members.len(),
+        blobs,
+        bytes,
+    })
 }
 
 fn write_tar(members: &BTreeMap<String, Member>, path: &Path) -> Result<(), BundleError> {
@@ -236,19 +295,34 @@ fn write_tar(members: &BTreeMap<String, Member>, path: &Path) -> Result<(), Bund
     };
     for (name, m) in members {
         let r = match m {
-            Member::Bytes(b) => tar.append_data(&mut header(tar::EntryType::Regular, 0o644, b.len() as u64), name, b.as_slice()),
+            Member::Bytes(b) => tar.append_data(
+                &mut header(tar::EntryType::Regular, 0o644, b.len() as u64),
+                name,
+                b.as_slice(),
+            ),
             Member::File { path: host, mode } => {
                 let f = File::open(host).map_err(io_err(host))?;
                 let len = f.metadata().map_err(io_err(host))?.len();
-                tar.append_data(&mut header(tar::EntryType::Regular, *mode, len), name, BufReader::new(f).take(len))
+                tar.append_data(
+                    &mut header(tar::EntryType::Regular, *mode, len),
+                    name,
+                    BufReader::new(f).take(len),
+                )
             }
-            Member::Dir { mode } => tar.append_data(&mut header(tar::EntryType::Directory, *mode, 0), format!("{name}/"), io::empty()),
+            Member::Dir { mode } => tar.append_data(
+                &mut header(tar::EntryType::Directory, *mode, 0),
+                format!("{name}/"),
+                io::empty(),
+            ),
             Member::Symlink(target) => tar.append_link(&mut header(tar::EntryType::Symlink, 0o777, 0), name, target),
         };
         r.map_err(io_err(path))?;
     }
     let w = tar.into_inner().map_err(io_err(path))?;
-    let file = w.into_inner().map_err(|e| BundleError::Io { path: path.to_path_buf(), message: e.error().to_string() })?;
+    let file = w.into_inner().map_err(|e| BundleError::Io {
+        path: path.to_path_buf(),
+        message: e.error().to_string(),
+    })?;
     file.sync_all().map_err(io_err(path))
 }
 
@@ -277,14 +351,21 @@ pub fn import_bundle(bundle: &Path, cache: &ContentCache, dir: &Path) -> Result<
     }
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     // Dropped on error: the directory is removed.
-    let mut unpacked = UnpackedBundle { dir: dir.to_path_buf(), definition: dir.join(DEFINITION), blobs: 0 };
+    let mut unpacked = UnpackedBundle {
+        dir: dir.to_path_buf(),
+        definition: dir.join(DEFINITION),
+        blobs: 0,
+    };
     unpacked.blobs = unpack(bundle, cache, dir)?;
     fs::rename(dir.join(LOCK), crate::lock::lock_path(&unpacked.definition)).map_err(io_err(dir))?;
     Ok(unpacked)
 }
 
 fn unpack(bundle: &Path, cache: &ContentCache, dir: &Path) -> Result<usize, BundleError> {
-    let malformed = |message: String| BundleError::Malformed { bundle: bundle.to_path_buf(), message };
+    let malformed = |message: String| BundleError::Malformed {
+        bundle: bundle.to_path_buf(),
+        message,
+    };
     let file = File::open(bundle).map_err(io_err(bundle))?;
     let mut archive = tar::Archive::new(BufReader::new(file));
     let mut sums: Option<BTreeMap<String, String>> = None;
@@ -293,41 +374,65 @@ fn unpack(bundle: &Path, cache: &ContentCache, dir: &Path) -> Result<usize, Bund
     for entry in archive.entries().map_err(|e| malformed(e.to_string()))? {
         let mut entry = entry.map_err(|e| malformed(format!("not a readable tar: {e}")))?;
         let raw = entry.path().map_err(|e| malformed(e.to_string()))?.into_owned();
-        let name = member_name(&raw).ok_or_else(|| malformed(format!("member {:?} is absolute or leaves the bundle", raw.display().to_string())))?;
+        let name = member_name(&raw).ok_or_else(|| {
+            malformed(format!(
+                "member {:?} is absolute or leaves the bundle",
+                raw.display().to_string()
+            ))
+        })?;
         let kind = entry.header().entry_type();
         if name == SUMS {
             let mut text = String::new();
-            entry.read_to_string(&mut text).map_err(|e| malformed(format!("{SUMS}: {e}")))?;
+            entry
+                .read_to_string(&mut text)
+                .map_err(|e| malformed(format!("{SUMS}: {e}")))?;
             let mut map = BTreeMap::new();
             for line in text.lines() {
-                let (hash, member) = line.split_once("  ").ok_or_else(|| malformed(format!("{SUMS}: bad line {line:?}")))?;
+                let (hash, member) = line
+                    .split_once("  ")
+                    .ok_or_else(|| malformed(format!("{SUMS}: bad line {line:?}")))?;
                 map.insert(member.to_string(), hash.to_string());
             }
             sums = Some(map);
             continue;
         }
         let Some(sums) = &sums else {
-            return Err(malformed(format!("{SUMS} must be the first member, found {name} before it")));
+            return Err(malformed(format!(
+                "{SUMS} must be the first member, found {name} before it"
+            )));
         };
         let target = dir.join(&name);
         refuse_symlinked_parents(dir, &name).map_err(malformed)?;
         match kind {
             tar::EntryType::Directory => fs::create_dir_all(&target).map_err(io_err(&target))?,
             tar::EntryType::Symlink => {
-                let link = entry.link_name().map_err(|e| malformed(e.to_string()))?.ok_or_else(|| malformed(format!("symlink {name} has no target")))?;
+                let link = entry
+                    .link_name()
+                    .map_err(|e| malformed(e.to_string()))?
+                    .ok_or_else(|| malformed(format!("symlink {name} has no target")))?;
                 std::os::unix::fs::symlink(&*link, &target).map_err(io_err(&target))?;
             }
             tar::EntryType::Regular => {
-                let expected = sums.get(&name).ok_or_else(|| malformed(format!("member {name} is not listed in {SUMS}")))?;
+                let expected = sums
+                    .get(&name)
+                    .ok_or_else(|| malformed(format!("member {name} is not listed in {SUMS}")))?;
                 if let Some(hex_name) = name.strip_prefix(BLOBS) {
                     if hex_name != expected {
-                        return Err(malformed(format!("{SUMS} gives {name} the sha256 {expected}, not its name")));
+                        return Err(malformed(format!(
+                            "{SUMS} gives {name} the sha256 {expected}, not its name"
+                        )));
                     }
-                    let digest: Sha256Digest = hex_name.parse().map_err(|_| malformed(format!("{name} is not named by a sha256")))?;
+                    let digest: Sha256Digest = hex_name
+                        .parse()
+                        .map_err(|_| malformed(format!("{name} is not named by a sha256")))?;
                     match cache.put_reader(&mut entry, Some(digest)) {
                         Ok(_) => blobs += 1,
                         Err(FetchError::DigestMismatch { expected, actual }) => {
-                            return Err(BundleError::Tampered { member: name, expected: expected.to_string(), actual: actual.to_string() });
+                            return Err(BundleError::Tampered {
+                                member: name,
+                                expected: expected.to_string(),
+                                actual: actual.to_string(),
+                            });
                         }
                         Err(e) => return Err(BundleError::Cache(e)),
                     }
@@ -336,7 +441,11 @@ fn unpack(bundle: &Path, cache: &ContentCache, dir: &Path) -> Result<usize, Bund
                     let actual = write_member(&mut entry, &target, mode)?;
                     if &actual != expected {
                         let _ = fs::remove_file(&target);
-                        return Err(BundleError::Tampered { member: name, expected: expected.clone(), actual });
+                        return Err(BundleError::Tampered {
+                            member: name,
+                            expected: expected.clone(),
+                            actual,
+                        });
                     }
                 }
             }
@@ -364,7 +473,9 @@ fn refuse_symlinked_parents(dir: &Path, name: &str) -> Result<(), String> {
     for part in &parts[..parts.len().saturating_sub(1)] {
         p.push(part);
         if fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
-            return Err(format!("member {name} would be written through the symbolic link {part}"));
+            return Err(format!(
+                "member {name} would be written through the symbolic link {part}"
+            ));
         }
     }
     Ok(())
@@ -391,4 +502,112 @@ fn write_member(r: &mut impl Read, target: &Path, mode: u32) -> Result<String, B
     drop(f);
     fs::set_permissions(target, fs::Permissions::from_mode(mode)).map_err(io_err(target))?;
     Ok(hex::encode(h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inputs::{FetchedPackage, Role};
+    use std::os::unix::fs::PermissionsExt;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("uvmkit-bundle-test-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn definition(dir: &Path, text: &str) -> LoadedDefinition {
+        let path = dir.join("img.toml");
+        fs::write(&path, text).unwrap();
+        crate::config::load(&path).unwrap()
+    }
+
+    fn lock_with(cache: &ContentCache, deb: &[u8]) -> LockFile {
+        let digest = cache.put_bytes(deb, None).unwrap();
+        let pkg = FetchedPackage {
+            name: "tool".into(),
+            version: "1.0-1".into(),
+            architecture: "amd64".into(),
+            filename: "pool/main/t/tool/tool_1.0-1_amd64.deb".into(),
+            sha256: digest.to_string(),
+            size: deb.len() as u64,
+            role: Role::Requested,
+            reason: "requested".into(),
+            source: None,
+            maintainer: None,
+            homepage: None,
+        };
+        LockFile {
+            version: crate::lock::LOCK_VERSION,
+            resolution_inputs: "x".into(),
+            packages: vec![pkg],
+        }
+    }
+
+    #[test]
+    fn round_trip_carries_local_files_blobs_and_lock_deterministically() {
+        let dir = scratch("rt");
+        fs::create_dir_all(dir.join("src/etc/sub")).unwrap();
+        fs::write(dir.join("src/etc/sub/a.conf"), b"a=1\n").unwrap();
+        fs::write(dir.join("src/run.sh"), b"#!/bin/sh\n").unwrap();
+        fs::set_permissions(dir.join("src/run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink("sub/a.conf", dir.join("src/etc/link")).unwrap();
+        let loaded = definition(
+            &dir,
+            "name = \"t\"\n[[files]]\npath = \"/etc\"\ndirectory = \"src/etc\"\n[[files]]\npath = \"/run.sh\"\nsource = \"./src/run.sh\"\n",
+        );
+        let cache = ContentCache::open(&dir.join("cache")).unwrap();
+        let lock = lock_with(&cache, b"not really a deb");
+        let out = dir.join("b.tar");
+        let report = write_bundle(&loaded, &lock, &cache, &out).unwrap();
+        assert_eq!(report.blobs, 1);
+        let first = fs::read(&out).unwrap();
+        let f = File::options().write(true).open(dir.join("src/run.sh")).unwrap();
+        f.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(12345))
+            .unwrap();
+        write_bundle(&loaded, &lock, &cache, &out).unwrap();
+        assert!(first == fs::read(&out).unwrap(), "bundle bytes depend on file times");
+
+        let cache2 = ContentCache::open(&dir.join("cache2")).unwrap();
+        let unpacked = import_bundle(&out, &cache2, &dir.join("unpacked")).unwrap();
+        assert_eq!(unpacked.blobs, 1);
+        assert!(cache2.contains(&lock.packages[0].sha256.parse().unwrap()));
+        let u = &unpacked.dir;
+        assert_eq!(fs::read_to_string(&unpacked.definition).unwrap(), loaded.source_text);
+        assert_eq!(
+            crate::lock::read(&crate::lock::lock_path(&unpacked.definition)).unwrap(),
+            Some(lock.clone())
+        );
+        assert_eq!(fs::read(u.join("src/etc/sub/a.conf")).unwrap(), b"a=1\n");
+        assert_eq!(
+            fs::metadata(u.join("src/run.sh")).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        assert_eq!(fs::read_link(u.join("src/etc/link")).unwrap(), Path::new("sub/a.conf"));
+        let kept = unpacked.dir.clone();
+        drop(unpacked);
+        assert!(!kept.exists(), "the unpacked directory outlives its guard");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn paths_outside_the_definition_and_uncached_packages_are_refused() {
+        let dir = scratch("refuse");
+        let cache = ContentCache::open(&dir.join("cache")).unwrap();
+        let lock = lock_with(&cache, b"deb");
+        let loaded = definition(&dir, "name = \"t\"\n[[files]]\npath = \"/x\"\nsource = \"../x\"\n");
+        let e = write_bundle(&loaded, &lock, &cache, &dir.join("b.tar"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("files[0] (/x)") && e.contains("../x"), "{e}");
+        let loaded = definition(&dir, "name = \"t\"\n");
+        let other = ContentCache::open(&dir.join("empty")).unwrap();
+        let e = write_bundle(&loaded, &lock, &other, &dir.join("b.tar"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tool 1.0-1") && e.contains("uvmkit fetch"), "{e}");
+        assert!(!dir.join("b.tar").exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -13,13 +13,24 @@ use std::fs::File;
 use uvmkit_filetree::{FileData, FileTree, Node, NodeKind, TreePath};
 
 /// The dynamic linker's default directories on Debian amd64.
-const DEFAULT_DIRS: [&str; 6] = ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib"];
+const DEFAULT_DIRS: [&str; 6] = [
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib64",
+    "/usr/lib64",
+    "/lib",
+    "/usr/lib",
+];
 
 /// Why the closure could not be completed.
 #[derive(Debug)]
 pub enum ClosureError {
     /// A program needs a library that none of the fetched packages provides.
-    MissingLibrary { binary: TreePath, library: String, searched: Vec<String> },
+    MissingLibrary {
+        binary: TreePath,
+        library: String,
+        searched: Vec<String>,
+    },
     /// A program could not be read.
     Unreadable { binary: TreePath, message: String },
 }
@@ -49,7 +60,10 @@ pub struct ClosureReport {
 }
 
 fn read_dynamic(binary: &TreePath, data: &FileData) -> Result<Option<elf::DynamicInfo>, ClosureError> {
-    let unreadable = |message: String| ClosureError::Unreadable { binary: binary.clone(), message };
+    let unreadable = |message: String| ClosureError::Unreadable {
+        binary: binary.clone(),
+        message,
+    };
     match data {
         FileData::Inline(bytes) => elf::dynamic_info(&bytes[..]).map_err(|e| unreadable(e.to_string())),
         FileData::HostFile { path, .. } => {
@@ -62,29 +76,49 @@ fn read_dynamic(binary: &TreePath, data: &FileData) -> Result<Option<elf::Dynami
 /// Adds to `image` every library its ELF files need, taken from `universe`, recursively.
 pub fn add_library_closure(image: &mut FileTree, universe: &FileTree) -> Result<ClosureReport, ClosureError> {
     let mut report = ClosureReport::default();
-    let mut queue: VecDeque<TreePath> =
-        image.iter().filter(|(_, n)| matches!(n.kind, NodeKind::File(_))).map(|(p, _)| p.clone()).collect();
+    let mut queue: VecDeque<TreePath> = image
+        .iter()
+        .filter(|(_, n)| matches!(n.kind, NodeKind::File(_)))
+        .map(|(p, _)| p.clone())
+        .collect();
     let mut seen: BTreeSet<TreePath> = queue.iter().cloned().collect();
     while let Some(path) = queue.pop_front() {
-        let Some(Node { kind: NodeKind::File(data), .. }) = image.get(&path).cloned() else { continue };
-        let Some(info) = read_dynamic(&path, &data)? else { continue };
+        let Some(Node {
+            kind: NodeKind::File(data),
+            ..
+        }) = image.get(&path).cloned()
+        else {
+            continue;
+        };
+        let Some(info) = read_dynamic(&path, &data)? else {
+            continue;
+        };
         report.elf_files += 1;
         let origin = path.parent().map(|p| p.to_string()).unwrap_or_else(|| "/".into());
         let mut wanted: Vec<(String, Vec<String>)> = Vec::new();
         if let Some(interp) = &info.interpreter {
             wanted.push((interp.clone(), vec![]));
         }
-        let mut dirs: Vec<String> = info.search_path.iter().map(|d| d.replace("$ORIGIN", &origin).replace("${ORIGIN}", &origin)).collect();
+        let mut dirs: Vec<String> = info
+            .search_path
+            .iter()
+            .map(|d| d.replace("$ORIGIN", &origin).replace("${ORIGIN}", &origin))
+            .collect();
         dirs.extend(DEFAULT_DIRS.iter().map(|d| d.to_string()));
         for lib in &info.needed {
             wanted.push((lib.clone(), dirs.clone()));
         }
         for (lib, dirs) in wanted {
-            let candidates: Vec<String> =
-                if lib.contains('/') { vec![lib.clone()] } else { dirs.iter().map(|d| format!("{d}/{lib}")).collect() };
+            let candidates: Vec<String> = if lib.contains('/') {
+                vec![lib.clone()]
+            } else {
+                dirs.iter().map(|d| format!("{d}/{lib}")).collect()
+            };
             let mut placed = None;
             for candidate in &candidates {
-                let Ok(candidate) = TreePath::new(candidate) else { continue };
+                let Ok(candidate) = TreePath::new(candidate) else {
+                    continue;
+                };
                 // Already in the image (from a package or an earlier program)?
                 if let Some(real) = image.resolve(&candidate) {
                     if matches!(image.get(&real).map(|n| &n.kind), Some(NodeKind::File(_))) {
@@ -104,7 +138,11 @@ pub fn add_library_closure(image: &mut FileTree, universe: &FileTree) -> Result<
                     }
                 }
                 None => {
-                    return Err(ClosureError::MissingLibrary { binary: path.clone(), library: lib, searched: dirs_for_message(&candidates) });
+                    return Err(ClosureError::MissingLibrary {
+                        binary: path.clone(),
+                        library: lib,
+                        searched: dirs_for_message(&candidates),
+                    });
                 }
             }
         }
@@ -115,18 +153,31 @@ pub fn add_library_closure(image: &mut FileTree, universe: &FileTree) -> Result<
 }
 
 fn dirs_for_message(candidates: &[String]) -> Vec<String> {
-    candidates.iter().map(|c| c.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default()).collect()
+    candidates
+        .iter()
+        .map(|c| c.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default())
+        .collect()
 }
 
 /// Copies `path` from `universe` into `image`, following symbolic links in its directories
 /// and its last component, and copying each link it passes through so the image's paths
 /// resolve the same way. Returns the path of the regular file reached.
-fn copy_with_links(image: &mut FileTree, universe: &FileTree, path: &TreePath, added: &mut Vec<TreePath>) -> Option<TreePath> {
+fn copy_with_links(
+    image: &mut FileTree,
+    universe: &FileTree,
+    path: &TreePath,
+    added: &mut Vec<TreePath>,
+) -> Option<TreePath> {
     let mut current = path.clone();
     for _ in 0..40 {
         // Walk the components; copy a symbolic link met on the way and restart from its target.
         let mut prefix = TreePath::root();
-        let parts: Vec<String> = current.as_str().split('/').filter(|s| !s.is_empty()).map(str::to_string).collect();
+        let parts: Vec<String> = current
+            .as_str()
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
         let mut next = None;
         for (i, part) in parts.iter().enumerate() {
             let step = prefix.join(part).ok()?;
@@ -137,7 +188,11 @@ fn copy_with_links(image: &mut FileTree, universe: &FileTree, path: &TreePath, a
                         image.insert(&step, node.clone()).ok()?;
                         added.push(step.clone());
                     }
-                    let base = if target.starts_with('/') { TreePath::root() } else { prefix.clone() };
+                    let base = if target.starts_with('/') {
+                        TreePath::root()
+                    } else {
+                        prefix.clone()
+                    };
                     let mut rest = base.join(target).ok()?;
                     for p in &parts[i + 1..] {
                         rest = rest.join(p).ok()?;
@@ -190,34 +245,61 @@ mod tests {
             host_libs.push(host.clone());
             let real = std::fs::canonicalize(&host).unwrap();
             let tp = TreePath::new(&format!("/usr/lib/x86_64-linux-gnu/{lib}")).unwrap();
-            universe.insert(&tp, Node::file(FileData::host_file(&real).unwrap(), 0o644)).unwrap();
+            universe
+                .insert(&tp, Node::file(FileData::host_file(&real).unwrap(), 0o644))
+                .unwrap();
         }
         let interp = info.interpreter.unwrap();
         let interp_real = std::fs::canonicalize(&interp).unwrap();
         universe
-            .insert(&TreePath::new("/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2").unwrap(), Node::file(FileData::host_file(&interp_real).unwrap(), 0o755))
+            .insert(
+                &TreePath::new("/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2").unwrap(),
+                Node::file(FileData::host_file(&interp_real).unwrap(), 0o755),
+            )
             .unwrap();
-        universe.insert(&TreePath::new(&interp).unwrap(), Node::symlink("/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")).unwrap();
+        universe
+            .insert(
+                &TreePath::new(&interp).unwrap(),
+                Node::symlink("/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"),
+            )
+            .unwrap();
         // "/lib" as a link into /usr, as on merged-/usr systems.
-        universe.insert(&TreePath::new("/lib").unwrap(), Node::symlink("usr/lib")).unwrap();
+        universe
+            .insert(&TreePath::new("/lib").unwrap(), Node::symlink("usr/lib"))
+            .unwrap();
 
         let mut image = FileTree::new();
-        image.insert(&TreePath::new("/usr/bin/prog").unwrap(), Node::file(FileData::host_file(&exe).unwrap(), 0o755)).unwrap();
+        image
+            .insert(
+                &TreePath::new("/usr/bin/prog").unwrap(),
+                Node::file(FileData::host_file(&exe).unwrap(), 0o755),
+            )
+            .unwrap();
         let report = add_library_closure(&mut image, &universe).unwrap();
         assert!(report.elf_files >= 2, "{report:?}");
         for lib in &info.needed {
             let p = TreePath::new(&format!("/lib/x86_64-linux-gnu/{lib}")).unwrap();
             assert!(image.resolve(&p).is_some(), "{lib} not reachable in image: {report:?}");
         }
-        assert!(matches!(image.get(&TreePath::new(&interp).unwrap()).map(|n| &n.kind), Some(NodeKind::Symlink(_))));
+        assert!(matches!(
+            image.get(&TreePath::new(&interp).unwrap()).map(|n| &n.kind),
+            Some(NodeKind::Symlink(_))
+        ));
     }
 
     #[test]
     fn missing_library_names_binary_and_library() {
         let exe = std::env::current_exe().unwrap();
         let mut image = FileTree::new();
-        image.insert(&TreePath::new("/usr/bin/prog").unwrap(), Node::file(FileData::host_file(&exe).unwrap(), 0o755)).unwrap();
-        let e = add_library_closure(&mut image, &FileTree::new()).unwrap_err().to_string();
+        image
+            .insert(
+                &TreePath::new("/usr/bin/prog").unwrap(),
+                Node::file(FileData::host_file(&exe).unwrap(), 0o755),
+            )
+            .unwrap();
+        let e = add_library_closure(&mut image, &FileTree::new())
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("/usr/bin/prog needs "), "{e}");
         assert!(e.contains("no fetched package provides"), "{e}");
     }

@@ -62,7 +62,14 @@ pub enum Format {
 
 impl Format {
     /// Every format, in the order they are built.
-    pub const ALL: [Format; 6] = [Format::Efi, Format::Iso, Format::Raw, Format::Vhdx, Format::Vmdk, Format::VmdkStream];
+    pub const ALL: [Format; 6] = [
+        Format::Efi,
+        Format::Iso,
+        Format::Raw,
+        Format::Vhdx,
+        Format::Vmdk,
+        Format::VmdkStream,
+    ];
 
     /// The name used in definitions and on the command line.
     pub fn name(self) -> &'static str {
@@ -133,6 +140,62 @@ pub struct ImageDefinition {
     /// Settings for the init (PID 1).
     #[serde(default)]
     pub init: InitSection,
+    /// `[network]`: the init configures the network; absent, the network stays down.
+    #[serde(default)]
+    pub network: Option<NetworkSection>,
+    /// `[data_disk]`: the init keeps state on the data disk; absent, it only looks for it.
+    #[serde(default)]
+    pub data_disk: Option<DataDiskSection>,
+}
+
+/// `[network]`: how the init brings the network up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    /// Run a DHCPv4 client on every Ethernet interface (but the first when `static` is given).
+    #[serde(default = "default_true")]
+    pub dhcp: bool,
+    /// Seconds boot waits for a first address (DHCP goes on trying afterwards).
+    #[serde(default = "default_network_timeout")]
+    pub timeout: u64,
+    /// A fixed IPv4 address for the first Ethernet interface.
+    #[serde(default, rename = "static")]
+    pub static_v4: Option<StaticNetwork>,
+}
+
+fn default_network_timeout() -> u64 {
+    30
+}
+
+/// `[network.static]`: a fixed IPv4 configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticNetwork {
+    /// Address and prefix length, `192.168.1.5/24`.
+    pub address: String,
+    /// Default gateway.
+    #[serde(default)]
+    pub gateway: Option<String>,
+    /// DNS servers.
+    #[serde(default)]
+    pub dns: Vec<String>,
+}
+
+/// `[data_disk]`: persistent state for a container host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataDiskSection {
+    /// With no `uvmkit-data` partition, partition and format a whole disk that is entirely
+    /// blank (never one that holds anything).
+    #[serde(default)]
+    pub format_blank: bool,
+    /// Directories bind-mounted from the data disk (`/var/lib/docker` from `<data>/docker`).
+    #[serde(default)]
+    pub binds: Vec<String>,
+    /// Create SSH host keys and Docker TLS material (CA, server and client certificates) in
+    /// `<data>/uvmkit/identity` at boot; the client bundle is `<data>/uvmkit/identity/tls/client`.
+    #[serde(default)]
+    pub identity: bool,
 }
 
 fn default_hostname() -> String {
@@ -209,7 +272,13 @@ pub struct KernelSection {
 
 impl Default for KernelSection {
     fn default() -> Self {
-        KernelSection { package: default_kernel_package(), path: None, modules_dir: None, config: None, modules: vec![] }
+        KernelSection {
+            package: default_kernel_package(),
+            path: None,
+            modules_dir: None,
+            config: None,
+            modules: vec![],
+        }
     }
 }
 
@@ -328,7 +397,9 @@ pub struct InitrdSection {
 
 impl Default for InitrdSection {
     fn default() -> Self {
-        InitrdSection { compression_level: default_zstd_level() }
+        InitrdSection {
+            compression_level: default_zstd_level(),
+        }
     }
 }
 
@@ -356,7 +427,12 @@ pub struct DiskSection {
 
 impl Default for DiskSection {
     fn default() -> Self {
-        DiskSection { size: default_disk_size(), vhdx_block_size: default_vhdx_block(), vhdx_fixed: false, data_files: vec![] }
+        DiskSection {
+            size: default_disk_size(),
+            vhdx_block_size: default_vhdx_block(),
+            vhdx_fixed: false,
+            data_files: vec![],
+        }
     }
 }
 
@@ -373,7 +449,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("size {text:?} does not start with a number"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("size {text:?} does not start with a number"))?;
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
         "K" | "KiB" | "k" => 1 << 10,
@@ -401,17 +479,11 @@ fn deserialize_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Er
 }
 
 /// `[iso]`: the hybrid ISO.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IsoSection {
     /// Volume label (ISO 9660 d-characters, at most 32); default: the image name in upper case.
     pub volume_label: Option<String>,
-}
-
-impl Default for IsoSection {
-    fn default() -> Self {
-        IsoSection { volume_label: None }
-    }
 }
 
 /// `[init]`: how the init brings the system up.
@@ -453,16 +525,32 @@ pub enum ConfigError {
     /// The file could not be read.
     Read { path: PathBuf, source: std::io::Error },
     /// The TOML is malformed or a key is unknown or has the wrong type.
-    Parse { path: PathBuf, line: usize, column: usize, message: String },
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     /// The TOML is well-formed but a value is not acceptable.
-    Invalid { path: PathBuf, key: String, message: String },
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConfigError::Read { path, source } => write!(f, "cannot read image definition {}: {source}", path.display()),
-            ConfigError::Parse { path, line, column, message } => {
+            ConfigError::Read { path, source } => {
+                write!(f, "cannot read image definition {}: {source}", path.display())
+            }
+            ConfigError::Parse {
+                path,
+                line,
+                column,
+                message,
+            } => {
                 write!(f, "{}:{line}:{column}: {message}", path.display())
             }
             ConfigError::Invalid { path, key, message } => write!(f, "{}: `{key}`: {message}", path.display()),
@@ -474,18 +562,35 @@ impl std::error::Error for ConfigError {}
 
 /// Reads and validates the definition at `path`.
 pub fn load(path: &Path) -> Result<LoadedDefinition, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let definition = parse(&text, path)?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let base_dir = if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir };
-    Ok(LoadedDefinition { definition, path: path.to_path_buf(), base_dir, source_text: text })
+    let base_dir = if base_dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base_dir
+    };
+    Ok(LoadedDefinition {
+        definition,
+        path: path.to_path_buf(),
+        base_dir,
+        source_text: text,
+    })
 }
 
 /// Parses and validates definition text; `path` is used in messages only.
 pub fn parse(text: &str, path: &Path) -> Result<ImageDefinition, ConfigError> {
     let definition: ImageDefinition = toml::from_str(text).map_err(|e| {
         let (line, column) = e.span().map(|s| line_column(text, s.start)).unwrap_or((1, 1));
-        ConfigError::Parse { path: path.to_path_buf(), line, column, message: e.message().trim().to_string() }
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message: e.message().trim().to_string(),
+        }
     })?;
     validate(&definition, path)?;
     Ok(definition)
@@ -499,67 +604,175 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 }
 
 fn validate(def: &ImageDefinition, path: &Path) -> Result<(), ConfigError> {
-    let invalid = |key: &str, message: String| ConfigError::Invalid { path: path.to_path_buf(), key: key.to_string(), message };
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        message,
+    };
     if def.name.is_empty()
-        || !def.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        || !def
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         || def.name.starts_with('.')
     {
-        return Err(invalid("name", format!("{:?} must be letters, digits, '-', '_' or '.', as it names the artifact files", def.name)));
+        return Err(invalid(
+            "name",
+            format!(
+                "{:?} must be letters, digits, '-', '_' or '.', as it names the artifact files",
+                def.name
+            ),
+        ));
     }
     let host_ok = |h: &str| {
-        !h.is_empty() && h.len() <= 63 && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') && !h.starts_with('-') && !h.ends_with('-')
+        !h.is_empty()
+            && h.len() <= 63
+            && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !h.starts_with('-')
+            && !h.ends_with('-')
     };
     if !host_ok(&def.hostname) {
-        return Err(invalid("hostname", format!("{:?} is not a valid host name (letters, digits and '-', at most 63)", def.hostname)));
+        return Err(invalid(
+            "hostname",
+            format!(
+                "{:?} is not a valid host name (letters, digits and '-', at most 63)",
+                def.hostname
+            ),
+        ));
     }
     if def.targets.is_empty() {
-        return Err(invalid("targets", "name at least one of \"hyperv\", \"vmware\", \"virtualbox\", \"qemu\"".into()));
+        return Err(invalid(
+            "targets",
+            "name at least one of \"hyperv\", \"vmware\", \"virtualbox\", \"qemu\"".into(),
+        ));
     }
     if def.formats.is_empty() {
-        return Err(invalid("formats", "name at least one of \"efi\", \"iso\", \"raw\", \"vhdx\", \"vmdk\", \"vmdk-stream\"".into()));
+        return Err(invalid(
+            "formats",
+            "name at least one of \"efi\", \"iso\", \"raw\", \"vhdx\", \"vmdk\", \"vmdk-stream\"".into(),
+        ));
     }
     for feature in &def.features {
         if crate::kernelconfig::feature(feature).is_none() {
             return Err(invalid(
                 "features",
-                format!("unknown feature {feature:?}; known: {}", crate::kernelconfig::feature_names().join(", ")),
+                format!(
+                    "unknown feature {feature:?}; known: {}",
+                    crate::kernelconfig::feature_names().join(", ")
+                ),
             ));
         }
     }
     if !(0..=19).contains(&def.initrd.compression_level) {
-        return Err(invalid("initrd.compression_level", format!("{} is outside 0..=19", def.initrd.compression_level)));
+        return Err(invalid(
+            "initrd.compression_level",
+            format!("{} is outside 0..=19", def.initrd.compression_level),
+        ));
     }
-    if def.disk.size < (64 << 20) || def.disk.size % (1 << 20) != 0 {
-        return Err(invalid("disk.size", format!("{} bytes: a disk must be a whole number of MiB and at least 64MiB", def.disk.size)));
+    if def.disk.size < (64 << 20) || !def.disk.size.is_multiple_of(1 << 20) {
+        return Err(invalid(
+            "disk.size",
+            format!(
+                "{} bytes: a disk must be a whole number of MiB and at least 64MiB",
+                def.disk.size
+            ),
+        ));
     }
     let bs = def.disk.vhdx_block_size;
     if !bs.is_power_of_two() || !((1 << 20)..=(256 << 20)).contains(&bs) {
-        return Err(invalid("disk.vhdx_block_size", format!("{bs} bytes: use a power of two from 1MiB to 256MiB")));
+        return Err(invalid(
+            "disk.vhdx_block_size",
+            format!("{bs} bytes: use a power of two from 1MiB to 256MiB"),
+        ));
     }
     if let Some(label) = &def.iso.volume_label {
-        if label.is_empty() || label.len() > 32 || !label.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
-            return Err(invalid("iso.volume_label", format!("{label:?}: use 1 to 32 of A-Z, 0-9 and _ (ISO 9660 d-characters)")));
+        if label.is_empty()
+            || label.len() > 32
+            || !label
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err(invalid(
+                "iso.volume_label",
+                format!("{label:?}: use 1 to 32 of A-Z, 0-9 and _ (ISO 9660 d-characters)"),
+            ));
         }
     }
     if def.kernel.path.is_none() && (def.kernel.modules_dir.is_some() || def.kernel.config.is_some()) {
-        return Err(invalid("kernel.modules_dir", "only goes with kernel.path (a local kernel)".into()));
+        return Err(invalid(
+            "kernel.modules_dir",
+            "only goes with kernel.path (a local kernel)".into(),
+        ));
     }
     for (i, p) in def.packages.iter().enumerate() {
         for glob in p.include.iter().flatten().chain(&p.exclude) {
             if let Err(e) = globset::Glob::new(glob) {
-                return Err(invalid(&format!("packages[{i}] ({})", p.name), format!("bad glob {glob:?}: {e}")));
+                return Err(invalid(
+                    &format!("packages[{i}] ({})", p.name),
+                    format!("bad glob {glob:?}: {e}"),
+                ));
             }
         }
     }
     for (section, files) in [("files", &def.files), ("disk.data_files", &def.disk.data_files)] {
         for (i, f) in files.iter().enumerate() {
             let key = format!("{section}[{i}] ({})", f.path);
-            let set = [f.contents.is_some(), f.source.is_some(), f.directory.is_some(), f.symlink.is_some(), f.mkdir];
+            let set = [
+                f.contents.is_some(),
+                f.source.is_some(),
+                f.directory.is_some(),
+                f.symlink.is_some(),
+                f.mkdir,
+            ];
             if set.iter().filter(|b| **b).count() != 1 {
-                return Err(invalid(&key, "give exactly one of contents, source, directory, symlink or mkdir = true".into()));
+                return Err(invalid(
+                    &key,
+                    "give exactly one of contents, source, directory, symlink or mkdir = true".into(),
+                ));
             }
             if !f.path.starts_with('/') || uvmkit_filetree::TreePath::new(&f.path).is_err() {
-                return Err(invalid(&key, "path must be absolute and stay inside the image (no '..' above /)".into()));
+                return Err(invalid(
+                    &key,
+                    "path must be absolute and stay inside the image (no '..' above /)".into(),
+                ));
+            }
+        }
+    }
+    if let Some(network) = &def.network {
+        if let Some(s) = &network.static_v4 {
+            let address_ok = s.address.split_once('/').is_some_and(|(a, p)| {
+                a.parse::<std::net::Ipv4Addr>().is_ok() && p.parse::<u8>().is_ok_and(|p| p <= 32)
+            });
+            if !address_ok {
+                return Err(invalid(
+                    "network.static.address",
+                    format!(
+                        "{:?}: use an IPv4 address and prefix length, such as \"192.168.1.5/24\"",
+                        s.address
+                    ),
+                ));
+            }
+            for ip in s.gateway.iter().chain(&s.dns) {
+                if ip.parse::<std::net::Ipv4Addr>().is_err() {
+                    return Err(invalid("network.static", format!("{ip:?} is not an IPv4 address")));
+                }
+            }
+        }
+    }
+    if let Some(data) = &def.data_disk {
+        for (i, bind) in data.binds.iter().enumerate() {
+            let path = Path::new(bind);
+            let plain = path.is_absolute()
+                && path
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::RootDir | std::path::Component::Normal(_)));
+            let name = path.file_name();
+            let unique = data.binds[..i].iter().all(|other| Path::new(other).file_name() != name);
+            if !plain || name.is_none() || !unique {
+                return Err(invalid(
+                    &format!("data_disk.binds[{i}]"),
+                    format!("{bind:?}: use an absolute path without '..' whose last component no other entry shares (it names the directory on the data disk)"),
+                ));
             }
         }
     }
@@ -622,6 +835,28 @@ mod tests {
         assert_eq!(def.disk.size, 64 << 30);
         assert_eq!(parse_size("512MiB"), Ok(512 << 20));
         assert!(parse_size("12 furlongs").is_err());
+    }
+
+    #[test]
+    fn network_and_data_disk_sections() {
+        let def = parse("name = \"m\"\n", Path::new("m.toml")).unwrap();
+        assert!(def.network.is_none() && def.data_disk.is_none());
+        let def = parse(
+            "name = \"m\"\n[network]\ntimeout = 10\n[network.static]\naddress = \"10.0.0.2/8\"\ngateway = \"10.0.0.1\"\n[data_disk]\nformat_blank = true\nbinds = [\"/var/lib/docker\"]\n",
+            Path::new("m.toml"),
+        )
+        .unwrap();
+        let network = def.network.unwrap();
+        assert!(network.dhcp);
+        assert_eq!(network.timeout, 10);
+        assert_eq!(network.static_v4.unwrap().address, "10.0.0.2/8");
+        assert!(def.data_disk.unwrap().format_blank);
+        let e = parse_err("name = \"m\"\n[network.static]\naddress = \"10.0.0.2\"\n");
+        assert!(e.contains("network.static.address"), "{e}");
+        let e = parse_err("name = \"m\"\n[network.static]\naddress = \"10.0.0.2/8\"\ndns = [\"x\"]\n");
+        assert!(e.contains("\"x\" is not an IPv4 address"), "{e}");
+        let e = parse_err("name = \"m\"\n[data_disk]\nbinds = [\"/a/x\", \"/b/x\"]\n");
+        assert!(e.contains("data_disk.binds[1]"), "{e}");
     }
 
     #[test]

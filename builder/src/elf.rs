@@ -114,7 +114,9 @@ fn header(r: &(impl ReadAt + ?Sized)) -> Result<Option<Header>, ElfError> {
         return Ok(None);
     }
     if h[4] != 2 || h[5] != 1 {
-        return Err(ElfError::Unsupported("only 64-bit little-endian ELF (x86_64) is supported".into()));
+        return Err(ElfError::Unsupported(
+            "only 64-bit little-endian ELF (x86_64) is supported".into(),
+        ));
     }
     Ok(Some(Header {
         phoff: u64_at(&h, 0x20),
@@ -162,13 +164,20 @@ pub fn dynamic_info(r: &(impl ReadAt + ?Sized)) -> Result<Option<DynamicInfo>, E
     r.read_exact_at(&mut table, h.phoff)?;
     let segments: Vec<Segment> = table
         .chunks(h.phentsize as usize)
-        .map(|p| Segment { kind: u32_at(p, 0), offset: u64_at(p, 8), vaddr: u64_at(p, 16), filesz: u64_at(p, 32) })
+        .map(|p| Segment {
+            kind: u32_at(p, 0),
+            offset: u64_at(p, 8),
+            vaddr: u64_at(p, 16),
+            filesz: u64_at(p, 32),
+        })
         .collect();
     let mut info = DynamicInfo::default();
     if let Some(interp) = segments.iter().find(|s| s.kind == PT_INTERP) {
         info.interpreter = Some(read_cstr(r, interp.offset, interp.offset + interp.filesz)?);
     }
-    let Some(dynamic) = segments.iter().find(|s| s.kind == PT_DYNAMIC) else { return Ok(Some(info)) };
+    let Some(dynamic) = segments.iter().find(|s| s.kind == PT_DYNAMIC) else {
+        return Ok(Some(info));
+    };
     let mut entries = vec![0u8; dynamic.filesz as usize];
     r.read_exact_at(&mut entries, dynamic.offset)?;
     let (mut strtab, mut strsz) = (None, 0u64);
@@ -244,7 +253,11 @@ mod tests {
         let info = dynamic_info(&exe).unwrap().expect("test binary is ELF");
         let interp = info.interpreter.expect("dynamically linked");
         assert!(interp.contains("ld-linux"), "{interp}");
-        assert!(info.needed.iter().any(|n| n.starts_with("libc.so")), "{:?}", info.needed);
+        assert!(
+            info.needed.iter().any(|n| n.starts_with("libc.so")),
+            "{:?}",
+            info.needed
+        );
         assert!(section(&exe, ".text").unwrap().is_some());
         assert!(section(&exe, ".no-such-section").unwrap().is_none());
     }
@@ -253,7 +266,7 @@ mod tests {
     fn non_elf_and_truncated_data() {
         assert_eq!(dynamic_info(&b"#!/bin/sh\necho hi\n"[..]).unwrap(), None);
         assert_eq!(dynamic_info(&b"\x7fEL"[..]).unwrap(), None);
-        let mut h = vec![0u8; 64];
+        let mut h = [0u8; 64];
         h[..4].copy_from_slice(b"\x7fELF");
         h[4] = 1; // 32-bit
         h[5] = 1;

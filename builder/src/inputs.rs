@@ -202,9 +202,15 @@ impl ArchiveIndex {
     fn parse(&self) -> Result<PackageIndex, InputError> {
         let mut merged: Option<PackageIndex> = None;
         for (component, path, _) in &self.files {
-            let bad = |e: String| InputError::Archive(format!("Packages index of {component} (cache blob {}): {e}", path.display()));
+            let bad = |e: String| {
+                InputError::Archive(format!(
+                    "Packages index of {component} (cache blob {}): {e}",
+                    path.display()
+                ))
+            };
             let xz = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-            let text = uvmkit_debian::compression::decompress_named("Packages.xz", &xz).map_err(|e| bad(e.to_string()))?;
+            let text =
+                uvmkit_debian::compression::decompress_named("Packages.xz", &xz).map_err(|e| bad(e.to_string()))?;
             let index = PackageIndex::parse_bytes(&text).map_err(|e| bad(e.to_string()))?;
             match &mut merged {
                 Some(m) => m.merge(index),
@@ -215,7 +221,14 @@ impl ArchiveIndex {
     }
 }
 
-fn load_index(def: &ImageDefinition, mirror: &MirrorSource, cache: &ContentCache, fetcher: &Fetcher, opts: &InputOptions, base_dir: &Path) -> Result<ArchiveIndex, InputError> {
+fn load_index(
+    def: &ImageDefinition,
+    mirror: &MirrorSource,
+    cache: &ContentCache,
+    fetcher: &Fetcher,
+    opts: &InputOptions,
+    base_dir: &Path,
+) -> Result<ArchiveIndex, InputError> {
     let deb = &def.debian;
     let base = mirror.url.trim_end_matches('/');
     let inrelease_url = format!("{base}/dists/{}/InRelease", deb.suite);
@@ -230,7 +243,12 @@ fn load_index(def: &ImageDefinition, mirror: &MirrorSource, cache: &ContentCache
     // A recent InRelease from this URL is reused (always, offline); otherwise it is fetched.
     let cached = cache.get_ref("inrelease", &inrelease_url)?.and_then(|d| {
         let path = cache.path_of(&d);
-        let age = std::fs::metadata(&path).ok()?.modified().ok()?.elapsed().unwrap_or(Duration::MAX);
+        let age = std::fs::metadata(&path)
+            .ok()?
+            .modified()
+            .ok()?
+            .elapsed()
+            .unwrap_or(Duration::MAX);
         let usable = opts.offline || (!opts.refresh && age < INDEX_MAX_AGE);
         usable.then(|| std::fs::read(&path).ok()).flatten()
     });
@@ -241,24 +259,35 @@ fn load_index(def: &ImageDefinition, mirror: &MirrorSource, cache: &ContentCache
             let digest = cache.put_bytes(&bytes, None)?;
             cache.set_ref("inrelease", &inrelease_url, &digest)?;
             // Reusing the blob later depends on its age: mark it as fetched now.
-            let _ = File::options().write(true).open(cache.path_of(&digest)).and_then(|f| f.set_modified(SystemTime::now()));
+            let _ = File::options()
+                .write(true)
+                .open(cache.path_of(&digest))
+                .and_then(|f| f.set_modified(SystemTime::now()));
             bytes
         }
     };
     let signed = verify_inrelease(&inrelease, &keyring).map_err(|e| {
-        InputError::Archive(format!("{inrelease_url}: {e}; the mirror may be tampered with, or the keyring does not match this archive"))
+        InputError::Archive(format!(
+            "{inrelease_url}: {e}; the mirror may be tampered with, or the keyring does not match this archive"
+        ))
     })?;
     let release = Release::parse(&signed).map_err(|e| InputError::Archive(format!("{inrelease_url}: {e}")))?;
     let mut files = Vec::new();
     for component in &deb.components {
         let rel_path = format!("{component}/binary-{}/Packages.xz", deb.architecture);
         let entry = release.sha256_of(&rel_path).ok_or_else(|| {
-            InputError::Archive(format!("{inrelease_url} lists no {rel_path}; check [debian] suite, components and architecture"))
+            InputError::Archive(format!(
+                "{inrelease_url} lists no {rel_path}; check [debian] suite, components and architecture"
+            ))
         })?;
-        let fetch_path = release.fetch_path(&rel_path).map_err(|e| InputError::Archive(e.to_string()))?;
+        let fetch_path = release
+            .fetch_path(&rel_path)
+            .map_err(|e| InputError::Archive(e.to_string()))?;
         let url = format!("{base}/dists/{}/{fetch_path}", deb.suite);
-        let expected: Sha256Digest =
-            entry.sha256.parse().map_err(|_| InputError::Archive(format!("{inrelease_url}: bad sha256 for {rel_path}")))?;
+        let expected: Sha256Digest = entry
+            .sha256
+            .parse()
+            .map_err(|_| InputError::Archive(format!("{inrelease_url}: bad sha256 for {rel_path}")))?;
         let blob = fetcher.fetch_to_cache(&url, &expected, Some(entry.size), cache, &Progress::hidden())?;
         files.push((component.clone(), blob, entry.sha256.clone()));
     }
@@ -286,9 +315,15 @@ fn resolve_packages(def: &ImageDefinition, index: &PackageIndex) -> Result<Vec<F
     };
     if !def.packages.is_empty() {
         let requests: Vec<Request> = def.packages.iter().map(|p| Request::new(p.name.clone())).collect();
-        let resolution = resolver.resolve(&requests).map_err(|e| InputError::Resolve(e.to_string()))?;
+        let resolution = resolver
+            .resolve(&requests)
+            .map_err(|e| InputError::Resolve(e.to_string()))?;
         for r in &resolution.packages {
-            let role = if r.reason == "requested" { Role::Requested } else { Role::Dependency };
+            let role = if r.reason == "requested" {
+                Role::Requested
+            } else {
+                Role::Dependency
+            };
             out.insert(r.package.name.clone(), fetched(&r.package, role, r.reason.clone()));
         }
     }
@@ -296,11 +331,19 @@ fn resolve_packages(def: &ImageDefinition, index: &PackageIndex) -> Result<Vec<F
         let mut queue = vec![(def.kernel.package.clone(), None, "kernel".to_string())];
         while let Some((name, constraint, reason)) = queue.pop() {
             let pkg = resolver.best(&name, constraint.as_ref()).ok_or_else(|| {
-                InputError::Resolve(format!("kernel package {name} is not in {}/{}", def.debian.suite, def.debian.components.join(",")))
+                InputError::Resolve(format!(
+                    "kernel package {name} is not in {}/{}",
+                    def.debian.suite,
+                    def.debian.components.join(",")
+                ))
             })?;
             for group in &pkg.depends {
                 if let Some(rel) = group.iter().find(|r| r.name.starts_with("linux-image-")) {
-                    queue.push((rel.name.clone(), rel.constraint.clone(), format!("dependency of {}", pkg.name)));
+                    queue.push((
+                        rel.name.clone(),
+                        rel.constraint.clone(),
+                        format!("dependency of {}", pkg.name),
+                    ));
                 }
             }
             out.insert(pkg.name.clone(), fetched(pkg, Role::Kernel, reason));
@@ -314,7 +357,8 @@ fn resolve_packages(def: &ImageDefinition, index: &PackageIndex) -> Result<Vec<F
         let pkg = resolver
             .best(name, None)
             .ok_or_else(|| InputError::Resolve(format!("boot loader package {name} is not in {}", def.debian.suite)))?;
-        out.entry(name.to_string()).or_insert_with(|| fetched(pkg, Role::Bootloader, "boot loader".into()));
+        out.entry(name.to_string())
+            .or_insert_with(|| fetched(pkg, Role::Bootloader, "boot loader".into()));
     }
     Ok(out.into_values().collect())
 }
@@ -323,13 +367,55 @@ fn resolve_packages(def: &ImageDefinition, index: &PackageIndex) -> Result<Vec<F
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 enum ManifestEntry {
-    Dir { path: String, mode: u32, uid: u32, gid: u32 },
-    File { path: String, mode: u32, uid: u32, gid: u32, sha256: String, size: u64 },
-    Symlink { path: String, target: String, uid: u32, gid: u32 },
-    Hardlink { path: String, target: String, mode: u32, uid: u32, gid: u32 },
-    Char { path: String, mode: u32, uid: u32, gid: u32, major: u32, minor: u32 },
-    Block { path: String, mode: u32, uid: u32, gid: u32, major: u32, minor: u32 },
-    Fifo { path: String, mode: u32, uid: u32, gid: u32 },
+    Dir {
+        path: String,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    File {
+        path: String,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        sha256: String,
+        size: u64,
+    },
+    Symlink {
+        path: String,
+        target: String,
+        uid: u32,
+        gid: u32,
+    },
+    Hardlink {
+        path: String,
+        target: String,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    Char {
+        path: String,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        major: u32,
+        minor: u32,
+    },
+    Block {
+        path: String,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        major: u32,
+        minor: u32,
+    },
+    Fifo {
+        path: String,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
 }
 
 /// Unpacks `deb` into per-file blobs and returns its manifest.
@@ -344,12 +430,39 @@ fn unpack_to_cache(name: &str, deb_path: &Path, cache: &ContentCache) -> Result<
             DebEntryKind::Dir => ManifestEntry::Dir { path, mode, uid, gid },
             DebEntryKind::File { size, contents } => {
                 let digest = cache.put_reader(contents, None).map_err(deb::DebError::sink)?;
-                ManifestEntry::File { path, mode, uid, gid, sha256: digest.to_string(), size }
+                ManifestEntry::File {
+                    path,
+                    mode,
+                    uid,
+                    gid,
+                    sha256: digest.to_string(),
+                    size,
+                }
             }
             DebEntryKind::Symlink(target) => ManifestEntry::Symlink { path, target, uid, gid },
-            DebEntryKind::HardLink(target) => ManifestEntry::Hardlink { path, target: format!("/{}", target.as_str()), mode, uid, gid },
-            DebEntryKind::CharDev { major, minor } => ManifestEntry::Char { path, mode, uid, gid, major, minor },
-            DebEntryKind::BlockDev { major, minor } => ManifestEntry::Block { path, mode, uid, gid, major, minor },
+            DebEntryKind::HardLink(target) => ManifestEntry::Hardlink {
+                path,
+                target: format!("/{}", target.as_str()),
+                mode,
+                uid,
+                gid,
+            },
+            DebEntryKind::CharDev { major, minor } => ManifestEntry::Char {
+                path,
+                mode,
+                uid,
+                gid,
+                major,
+                minor,
+            },
+            DebEntryKind::BlockDev { major, minor } => ManifestEntry::Block {
+                path,
+                mode,
+                uid,
+                gid,
+                major,
+                minor,
+            },
             DebEntryKind::Fifo => ManifestEntry::Fifo { path, mode, uid, gid },
         });
         Ok(())
@@ -365,26 +478,117 @@ fn tree_from_manifest(entries: &[ManifestEntry], cache: &ContentCache) -> Result
     let tp = |p: &str| TreePath::new(p).map_err(|e| InputError::Archive(format!("cached package manifest: {e}")));
     for entry in entries {
         let (path, node) = match entry {
-            ManifestEntry::Dir { path, mode, uid, gid } => (path, Node { kind: NodeKind::Directory, mode: *mode, uid: *uid, gid: *gid }),
-            ManifestEntry::File { path, mode, uid, gid, sha256, size } => {
-                let digest: Sha256Digest = sha256.parse().map_err(|_| InputError::Archive(format!("cached package manifest: bad digest {sha256}")))?;
+            ManifestEntry::Dir { path, mode, uid, gid } => (
+                path,
+                Node {
+                    kind: NodeKind::Directory,
+                    mode: *mode,
+                    uid: *uid,
+                    gid: *gid,
+                },
+            ),
+            ManifestEntry::File {
+                path,
+                mode,
+                uid,
+                gid,
+                sha256,
+                size,
+            } => {
+                let digest: Sha256Digest = sha256
+                    .parse()
+                    .map_err(|_| InputError::Archive(format!("cached package manifest: bad digest {sha256}")))?;
                 if !cache.get_checked(&digest, *size) {
                     return Ok(None);
                 }
-                let data = FileData::HostFile { path: cache.path_of(&digest), size: *size };
-                (path, Node { kind: NodeKind::File(data), mode: *mode, uid: *uid, gid: *gid })
+                let data = FileData::HostFile {
+                    path: cache.path_of(&digest),
+                    size: *size,
+                };
+                (
+                    path,
+                    Node {
+                        kind: NodeKind::File(data),
+                        mode: *mode,
+                        uid: *uid,
+                        gid: *gid,
+                    },
+                )
             }
-            ManifestEntry::Symlink { path, target, uid, gid } => (path, Node { kind: NodeKind::Symlink(target.clone()), mode: 0o777, uid: *uid, gid: *gid }),
-            ManifestEntry::Hardlink { path, target, mode, uid, gid } => (path, Node { kind: NodeKind::HardLink(tp(target)?), mode: *mode, uid: *uid, gid: *gid }),
-            ManifestEntry::Char { path, mode, uid, gid, major, minor } => {
-                (path, Node { kind: NodeKind::CharDevice { major: *major, minor: *minor }, mode: *mode, uid: *uid, gid: *gid })
-            }
-            ManifestEntry::Block { path, mode, uid, gid, major, minor } => {
-                (path, Node { kind: NodeKind::BlockDevice { major: *major, minor: *minor }, mode: *mode, uid: *uid, gid: *gid })
-            }
-            ManifestEntry::Fifo { path, mode, uid, gid } => (path, Node { kind: NodeKind::Fifo, mode: *mode, uid: *uid, gid: *gid }),
+            ManifestEntry::Symlink { path, target, uid, gid } => (
+                path,
+                Node {
+                    kind: NodeKind::Symlink(target.clone()),
+                    mode: 0o777,
+                    uid: *uid,
+                    gid: *gid,
+                },
+            ),
+            ManifestEntry::Hardlink {
+                path,
+                target,
+                mode,
+                uid,
+                gid,
+            } => (
+                path,
+                Node {
+                    kind: NodeKind::HardLink(tp(target)?),
+                    mode: *mode,
+                    uid: *uid,
+                    gid: *gid,
+                },
+            ),
+            ManifestEntry::Char {
+                path,
+                mode,
+                uid,
+                gid,
+                major,
+                minor,
+            } => (
+                path,
+                Node {
+                    kind: NodeKind::CharDevice {
+                        major: *major,
+                        minor: *minor,
+                    },
+                    mode: *mode,
+                    uid: *uid,
+                    gid: *gid,
+                },
+            ),
+            ManifestEntry::Block {
+                path,
+                mode,
+                uid,
+                gid,
+                major,
+                minor,
+            } => (
+                path,
+                Node {
+                    kind: NodeKind::BlockDevice {
+                        major: *major,
+                        minor: *minor,
+                    },
+                    mode: *mode,
+                    uid: *uid,
+                    gid: *gid,
+                },
+            ),
+            ManifestEntry::Fifo { path, mode, uid, gid } => (
+                path,
+                Node {
+                    kind: NodeKind::Fifo,
+                    mode: *mode,
+                    uid: *uid,
+                    gid: *gid,
+                },
+            ),
         };
-        tree.insert(&tp(path)?, node).map_err(|e| InputError::Archive(format!("cached package manifest: {e}")))?;
+        tree.insert(&tp(path)?, node)
+            .map_err(|e| InputError::Archive(format!("cached package manifest: {e}")))?;
     }
     Ok(Some(tree))
 }
@@ -399,17 +603,27 @@ fn package_tree(pkg: &FetchedPackage, deb_path: &Path, cache: &ContentCache) -> 
                 }
             }
         }
-        log::warn!("the cached unpacked files of {} {} are incomplete; unpacking it again", pkg.name, pkg.version);
+        log::warn!(
+            "the cached unpacked files of {} {} are incomplete; unpacking it again",
+            pkg.name,
+            pkg.version
+        );
     }
     let entries = unpack_to_cache(&pkg.name, deb_path, cache)?;
     let manifest = serde_json::to_vec(&entries).expect("manifest serialises");
     let digest = cache.put_bytes(&manifest, None)?;
     cache.set_ref("deb-tree", &pkg.sha256, &digest)?;
-    tree_from_manifest(&entries, cache)?.ok_or_else(|| InputError::Archive(format!("package {}: unpacked files vanished from the cache", pkg.name)))
+    tree_from_manifest(&entries, cache)?
+        .ok_or_else(|| InputError::Archive(format!("package {}: unpacked files vanished from the cache", pkg.name)))
 }
 
 fn resolution_key(def: &ImageDefinition, index: &ArchiveIndex) -> String {
-    let mut key = format!("v1\narch={}\nkernel={}\nlocal-kernel={}\n", def.debian.architecture, def.kernel.package, def.kernel.path.is_some());
+    let mut key = format!(
+        "v1\narch={}\nkernel={}\nlocal-kernel={}\n",
+        def.debian.architecture,
+        def.kernel.package,
+        def.kernel.path.is_some()
+    );
     for (_, _, sha) in &index.files {
         key.push_str(&format!("index={sha}\n"));
     }
@@ -432,7 +646,14 @@ fn file_in(tree: &FileTree, path: &str, package: &str) -> Result<FileData, Input
 
 /// Resolves the packages from the archive index, from the cache when these index digests and
 /// requests were resolved before.
-fn resolve_from_index(def: &ImageDefinition, base_dir: &Path, mirror: &MirrorSource, cache: &ContentCache, fetcher: &Fetcher, opts: &InputOptions) -> Result<Vec<FetchedPackage>, InputError> {
+fn resolve_from_index(
+    def: &ImageDefinition,
+    base_dir: &Path,
+    mirror: &MirrorSource,
+    cache: &ContentCache,
+    fetcher: &Fetcher,
+    opts: &InputOptions,
+) -> Result<Vec<FetchedPackage>, InputError> {
     let archive = load_index(def, mirror, cache, fetcher, opts, base_dir)?;
     let key = resolution_key(def, &archive);
     let cached: Option<Vec<FetchedPackage>> = cache
@@ -454,22 +675,38 @@ fn resolve_from_index(def: &ImageDefinition, base_dir: &Path, mirror: &MirrorSou
 /// The packages to build with: pinned by a current lock file (no archive index is fetched or
 /// parsed), else resolved from the index. With `--locked`, a missing lock or one that differs
 /// from a fresh resolution is an error naming the changes.
-fn choose_packages(def: &ImageDefinition, base_dir: &Path, mirror: &MirrorSource, cache: &ContentCache, fetcher: &Fetcher, opts: &InputOptions) -> Result<Vec<FetchedPackage>, InputError> {
+fn choose_packages(
+    def: &ImageDefinition,
+    base_dir: &Path,
+    mirror: &MirrorSource,
+    cache: &ContentCache,
+    fetcher: &Fetcher,
+    opts: &InputOptions,
+) -> Result<Vec<FetchedPackage>, InputError> {
     let Some(lock_path) = &opts.lock else {
         return resolve_from_index(def, base_dir, mirror, cache, fetcher, opts);
     };
     let lock = crate::lock::read(lock_path)?;
-    let current = lock.as_ref().filter(|l| l.resolution_inputs == crate::lock::resolution_inputs(def));
+    let current = lock
+        .as_ref()
+        .filter(|l| l.resolution_inputs == crate::lock::resolution_inputs(def));
     match (lock.as_ref(), current) {
         (_, Some(lock)) if !opts.refresh => Ok(lock.packages.clone()),
-        (None, _) if opts.locked => Err(crate::lock::LockError::Missing { path: lock_path.clone() }.into()),
+        (None, _) if opts.locked => Err(crate::lock::LockError::Missing {
+            path: lock_path.clone(),
+        }
+        .into()),
         (Some(lock), _) if opts.locked => {
             let fresh = resolve_from_index(def, base_dir, mirror, cache, fetcher, opts)?;
             let changes = crate::lock::drift(&lock.packages, &fresh);
             if changes.is_empty() {
                 Ok(fresh)
             } else {
-                Err(crate::lock::LockError::Drift { path: lock_path.clone(), changes }.into())
+                Err(crate::lock::LockError::Drift {
+                    path: lock_path.clone(),
+                    changes,
+                }
+                .into())
             }
         }
         _ => resolve_from_index(def, base_dir, mirror, cache, fetcher, opts),
@@ -478,7 +715,11 @@ fn choose_packages(def: &ImageDefinition, base_dir: &Path, mirror: &MirrorSource
 
 /// Records `packages` in the image's lock file (unless `--locked`, or no lock is used);
 /// returns whether the file changed. Call it after the build or fetch succeeded.
-pub fn update_lock(def: &ImageDefinition, opts: &InputOptions, packages: &[FetchedPackage]) -> Result<bool, InputError> {
+pub fn update_lock(
+    def: &ImageDefinition,
+    opts: &InputOptions,
+    packages: &[FetchedPackage],
+) -> Result<bool, InputError> {
     let Some(path) = opts.lock.as_ref().filter(|_| !opts.locked) else {
         return Ok(false);
     };
@@ -504,7 +745,10 @@ pub fn resolve(def: &ImageDefinition, base_dir: &Path, opts: &InputOptions) -> R
         .map(|p| {
             Ok(Download {
                 url: format!("{base}/{}", p.filename),
-                sha256: p.sha256.parse().map_err(|_| InputError::Archive(format!("package {}: bad sha256 {}", p.name, p.sha256)))?,
+                sha256: p
+                    .sha256
+                    .parse()
+                    .map_err(|_| InputError::Archive(format!("package {}: bad sha256 {}", p.name, p.sha256)))?,
                 size: Some(p.size),
                 label: format!("{} {}", p.name, p.version),
             })
@@ -521,7 +765,11 @@ pub fn resolve(def: &ImageDefinition, base_dir: &Path, opts: &InputOptions) -> R
             return Err(InputError::Offline(missing));
         }
     }
-    let progress = if opts.quiet { Progress::hidden() } else { Progress::bars() };
+    let progress = if opts.quiet {
+        Progress::hidden()
+    } else {
+        Progress::bars()
+    };
     let fetch_report = fetcher.fetch_many(&downloads, &cache, opts.jobs, &progress)?;
 
     // Unpack (once per .deb) and build the trees.
@@ -540,7 +788,11 @@ pub fn resolve(def: &ImageDefinition, base_dir: &Path, opts: &InputOptions) -> R
             Role::Requested | Role::Dependency => {
                 universe.merge(&tree).map_err(merge_err)?;
                 if pkg.role == Role::Requested {
-                    requested.push(PackageFiles { name: pkg.name.clone(), version: pkg.version.clone(), tree });
+                    requested.push(PackageFiles {
+                        name: pkg.name.clone(),
+                        version: pkg.version.clone(),
+                        tree,
+                    });
                 }
             }
         }
@@ -554,9 +806,20 @@ pub fn resolve(def: &ImageDefinition, base_dir: &Path, opts: &InputOptions) -> R
     let index = ModuleIndex::from_tree(&module_tree, &kernel.release)?;
     let mut wanted: Vec<(String, String)> = Vec::new();
     for feature in kernelconfig::selected(&def.targets, &def.features) {
-        wanted.extend(feature.modules.load.iter().map(|m| (m.clone(), format!("kernel-config/{}.toml", feature.name))));
+        wanted.extend(
+            feature
+                .modules
+                .load
+                .iter()
+                .map(|m| (m.clone(), format!("kernel-config/{}.toml", feature.name))),
+        );
     }
-    wanted.extend(def.kernel.modules.iter().map(|m| (m.clone(), "[kernel] modules".to_string())));
+    wanted.extend(
+        def.kernel
+            .modules
+            .iter()
+            .map(|m| (m.clone(), "[kernel] modules".to_string())),
+    );
     let modules = index.select(&wanted)?;
 
     let stub_tree = &loader_trees[STUB_PACKAGE];
@@ -585,12 +848,19 @@ pub fn resolve(def: &ImageDefinition, base_dir: &Path, opts: &InputOptions) -> R
 /// A kernel from local files: `[kernel] path`, `modules_dir`, `config`.
 fn local_kernel(def: &ImageDefinition, base_dir: &Path, image: &Path) -> Result<(Kernel, FileTree), InputError> {
     let image_path = base_dir.join(image);
-    let image = FileData::host_file(&image_path).map_err(|e| InputError::Io(format!("[kernel] path {}: {e}", image_path.display())))?;
+    let image = FileData::host_file(&image_path)
+        .map_err(|e| InputError::Io(format!("[kernel] path {}: {e}", image_path.display())))?;
     let Some(modules_dir) = &def.kernel.modules_dir else {
-        return Err(InputError::Kernel("[kernel] path needs modules_dir (the directory holding lib/modules/RELEASE)".into()));
+        return Err(InputError::Kernel(
+            "[kernel] path needs modules_dir (the directory holding lib/modules/RELEASE)".into(),
+        ));
     };
     let dir = base_dir.join(modules_dir);
-    let root = if dir.join("lib/modules").is_dir() { dir.join("lib/modules") } else { dir.clone() };
+    let root = if dir.join("lib/modules").is_dir() {
+        dir.join("lib/modules")
+    } else {
+        dir.clone()
+    };
     let releases: Vec<String> = std::fs::read_dir(&root)
         .map_err(|e| InputError::Io(format!("[kernel] modules_dir {}: {e}", root.display())))?
         .filter_map(|e| e.ok())
@@ -598,7 +868,11 @@ fn local_kernel(def: &ImageDefinition, base_dir: &Path, image: &Path) -> Result<
         .filter_map(|e| e.file_name().into_string().ok())
         .collect();
     let [release] = releases.as_slice() else {
-        return Err(InputError::Kernel(format!("{} must hold exactly one RELEASE/kernel/ directory, found {:?}", root.display(), releases)));
+        return Err(InputError::Kernel(format!(
+            "{} must hold exactly one RELEASE/kernel/ directory, found {:?}",
+            root.display(),
+            releases
+        )));
     };
     let mut tree = FileTree::new();
     let files = crate::config::ExtraFile {
@@ -614,23 +888,42 @@ fn local_kernel(def: &ImageDefinition, base_dir: &Path, image: &Path) -> Result<
     };
     crate::assemble::add_extra_files(&mut tree, &[files], Path::new("/")).map_err(|e| InputError::Io(e.to_string()))?;
     let config = match &def.kernel.config {
-        Some(c) => Some(FileData::host_file(base_dir.join(c)).map_err(|e| InputError::Io(format!("[kernel] config {}: {e}", c.display())))?),
+        Some(c) => Some(
+            FileData::host_file(base_dir.join(c))
+                .map_err(|e| InputError::Io(format!("[kernel] config {}: {e}", c.display())))?,
+        ),
         None => None,
     };
-    Ok((Kernel { release: release.clone(), image, config }, tree))
+    Ok((
+        Kernel {
+            release: release.clone(),
+            image,
+            config,
+        },
+        tree,
+    ))
 }
 
 fn check_kernel_config(def: &ImageDefinition, kernel: &Kernel) -> Result<(), InputError> {
     let Some(config) = &kernel.config else {
-        log::warn!("kernel {} comes without its .config; its options were not checked", kernel.release);
+        log::warn!(
+            "kernel {} comes without its .config; its options were not checked",
+            kernel.release
+        );
         return Ok(());
     };
-    let text = config.read_all().map_err(|e| InputError::Io(format!("kernel config: {e}")))?;
+    let text = config
+        .read_all()
+        .map_err(|e| InputError::Io(format!("kernel config: {e}")))?;
     let features = kernelconfig::selected(&def.targets, &def.features);
     let missing = kernelconfig::check(&String::from_utf8_lossy(&text), &features);
     if missing.is_empty() {
         return Ok(());
     }
     let list: Vec<String> = missing.iter().map(|m| format!("  {m}")).collect();
-    Err(InputError::Kernel(format!("kernel {} lacks options this image needs:\n{}", kernel.release, list.join("\n"))))
+    Err(InputError::Kernel(format!(
+        "kernel {} lacks options this image needs:\n{}",
+        kernel.release,
+        list.join("\n")
+    )))
 }

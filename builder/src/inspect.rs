@@ -1,10 +1,9 @@
 //! `uvmkit inspect`: the resolved inputs of a definition, for people.
 
-use crate::assemble::{self, AssemblyInputs};
 use crate::config::LoadedDefinition;
 use crate::inputs::ResolvedInputs;
-use crate::pipeline::{human_bytes, INIT_BINARY};
-use uvmkit_filetree::{FileData, NodeKind};
+use crate::pipeline::human_bytes;
+use uvmkit_filetree::NodeKind;
 
 /// Prints packages with versions and roles, files and bytes per requested package, the
 /// kernel and its modules; with `files`, every file of the image.
@@ -13,31 +12,41 @@ pub fn print(loaded: &LoadedDefinition, inputs: &ResolvedInputs, files: bool) ->
     println!("image {} (mirror from {})", def.name, inputs.mirror.origin);
     println!("\npackages ({}):", inputs.packages.len());
     for p in &inputs.packages {
-        println!("  {:<32} {:<28} {:>10}  {:?}: {}", p.name, p.version, human_bytes(p.size), p.role, p.reason);
+        println!(
+            "  {:<32} {:<28} {:>10}  {:?}: {}",
+            p.name,
+            p.version,
+            human_bytes(p.size),
+            p.role,
+            p.reason
+        );
     }
-    let assembled = assemble::assemble(&AssemblyInputs {
-        definition: def,
-        base_dir: &loaded.base_dir,
-        init: FileData::inline(INIT_BINARY.to_vec()),
-        requested: &inputs.requested,
-        universe: &inputs.universe,
-        kernel_release: &inputs.kernel.release,
-        modules: &inputs.modules,
-    })
-    .map_err(|e| e.to_string())?;
+    let assembled = crate::pipeline::assemble_image(loaded, inputs).map_err(|e| e.to_string())?;
     println!("\nfiles taken from packages:");
     for (name, count, bytes) in &assembled.package_files {
         println!("  {name:<32} {count:>6} files {:>10}", human_bytes(*bytes));
     }
-    println!("  {:<32} {:>6} files (libraries)", "library closure", assembled.closure.added.len());
-    println!("\nkernel {} ({})", inputs.kernel.release, human_bytes(inputs.kernel.image.len()));
+    println!(
+        "  {:<32} {:>6} files (libraries)",
+        "library closure",
+        assembled.closure.added.len()
+    );
+    println!(
+        "\nkernel {} ({})",
+        inputs.kernel.release,
+        human_bytes(inputs.kernel.image.len())
+    );
     let names: Vec<&str> = inputs.modules.modules.iter().map(|m| m.name.as_str()).collect();
     println!("modules ({}, in load order): {}", names.len(), names.join(" "));
     if !inputs.modules.builtin.is_empty() {
         println!("built in: {}", inputs.modules.builtin.join(" "));
     }
     let tree = &assembled.tree;
-    println!("\nimage tree: {} entries, {} of files", tree.len(), human_bytes(tree.total_file_bytes()));
+    println!(
+        "\nimage tree: {} entries, {} of files",
+        tree.len(),
+        human_bytes(tree.total_file_bytes())
+    );
     if files {
         for (path, node) in tree.iter() {
             let detail = match &node.kind {
@@ -47,7 +56,12 @@ pub fn print(loaded: &LoadedDefinition, inputs: &ResolvedInputs, files: bool) ->
                 NodeKind::Directory => "dir".into(),
                 other => format!("{other:?}"),
             };
-            println!("  {:06o} {:>5}:{:<5} {path} {detail}", node.st_mode(), node.uid, node.gid);
+            println!(
+                "  {:06o} {:>5}:{:<5} {path} {detail}",
+                node.st_mode(),
+                node.uid,
+                node.gid
+            );
         }
     }
     Ok(())

@@ -16,7 +16,11 @@ pub enum KernelError {
     /// No `lib/modules/RELEASE` or `boot/vmlinuz-RELEASE` in the kernel's files.
     NoKernel(String),
     /// A module some feature or the definition asks for does not exist in this kernel.
-    UnknownModule { module: String, wanted_by: String, release: String },
+    UnknownModule {
+        module: String,
+        wanted_by: String,
+        release: String,
+    },
     /// A module's `.modinfo` could not be read.
     BadModule { path: String, message: String },
 }
@@ -63,14 +67,24 @@ pub fn find_kernel(tree: &FileTree) -> Result<Kernel, KernelError> {
         }
     }
     let (release, image) = match found.len() {
-        0 => return Err(KernelError::NoKernel("the kernel package holds no /boot/vmlinuz-*".into())),
+        0 => {
+            return Err(KernelError::NoKernel(
+                "the kernel package holds no /boot/vmlinuz-*".into(),
+            ))
+        }
         1 => found.pop().unwrap(),
         _ => {
             let names: Vec<&str> = found.iter().map(|(r, _)| r.as_str()).collect();
-            return Err(KernelError::NoKernel(format!("several kernels ({}); name one package", names.join(", "))));
+            return Err(KernelError::NoKernel(format!(
+                "several kernels ({}); name one package",
+                names.join(", ")
+            )));
         }
     };
-    let config = match tree.get(&TreePath::new(&format!("/boot/config-{release}")).unwrap()).map(|n| &n.kind) {
+    let config = match tree
+        .get(&TreePath::new(&format!("/boot/config-{release}")).unwrap())
+        .map(|n| &n.kind)
+    {
         Some(NodeKind::File(d)) => Some(d.clone()),
         _ => None,
     };
@@ -114,7 +128,9 @@ impl ModuleIndex {
     pub fn from_tree(tree: &FileTree, release: &str) -> Result<ModuleIndex, KernelError> {
         let root = TreePath::new(&format!("/lib/modules/{release}")).unwrap();
         if !tree.contains(&root) {
-            return Err(KernelError::NoKernel(format!("no /lib/modules/{release} directory for the kernel's modules")));
+            return Err(KernelError::NoKernel(format!(
+                "no /lib/modules/{release} directory for the kernel's modules"
+            )));
         }
         let mut modules = BTreeMap::new();
         let mut builtin = BTreeSet::new();
@@ -122,7 +138,10 @@ impl ModuleIndex {
             let name = path.file_name();
             if name == "modules.builtin" && path.parent().as_ref() == Some(&root) {
                 if let NodeKind::File(data) = &node.kind {
-                    let text = data.read_all().map_err(|e| KernelError::BadModule { path: path.to_string(), message: e.to_string() })?;
+                    let text = data.read_all().map_err(|e| KernelError::BadModule {
+                        path: path.to_string(),
+                        message: e.to_string(),
+                    })?;
                     for line in String::from_utf8_lossy(&text).lines() {
                         let file = line.rsplit('/').next().unwrap_or(line);
                         if let Some(stem) = file.strip_suffix(".ko") {
@@ -132,12 +151,19 @@ impl ModuleIndex {
                 }
                 continue;
             }
-            let stem = name.strip_suffix(".ko").or_else(|| name.strip_suffix(".ko.xz")).or_else(|| name.strip_suffix(".ko.zst"));
+            let stem = name
+                .strip_suffix(".ko")
+                .or_else(|| name.strip_suffix(".ko.xz"))
+                .or_else(|| name.strip_suffix(".ko.zst"));
             if let (Some(stem), NodeKind::File(data)) = (stem, &node.kind) {
                 modules.insert(normalize_module_name(stem), (path.clone(), data.clone()));
             }
         }
-        Ok(ModuleIndex { release: release.to_string(), modules, builtin })
+        Ok(ModuleIndex {
+            release: release.to_string(),
+            modules,
+            builtin,
+        })
     }
 
     /// Number of loadable modules.
@@ -154,7 +180,10 @@ impl ModuleIndex {
     pub fn select(&self, requested: &[(String, String)]) -> Result<ModuleSelection, KernelError> {
         let mut selection = ModuleSelection::default();
         let mut depends: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut queue: Vec<(String, String)> = requested.iter().map(|(n, w)| (normalize_module_name(n), w.clone())).collect();
+        let mut queue: Vec<(String, String)> = requested
+            .iter()
+            .map(|(n, w)| (normalize_module_name(n), w.clone()))
+            .collect();
         while let Some((name, wanted_by)) = queue.pop() {
             if depends.contains_key(&name) || selection.builtin.contains(&name) {
                 continue;
@@ -164,7 +193,11 @@ impl ModuleIndex {
                     selection.builtin.push(name);
                     continue;
                 }
-                return Err(KernelError::UnknownModule { module: name, wanted_by, release: self.release.clone() });
+                return Err(KernelError::UnknownModule {
+                    module: name,
+                    wanted_by,
+                    release: self.release.clone(),
+                });
             };
             let (hard, soft) = module_dependencies(path, data)?;
             let mut deps = hard.clone();
@@ -188,8 +221,16 @@ impl ModuleIndex {
         }
         for name in load_order(&depends) {
             let (path, data) = &self.modules[&name];
-            let rel = path.as_str().strip_prefix(&format!("lib/modules/{}/", self.release)).unwrap_or(path.as_str());
-            selection.modules.push(SelectedModule { name: name.clone(), path: rel.to_string(), depends: depends[&name].clone(), data: data.clone() });
+            let rel = path
+                .as_str()
+                .strip_prefix(&format!("lib/modules/{}/", self.release))
+                .unwrap_or(path.as_str());
+            selection.modules.push(SelectedModule {
+                name: name.clone(),
+                path: rel.to_string(),
+                depends: depends[&name].clone(),
+                data: data.clone(),
+            });
         }
         selection.builtin.sort();
         selection.builtin.dedup();
@@ -199,12 +240,19 @@ impl ModuleIndex {
 
 /// `depends=` names and `softdep=` `pre:` names from a module's `.modinfo` section.
 fn module_dependencies(path: &TreePath, data: &FileData) -> Result<(Vec<String>, Vec<String>), KernelError> {
-    let bad = |message: String| KernelError::BadModule { path: path.to_string(), message };
+    let bad = |message: String| KernelError::BadModule {
+        path: path.to_string(),
+        message,
+    };
     if path.as_str().ends_with(".xz") || path.as_str().ends_with(".zst") {
-        return Err(bad("compressed modules are not supported yet; use a kernel with uncompressed modules".into()));
+        return Err(bad(
+            "compressed modules are not supported yet; use a kernel with uncompressed modules".into(),
+        ));
     }
     let bytes = data.read_all().map_err(|e| bad(e.to_string()))?;
-    let modinfo = elf::section(&bytes[..], ".modinfo").map_err(|e| bad(e.to_string()))?.ok_or_else(|| bad("no .modinfo section".into()))?;
+    let modinfo = elf::section(&bytes[..], ".modinfo")
+        .map_err(|e| bad(e.to_string()))?
+        .ok_or_else(|| bad("no .modinfo section".into()))?;
     Ok(parse_modinfo_dependencies(&modinfo))
 }
 
@@ -289,7 +337,13 @@ mod tests {
         let mut tree = FileTree::new();
         tree.mkdir_all(&TreePath::new("/lib/modules/6.1.0-x").unwrap()).unwrap();
         let index = ModuleIndex::from_tree(&tree, "6.1.0-x").unwrap();
-        let e = index.select(&[("nope".into(), "target qemu".into())]).unwrap_err().to_string();
-        assert!(e.contains("\"nope\"") && e.contains("target qemu") && e.contains("6.1.0-x"), "{e}");
+        let e = index
+            .select(&[("nope".into(), "target qemu".into())])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"nope\"") && e.contains("target qemu") && e.contains("6.1.0-x"),
+            "{e}"
+        );
     }
 }

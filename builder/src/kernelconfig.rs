@@ -59,7 +59,9 @@ fn all() -> &'static [Feature] {
 
 /// The feature named `name`, if there is one.
 pub fn feature(name: &str) -> Option<&'static Feature> {
-    all().iter().find(|f| f.name == name && Target::from_name(name).is_none() && name != "base")
+    all()
+        .iter()
+        .find(|f| f.name == name && Target::from_name(name).is_none() && name != "base")
 }
 
 /// Names usable in a definition's `features`.
@@ -102,7 +104,14 @@ pub struct MissingOption {
 
 impl fmt::Display for MissingOption {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} is {}, {} needs {}", self.option, self.found, self.needed_by.join(" and "), self.wanted)
+        write!(
+            f,
+            "{} is {}, {} needs {}",
+            self.option,
+            self.found,
+            self.needed_by.join(" and "),
+            self.wanted
+        )
     }
 }
 
@@ -127,7 +136,11 @@ pub fn check(kconfig_text: &str, features: &[&Feature]) -> Vec<MissingOption> {
             if !ok {
                 let entry = missing.entry(option.clone()).or_insert_with(|| MissingOption {
                     option: option.clone(),
-                    wanted: if allowed.contains('m') { "y or m".into() } else { "y (built in)".into() },
+                    wanted: if allowed.contains('m') {
+                        "y or m".into()
+                    } else {
+                        "y (built in)".into()
+                    },
                     found: if found == "n" { "not set".into() } else { found.into() },
                     needed_by: vec![],
                 });
@@ -163,11 +176,16 @@ mod tests {
             }
         }
         assert!(check(&text, &features).is_empty());
-        let text = text.replace("CONFIG_DEVTMPFS=y\n", "# CONFIG_DEVTMPFS is not set\n").replace("CONFIG_TMPFS=y", "CONFIG_TMPFS=m");
+        let text = text
+            .replace("CONFIG_DEVTMPFS=y\n", "# CONFIG_DEVTMPFS is not set\n")
+            .replace("CONFIG_TMPFS=y", "CONFIG_TMPFS=m");
         let missing = check(&text, &features);
         let names: Vec<&str> = missing.iter().map(|m| m.option.as_str()).collect();
         assert_eq!(names, ["CONFIG_DEVTMPFS", "CONFIG_TMPFS"]);
-        assert_eq!(missing[0].to_string(), "CONFIG_DEVTMPFS is not set, base needs y (built in)");
+        assert_eq!(
+            missing[0].to_string(),
+            "CONFIG_DEVTMPFS is not set, base needs y (built in)"
+        );
         assert_eq!(missing[1].found, "m");
     }
 }

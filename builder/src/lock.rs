@@ -48,7 +48,11 @@ impl fmt::Display for LockError {
         match self {
             LockError::Io { path, message } => write!(f, "{}: {message}", path.display()),
             LockError::Malformed { path, message } => {
-                write!(f, "{}: not a valid lock file ({message}); delete it to resolve again", path.display())
+                write!(
+                    f,
+                    "{}: not a valid lock file ({message}); delete it to resolve again",
+                    path.display()
+                )
             }
             LockError::Drift { path, changes } => write!(
                 f,
@@ -57,7 +61,11 @@ impl fmt::Display for LockError {
                 changes.join("\n  ")
             ),
             LockError::Missing { path } => {
-                write!(f, "--locked: there is no {}; build once without --locked to create it", path.display())
+                write!(
+                    f,
+                    "--locked: there is no {}; build once without --locked to create it",
+                    path.display()
+                )
             }
         }
     }
@@ -73,8 +81,17 @@ pub fn lock_path(definition: &Path) -> PathBuf {
 /// Hash of what decides resolution: the archive, the packages, the kernel and the boot loaders.
 pub fn resolution_inputs(def: &ImageDefinition) -> String {
     let d = &def.debian;
-    let mut text = format!("suite={}\narch={}\ncomponents={}\n", d.suite, d.architecture, d.components.join(","));
-    text.push_str(&format!("kernel={}\nlocal-kernel={}\n", def.kernel.package, def.kernel.path.is_some()));
+    let mut text = format!(
+        "suite={}\narch={}\ncomponents={}\n",
+        d.suite,
+        d.architecture,
+        d.components.join(",")
+    );
+    text.push_str(&format!(
+        "kernel={}\nlocal-kernel={}\n",
+        def.kernel.package,
+        def.kernel.path.is_some()
+    ));
     let mut names: Vec<&str> = def.packages.iter().map(|p| p.name.as_str()).collect();
     names.sort();
     text.push_str(&format!("packages={}\n", names.join(",")));
@@ -87,11 +104,22 @@ pub fn read(path: &Path) -> Result<Option<LockFile>, LockError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(LockError::Io { path: path.into(), message: e.to_string() }),
+        Err(e) => {
+            return Err(LockError::Io {
+                path: path.into(),
+                message: e.to_string(),
+            })
+        }
     };
-    let lock: LockFile = toml::from_str(&text).map_err(|e| LockError::Malformed { path: path.into(), message: e.message().to_string() })?;
+    let lock: LockFile = toml::from_str(&text).map_err(|e| LockError::Malformed {
+        path: path.into(),
+        message: e.message().to_string(),
+    })?;
     if lock.version != LOCK_VERSION {
-        return Err(LockError::Malformed { path: path.into(), message: format!("version {} is not {LOCK_VERSION}", lock.version) });
+        return Err(LockError::Malformed {
+            path: path.into(),
+            message: format!("version {} is not {LOCK_VERSION}", lock.version),
+        });
     }
     Ok(Some(lock))
 }
@@ -108,7 +136,10 @@ pub fn write(path: &Path, lock: &LockFile) -> Result<bool, LockError> {
     if std::fs::read_to_string(path).ok().as_deref() == Some(text.as_str()) {
         return Ok(false);
     }
-    crate::artifacts::write_atomically(path, text.as_bytes()).map_err(|e| LockError::Io { path: path.into(), message: e.to_string() })?;
+    crate::artifacts::write_atomically(path, text.as_bytes()).map_err(|e| LockError::Io {
+        path: path.into(),
+        message: e.to_string(),
+    })?;
     Ok(true)
 }
 
@@ -121,7 +152,9 @@ pub fn drift(pinned: &[FetchedPackage], resolved: &[FetchedPackage]) -> Vec<Stri
         match new.get(name) {
             None => changes.push(format!("- {name} {} (no longer needed)", p.version)),
             Some(q) if q.version != p.version => changes.push(format!("~ {name} {} -> {}", p.version, q.version)),
-            Some(q) if q.sha256 != p.sha256 => changes.push(format!("~ {name} {}: sha256 {} -> {}", p.version, p.sha256, q.sha256)),
+            Some(q) if q.sha256 != p.sha256 => {
+                changes.push(format!("~ {name} {}: sha256 {} -> {}", p.version, p.sha256, q.sha256))
+            }
             _ => {}
         }
     }
@@ -159,7 +192,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("uvmkit-lock-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("img.lock");
-        let lock = LockFile { version: LOCK_VERSION, resolution_inputs: "abc".into(), packages: vec![pkg("a", "1.0", 'a'), pkg("b", "2:1.0~rc1-1", 'b')] };
+        let lock = LockFile {
+            version: LOCK_VERSION,
+            resolution_inputs: "abc".into(),
+            packages: vec![pkg("a", "1.0", 'a'), pkg("b", "2:1.0~rc1-1", 'b')],
+        };
         assert!(write(&path, &lock).unwrap());
         assert!(!write(&path, &lock).unwrap(), "unchanged lock rewritten");
         assert_eq!(read(&path).unwrap(), Some(lock));

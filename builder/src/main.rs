@@ -21,7 +21,11 @@ mod exit {
 }
 
 #[derive(Parser)]
-#[command(name = "uvmkit", version, about = "Builds lightweight utility VM images for container hosts")]
+#[command(
+    name = "uvmkit",
+    version,
+    about = "Builds lightweight utility VM images for container hosts"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -163,11 +167,15 @@ fn load(path: &Path) -> Result<LoadedDefinition, Failure> {
 
 /// The definition named on the command line.
 fn image_arg(args: &InputArgs) -> Result<&Path, Failure> {
-    args.image.as_deref().ok_or_else(|| (exit::BAD_INPUT, "name the image definition (IMAGE.toml)".to_string()))
+    args.image
+        .as_deref()
+        .ok_or_else(|| (exit::BAD_INPUT, "name the image definition (IMAGE.toml)".to_string()))
 }
 
 fn cache_dir(args: &InputArgs) -> PathBuf {
-    args.cache.clone().unwrap_or_else(uvmkit_fetch::cache::ContentCache::default_dir)
+    args.cache
+        .clone()
+        .unwrap_or_else(uvmkit_fetch::cache::ContentCache::default_dir)
 }
 
 /// Input options for the definition at `definition` (its lock file is beside it).
@@ -185,7 +193,12 @@ fn input_options(args: &InputArgs, definition: &Path) -> InputOptions {
 
 fn source_date_epoch() -> Result<u64, Failure> {
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) => v.trim().parse().map_err(|_| (exit::BAD_INPUT, format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))),
+        Ok(v) => v.trim().parse().map_err(|_| {
+            (
+                exit::BAD_INPUT,
+                format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"),
+            )
+        }),
         Err(_) => Ok(DEFAULT_EPOCH),
     }
 }
@@ -195,9 +208,10 @@ fn input_failure(e: inputs::InputError) -> Failure {
         inputs::InputError::Fetch(_) | inputs::InputError::Archive(_) => exit::FETCH,
         inputs::InputError::Offline(_) => exit::FETCH,
         inputs::InputError::Lock(LockError::Io { .. }) => exit::BUILD,
-        inputs::InputError::Resolve(_) | inputs::InputError::Kernel(_) | inputs::InputError::Io(_) | inputs::InputError::Lock(_) => {
-            exit::BAD_INPUT
-        }
+        inputs::InputError::Resolve(_)
+        | inputs::InputError::Kernel(_)
+        | inputs::InputError::Io(_)
+        | inputs::InputError::Lock(_) => exit::BAD_INPUT,
     };
     (code, e.to_string())
 }
@@ -205,7 +219,10 @@ fn input_failure(e: inputs::InputError) -> Failure {
 fn bundle_failure(e: BundleError) -> Failure {
     let code = match e {
         BundleError::Unbundlable { .. } | BundleError::Io { .. } => exit::BAD_INPUT,
-        BundleError::NotCached { .. } | BundleError::Malformed { .. } | BundleError::Tampered { .. } | BundleError::Cache(_) => exit::FETCH,
+        BundleError::NotCached { .. }
+        | BundleError::Malformed { .. }
+        | BundleError::Tampered { .. }
+        | BundleError::Cache(_) => exit::FETCH,
     };
     (code, e.to_string())
 }
@@ -224,24 +241,38 @@ fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Build(args) => {
             // Kept until the build is done: the bundle's local files are read from it.
-            let unpacked = args.bundle.as_deref().map(|b| open_bundle(b, &args.inputs)).transpose()?;
+            let unpacked = args
+                .bundle
+                .as_deref()
+                .map(|b| open_bundle(b, &args.inputs))
+                .transpose()?;
             let definition = match &unpacked {
                 Some(u) => u.definition.clone(),
                 None => image_arg(&args.inputs)?.to_path_buf(),
             };
             let loaded = load(&definition)?;
             let def = &loaded.definition;
-            let formats = if args.format.is_empty() { def.formats.clone() } else { args.format.clone() };
+            let formats = if args.format.is_empty() {
+                def.formats.clone()
+            } else {
+                args.format.clone()
+            };
             let disk_size = args.disk_size.unwrap_or(def.disk.size);
             if disk_size % (1 << 20) != 0 || disk_size < (64 << 20) {
-                return Err((exit::BAD_INPUT, format!("--disk-size {disk_size}: use a whole number of MiB, at least 64MiB")));
+                return Err((
+                    exit::BAD_INPUT,
+                    format!("--disk-size {disk_size}: use a whole number of MiB, at least 64MiB"),
+                ));
             }
             let opts = BuildOptions {
                 out_dir: args.output.clone(),
                 formats,
                 disk_size,
                 epoch: source_date_epoch()?,
-                inputs: InputOptions { quiet: args.inputs.quiet || args.json, ..input_options(&args.inputs, &definition) },
+                inputs: InputOptions {
+                    quiet: args.inputs.quiet || args.json,
+                    ..input_options(&args.inputs, &definition)
+                },
             };
             let report = pipeline::build(&loaded, &opts).map_err(|e| match e {
                 BuildError::Inputs(e) => input_failure(e),
@@ -256,7 +287,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 let total: f64 = report.timings.iter().map(|t| t.seconds).sum();
                 eprintln!("built {} in {total:.1}s into {}:", report.image, args.output.display());
                 for a in &report.artifacts {
-                    eprintln!("  {:<28} {:>10}  sha256 {}", a.name, human_bytes(a.size), &a.sha256[..16]);
+                    eprintln!(
+                        "  {:<28} {:>10}  sha256 {}",
+                        a.name,
+                        human_bytes(a.size),
+                        &a.sha256[..16]
+                    );
                 }
                 eprintln!("  SHA256SUMS, manifest.json");
             }
@@ -285,7 +321,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Bundle { inputs: args, output } => {
             let image = image_arg(&args)?;
             let loaded = load(image)?;
-            let opts = InputOptions { quiet: true, ..input_options(&args, image) };
+            let opts = InputOptions {
+                quiet: true,
+                ..input_options(&args, image)
+            };
             let resolved = inputs::resolve(&loaded.definition, &loaded.base_dir, &opts).map_err(input_failure)?;
             inputs::update_lock(&loaded.definition, &opts, &resolved.packages).map_err(input_failure)?;
             let pinned = lock::LockFile {
@@ -293,7 +332,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 resolution_inputs: lock::resolution_inputs(&loaded.definition),
                 packages: resolved.packages.clone(),
             };
-            let cache = uvmkit_fetch::cache::ContentCache::open(&opts.cache_dir).map_err(|e| (exit::FETCH, e.to_string()))?;
+            let cache =
+                uvmkit_fetch::cache::ContentCache::open(&opts.cache_dir).map_err(|e| (exit::FETCH, e.to_string()))?;
             let report = bundle::write_bundle(&loaded, &pinned, &cache, &output).map_err(bundle_failure)?;
             eprintln!(
                 "wrote {}: {} members, {} packages, {}",
@@ -307,17 +347,33 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Inspect { inputs: args, files } => {
             let image = image_arg(&args)?;
             let loaded = load(image)?;
-            let resolved = inputs::resolve(&loaded.definition, &loaded.base_dir, &input_options(&args, image)).map_err(input_failure)?;
+            let resolved = inputs::resolve(&loaded.definition, &loaded.base_dir, &input_options(&args, image))
+                .map_err(input_failure)?;
             uvmkit::inspect::print(&loaded, &resolved, files).map_err(|e| (exit::BUILD, e))
         }
-        Command::Kernel(KernelCommand::Check { config, targets, features }) => {
-            let text = std::fs::read_to_string(&config).map_err(|e| (exit::BAD_INPUT, format!("cannot read {}: {e}", config.display())))?;
+        Command::Kernel(KernelCommand::Check {
+            config,
+            targets,
+            features,
+        }) => {
+            let text = std::fs::read_to_string(&config)
+                .map_err(|e| (exit::BAD_INPUT, format!("cannot read {}: {e}", config.display())))?;
             for f in &features {
                 if kernelconfig::feature(f).is_none() {
-                    return Err((exit::BAD_INPUT, format!("unknown feature {f:?}; known: {}", kernelconfig::feature_names().join(", "))));
+                    return Err((
+                        exit::BAD_INPUT,
+                        format!(
+                            "unknown feature {f:?}; known: {}",
+                            kernelconfig::feature_names().join(", ")
+                        ),
+                    ));
                 }
             }
-            let targets = if targets.is_empty() { Target::ALL.to_vec() } else { targets };
+            let targets = if targets.is_empty() {
+                Target::ALL.to_vec()
+            } else {
+                targets
+            };
             let selected = kernelconfig::selected(&targets, &features);
             let missing = kernelconfig::check(&text, &selected);
             let names: Vec<&str> = selected.iter().map(|f| f.name.as_str()).collect();
@@ -328,7 +384,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 for m in &missing {
                     println!("missing: {m}");
                 }
-                Err((exit::BAD_INPUT, format!("{} lacks {} option(s) that {} need", config.display(), missing.len(), names.join(", "))))
+                Err((
+                    exit::BAD_INPUT,
+                    format!(
+                        "{} lacks {} option(s) that {} need",
+                        config.display(),
+                        missing.len(),
+                        names.join(", ")
+                    ),
+                ))
             }
         }
     }

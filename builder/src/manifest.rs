@@ -20,8 +20,11 @@ pub fn manifest_json(loaded: &LoadedDefinition, report: &BuildReport, epoch: u64
             })
         })
         .collect();
-    let artifacts: Vec<_> =
-        report.artifacts.iter().map(|a| json!({ "name": a.name, "kind": a.kind, "size": a.size, "sha256": a.sha256 })).collect();
+    let artifacts: Vec<_> = report
+        .artifacts
+        .iter()
+        .map(|a| json!({ "name": a.name, "kind": a.kind, "size": a.size, "sha256": a.sha256 }))
+        .collect();
     let value = json!({
         "uvmkit": env!("CARGO_PKG_VERSION"),
         "image": def.name,

@@ -110,15 +110,26 @@ struct Phases {
 impl Phases {
     fn new(quiet: bool) -> Self {
         let now = Instant::now();
-        Phases { start: now, last: now, quiet, timings: Vec::new() }
+        Phases {
+            start: now,
+            last: now,
+            quiet,
+            timings: Vec::new(),
+        }
     }
     fn done(&mut self, phase: &str, detail: impl fmt::Display) {
         let now = Instant::now();
         let secs = (now - self.last).as_secs_f64();
         self.last = now;
-        self.timings.push(Timing { phase: phase.to_string(), seconds: secs });
+        self.timings.push(Timing {
+            phase: phase.to_string(),
+            seconds: secs,
+        });
         if !self.quiet {
-            eprintln!("[{:6.1}s] {phase}: {detail} ({secs:.1}s)", (now - self.start).as_secs_f64());
+            eprintln!(
+                "[{:6.1}s] {phase}: {detail} ({secs:.1}s)",
+                (now - self.start).as_secs_f64()
+            );
         }
     }
 }
@@ -153,15 +164,13 @@ fn identity_seed(loaded: &LoadedDefinition, inputs: &ResolvedInputs, epoch: u64)
     h.finalize().into()
 }
 
-/// Runs a whole build.
-pub fn build(loaded: &LoadedDefinition, opts: &BuildOptions) -> Result<BuildReport, BuildError> {
-    let def = &loaded.definition;
-    let mut phases = Phases::new(opts.inputs.quiet);
-    let inputs = inputs::resolve(def, &loaded.base_dir, &opts.inputs).map_err(BuildError::Inputs)?;
-    phases.done("inputs", format!("{} packages, kernel {}, {} modules, {} downloaded", inputs.packages.len(), inputs.kernel.release, inputs.modules.modules.len(), human_bytes(inputs.downloaded_bytes)));
-
-    let assembled = assemble::assemble(&AssemblyInputs {
-        definition: def,
+/// The image's root tree from resolved inputs and the embedded init.
+pub fn assemble_image(
+    loaded: &LoadedDefinition,
+    inputs: &ResolvedInputs,
+) -> Result<assemble::AssembledTree, assemble::AssembleError> {
+    assemble::assemble(&AssemblyInputs {
+        definition: &loaded.definition,
         base_dir: &loaded.base_dir,
         init: FileData::inline(INIT_BINARY.to_vec()),
         requested: &inputs.requested,
@@ -169,9 +178,35 @@ pub fn build(loaded: &LoadedDefinition, opts: &BuildOptions) -> Result<BuildRepo
         kernel_release: &inputs.kernel.release,
         modules: &inputs.modules,
     })
-    .map_err(|e| BuildError::Build(e.to_string()))?;
+}
+
+/// Runs a whole build.
+pub fn build(loaded: &LoadedDefinition, opts: &BuildOptions) -> Result<BuildReport, BuildError> {
+    let def = &loaded.definition;
+    let mut phases = Phases::new(opts.inputs.quiet);
+    let inputs = inputs::resolve(def, &loaded.base_dir, &opts.inputs).map_err(BuildError::Inputs)?;
+    phases.done(
+        "inputs",
+        format!(
+            "{} packages, kernel {}, {} modules, {} downloaded",
+            inputs.packages.len(),
+            inputs.kernel.release,
+            inputs.modules.modules.len(),
+            human_bytes(inputs.downloaded_bytes)
+        ),
+    );
+
+    let assembled = assemble_image(loaded, &inputs).map_err(|e| BuildError::Build(e.to_string()))?;
     let tree = &assembled.tree;
-    phases.done("file tree", format!("{} entries, {} of files, {} libraries added", tree.len(), human_bytes(tree.total_file_bytes()), assembled.closure.added.len()));
+    phases.done(
+        "file tree",
+        format!(
+            "{} entries, {} of files, {} libraries added",
+            tree.len(),
+            human_bytes(tree.total_file_bytes()),
+            assembled.closure.added.len()
+        ),
+    );
 
     let mut out = ArtifactDir::create(&opts.out_dir).map_err(|e| BuildError::Build(e.to_string()))?;
     let name = &def.name;
@@ -187,19 +222,34 @@ pub fn build(loaded: &LoadedDefinition, opts: &BuildOptions) -> Result<BuildRepo
             0 => uvmkit_initrd::Compression::None,
             level => uvmkit_initrd::Compression::zstd(level),
         };
-        let options = uvmkit_initrd::InitrdOptions { mtime: opts.epoch, compression, segments: vec![] };
+        let options = uvmkit_initrd::InitrdOptions {
+            mtime: opts.epoch,
+            compression,
+            segments: vec![],
+        };
         let stats = uvmkit_initrd::write_initrd(tree, &options, &mut w).map_err(|e| fail("initrd")(e.to_string()))?;
         w.flush().map_err(|e| fail("initrd")(e.to_string()))?;
         stats
     };
-    phases.done("initrd", format!("{} entries, {} → {}", initrd_stats.entries, human_bytes(initrd_stats.uncompressed_bytes), human_bytes(initrd_stats.compressed_bytes)));
+    phases.done(
+        "initrd",
+        format!(
+            "{} entries, {} → {}",
+            initrd_stats.entries,
+            human_bytes(initrd_stats.uncompressed_bytes),
+            human_bytes(initrd_stats.compressed_bytes)
+        ),
+    );
 
     // The UKI: every bootable format carries it.
     let uki_name = format!("{name}.efi");
     let uki_path = out.staging_path(&uki_name);
     let uki_layout;
     {
-        let stub = inputs.uki_stub.read_all().map_err(|e| fail("EFI stub")(e.to_string()))?;
+        let stub = inputs
+            .uki_stub
+            .read_all()
+            .map_err(|e| fail("EFI stub")(e.to_string()))?;
         let osrel = os_release_for_uki(def);
         let uname = inputs.kernel.release.clone();
         let linux = match &inputs.kernel.image {
@@ -223,8 +273,16 @@ pub fn build(loaded: &LoadedDefinition, opts: &BuildOptions) -> Result<BuildRepo
     let disk_formats: Vec<Format> = opts.formats.iter().copied().filter(|f| f.is_disk()).collect();
     if !disk_formats.is_empty() {
         let esp = build_esp(
-            &[EspFile { path: "EFI/BOOT/BOOTX64.EFI".into(), source: uki.clone() }],
-            &EspOptions { size_bytes: None, volume_id: u32::from_le_bytes(seed[..4].try_into().unwrap()), label: "EFI".into(), mtime: opts.epoch },
+            &[EspFile {
+                path: "EFI/BOOT/BOOTX64.EFI".into(),
+                source: uki.clone(),
+            }],
+            &EspOptions {
+                size_bytes: None,
+                volume_id: u32::from_le_bytes(seed[..4].try_into().unwrap()),
+                label: "EFI".into(),
+                mtime: opts.epoch,
+            },
         )
         .map_err(|e| fail("EFI system partition")(e.to_string()))?;
         let data_tree = data_partition_tree(loaded)?;
@@ -248,34 +306,63 @@ pub fn build(loaded: &LoadedDefinition, opts: &BuildOptions) -> Result<BuildRepo
             size_bytes: opts.disk_size,
             seed,
             partitions: vec![
-                PartitionSpec { name: "EFI system partition".into(), type_guid: Guid::EFI_SYSTEM, content: esp },
-                PartitionSpec { name: DATA_LABEL.into(), type_guid: Guid::LINUX_FILESYSTEM, content: data },
+                PartitionSpec {
+                    name: "EFI system partition".into(),
+                    type_guid: Guid::EFI_SYSTEM,
+                    content: esp,
+                },
+                PartitionSpec {
+                    name: DATA_LABEL.into(),
+                    type_guid: Guid::LINUX_FILESYSTEM,
+                    content: data,
+                },
             ],
         };
         let (disk, _placed) = build_disk(&layout).map_err(|e| fail("disk layout")(e.to_string()))?;
-        phases.done("disk layout", format!("{} virtual, {} allocated", human_bytes(disk.size()), human_bytes(disk.allocated_bytes())));
+        phases.done(
+            "disk layout",
+            format!(
+                "{} virtual, {} allocated",
+                human_bytes(disk.size()),
+                human_bytes(disk.allocated_bytes())
+            ),
+        );
         for format in disk_formats {
             write_disk(&mut out, &disk, format, def, name, seed).map_err(fail(format.name()))?;
             let a = out.published().last().unwrap().clone();
-            phases.done(format.name(), format!("{} ({} on disk)", a.name, human_bytes(a.allocated)));
+            phases.done(
+                format.name(),
+                format!("{} ({} on disk)", a.name, human_bytes(a.allocated)),
+            );
         }
     }
 
     if opts.formats.contains(&Format::Iso) {
-        write_iso(&mut out, &inputs, def, (&uki, &uki_layout), &initrd_path, seed, opts.epoch)?;
+        write_iso(
+            &mut out,
+            &inputs,
+            def,
+            (&uki, &uki_layout),
+            &initrd_path,
+            seed,
+            opts.epoch,
+        )?;
         let a = out.published().last().unwrap().clone();
         phases.done("iso", format!("{} ({})", a.name, human_bytes(a.size)));
     }
 
     if opts.formats.contains(&Format::Efi) {
-        out.publish(&uki_name, "efi").map_err(|e| fail("publish")(e.to_string()))?;
+        out.publish(&uki_name, "efi")
+            .map_err(|e| fail("publish")(e.to_string()))?;
         let kernel_name = format!("{name}-kernel");
         let mut kernel_bytes = inputs.kernel.image.open().map_err(|e| fail("kernel")(e.to_string()))?;
         let mut f = File::create(out.staging_path(&kernel_name)).map_err(|e| fail("kernel")(e.to_string()))?;
         std::io::copy(&mut kernel_bytes, &mut f).map_err(|e| fail("kernel")(e.to_string()))?;
         drop(f);
-        out.publish(&kernel_name, "kernel").map_err(|e| fail("publish")(e.to_string()))?;
-        out.publish(&initrd_name, "initrd").map_err(|e| fail("publish")(e.to_string()))?;
+        out.publish(&kernel_name, "kernel")
+            .map_err(|e| fail("publish")(e.to_string()))?;
+        out.publish(&initrd_name, "initrd")
+            .map_err(|e| fail("publish")(e.to_string()))?;
         phases.done("efi", format!("{uki_name}, {kernel_name}, {initrd_name}"));
     }
 
@@ -291,25 +378,41 @@ pub fn build(loaded: &LoadedDefinition, opts: &BuildOptions) -> Result<BuildRepo
         timings: phases.timings.clone(),
     };
     let manifest = crate::manifest::manifest_json(loaded, &report, opts.epoch);
-    write_atomically(&opts.out_dir.join("manifest.json"), manifest.as_bytes()).map_err(|e| fail("manifest.json")(e.to_string()))?;
-    write_atomically(&opts.out_dir.join("SHA256SUMS"), out.sha256sums().as_bytes()).map_err(|e| fail("SHA256SUMS")(e.to_string()))?;
+    write_atomically(&opts.out_dir.join("manifest.json"), manifest.as_bytes())
+        .map_err(|e| fail("manifest.json")(e.to_string()))?;
+    write_atomically(&opts.out_dir.join("SHA256SUMS"), out.sha256sums().as_bytes())
+        .map_err(|e| fail("SHA256SUMS")(e.to_string()))?;
     let sbom = crate::sbom::spdx_json(&report, opts.epoch);
-    write_atomically(&opts.out_dir.join(crate::sbom::file_name(name)), sbom.as_bytes()).map_err(|e| fail("SBOM")(e.to_string()))?;
+    write_atomically(&opts.out_dir.join(crate::sbom::file_name(name)), sbom.as_bytes())
+        .map_err(|e| fail("SBOM")(e.to_string()))?;
     Ok(report)
 }
 
 fn os_release_for_uki(def: &crate::config::ImageDefinition) -> String {
-    format!("NAME=\"uvmkit\"\nID=uvmkit\nPRETTY_NAME=\"uvmkit {}\"\nVARIANT_ID={}\nVERSION_ID={}\n", def.name, def.name, env!("CARGO_PKG_VERSION"))
+    format!(
+        "NAME=\"uvmkit\"\nID=uvmkit\nPRETTY_NAME=\"uvmkit {}\"\nVARIANT_ID={}\nVERSION_ID={}\n",
+        def.name,
+        def.name,
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 /// The data partition's files (`[disk] data_files`).
 fn data_partition_tree(loaded: &LoadedDefinition) -> Result<FileTree, BuildError> {
     let mut tree = FileTree::new();
-    assemble::add_extra_files(&mut tree, &loaded.definition.disk.data_files, &loaded.base_dir).map_err(|e| BuildError::Build(format!("[disk] data_files: {e}")))?;
+    assemble::add_extra_files(&mut tree, &loaded.definition.disk.data_files, &loaded.base_dir)
+        .map_err(|e| BuildError::Build(format!("[disk] data_files: {e}")))?;
     Ok(tree)
 }
 
-fn write_disk(out: &mut ArtifactDir, disk: &SparseImage, format: Format, def: &crate::config::ImageDefinition, name: &str, seed: [u8; 32]) -> Result<(), String> {
+fn write_disk(
+    out: &mut ArtifactDir,
+    disk: &SparseImage,
+    format: Format,
+    def: &crate::config::ImageDefinition,
+    name: &str,
+    seed: [u8; 32],
+) -> Result<(), String> {
     let file_name = match format {
         Format::Raw => format!("{name}.raw"),
         Format::Vhdx => format!("{name}.vhdx"),
@@ -326,15 +429,27 @@ fn write_disk(out: &mut ArtifactDir, disk: &SparseImage, format: Format, def: &c
             let mut f = File::create(&path).map_err(|e| e.to_string())?;
             match format {
                 Format::Vhdx => {
-                    let o = uvmkit_vdisk::VhdxOptions { block_size: def.disk.vhdx_block_size as u32, fixed: def.disk.vhdx_fixed, seed };
+                    let o = uvmkit_vdisk::VhdxOptions {
+                        block_size: def.disk.vhdx_block_size as u32,
+                        fixed: def.disk.vhdx_fixed,
+                        seed,
+                    };
                     uvmkit_vdisk::write_vhdx(disk, &o, &mut f).map_err(|e| e.to_string())?;
                 }
                 Format::Vmdk => {
-                    let o = uvmkit_vdisk::VmdkOptions { seed, extent_file_name: file_name.clone(), ..uvmkit_vdisk::VmdkOptions::default() };
+                    let o = uvmkit_vdisk::VmdkOptions {
+                        seed,
+                        extent_file_name: file_name.clone(),
+                        ..uvmkit_vdisk::VmdkOptions::default()
+                    };
                     uvmkit_vdisk::write_vmdk_sparse(disk, &o, &mut f).map_err(|e| e.to_string())?;
                 }
                 _ => {
-                    let o = uvmkit_vdisk::VmdkOptions { seed, extent_file_name: file_name.clone(), ..uvmkit_vdisk::VmdkOptions::default() };
+                    let o = uvmkit_vdisk::VmdkOptions {
+                        seed,
+                        extent_file_name: file_name.clone(),
+                        ..uvmkit_vdisk::VmdkOptions::default()
+                    };
                     let mut w = BufWriter::new(&mut f);
                     uvmkit_vdisk::write_vmdk_stream(disk, &o, &mut w).map_err(|e| e.to_string())?;
                     w.flush().map_err(|e| e.to_string())?;
@@ -355,12 +470,23 @@ fn write_iso(
     seed: [u8; 32],
     epoch: u64,
 ) -> Result<(), BuildError> {
-    let isolinux = inputs.isolinux.as_ref().ok_or_else(|| BuildError::Build("ISO: the isolinux packages were not fetched".into()))?;
+    let isolinux = inputs
+        .isolinux
+        .as_ref()
+        .ok_or_else(|| BuildError::Build("ISO: the isolinux packages were not fetched".into()))?;
     let err = fail("ISO");
     // The El Torito EFI image: a small FAT holding the UKI as the removable-media boot path.
     let efi_img = build_esp(
-        &[EspFile { path: "EFI/BOOT/BOOTX64.EFI".into(), source: uki.clone() }],
-        &EspOptions { size_bytes: Some(fat_size_for(uki.len())), volume_id: u32::from_le_bytes(seed[4..8].try_into().unwrap()), label: "UVMKIT_EFI".into(), mtime: epoch },
+        &[EspFile {
+            path: "EFI/BOOT/BOOTX64.EFI".into(),
+            source: uki.clone(),
+        }],
+        &EspOptions {
+            size_bytes: Some(fat_size_for(uki.len())),
+            volume_id: u32::from_le_bytes(seed[4..8].try_into().unwrap()),
+            label: "UVMKIT_EFI".into(),
+            mtime: epoch,
+        },
     )
     .map_err(|e| fail("ISO EFI image")(e.to_string()))?;
     let cfg = format!(
@@ -374,21 +500,56 @@ fn write_iso(
     // are 4 KiB-aligned in the FAT image, so the ISO 9660 records point at them: stored once.
     let aliases = shared_boot_files(&efi_img, uki, uki_layout, &inputs.kernel.image, &initrd);
     let mut files = vec![
-        uvmkit_iso::IsoFile { path: "isolinux/isolinux.cfg".into(), data: FileData::inline(cfg.into_bytes()), mode: 0o644 },
-        uvmkit_iso::IsoFile { path: "isolinux/ldlinux.c32".into(), data: isolinux.ldlinux_c32.clone(), mode: 0o644 },
+        uvmkit_iso::IsoFile {
+            path: "isolinux/isolinux.cfg".into(),
+            data: FileData::inline(cfg.into_bytes()),
+            mode: 0o644,
+        },
+        uvmkit_iso::IsoFile {
+            path: "isolinux/ldlinux.c32".into(),
+            data: isolinux.ldlinux_c32.clone(),
+            mode: 0o644,
+        },
     ];
     if aliases.is_empty() {
-        log::warn!("ISO: the UKI's sections are not 2 KiB-aligned in the EFI image; storing the kernel and initrd twice");
-        files.push(uvmkit_iso::IsoFile { path: "boot/vmlinuz".into(), data: inputs.kernel.image.clone(), mode: 0o644 });
-        files.push(uvmkit_iso::IsoFile { path: "boot/initrd.img".into(), data: initrd, mode: 0o644 });
+        log::warn!(
+            "ISO: the UKI's sections are not 2 KiB-aligned in the EFI image; storing the kernel and initrd twice"
+        );
+        files.push(uvmkit_iso::IsoFile {
+            path: "boot/vmlinuz".into(),
+            data: inputs.kernel.image.clone(),
+            mode: 0o644,
+        });
+        files.push(uvmkit_iso::IsoFile {
+            path: "boot/initrd.img".into(),
+            data: initrd,
+            mode: 0o644,
+        });
     }
-    let bios = uvmkit_iso::BiosBoot { isolinux_bin: bytes(&isolinux.isolinux_bin)?, isohdpfx: bytes(&isolinux.isohdpfx)?, path: "isolinux/isolinux.bin".into() };
-    let efi = uvmkit_iso::EfiBoot { image: uvmkit_iso::BootImage::Sparse(efi_img), path: "boot/efi.img".into() };
-    let volume_id = def.iso.volume_label.clone().unwrap_or_else(|| def.name.to_ascii_uppercase().replace(['-', '.'], "_"));
-    let opts = uvmkit_iso::IsoOptions { volume_id, epoch: epoch as i64, seed, hybrid: true };
+    let bios = uvmkit_iso::BiosBoot {
+        isolinux_bin: bytes(&isolinux.isolinux_bin)?,
+        isohdpfx: bytes(&isolinux.isohdpfx)?,
+        path: "isolinux/isolinux.bin".into(),
+    };
+    let efi = uvmkit_iso::EfiBoot {
+        image: uvmkit_iso::BootImage::Sparse(efi_img),
+        path: "boot/efi.img".into(),
+    };
+    let volume_id = def
+        .iso
+        .volume_label
+        .clone()
+        .unwrap_or_else(|| def.name.to_ascii_uppercase().replace(['-', '.'], "_"));
+    let opts = uvmkit_iso::IsoOptions {
+        volume_id,
+        epoch: epoch as i64,
+        seed,
+        hybrid: true,
+    };
     let name = format!("{}.iso", def.name);
     let mut w = BufWriter::new(File::create(out.staging_path(&name)).map_err(|e| err(e.to_string()))?);
-    uvmkit_iso::write_iso_with_aliases(&files, Some(&bios), Some(&efi), &aliases, &opts, &mut w).map_err(|e| err(e.to_string()))?;
+    uvmkit_iso::write_iso_with_aliases(&files, Some(&bios), Some(&efi), &aliases, &opts, &mut w)
+        .map_err(|e| err(e.to_string()))?;
     w.flush().map_err(|e| err(e.to_string()))?;
     drop(w);
     out.publish(&name, "iso").map_err(|e| err(e.to_string()))?;
@@ -398,22 +559,42 @@ fn write_iso(
 /// ISO 9660 records for `/boot/vmlinuz` and `/boot/initrd.img` that point into the EFI image
 /// where the UKI's `.linux` and `.initrd` sections lie; empty when they are not where a 2 KiB
 /// ISO block can point (then the files are stored separately).
-fn shared_boot_files(efi_img: &SparseImage, uki: &FileData, layout: &uvmkit_uki::UkiLayout, kernel: &FileData, initrd: &FileData) -> Vec<uvmkit_iso::EfiAlias> {
-    let FileData::HostFile { path: uki_path, .. } = uki else { return vec![] };
+fn shared_boot_files(
+    efi_img: &SparseImage,
+    uki: &FileData,
+    layout: &uvmkit_uki::UkiLayout,
+    kernel: &FileData,
+    initrd: &FileData,
+) -> Vec<uvmkit_iso::EfiAlias> {
+    let FileData::HostFile { path: uki_path, .. } = uki else {
+        return vec![];
+    };
     let Some(uki_start) = efi_img.extents().find_map(|e| match &e.data {
-        uvmkit_disk::ExtentData::HostFile { path, offset: 0, len } if path == uki_path && *len == uki.len() => Some(e.offset),
+        uvmkit_disk::ExtentData::HostFile { path, offset: 0, len } if path == uki_path && *len == uki.len() => {
+            Some(e.offset)
+        }
         _ => None,
     }) else {
         return vec![];
     };
     let mut aliases = Vec::new();
-    for (section, iso_path, data) in [(".linux", "boot/vmlinuz", kernel), (".initrd", "boot/initrd.img", initrd)] {
-        let Some(s) = layout.sections.iter().find(|s| s.name == section) else { return vec![] };
+    for (section, iso_path, data) in [
+        (".linux", "boot/vmlinuz", kernel),
+        (".initrd", "boot/initrd.img", initrd),
+    ] {
+        let Some(s) = layout.sections.iter().find(|s| s.name == section) else {
+            return vec![];
+        };
         let offset = uki_start + u64::from(s.file_offset);
         if offset % uvmkit_iso::SECTOR != 0 || u64::from(s.raw_size) < data.len() {
             return vec![];
         }
-        aliases.push(uvmkit_iso::EfiAlias { path: iso_path.into(), offset, len: data.len(), mode: 0o644 });
+        aliases.push(uvmkit_iso::EfiAlias {
+            path: iso_path.into(),
+            offset,
+            len: data.len(),
+            mode: 0o644,
+        });
     }
     aliases
 }

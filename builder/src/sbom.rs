@@ -47,7 +47,9 @@ pub fn spdx_json(report: &BuildReport, epoch: u64) -> String {
             "primaryPackagePurpose": if a.kind == "iso" || a.kind == "efi" || a.kind == "kernel" || a.kind == "initrd" { "FILE" } else { "OPERATING-SYSTEM" },
             "comment": format!("uvmkit artifact of kind {}", a.kind),
         }));
-        relationships.push(json!({ "spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": id }));
+        relationships.push(
+            json!({ "spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": id }),
+        );
         describes.push(id.clone());
         for p in &report.packages {
             if artifact_contains(&a.kind, p) {
@@ -99,7 +101,12 @@ fn deb_package(p: &FetchedPackage) -> Value {
         Some(m) if !m.is_empty() => format!("Organization: {m}"),
         _ => "NOASSERTION".into(),
     };
-    let purl = format!("pkg:deb/debian/{}@{}?arch={}", purl_escape(&p.name), purl_escape(&p.version), purl_escape(&p.architecture));
+    let purl = format!(
+        "pkg:deb/debian/{}@{}?arch={}",
+        purl_escape(&p.name),
+        purl_escape(&p.version),
+        purl_escape(&p.architecture)
+    );
     let mut v = json!({
         "SPDXID": spdx_id("Package-deb", &p.name),
         "name": p.name,
@@ -125,12 +132,24 @@ fn deb_package(p: &FetchedPackage) -> Value {
 
 /// An SPDX identifier: `SPDXRef-` then letters, digits, `.` and `-` only (SPDX 2.3 §3.2).
 fn spdx_id(kind: &str, name: &str) -> String {
-    let clean: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' }).collect();
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
     if clean == name {
         format!("SPDXRef-{kind}-{clean}")
     } else {
         // Replaced characters could make two names equal: tell them apart by a hash.
-        format!("SPDXRef-{kind}-{clean}-{}", &hex::encode(Sha256::digest(name.as_bytes()))[..8])
+        format!(
+            "SPDXRef-{kind}-{clean}-{}",
+            &hex::encode(Sha256::digest(name.as_bytes()))[..8]
+        )
     }
 }
 
@@ -161,7 +180,12 @@ fn rfc3339(epoch: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 #[cfg(test)]

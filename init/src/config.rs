@@ -87,6 +87,9 @@ pub struct DataDiskSection {
     /// `<data>/docker` (the last component names the directory on the disk).
     #[serde(default)]
     pub binds: Vec<PathBuf>,
+    /// Create SSH host keys and Docker TLS material on the data disk (see `identity.rs`).
+    #[serde(default)]
+    pub identity: bool,
 }
 
 fn default_true() -> bool {
@@ -434,12 +437,12 @@ path = "kernel/drivers/virtio/virtio.ko.xz"
 
     #[test]
     fn data_disk_binds_must_be_plain_absolute_and_distinct() {
-        let config = parse(
-            "[data_disk]\nformat_blank = true\nbinds = [\"/var/lib/docker\", \"/var/lib/containerd\"]\n",
-        )
-        .unwrap();
+        let config =
+            parse("[data_disk]\nformat_blank = true\nbinds = [\"/var/lib/docker\", \"/var/lib/containerd\"]\n")
+                .unwrap();
         let data = config.data_disk.unwrap();
         assert!(data.format_blank);
+        assert!(!data.identity);
         assert_eq!(data.binds.len(), 2);
         assert!(!parse("[data_disk]\n").unwrap().data_disk.unwrap().format_blank);
         for bad in [
@@ -449,10 +452,7 @@ path = "kernel/drivers/virtio/virtio.ko.xz"
             r#"["/a/docker", "/b/docker"]"#,
         ] {
             let text = format!("[data_disk]\nbinds = {bad}\n");
-            assert!(
-                matches!(parse(&text), Err(ConfigError::InvalidBind { .. })),
-                "{bad}"
-            );
+            assert!(matches!(parse(&text), Err(ConfigError::InvalidBind { .. })), "{bad}");
         }
     }
 

@@ -6,9 +6,11 @@
 
 mod config;
 mod datadisk;
+mod identity;
 mod log;
 mod modules;
 mod mounts;
+mod network;
 mod pid1;
 mod power;
 mod rootfs;

@@ -157,6 +157,8 @@ pub enum LoadOutcome {
     Loaded,
     /// It was already loaded (or built in).
     AlreadyLoaded,
+    /// The driver found none of its hardware (ENODEV): a driver for another hypervisor.
+    NoDevice,
     /// It could not be loaded; the message says why.
     Failed(String),
 }
@@ -171,6 +173,8 @@ pub fn load_module(file_path: &Path) -> LoadOutcome {
     match sys::finit_module(file.as_fd(), flags) {
         Ok(()) => LoadOutcome::Loaded,
         Err(err) if err.raw_os_error() == Some(libc::EEXIST) => LoadOutcome::AlreadyLoaded,
+        // An image carries the drivers of every target hypervisor; the others refuse to load.
+        Err(err) if err.raw_os_error() == Some(libc::ENODEV) => LoadOutcome::NoDevice,
         // EOPNOTSUPP: built without CONFIG_MODULE_DECOMPRESS; EINVAL: older than Linux 5.17,
         // which does not know the flag.
         Err(err) if flags != 0 && matches!(err.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL)) => {
@@ -202,6 +206,9 @@ pub struct LoadSummary {
     pub loaded: usize,
     /// Modules already present.
     pub already: usize,
+    /// Modules whose hardware is not here (drivers for another hypervisor), and the modules
+    /// that depend on them.
+    pub not_here: usize,
     /// Modules that failed.
     pub failed: usize,
 }
@@ -215,22 +222,51 @@ pub fn load_all(modules: &[ModuleSpec], modules_dir: &Path) -> LoadSummary {
         log!("{problem}");
     }
     let mut summary = LoadSummary::default();
+    // Modules that did not load; a module needing one of them is not tried.
+    let mut not_loaded: Vec<(&str, bool)> = Vec::new();
     for index in plan.order {
         let module = &modules[index];
+        let missing = module.depends.iter().find_map(|d| {
+            let d = d.replace('-', "_");
+            not_loaded.iter().find(|(n, _)| n.replace('-', "_") == d).copied()
+        });
+        if let Some((dependency, absent_hardware)) = missing {
+            if absent_hardware {
+                summary.not_here += 1;
+            } else {
+                summary.failed += 1;
+                log!(
+                    "module {}: not loaded: it needs {dependency}, which failed",
+                    module.name
+                );
+            }
+            not_loaded.push((module.name.as_str(), absent_hardware));
+            continue;
+        }
         let file_path: PathBuf = modules_dir.join(&module.path);
         match load_module(&file_path) {
             LoadOutcome::Loaded => summary.loaded += 1,
             LoadOutcome::AlreadyLoaded => summary.already += 1,
+            LoadOutcome::NoDevice => {
+                summary.not_here += 1;
+                not_loaded.push((module.name.as_str(), true));
+                log!(
+                    "module {}: no such device here (a driver for another hypervisor)",
+                    module.name
+                );
+            }
             LoadOutcome::Failed(message) => {
                 summary.failed += 1;
+                not_loaded.push((module.name.as_str(), false));
                 log!("module {}: {message}", module.name);
             }
         }
     }
     log!(
-        "modules loaded ({}; {} already present, {} failed) in {} ms",
+        "modules loaded ({}; {} already present, {} not for this machine, {} failed) in {} ms",
         summary.loaded,
         summary.already,
+        summary.not_here,
         summary.failed,
         started.elapsed().as_millis()
     );

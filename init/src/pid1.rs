@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, RootMode, CONFIG_PATH};
 use crate::datadisk;
+use crate::identity;
 use crate::log;
 use crate::modules;
 use crate::mounts;
+use crate::network;
 use crate::power::PowerButtons;
 use crate::rootfs;
 use crate::shutdown::{self, Action};
@@ -210,9 +212,34 @@ fn boot(config: &Config, buttons: &mut PowerButtons) {
         modules::load_all(&config.modules, &dir);
     }
 
-    match datadisk::find(Duration::from_secs(3)) {
-        Some(p) => log!("data partition {} ({} {}, {} MiB)", p.device.display(), p.matched_by, datadisk::DATA_LABEL, p.size >> 20),
-        None => log!("no data partition labelled {} found; state stays in memory", datadisk::DATA_LABEL),
+    // DHCP runs while the data disk is looked for.
+    let network = config
+        .network
+        .as_ref()
+        .map(|section| network::start(section, &config.hostname));
+
+    let found = datadisk::find(Duration::from_secs(3));
+    match &found {
+        Some(p) => log!(
+            "data partition {} ({} {}, {} MiB)",
+            p.device.display(),
+            p.matched_by,
+            datadisk::DATA_LABEL,
+            p.size >> 20
+        ),
+        None => log!(
+            "no data partition labelled {} found; state stays in memory",
+            datadisk::DATA_LABEL
+        ),
+    }
+    if let Some(data) = &config.data_disk {
+        let partition = found.or_else(|| data.format_blank.then(datadisk::prepare_blank_disk).flatten());
+        datadisk::mount_state(partition.as_ref(), &data.binds);
+    }
+
+    let addresses = network.and_then(|thread| thread.join().ok()).unwrap_or_default();
+    if config.data_disk.as_ref().is_some_and(|d| d.identity) {
+        identity::ensure(&config.hostname, &addresses);
     }
 
     buttons.rescan();

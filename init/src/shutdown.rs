@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::log;
 use crate::mounts;
+use crate::network;
 use crate::sys;
 
 /// What the machine does once everything is stopped.
@@ -139,6 +140,7 @@ pub fn shut_down(action: Action) {
         }
     );
     kill_all_processes();
+    network::release();
     sys::sync();
     mounts::unmount_all();
     sys::sync();

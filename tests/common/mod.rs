@@ -52,13 +52,23 @@ pub fn uvmkit(args: &[&str]) -> Output {
 pub fn uvmkit_ok(args: &[&str]) -> String {
     let out = uvmkit(args);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "uvmkit {args:?} failed ({}):\n{stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "uvmkit {args:?} failed ({}):\n{stderr}",
+        out.status
+    );
     String::from_utf8_lossy(&out.stdout).into_owned() + &stderr
 }
 
 /// True when `tool` is on PATH; otherwise prints why a check is skipped.
 pub fn have(tool: &str) -> bool {
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).stdout(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
     if !found {
         eprintln!("note: {tool} is not installed; run tests/install-deps.sh (skipping this check)");
     }
@@ -67,8 +77,14 @@ pub fn have(tool: &str) -> bool {
 
 /// Runs a command and returns (success, stdout + stderr).
 pub fn run(cmd: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
 }
 
 /// At most two guests at once: the test machines have two cores, and TCG is single-threaded
@@ -126,22 +142,42 @@ impl Guest {
         let monitor = dir.join("monitor.sock");
         let _ = std::fs::remove_file(&monitor);
         let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-accel", "tcg", "-m", "1024", "-smp", "1", "-nographic", "-no-reboot", "-nodefaults"])
-            .arg("-serial")
-            .arg(format!("file:{}", serial.display()))
-            .arg("-monitor")
-            .arg(format!("unix:{},server,nowait", monitor.display()))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let child = cmd.spawn().expect("qemu-system-x86_64 installed (tests/install-deps.sh)");
-        Guest { child, serial, monitor, started: Instant::now(), _slot: slot }
+        cmd.args([
+            "-accel",
+            "tcg",
+            "-m",
+            "1024",
+            "-smp",
+            "1",
+            "-nographic",
+            "-no-reboot",
+            "-nodefaults",
+        ])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .arg("-monitor")
+        .arg(format!("unix:{},server,nowait", monitor.display()))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        let child = cmd
+            .spawn()
+            .expect("qemu-system-x86_64 installed (tests/install-deps.sh)");
+        Guest {
+            child,
+            serial,
+            monitor,
+            started: Instant::now(),
+            _slot: slot,
+        }
     }
 
     /// The serial output so far.
     pub fn log(&self) -> String {
-        std::fs::read(&self.serial).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+        std::fs::read(&self.serial)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 
     fn fail(&mut self, why: &str) -> ! {
@@ -151,8 +187,19 @@ impl Guest {
             let _ = e.read_to_string(&mut err);
         }
         let log = self.log();
-        let tail: String = log.lines().rev().take(80).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-        panic!("{why} after {:.1}s\n--- qemu stderr ---\n{err}\n--- last serial lines ---\n{tail}", self.started.elapsed().as_secs_f64());
+        let tail: String = log
+            .lines()
+            .rev()
+            .take(80)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n");
+        panic!(
+            "{why} after {:.1}s\n--- qemu stderr ---\n{err}\n--- last serial lines ---\n{tail}",
+            self.started.elapsed().as_secs_f64()
+        );
     }
 
     /// Waits until the serial log contains `marker`; returns seconds since start.
@@ -166,7 +213,10 @@ impl Guest {
                 self.fail(&format!("QEMU exited ({status}) before printing {marker:?}"));
             }
             if Instant::now() > deadline {
-                self.fail(&format!("no {marker:?} on the serial console within {}s", timeout.as_secs()));
+                self.fail(&format!(
+                    "no {marker:?} on the serial console within {}s",
+                    timeout.as_secs()
+                ));
             }
             std::thread::sleep(Duration::from_millis(200));
         }

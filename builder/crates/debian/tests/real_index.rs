@@ -35,7 +35,9 @@ fn host_mirror() -> Option<String> {
 
 /// A fixture file, or the same path below the mirror's `dists/bookworm/`.
 fn fixture_or_fetch(fixture: &str, remote: &str) -> Option<Vec<u8>> {
-    if let Ok(data) = std::fs::read(Path::new(&std::env::var_os("UVMKIT_TEST_DEBIAN_FIXTURES").unwrap_or_default()).join(fixture)) {
+    if let Ok(data) =
+        std::fs::read(Path::new(&std::env::var_os("UVMKIT_TEST_DEBIAN_FIXTURES").unwrap_or_default()).join(fixture))
+    {
         return Some(data);
     }
     let mirror = host_mirror()?;

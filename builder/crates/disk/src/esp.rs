@@ -171,9 +171,7 @@ pub enum EspError {
 /// The size [`build_esp`] picks for `content_bytes` of files when no size is given: content plus
 /// 25% plus 16 MiB, at least 64 MiB, rounded up to 1 MiB.
 pub fn auto_esp_size(content_bytes: u64) -> u64 {
-    let raw = content_bytes
-        .saturating_add(content_bytes / 4)
-        .saturating_add(16 * MIB);
+    let raw = content_bytes.saturating_add(content_bytes / 4).saturating_add(16 * MIB);
     raw.max(AUTO_MIN).div_ceil(MIB).saturating_mul(MIB)
 }
 
@@ -253,10 +251,7 @@ pub fn build_esp(files: &[EspFile], opts: &EspOptions) -> Result<SparseImage, Es
     let mut image = SparseImage::new(size);
     // Clusters skipped for alignment stay free.
     let free = geometry.clusters - (used - skipped);
-    image.put_bytes(
-        0,
-        geometry.reserved_region(opts.volume_id, label, free as u32, next),
-    )?;
+    image.put_bytes(0, geometry.reserved_region(opts.volume_id, label, free as u32, next))?;
     for copy in 0..FATS {
         image.put_bytes(geometry.fat_offset(copy), fat_bytes.clone())?;
     }
@@ -316,9 +311,7 @@ impl Geometry {
     fn with_cluster(size: u64, per_cluster: u64) -> Geometry {
         let sectors = size / SECTOR;
         let usable = sectors.saturating_sub(RESERVED_SECTORS);
-        let fat_sectors = usable
-            .div_ceil((256 * per_cluster + FATS) / 2)
-            .next_multiple_of(4);
+        let fat_sectors = usable.div_ceil((256 * per_cluster + FATS) / 2).next_multiple_of(4);
         let clusters = usable.saturating_sub(FATS * fat_sectors) / per_cluster;
         Geometry {
             sectors,
@@ -362,13 +355,7 @@ impl Geometry {
     }
 
     /// Sectors 0–7: boot sector, FSInfo, and their backups at 6 and 7.
-    fn reserved_region(
-        &self,
-        volume_id: u32,
-        label: Option<[u8; 11]>,
-        free: u32,
-        next_free: u32,
-    ) -> Vec<u8> {
+    fn reserved_region(&self, volume_id: u32, label: Option<[u8; 11]>, free: u32, next_free: u32) -> Vec<u8> {
         let boot = self.boot_sector(volume_id, label);
         let info = fs_info(free, next_free);
         let mut out = vec![0u8; 8 * SECTOR as usize];
@@ -514,17 +501,9 @@ impl DirTree {
         let mut dir_index: BTreeMap<String, usize> = BTreeMap::from([(String::new(), 0)]);
         let mut file_order = Vec::new();
         for (key, node) in &nodes {
-            let parent_key = key
-                .rfind('/')
-                .map(|i| key[..i].to_string())
-                .unwrap_or_default();
+            let parent_key = key.rfind('/').map(|i| key[..i].to_string()).unwrap_or_default();
             let parent = dir_index[&parent_key];
-            let name = node
-                .given
-                .rsplit('/')
-                .next()
-                .unwrap_or(&node.given)
-                .to_string();
+            let name = node.given.rsplit('/').next().unwrap_or(&node.given).to_string();
             let target = match node.file {
                 Some(i) => {
                     file_order.push(i);
@@ -598,20 +577,8 @@ impl Dir {
                 out.extend_from_slice(&short_entry(label, ATTR_VOLUME_ID, 0, 0, stamp));
             }
         } else {
-            out.extend_from_slice(&short_entry(
-                *b".          ",
-                ATTR_DIRECTORY,
-                own_cluster,
-                0,
-                stamp,
-            ));
-            out.extend_from_slice(&short_entry(
-                *b"..         ",
-                ATTR_DIRECTORY,
-                parent_cluster,
-                0,
-                stamp,
-            ));
+            out.extend_from_slice(&short_entry(*b".          ", ATTR_DIRECTORY, own_cluster, 0, stamp));
+            out.extend_from_slice(&short_entry(*b"..         ", ATTR_DIRECTORY, parent_cluster, 0, stamp));
         }
         for child in &self.children {
             if child.needs_lfn {
@@ -691,9 +658,9 @@ fn long_entries(name: &str, short: &[u8; 11], out: &mut Vec<u8>) {
 
 /// The checksum of a short name that ties long-name entries to it (FAT §7.2).
 fn lfn_checksum(short: &[u8; 11]) -> u8 {
-    short.iter().fold(0u8, |sum, &b| {
-        ((sum & 1) << 7).wrapping_add(sum >> 1).wrapping_add(b)
-    })
+    short
+        .iter()
+        .fold(0u8, |sum, &b| ((sum & 1) << 7).wrapping_add(sum >> 1).wrapping_add(b))
 }
 
 /// Characters other than letters and digits that a short name may hold (FAT §6.1).
@@ -714,9 +681,7 @@ fn short_name(name: &str, taken: &[[u8; 11]]) -> ([u8; 11], bool) {
         for c in part.chars() {
             match c {
                 ' ' | '.' => lossy = true,
-                c if c.is_ascii_alphanumeric()
-                    || (c.is_ascii() && SHORT_SPECIALS.contains(&(c as u8))) =>
-                {
+                c if c.is_ascii_alphanumeric() || (c.is_ascii() && SHORT_SPECIALS.contains(&(c as u8))) => {
                     out.push(c.to_ascii_uppercase() as u8)
                 }
                 _ => {
@@ -748,11 +713,7 @@ fn short_name(name: &str, taken: &[[u8; 11]]) -> ([u8; 11], bool) {
         let as_stored = if ext.is_empty() {
             String::from_utf8_lossy(&base).into_owned()
         } else {
-            format!(
-                "{}.{}",
-                String::from_utf8_lossy(&base),
-                String::from_utf8_lossy(&ext)
-            )
+            format!("{}.{}", String::from_utf8_lossy(&base), String::from_utf8_lossy(&ext))
         };
         return (exact, as_stored != name);
     }
@@ -766,9 +727,7 @@ fn short_name(name: &str, taken: &[[u8; 11]]) -> ([u8; 11], bool) {
         b.truncate(8);
         pack(&b, &ext)
     };
-    let free = (1..=taken.len() + 1)
-        .map(candidate)
-        .find(|c| !taken.contains(c));
+    let free = (1..=taken.len() + 1).map(candidate).find(|c| !taken.contains(c));
     (free.unwrap_or(exact), true)
 }
 
@@ -781,18 +740,11 @@ fn split_path(path: &str) -> Result<Vec<&str>, EspError> {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     for part in &parts {
         match *part {
-            "" => {
-                return Err(invalid(
-                    "it has an empty component (a doubled or trailing '/')",
-                ))
-            }
+            "" => return Err(invalid("it has an empty component (a doubled or trailing '/')")),
             "." | ".." => return Err(invalid("it contains '.' or '..'")),
             _ => {}
         }
-        if part
-            .chars()
-            .any(|c| (c as u32) < 0x20 || "\"*:<>?\\|".contains(c))
-        {
+        if part.chars().any(|c| (c as u32) < 0x20 || "\"*:<>?\\|".contains(c)) {
             return Err(invalid(
                 "FAT names cannot hold control characters or any of \" * : < > ? \\ |",
             ));
@@ -814,9 +766,9 @@ fn volume_label(label: &str) -> Result<Option<[u8; 11]>, EspError> {
     }
     let ok = label.len() <= 11
         && !label.starts_with(' ')
-        && label.bytes().all(|b| {
-            b.is_ascii_uppercase() || b.is_ascii_digit() || b == b' ' || SHORT_SPECIALS.contains(&b)
-        });
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b' ' || SHORT_SPECIALS.contains(&b));
     if !ok {
         return Err(EspError::InvalidLabel {
             label: label.to_string(),
@@ -926,14 +878,8 @@ mod tests {
                 source: FileData::host_file(&host).unwrap(),
             },
             file("loader/entries/uvm.conf", b"title uvm\n".to_vec()),
-            file(
-                "EFI/Linux/a-very-long-file-name-for-lfn.txt",
-                pattern(5000, 2),
-            ),
-            file(
-                "EFI/Linux/a-very-long-file-name-for-lfn-2.txt",
-                pattern(7000, 3),
-            ),
+            file("EFI/Linux/a-very-long-file-name-for-lfn.txt", pattern(5000, 2)),
+            file("EFI/Linux/a-very-long-file-name-for-lfn-2.txt", pattern(7000, 3)),
             file("EFI/Linux/Mixed Case + plus.Efi", pattern(100, 4)),
             file("startup.nsh", Vec::new()),
         ];
@@ -964,14 +910,8 @@ mod tests {
                 "listing:\n{out}"
             );
             let (ok, out) = run("mdir", &["-i", &target, "::/"]);
-            assert!(
-                ok && out.contains("Volume in drive : is EFI"),
-                "label:\n{out}"
-            );
-            assert!(
-                out.contains("Volume Serial Number is 1234-ABCD"),
-                "serial:\n{out}"
-            );
+            assert!(ok && out.contains("Volume in drive : is EFI"), "label:\n{out}");
+            assert!(out.contains("Volume Serial Number is 1234-ABCD"), "serial:\n{out}");
             let (ok, out) = run("mdir", &["-i", &target, "::/EFI/Linux"]);
             assert!(
                 ok && out.contains("a-very-long-file-name-for-lfn-2.txt"),
@@ -982,13 +922,7 @@ mod tests {
                 let back = scratch.path().join(format!("back-{i}"));
                 let (ok, out) = run(
                     "mcopy",
-                    &[
-                        "-n",
-                        "-i",
-                        &target,
-                        &format!("::/{}", f.path),
-                        back.to_str().unwrap(),
-                    ],
+                    &["-n", "-i", &target, &format!("::/{}", f.path), back.to_str().unwrap()],
                 );
                 assert!(ok, "mcopy {} failed:\n{out}", f.path);
                 assert_eq!(
@@ -1062,10 +996,7 @@ mod tests {
             size_bytes: Some(64 * MIB + 1),
             ..opts(0)
         };
-        assert!(matches!(
-            build_esp(&[], &odd),
-            Err(EspError::UnalignedSize { .. })
-        ));
+        assert!(matches!(build_esp(&[], &odd), Err(EspError::UnalignedSize { .. })));
         let full = EspOptions {
             size_bytes: Some(min),
             ..opts(0)
@@ -1093,12 +1024,7 @@ mod tests {
     #[test]
     fn many_clashing_short_names_get_distinct_tails() {
         let files: Vec<EspFile> = (0..40)
-            .map(|i| {
-                file(
-                    &format!("EFI/Linux/uvmkit-kernel-{i:02}.efi"),
-                    vec![i as u8; 10],
-                )
-            })
+            .map(|i| file(&format!("EFI/Linux/uvmkit-kernel-{i:02}.efi"), vec![i as u8; 10]))
             .collect();
         let image = build_esp(&files, &opts(0)).unwrap();
         let scratch = ScratchDir::new("esp-tails");
@@ -1120,10 +1046,7 @@ mod tests {
         assert_eq!(short_name("loader", &[]), (*b"LOADER     ", true));
         assert_eq!(short_name("a.b.c", &[]), (*b"AB~1    C  ", true));
         assert_eq!(short_name("x+y", &[]), (*b"X_Y~1      ", true));
-        assert_eq!(
-            short_name("BOOT", &[*b"BOOT       "]),
-            (*b"BOOT~1     ", true)
-        );
+        assert_eq!(short_name("BOOT", &[*b"BOOT       "]), (*b"BOOT~1     ", true));
         // FAT §7.2's algorithm on a name worked by hand: rotate right, add.
         let mut sum = 0u8;
         for &b in b"BOOTX64 EFI" {
@@ -1146,31 +1069,19 @@ mod tests {
         let x = || vec![1u8];
         for bad in ["", "a//b", "a/", "../x", "a/./b", "a:b", "a/b?", "dot."] {
             assert!(
-                matches!(
-                    build(&[file(bad, x())], "EFI"),
-                    Err(EspError::InvalidPath { .. })
-                ),
+                matches!(build(&[file(bad, x())], "EFI"), Err(EspError::InvalidPath { .. })),
                 "{bad:?}"
             );
         }
         let clash = build(
-            &[
-                file("EFI/BOOT/BOOTX64.EFI", x()),
-                file("efi/boot/bootx64.efi", x()),
-            ],
+            &[file("EFI/BOOT/BOOTX64.EFI", x()), file("efi/boot/bootx64.efi", x())],
             "EFI",
         );
         assert!(matches!(clash, Err(EspError::PathClash { .. })));
-        let clash = build(
-            &[file("EFI/BOOT", x()), file("EFI/BOOT/BOOTX64.EFI", x())],
-            "EFI",
-        );
+        let clash = build(&[file("EFI/BOOT", x()), file("EFI/BOOT/BOOTX64.EFI", x())], "EFI");
         assert!(matches!(clash, Err(EspError::PathClash { .. })));
         for bad in ["efi", "TWELVE CHARS", " LEAD", "A.B"] {
-            assert!(
-                matches!(build(&[], bad), Err(EspError::InvalidLabel { .. })),
-                "{bad:?}"
-            );
+            assert!(matches!(build(&[], bad), Err(EspError::InvalidLabel { .. })), "{bad:?}");
         }
         assert!(build(&[], "").is_ok(), "no label is allowed");
     }

@@ -70,7 +70,9 @@ pub enum GptError {
         disk_bytes: u64,
     },
     /// The disk cannot hold two tables and one block of data.
-    #[error("a disk of {disk_bytes} bytes is too small for a GPT (it needs at least {min} bytes); make the disk larger")]
+    #[error(
+        "a disk of {disk_bytes} bytes is too small for a GPT (it needs at least {min} bytes); make the disk larger"
+    )]
     DiskTooSmall {
         /// The size asked for.
         disk_bytes: u64,
@@ -137,9 +139,7 @@ pub enum GptError {
         lba: u64,
     },
     /// Two partitions share a unique GUID.
-    #[error(
-        "partitions {first:?} and {second:?} have the same unique GUID {guid}; each needs its own"
-    )]
+    #[error("partitions {first:?} and {second:?} have the same unique GUID {guid}; each needs its own")]
     DuplicateGuid {
         /// One partition's name.
         first: String,
@@ -201,11 +201,7 @@ fn chs(lba: u64) -> [u8; 3] {
 
 /// Builds both copies of a GPT for a disk of `disk_bytes` holding `partitions`, in that entry
 /// order, after checking that every partition lies in the usable blocks and none overlap.
-pub fn build_gpt(
-    disk_bytes: u64,
-    disk_guid: Guid,
-    partitions: &[GptPartition],
-) -> Result<GptTables, GptError> {
+pub fn build_gpt(disk_bytes: u64, disk_guid: Guid, partitions: &[GptPartition]) -> Result<GptTables, GptError> {
     if !disk_bytes.is_multiple_of(SECTOR_SIZE) {
         return Err(GptError::UnalignedDisk { disk_bytes });
     }
@@ -226,10 +222,7 @@ pub fn build_gpt(
 
     // §5.3.3: the entry array; unused entries stay all zeros.
     let mut entries = vec![0u8; (ENTRY_COUNT * ENTRY_SIZE) as usize];
-    for (p, entry) in partitions
-        .iter()
-        .zip(entries.chunks_exact_mut(ENTRY_SIZE as usize))
-    {
+    for (p, entry) in partitions.iter().zip(entries.chunks_exact_mut(ENTRY_SIZE as usize)) {
         entry[0..16].copy_from_slice(&p.type_guid.0);
         entry[16..32].copy_from_slice(&p.unique_guid.0);
         entry[32..40].copy_from_slice(&p.first_lba.to_le_bytes());
@@ -269,11 +262,7 @@ pub fn build_gpt(
     })
 }
 
-fn check_partitions(
-    partitions: &[GptPartition],
-    first_usable: u64,
-    last_usable: u64,
-) -> Result<(), GptError> {
+fn check_partitions(partitions: &[GptPartition], first_usable: u64, last_usable: u64) -> Result<(), GptError> {
     for p in partitions {
         let units = p.name.encode_utf16().count();
         if units > NAME_UNITS {
@@ -283,9 +272,7 @@ fn check_partitions(
             });
         }
         if p.type_guid.is_nil() {
-            return Err(GptError::NilType {
-                name: p.name.clone(),
-            });
+            return Err(GptError::NilType { name: p.name.clone() });
         }
         if p.last_lba < p.first_lba {
             return Err(GptError::Inverted {
@@ -389,12 +376,7 @@ mod tests {
     #[test]
     fn crcs_sit_where_the_spec_says_and_cover_the_right_bytes() {
         let disk = 64 * MIB;
-        let t = build_gpt(
-            disk,
-            Guid::derive(b"test", "disk"),
-            &[part("a", 2048, 4095)],
-        )
-        .unwrap();
+        let t = build_gpt(disk, Guid::derive(b"test", "disk"), &[part("a", 2048, 4095)]).unwrap();
         assert_eq!(t.primary.len(), 33 * 512);
         assert_eq!(t.backup.len(), 33 * 512);
         assert_eq!(t.backup_offset, disk - 33 * 512);
@@ -402,20 +384,13 @@ mod tests {
         let (ph, pe) = t.primary.split_at(512);
         let (be, bh) = t.backup.split_at(32 * 512);
         assert_eq!(pe, be, "both copies hold the same entry array");
-        for (h, my, alt, entries) in [
-            (ph, 1, disk / 512 - 1, 2),
-            (bh, disk / 512 - 1, 1, disk / 512 - 33),
-        ] {
+        for (h, my, alt, entries) in [(ph, 1, disk / 512 - 1, 2), (bh, disk / 512 - 1, 1, disk / 512 - 33)] {
             assert_eq!(&h[0..8], b"EFI PART");
             assert_eq!(u32_at(h, 8), 0x0001_0000);
             assert_eq!(u32_at(h, 12), 92);
             let mut zeroed = h[..92].to_vec();
             zeroed[16..20].fill(0);
-            assert_eq!(
-                u32_at(h, 16),
-                CRC32.checksum(&zeroed),
-                "header CRC at offset 16"
-            );
+            assert_eq!(u32_at(h, 16), CRC32.checksum(&zeroed), "header CRC at offset 16");
             assert_eq!(u64_at(h, 24), my);
             assert_eq!(u64_at(h, 32), alt);
             assert_eq!(u64_at(h, 40), 34);
@@ -423,11 +398,7 @@ mod tests {
             assert_eq!(u64_at(h, 72), entries);
             assert_eq!(u32_at(h, 80), 128);
             assert_eq!(u32_at(h, 84), 128);
-            assert_eq!(
-                u32_at(h, 88),
-                CRC32.checksum(pe),
-                "entry array CRC at offset 88"
-            );
+            assert_eq!(u32_at(h, 88), CRC32.checksum(pe), "entry array CRC at offset 88");
             assert!(h[92..].iter().all(|&b| b == 0));
         }
         // The entry: type, unique GUID, LBAs, name in UTF-16LE.
@@ -499,10 +470,7 @@ mod tests {
         assert!(build_gpt(disk, g, &[part(&"x".repeat(36), 2048, 4095)]).is_ok());
         let mut nil = part("a", 2048, 4095);
         nil.type_guid = Guid::NIL;
-        assert!(matches!(
-            build_gpt(disk, g, &[nil]),
-            Err(GptError::NilType { .. })
-        ));
+        assert!(matches!(build_gpt(disk, g, &[nil]), Err(GptError::NilType { .. })));
         let mut twin = part("b", 4096, 8191);
         twin.unique_guid = part("a", 0, 0).unique_guid;
         assert!(matches!(

@@ -59,8 +59,7 @@ impl Guid {
         let b = d2.to_le_bytes();
         let c = d3.to_le_bytes();
         Guid([
-            a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d4[0], d4[1], d4[2], d4[3], d4[4],
-            d4[5], d4[6], d4[7],
+            a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d4[0], d4[1], d4[2], d4[3], d4[4], d4[5], d4[6], d4[7],
         ])
     }
 
@@ -68,8 +67,7 @@ impl Guid {
     /// to on-disk order.
     pub const fn from_text_order(b: [u8; 16]) -> Guid {
         Guid([
-            b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9], b[10], b[11], b[12], b[13],
-            b[14], b[15],
+            b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15],
         ])
     }
 
@@ -81,13 +79,8 @@ impl Guid {
 
     /// Parses the canonical text form, upper or lower case, with or without surrounding braces.
     pub fn parse(s: &str) -> Result<Guid, GuidError> {
-        let err = || GuidError {
-            text: s.to_string(),
-        };
-        let t = s
-            .strip_prefix('{')
-            .and_then(|t| t.strip_suffix('}'))
-            .unwrap_or(s);
+        let err = || GuidError { text: s.to_string() };
+        let t = s.strip_prefix('{').and_then(|t| t.strip_suffix('}')).unwrap_or(s);
         let bytes = t.as_bytes();
         if bytes.len() != 36 {
             return Err(err());
@@ -195,18 +188,14 @@ mod tests {
     fn esp_type_has_the_spec_byte_order() {
         // UEFI 2.10 §5.3.3: the ESP type GUID as it appears on disk.
         let on_disk = [
-            0x28, 0x73, 0x2A, 0xC1, 0x1F, 0xF8, 0xD2, 0x11, 0xBA, 0x4B, 0x00, 0xA0, 0xC9, 0x3E,
-            0xC9, 0x3B,
+            0x28, 0x73, 0x2A, 0xC1, 0x1F, 0xF8, 0xD2, 0x11, 0xBA, 0x4B, 0x00, 0xA0, 0xC9, 0x3E, 0xC9, 0x3B,
         ];
         assert_eq!(Guid::EFI_SYSTEM.0, on_disk);
         assert_eq!(
             Guid::parse("C12A7328-F81F-11D2-BA4B-00A0C93EC93B").unwrap(),
             Guid::EFI_SYSTEM
         );
-        assert_eq!(
-            Guid::EFI_SYSTEM.to_string(),
-            "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
-        );
+        assert_eq!(Guid::EFI_SYSTEM.to_string(), "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
         assert_eq!(
             format!("{:x}", Guid::EFI_SYSTEM),
             "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
@@ -216,10 +205,7 @@ mod tests {
     #[test]
     fn constants_round_trip_through_text() {
         for (g, text) in [
-            (
-                Guid::LINUX_FILESYSTEM,
-                "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
-            ),
+            (Guid::LINUX_FILESYSTEM, "0FC63DAF-8483-4772-8E79-3D69D8477DE4"),
             (Guid::BASIC_DATA, "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"),
         ] {
             assert_eq!(g.to_string(), text);

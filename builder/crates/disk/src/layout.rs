@@ -74,9 +74,7 @@ pub enum LayoutError {
         size_bytes: u64,
     },
     /// A partition size that is not a whole number of sectors, or zero.
-    #[error(
-        "partition {name:?} is {size} bytes; a partition must be a non-zero multiple of 512 bytes"
-    )]
+    #[error("partition {name:?} is {size} bytes; a partition must be a non-zero multiple of 512 bytes")]
     BadPartitionSize {
         /// The partition's name.
         name: String,
@@ -187,10 +185,7 @@ fn place(layout: &DiskLayout) -> Result<Vec<PlacedPartition>, LayoutError> {
         });
         at = align_up(end);
     }
-    let end = placed
-        .last()
-        .map(|p| p.offset + p.size)
-        .unwrap_or(ALIGNMENT);
+    let end = placed.last().map(|p| p.offset + p.size).unwrap_or(ALIGNMENT);
     if end > usable_end(layout.size_bytes) {
         return Err(LayoutError::DoesNotFit {
             needed_mib: (end + TABLE_SECTORS * SECTOR_SIZE).div_ceil(ALIGNMENT),
@@ -280,8 +275,7 @@ mod tests {
         let scratch = ScratchDir::new("layout-tools");
         let boot = pattern(1_234_567, 9);
         let size = 256 * MIB;
-        let (disk, placed) =
-            build_disk(&layout(size, esp_with(FileData::inline(boot.clone())))).unwrap();
+        let (disk, placed) = build_disk(&layout(size, esp_with(FileData::inline(boot.clone())))).unwrap();
         assert_eq!(placed.len(), 2);
         assert_eq!(
             (placed[0].offset, placed[0].first_lba, placed[0].number),
@@ -307,28 +301,15 @@ mod tests {
                 out.contains(&format!("Disk identifier (GUID): {disk_guid}")),
                 "disk GUID:\n{out}"
             );
+            assert!(out.contains("Partition table holds up to 128 entries"), "{out}");
+            let rows: Vec<&str> = out.lines().filter(|l| l.trim_start().starts_with(['1', '2'])).collect();
             assert!(
-                out.contains("Partition table holds up to 128 entries"),
+                rows[0].contains("2048") && rows[0].contains("133119") && rows[0].contains("64.0 MiB"),
                 "{out}"
             );
-            let rows: Vec<&str> = out
-                .lines()
-                .filter(|l| l.trim_start().starts_with(['1', '2']))
-                .collect();
+            assert!(rows[0].contains("EF00") && rows[0].ends_with("ESP"), "{out}");
             assert!(
-                rows[0].contains("2048")
-                    && rows[0].contains("133119")
-                    && rows[0].contains("64.0 MiB"),
-                "{out}"
-            );
-            assert!(
-                rows[0].contains("EF00") && rows[0].ends_with("ESP"),
-                "{out}"
-            );
-            assert!(
-                rows[1].contains("133120")
-                    && rows[1].contains("522239")
-                    && rows[1].contains("8300"),
+                rows[1].contains("133120") && rows[1].contains("522239") && rows[1].contains("8300"),
                 "{out}"
             );
             assert!(rows[1].ends_with("data"), "{out}");
@@ -344,14 +325,8 @@ mod tests {
                     out.contains(&format!("Partition unique GUID: {}", part.unique_guid)),
                     "{out}"
                 );
-                assert!(
-                    out.contains(&format!("First sector: {} ", part.first_lba)),
-                    "{out}"
-                );
-                assert!(
-                    out.contains(&format!("Last sector: {} ", part.last_lba)),
-                    "{out}"
-                );
+                assert!(out.contains(&format!("First sector: {} ", part.first_lba)), "{out}");
+                assert!(out.contains(&format!("Last sector: {} ", part.last_lba)), "{out}");
             }
         }
         if have("fdisk") {
@@ -359,16 +334,10 @@ mod tests {
             assert!(ok, "fdisk -l:\n{out}");
             assert!(out.contains("Disklabel type: gpt"), "{out}");
             assert!(
-                out.contains(&format!(
-                    "Disk identifier: {}",
-                    Guid::derive(&SEED, "gpt-disk")
-                )),
+                out.contains(&format!("Disk identifier: {}", Guid::derive(&SEED, "gpt-disk"))),
                 "{out}"
             );
-            assert!(
-                out.contains("EFI System") && out.contains("Linux filesystem"),
-                "{out}"
-            );
+            assert!(out.contains("EFI System") && out.contains("Linux filesystem"), "{out}");
             assert!(
                 !out.to_lowercase().contains("corrupt") && !out.contains("mismatch"),
                 "{out}"
@@ -387,19 +356,10 @@ mod tests {
             let back = scratch.path().join("BOOTX64.EFI");
             let (ok, out) = run(
                 "mcopy",
-                &[
-                    "-n",
-                    "-i",
-                    &target,
-                    "::/EFI/BOOT/BOOTX64.EFI",
-                    back.to_str().unwrap(),
-                ],
+                &["-n", "-i", &target, "::/EFI/BOOT/BOOTX64.EFI", back.to_str().unwrap()],
             );
             assert!(ok, "{out}");
-            assert!(
-                std::fs::read(&back).unwrap() == boot,
-                "BOOTX64.EFI came back different"
-            );
+            assert!(std::fs::read(&back).unwrap() == boot, "BOOTX64.EFI came back different");
         }
     }
 
@@ -413,10 +373,7 @@ mod tests {
         let mut other = layout(128 * MIB, esp());
         other.seed[0] ^= 1;
         let (c, pc) = build_disk(&other).unwrap();
-        assert_ne!(
-            pa[0].unique_guid, pc[0].unique_guid,
-            "the seed picks the GUIDs"
-        );
+        assert_ne!(pa[0].unique_guid, pc[0].unique_guid, "the seed picks the GUIDs");
         assert_ne!(a, c);
         assert_ne!(pa[0].unique_guid, pa[1].unique_guid);
     }
@@ -448,10 +405,7 @@ mod tests {
             on_disk < 110 * MIB,
             "the raw file should hold little more than the ESP's data: {on_disk}"
         );
-        assert!(
-            built.as_secs() < 5,
-            "laying out must not touch the data: {built:?}"
-        );
+        assert!(built.as_secs() < 5, "laying out must not touch the data: {built:?}");
         assert!(total.as_secs() < 60, "writing took {total:?}");
         if have("sgdisk") {
             let (ok, out) = run("sgdisk", &["-v", path.to_str().unwrap()]);
@@ -480,21 +434,12 @@ mod tests {
         );
         let mut odd = layout(256 * MIB, esp.clone());
         odd.size_bytes += 1;
-        assert!(matches!(
-            build_disk(&odd),
-            Err(LayoutError::UnalignedDisk { .. })
-        ));
+        assert!(matches!(build_disk(&odd), Err(LayoutError::UnalignedDisk { .. })));
         let mut twins = layout(256 * MIB, esp.clone());
         twins.partitions[1].name = "ESP".into();
-        assert!(matches!(
-            build_disk(&twins),
-            Err(LayoutError::DuplicateName { .. })
-        ));
+        assert!(matches!(build_disk(&twins), Err(LayoutError::DuplicateName { .. })));
         let mut ragged = layout(256 * MIB, esp);
         ragged.partitions[1].content = SparseImage::new(1000);
-        assert!(matches!(
-            build_disk(&ragged),
-            Err(LayoutError::BadPartitionSize { .. })
-        ));
+        assert!(matches!(build_disk(&ragged), Err(LayoutError::BadPartitionSize { .. })));
     }
 }

@@ -18,13 +18,9 @@ pub mod layout;
 pub mod sparse;
 
 pub use esp::{auto_esp_size, build_esp, EspError, EspFile, EspOptions};
-pub use gpt::{
-    build_gpt, first_usable_lba, last_usable_lba, protective_mbr, GptError, GptPartition, GptTables,
-};
+pub use gpt::{build_gpt, first_usable_lba, last_usable_lba, protective_mbr, GptError, GptPartition, GptTables};
 pub use guid::{Guid, GuidError};
-pub use layout::{
-    build_disk, room_for_last, DiskLayout, LayoutError, PartitionSpec, PlacedPartition,
-};
+pub use layout::{build_disk, room_for_last, DiskLayout, LayoutError, PartitionSpec, PlacedPartition};
 pub use sparse::{Extent, ExtentData, SparseError, SparseImage};
 
 /// Helpers the format tests share: scratch directories, writing an image out, running tools.
@@ -42,8 +38,7 @@ pub(crate) mod test_support {
 
     impl ScratchDir {
         pub fn new(test: &str) -> ScratchDir {
-            let dir =
-                std::env::temp_dir().join(format!("uvmkit-disk-{test}-{}", std::process::id()));
+            let dir = std::env::temp_dir().join(format!("uvmkit-disk-{test}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
             ScratchDir(dir)

@@ -34,12 +34,12 @@ impl ExtentData {
     /// The sub-range `[start, start + len)` of this extent.
     fn slice(&self, start: u64, len: u64) -> ExtentData {
         match self {
-            ExtentData::Bytes(b) => {
-                ExtentData::Bytes(Arc::new(b[start as usize..(start + len) as usize].to_vec()))
-            }
-            ExtentData::HostFile { path, offset, .. } => {
-                ExtentData::HostFile { path: path.clone(), offset: offset + start, len }
-            }
+            ExtentData::Bytes(b) => ExtentData::Bytes(Arc::new(b[start as usize..(start + len) as usize].to_vec())),
+            ExtentData::HostFile { path, offset, .. } => ExtentData::HostFile {
+                path: path.clone(),
+                offset: offset + start,
+                len,
+            },
         }
     }
 }
@@ -66,7 +66,11 @@ pub enum SparseError {
     /// An extent would reach past the image's virtual size.
     OutOfBounds { offset: u64, len: u64, size: u64 },
     /// An extent would overlap one already placed.
-    Overlap { offset: u64, len: u64, existing_offset: u64 },
+    Overlap {
+        offset: u64,
+        len: u64,
+        existing_offset: u64,
+    },
 }
 
 impl fmt::Display for SparseError {
@@ -76,7 +80,11 @@ impl fmt::Display for SparseError {
                 f,
                 "{len} bytes at offset {offset} do not fit in a disk of {size} bytes; make the disk larger"
             ),
-            SparseError::Overlap { offset, len, existing_offset } => write!(
+            SparseError::Overlap {
+                offset,
+                len,
+                existing_offset,
+            } => write!(
                 f,
                 "{len} bytes at offset {offset} overlap data already placed at offset {existing_offset}"
             ),
@@ -97,7 +105,10 @@ pub struct SparseImage {
 impl SparseImage {
     /// An all-zero image of `size` bytes.
     pub fn new(size: u64) -> Self {
-        SparseImage { size, extents: BTreeMap::new() }
+        SparseImage {
+            size,
+            extents: BTreeMap::new(),
+        }
     }
 
     /// The virtual size in bytes.
@@ -112,16 +123,28 @@ impl SparseImage {
             return Ok(());
         }
         if offset.checked_add(len).is_none_or(|end| end > self.size) {
-            return Err(SparseError::OutOfBounds { offset, len, size: self.size });
+            return Err(SparseError::OutOfBounds {
+                offset,
+                len,
+                size: self.size,
+            });
         }
         if let Some((&prev_off, prev)) = self.extents.range(..=offset).next_back() {
             if prev_off + prev.len() > offset {
-                return Err(SparseError::Overlap { offset, len, existing_offset: prev_off });
+                return Err(SparseError::Overlap {
+                    offset,
+                    len,
+                    existing_offset: prev_off,
+                });
             }
         }
         if let Some((&next_off, _)) = self.extents.range(offset..).next() {
             if next_off < offset + len {
-                return Err(SparseError::Overlap { offset, len, existing_offset: next_off });
+                return Err(SparseError::Overlap {
+                    offset,
+                    len,
+                    existing_offset: next_off,
+                });
             }
         }
         self.extents.insert(offset, data);
@@ -134,14 +157,31 @@ impl SparseImage {
     }
 
     /// Places `len` bytes of the host file `path`, from `file_offset`, at `offset`.
-    pub fn put_file(&mut self, offset: u64, path: impl Into<PathBuf>, file_offset: u64, len: u64) -> Result<(), SparseError> {
-        self.put(offset, ExtentData::HostFile { path: path.into(), offset: file_offset, len })
+    pub fn put_file(
+        &mut self,
+        offset: u64,
+        path: impl Into<PathBuf>,
+        file_offset: u64,
+        len: u64,
+    ) -> Result<(), SparseError> {
+        self.put(
+            offset,
+            ExtentData::HostFile {
+                path: path.into(),
+                offset: file_offset,
+                len,
+            },
+        )
     }
 
     /// Places every extent of `inner` (a partition, say) at `offset` in this image.
     pub fn put_image(&mut self, offset: u64, inner: &SparseImage) -> Result<(), SparseError> {
         if offset.checked_add(inner.size).is_none_or(|end| end > self.size) {
-            return Err(SparseError::OutOfBounds { offset, len: inner.size, size: self.size });
+            return Err(SparseError::OutOfBounds {
+                offset,
+                len: inner.size,
+                size: self.size,
+            });
         }
         for extent in inner.extents() {
             self.put(offset + extent.offset, extent.data)?;
@@ -151,7 +191,10 @@ impl SparseImage {
 
     /// The extents in offset order.
     pub fn extents(&self) -> impl Iterator<Item = Extent> + '_ {
-        self.extents.iter().map(|(&offset, data)| Extent { offset, data: data.clone() })
+        self.extents.iter().map(|(&offset, data)| Extent {
+            offset,
+            data: data.clone(),
+        })
     }
 
     /// Bytes held in extents (an upper bound on what a sparse format stores).
@@ -163,7 +206,12 @@ impl SparseImage {
     pub fn extents_in(&self, start: u64, len: u64) -> Vec<Extent> {
         let end = start + len;
         let mut out = Vec::new();
-        let first = self.extents.range(..=start).next_back().map(|(&o, _)| o).unwrap_or(start);
+        let first = self
+            .extents
+            .range(..=start)
+            .next_back()
+            .map(|(&o, _)| o)
+            .unwrap_or(start);
         for (&off, data) in self.extents.range(first..end) {
             let ext_end = off + data.len();
             if ext_end <= start {
@@ -171,7 +219,10 @@ impl SparseImage {
             }
             let from = off.max(start);
             let to = ext_end.min(end);
-            out.push(Extent { offset: from, data: data.slice(from - off, to - from) });
+            out.push(Extent {
+                offset: from,
+                data: data.slice(from - off, to - from),
+            });
         }
         out
     }
@@ -201,7 +252,10 @@ impl SparseImage {
         if offset.checked_add(len).is_none_or(|end| end > self.size) {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("read of {len} bytes at {offset} is past the end of a {}-byte image", self.size),
+                format!(
+                    "read of {len} bytes at {offset} is past the end of a {}-byte image",
+                    self.size
+                ),
             ));
         }
         buf.fill(0);
@@ -210,17 +264,17 @@ impl SparseImage {
             let dst = &mut buf[(extent.offset - offset) as usize..(extent.end() - offset) as usize];
             match &extent.data {
                 ExtentData::Bytes(b) => dst.copy_from_slice(b),
-                ExtentData::HostFile { path, offset: file_off, .. } => {
+                ExtentData::HostFile {
+                    path, offset: file_off, ..
+                } => {
                     if open.as_ref().map(|(p, _)| p != path).unwrap_or(true) {
-                        let f = File::open(path).map_err(|e| {
-                            io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
-                        })?;
+                        let f = File::open(path)
+                            .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display())))?;
                         open = Some((path.clone(), f));
                     }
                     let file = &open.as_ref().unwrap().1;
-                    file.read_exact_at(dst, *file_off).map_err(|e| {
-                        io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))
-                    })?;
+                    file.read_exact_at(dst, *file_off)
+                        .map_err(|e| io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display())))?;
                 }
             }
         }
@@ -247,9 +301,15 @@ mod tests {
     fn refuses_overlap_and_overflow() {
         let mut img = SparseImage::new(32);
         img.put_bytes(8, vec![0; 8]).unwrap();
-        assert!(matches!(img.put_bytes(12, vec![0; 8]), Err(SparseError::Overlap { .. })));
+        assert!(matches!(
+            img.put_bytes(12, vec![0; 8]),
+            Err(SparseError::Overlap { .. })
+        ));
         assert!(matches!(img.put_bytes(4, vec![0; 5]), Err(SparseError::Overlap { .. })));
-        assert!(matches!(img.put_bytes(30, vec![0; 5]), Err(SparseError::OutOfBounds { .. })));
+        assert!(matches!(
+            img.put_bytes(30, vec![0; 5]),
+            Err(SparseError::OutOfBounds { .. })
+        ));
         img.put_bytes(16, vec![1; 4]).unwrap();
     }
 

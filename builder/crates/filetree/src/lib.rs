@@ -153,9 +153,8 @@ impl FileData {
         match self {
             FileData::Inline(b) => Ok(Box::new(Cursor::new(ArcBytes(b.clone())))),
             FileData::HostFile { path, size } => {
-                let file = File::open(path).map_err(|e| {
-                    io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
-                })?;
+                let file = File::open(path)
+                    .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display())))?;
                 let actual = file.metadata()?.len();
                 if actual != *size {
                     return Err(io::Error::new(
@@ -223,15 +222,30 @@ pub struct Node {
 impl Node {
     /// A root-owned directory with mode 0755.
     pub fn directory() -> Self {
-        Node { kind: NodeKind::Directory, mode: 0o755, uid: 0, gid: 0 }
+        Node {
+            kind: NodeKind::Directory,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+        }
     }
     /// A root-owned file with the given mode.
     pub fn file(data: FileData, mode: u32) -> Self {
-        Node { kind: NodeKind::File(data), mode: mode & 0o7777, uid: 0, gid: 0 }
+        Node {
+            kind: NodeKind::File(data),
+            mode: mode & 0o7777,
+            uid: 0,
+            gid: 0,
+        }
     }
     /// A root-owned symbolic link (mode 0777, as Linux reports them).
     pub fn symlink(target: impl Into<String>) -> Self {
-        Node { kind: NodeKind::Symlink(target.into()), mode: 0o777, uid: 0, gid: 0 }
+        Node {
+            kind: NodeKind::Symlink(target.into()),
+            mode: 0o777,
+            uid: 0,
+            gid: 0,
+        }
     }
     /// The POSIX file-type bits (`S_IFREG`...) for this node, as cpio, ext4 and Rock Ridge
     /// store them. A hard link reports `S_IFREG`.
@@ -268,7 +282,10 @@ impl fmt::Display for TreeError {
             TreeError::InvalidPath(p) => write!(f, "invalid path {p:?}: it must stay inside the image's root"),
             TreeError::NotADirectory(p) => write!(f, "{p} is not a directory, so nothing can be placed below it"),
             TreeError::BadHardLink { link, target } => {
-                write!(f, "hard link {link} points to {target}, which is not a regular file in the image")
+                write!(
+                    f,
+                    "hard link {link} points to {target}, which is not a regular file in the image"
+                )
             }
         }
     }
@@ -310,7 +327,12 @@ impl FileTree {
         if let NodeKind::HardLink(target) = &node.kind {
             match self.nodes.get(target).map(|n| &n.kind) {
                 Some(NodeKind::File(_)) => {}
-                _ => return Err(TreeError::BadHardLink { link: path.clone(), target: target.clone() }),
+                _ => {
+                    return Err(TreeError::BadHardLink {
+                        link: path.clone(),
+                        target: target.clone(),
+                    })
+                }
             }
         }
         let was_dir = matches!(self.nodes.get(path).map(|n| &n.kind), Some(NodeKind::Directory));
@@ -408,7 +430,11 @@ impl FileTree {
                 let next = resolved.join(part).ok()?;
                 match self.nodes.get(&next).map(|n| &n.kind) {
                     Some(NodeKind::Symlink(target)) => {
-                        let base = if target.starts_with('/') { TreePath::root() } else { resolved.clone() };
+                        let base = if target.starts_with('/') {
+                            TreePath::root()
+                        } else {
+                            resolved.clone()
+                        };
                         let mut rest = base.join(target).ok()?;
                         for p in &parts[i + 1..] {
                             rest = rest.join(p).ok()?;
@@ -436,7 +462,11 @@ impl FileTree {
     /// Everything below directory `dir` (not `dir` itself), in path order. Descendants share
     /// the prefix `dir/`, so they are one contiguous range of the sorted map.
     pub fn descendants<'a>(&'a self, dir: &TreePath) -> impl Iterator<Item = (&'a TreePath, &'a Node)> + 'a {
-        let prefix = if dir.is_root() { String::new() } else { format!("{}/", dir.as_str()) };
+        let prefix = if dir.is_root() {
+            String::new()
+        } else {
+            format!("{}/", dir.as_str())
+        };
         let start = TreePath(prefix.clone());
         self.nodes
             .range(start..)
@@ -462,10 +492,13 @@ impl FileTree {
 
     /// Sum of the sizes of all regular files (hard links counted once).
     pub fn total_file_bytes(&self) -> u64 {
-        self.nodes.values().filter_map(|n| match &n.kind {
-            NodeKind::File(d) => Some(d.len()),
-            _ => None,
-        }).sum()
+        self.nodes
+            .values()
+            .filter_map(|n| match &n.kind {
+                NodeKind::File(d) => Some(d.len()),
+                _ => None,
+            })
+            .sum()
     }
 
     /// Copies every node of `other` into this tree, `other` winning on conflicts.
@@ -512,7 +545,8 @@ mod tests {
     #[test]
     fn insert_creates_parents_and_iterates_parents_first() {
         let mut t = FileTree::new();
-        t.insert(&p("/usr/bin/tool"), Node::file(FileData::inline(b"x".to_vec()), 0o755)).unwrap();
+        t.insert(&p("/usr/bin/tool"), Node::file(FileData::inline(b"x".to_vec()), 0o755))
+            .unwrap();
         t.insert(&p("/usr-local"), Node::directory()).unwrap();
         let order: Vec<String> = t.iter().map(|(p, _)| p.to_string()).collect();
         assert_eq!(order, ["/", "/usr", "/usr-local", "/usr/bin", "/usr/bin/tool"]);
@@ -539,8 +573,18 @@ mod tests {
         let mut t = FileTree::new();
         t.insert(&p("/a/b/c"), Node::directory()).unwrap();
         t.insert(&p("/a-b"), Node::directory()).unwrap();
-        t.insert(&p("/a/f"), Node::file(FileData::inline(vec![1]), 0o644)).unwrap();
-        t.insert(&p("/link"), Node { kind: NodeKind::HardLink(p("/a/f")), mode: 0o644, uid: 0, gid: 0 }).unwrap();
+        t.insert(&p("/a/f"), Node::file(FileData::inline(vec![1]), 0o644))
+            .unwrap();
+        t.insert(
+            &p("/link"),
+            Node {
+                kind: NodeKind::HardLink(p("/a/f")),
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            },
+        )
+        .unwrap();
         assert_eq!(t.remove(&p("/a")), 5);
         assert!(t.contains(&p("/a-b")));
         assert!(!t.contains(&p("/link")));
@@ -549,10 +593,18 @@ mod tests {
     #[test]
     fn resolve_follows_symlinks() {
         let mut t = FileTree::new();
-        t.insert(&p("/usr/lib/x86_64-linux-gnu/libc.so.6"), Node::file(FileData::inline(vec![]), 0o755)).unwrap();
+        t.insert(
+            &p("/usr/lib/x86_64-linux-gnu/libc.so.6"),
+            Node::file(FileData::inline(vec![]), 0o755),
+        )
+        .unwrap();
         t.insert(&p("/lib"), Node::symlink("usr/lib")).unwrap();
-        t.insert(&p("/usr/lib/x86_64-linux-gnu/libc.so"), Node::symlink("libc.so.6")).unwrap();
-        assert_eq!(t.resolve(&p("/lib/x86_64-linux-gnu/libc.so")), Some(p("/usr/lib/x86_64-linux-gnu/libc.so.6")));
+        t.insert(&p("/usr/lib/x86_64-linux-gnu/libc.so"), Node::symlink("libc.so.6"))
+            .unwrap();
+        assert_eq!(
+            t.resolve(&p("/lib/x86_64-linux-gnu/libc.so")),
+            Some(p("/usr/lib/x86_64-linux-gnu/libc.so.6"))
+        );
         t.insert(&p("/loop"), Node::symlink("/loop")).unwrap();
         assert_eq!(t.resolve(&p("/loop")), None);
     }

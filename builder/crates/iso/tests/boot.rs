@@ -50,10 +50,7 @@ fn kernel() -> Option<PathBuf> {
     if let Some(k) = std::env::var_os("UVMKIT_TEST_KERNEL") {
         return Some(PathBuf::from(k));
     }
-    newest(
-        &env_or("UVMKIT_TEST_KERNEL_DIR", ""),
-        "vmlinuz-",
-    )
+    newest(&env_or("UVMKIT_TEST_KERNEL_DIR", ""), "vmlinuz-")
 }
 
 fn busybox(work: &Path) -> Option<PathBuf> {
@@ -303,10 +300,7 @@ fn hybrid_iso_boots_bios_and_uefi_from_cdrom_and_disk() {
             return;
         }
     }
-    let stub = env_or(
-        "UVMKIT_TEST_EFI_STUB",
-        "",
-    );
+    let stub = env_or("UVMKIT_TEST_EFI_STUB", "");
     let Some(bios) = bios_boot() else { return };
     let dir = scratch("boot");
     let work = dir.path();
