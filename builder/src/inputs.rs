@@ -363,59 +363,32 @@ fn resolve_packages(def: &ImageDefinition, index: &PackageIndex) -> Result<Vec<F
     Ok(out.into_values().collect())
 }
 
+/// Cache references from a `.deb`'s sha256 to the manifest of its unpacked files; the version
+/// changes with the manifest's layout, so an older layout is never misread.
+const MANIFEST_NAMESPACE: &str = "deb-tree-v2";
+
 /// One node of an unpacked package, as its manifest in the cache records it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+struct ManifestEntry {
+    path: String,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    #[serde(flatten)]
+    kind: ManifestKind,
+}
+
+/// What a manifest entry is; a file's bytes are the cache blob named by its digest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
-enum ManifestEntry {
-    Dir {
-        path: String,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-    },
-    File {
-        path: String,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        sha256: String,
-        size: u64,
-    },
-    Symlink {
-        path: String,
-        target: String,
-        uid: u32,
-        gid: u32,
-    },
-    Hardlink {
-        path: String,
-        target: String,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-    },
-    Char {
-        path: String,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        major: u32,
-        minor: u32,
-    },
-    Block {
-        path: String,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        major: u32,
-        minor: u32,
-    },
-    Fifo {
-        path: String,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-    },
+enum ManifestKind {
+    Dir,
+    File { sha256: String, size: u64 },
+    Symlink { target: String },
+    Hardlink { target: String },
+    Char { major: u32, minor: u32 },
+    Block { major: u32, minor: u32 },
+    Fifo,
 }
 
 /// Unpacks `deb` into per-file blobs and returns its manifest.
@@ -424,46 +397,30 @@ fn unpack_to_cache(name: &str, deb_path: &Path, cache: &ContentCache) -> Result<
     let file = File::open(deb_path).map_err(|e| bad(e.to_string()))?;
     let mut entries = Vec::new();
     deb::unpack_data(BufReader::new(file), &mut |entry| {
-        let path = format!("/{}", entry.path.as_str());
-        let (mode, uid, gid) = (entry.mode, entry.uid, entry.gid);
-        entries.push(match entry.kind {
-            DebEntryKind::Dir => ManifestEntry::Dir { path, mode, uid, gid },
+        let kind = match entry.kind {
+            DebEntryKind::Dir => ManifestKind::Dir,
             DebEntryKind::File { size, contents } => {
                 let digest = cache.put_reader(contents, None).map_err(deb::DebError::sink)?;
-                ManifestEntry::File {
-                    path,
-                    mode,
-                    uid,
-                    gid,
+                ManifestKind::File {
                     sha256: digest.to_string(),
                     size,
                 }
             }
-            DebEntryKind::Symlink(target) => ManifestEntry::Symlink { path, target, uid, gid },
-            DebEntryKind::HardLink(target) => ManifestEntry::Hardlink {
-                path,
+            DebEntryKind::Symlink(target) => ManifestKind::Symlink { target },
+            DebEntryKind::HardLink(target) => ManifestKind::Hardlink {
                 target: format!("/{}", target.as_str()),
-                mode,
-                uid,
-                gid,
             },
-            DebEntryKind::CharDev { major, minor } => ManifestEntry::Char {
-                path,
-                mode,
-                uid,
-                gid,
-                major,
-                minor,
-            },
-            DebEntryKind::BlockDev { major, minor } => ManifestEntry::Block {
-                path,
-                mode,
-                uid,
-                gid,
-                major,
-                minor,
-            },
-            DebEntryKind::Fifo => ManifestEntry::Fifo { path, mode, uid, gid },
+            DebEntryKind::CharDev { major, minor } => ManifestKind::Char { major, minor },
+            DebEntryKind::BlockDev { major, minor } => ManifestKind::Block { major, minor },
+            DebEntryKind::Fifo => ManifestKind::Fifo,
+        };
+        let path = format!("/{}", entry.path.as_str());
+        entries.push(ManifestEntry {
+            path,
+            mode: entry.mode,
+            uid: entry.uid,
+            gid: entry.gid,
+            kind,
         });
         Ok(())
     })
@@ -474,128 +431,59 @@ fn unpack_to_cache(name: &str, deb_path: &Path, cache: &ContentCache) -> Result<
 /// Builds a package's tree from its manifest; `None` when a blob it names is missing or has
 /// the wrong size (the package is then unpacked again).
 fn tree_from_manifest(entries: &[ManifestEntry], cache: &ContentCache) -> Result<Option<FileTree>, InputError> {
+    let bad = |e: String| InputError::Archive(format!("cached package manifest: {e}"));
     let mut tree = FileTree::new();
-    let tp = |p: &str| TreePath::new(p).map_err(|e| InputError::Archive(format!("cached package manifest: {e}")));
     for entry in entries {
-        let (path, node) = match entry {
-            ManifestEntry::Dir { path, mode, uid, gid } => (
-                path,
-                Node {
-                    kind: NodeKind::Directory,
-                    mode: *mode,
-                    uid: *uid,
-                    gid: *gid,
-                },
-            ),
-            ManifestEntry::File {
-                path,
-                mode,
-                uid,
-                gid,
-                sha256,
-                size,
-            } => {
-                let digest: Sha256Digest = sha256
-                    .parse()
-                    .map_err(|_| InputError::Archive(format!("cached package manifest: bad digest {sha256}")))?;
+        let kind = match &entry.kind {
+            ManifestKind::Dir => NodeKind::Directory,
+            ManifestKind::File { sha256, size } => {
+                let digest: Sha256Digest = sha256.parse().map_err(|_| bad(format!("bad digest {sha256}")))?;
                 if !cache.get_checked(&digest, *size) {
                     return Ok(None);
                 }
-                let data = FileData::HostFile {
+                NodeKind::File(FileData::HostFile {
                     path: cache.path_of(&digest),
                     size: *size,
-                };
-                (
-                    path,
-                    Node {
-                        kind: NodeKind::File(data),
-                        mode: *mode,
-                        uid: *uid,
-                        gid: *gid,
-                    },
-                )
+                })
             }
-            ManifestEntry::Symlink { path, target, uid, gid } => (
-                path,
-                Node {
-                    kind: NodeKind::Symlink(target.clone()),
-                    mode: 0o777,
-                    uid: *uid,
-                    gid: *gid,
-                },
-            ),
-            ManifestEntry::Hardlink {
-                path,
-                target,
-                mode,
-                uid,
-                gid,
-            } => (
-                path,
-                Node {
-                    kind: NodeKind::HardLink(tp(target)?),
-                    mode: *mode,
-                    uid: *uid,
-                    gid: *gid,
-                },
-            ),
-            ManifestEntry::Char {
-                path,
-                mode,
-                uid,
-                gid,
-                major,
-                minor,
-            } => (
-                path,
-                Node {
-                    kind: NodeKind::CharDevice {
-                        major: *major,
-                        minor: *minor,
-                    },
-                    mode: *mode,
-                    uid: *uid,
-                    gid: *gid,
-                },
-            ),
-            ManifestEntry::Block {
-                path,
-                mode,
-                uid,
-                gid,
-                major,
-                minor,
-            } => (
-                path,
-                Node {
-                    kind: NodeKind::BlockDevice {
-                        major: *major,
-                        minor: *minor,
-                    },
-                    mode: *mode,
-                    uid: *uid,
-                    gid: *gid,
-                },
-            ),
-            ManifestEntry::Fifo { path, mode, uid, gid } => (
-                path,
-                Node {
-                    kind: NodeKind::Fifo,
-                    mode: *mode,
-                    uid: *uid,
-                    gid: *gid,
-                },
-            ),
+            ManifestKind::Symlink { target } => NodeKind::Symlink(target.clone()),
+            ManifestKind::Hardlink { target } => {
+                NodeKind::HardLink(TreePath::new(target).map_err(|e| bad(e.to_string()))?)
+            }
+            ManifestKind::Char { major, minor } => NodeKind::CharDevice {
+                major: *major,
+                minor: *minor,
+            },
+            ManifestKind::Block { major, minor } => NodeKind::BlockDevice {
+                major: *major,
+                minor: *minor,
+            },
+            ManifestKind::Fifo => NodeKind::Fifo,
         };
-        tree.insert(&tp(path)?, node)
-            .map_err(|e| InputError::Archive(format!("cached package manifest: {e}")))?;
+        // Linux reports every symbolic link as 0777, whatever the archive says.
+        let mode = if matches!(kind, NodeKind::Symlink(_)) {
+            0o777
+        } else {
+            entry.mode
+        };
+        let path = TreePath::new(&entry.path).map_err(|e| bad(e.to_string()))?;
+        tree.insert(
+            &path,
+            Node {
+                kind,
+                mode,
+                uid: entry.uid,
+                gid: entry.gid,
+            },
+        )
+        .map_err(|e| bad(e.to_string()))?;
     }
     Ok(Some(tree))
 }
 
 /// The package's files, from the cache when it was unpacked before.
 fn package_tree(pkg: &FetchedPackage, deb_path: &Path, cache: &ContentCache) -> Result<FileTree, InputError> {
-    if let Some(digest) = cache.get_ref("deb-tree", &pkg.sha256)? {
+    if let Some(digest) = cache.get_ref(MANIFEST_NAMESPACE, &pkg.sha256)? {
         if let Ok(bytes) = std::fs::read(cache.path_of(&digest)) {
             if let Ok(entries) = serde_json::from_slice::<Vec<ManifestEntry>>(&bytes) {
                 if let Some(tree) = tree_from_manifest(&entries, cache)? {
@@ -612,7 +500,7 @@ fn package_tree(pkg: &FetchedPackage, deb_path: &Path, cache: &ContentCache) -> 
     let entries = unpack_to_cache(&pkg.name, deb_path, cache)?;
     let manifest = serde_json::to_vec(&entries).expect("manifest serialises");
     let digest = cache.put_bytes(&manifest, None)?;
-    cache.set_ref("deb-tree", &pkg.sha256, &digest)?;
+    cache.set_ref(MANIFEST_NAMESPACE, &pkg.sha256, &digest)?;
     tree_from_manifest(&entries, cache)?
         .ok_or_else(|| InputError::Archive(format!("package {}: unpacked files vanished from the cache", pkg.name)))
 }

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Cursor, Read};
+use std::io::{self, Cursor, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -178,6 +178,43 @@ impl FileData {
             }
         }
     }
+}
+
+/// Why [`copy_exact`] stopped.
+#[derive(Debug)]
+pub enum CopyError {
+    /// Reading the source failed.
+    Read(io::Error),
+    /// Writing the output failed.
+    Write(io::Error),
+    /// The source ended after `copied` bytes, before the expected length: it changed since its
+    /// size was recorded.
+    Short {
+        /// Bytes that were there.
+        copied: u64,
+    },
+}
+
+/// Streams exactly `expected` bytes from `reader` to `out` through `buf`. Writers record sizes
+/// when they plan a layout, so a source that is shorter now is an error, never a silently
+/// different artifact; bytes beyond `expected` are not read.
+pub fn copy_exact(reader: impl Read, expected: u64, out: &mut impl Write, buf: &mut [u8]) -> Result<(), CopyError> {
+    let mut reader = reader.take(expected);
+    let mut copied = 0u64;
+    loop {
+        let n = match reader.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyError::Read(e)),
+        };
+        out.write_all(&buf[..n]).map_err(CopyError::Write)?;
+        copied += n as u64;
+    }
+    if copied != expected {
+        return Err(CopyError::Short { copied });
+    }
+    Ok(())
 }
 
 struct ArcBytes(Arc<Vec<u8>>);
@@ -527,6 +564,17 @@ mod tests {
 
     fn p(s: &str) -> TreePath {
         TreePath::new(s).unwrap()
+    }
+
+    #[test]
+    fn copy_exact_stops_at_the_length_and_reports_short_sources() {
+        let mut out = Vec::new();
+        copy_exact(&b"abcdef"[..], 4, &mut out, &mut [0u8; 3]).unwrap();
+        assert_eq!(out, b"abcd");
+        assert!(matches!(
+            copy_exact(&b"ab"[..], 4, &mut Vec::new(), &mut [0u8; 3]),
+            Err(CopyError::Short { copied: 2 })
+        ));
     }
 
     #[test]

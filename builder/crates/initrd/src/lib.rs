@@ -26,10 +26,10 @@ mod newc;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 
 use sha2::{Digest, Sha256};
-use uvmkit_filetree::{FileData, FileTree, Node, NodeKind, TreePath};
+use uvmkit_filetree::{CopyError, FileData, FileTree, Node, NodeKind, TreePath};
 
 use newc::{pad4, Header, HEADER_LEN, PATH_MAX};
 
@@ -435,26 +435,16 @@ fn copy_exact(path: &TreePath, data: &FileData, buf: &mut [u8], out: &mut impl W
         source,
     };
     let expected = data.len();
-    let mut reader = data.open().map_err(read_err)?.take(expected);
-    let mut copied = 0u64;
-    loop {
-        let n = match reader.read(buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(read_err(e)),
-        };
-        out.write_all(&buf[..n]).map_err(InitrdError::Write)?;
-        copied += n as u64;
-    }
-    if copied != expected {
-        return Err(InitrdError::FileChanged {
+    let reader = data.open().map_err(read_err)?;
+    uvmkit_filetree::copy_exact(reader, expected, out, buf).map_err(|e| match e {
+        CopyError::Read(source) => read_err(source),
+        CopyError::Write(e) => InitrdError::Write(e),
+        CopyError::Short { copied } => InitrdError::FileChanged {
             path: path.clone(),
             expected,
             actual: copied,
-        });
-    }
-    Ok(())
+        },
+    })
 }
 
 /// Counts the bytes that pass through to `inner`.

@@ -28,6 +28,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use pe::{round_up, PeImage, SectionHeader, MACHINE_AMD64, SECTION_HEADER_LEN};
+use uvmkit_filetree::CopyError;
 
 /// `IMAGE_SCN_CNT_CODE`.
 pub const SCN_CNT_CODE: u32 = 0x0000_0020;
@@ -388,24 +389,13 @@ fn copy_section(data: &SectionData<'_>, len: u64, buf: &mut [u8], out: &mut impl
             actual,
         });
     }
-    let mut reader = (&mut file).take(len);
-    let mut copied = 0u64;
-    loop {
-        let n = match reader.read(buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(err(e)),
-        };
-        out.write_all(&buf[..n]).map_err(UkiError::Write)?;
-        copied += n as u64;
-    }
-    if copied != len {
-        return Err(UkiError::InputChanged {
+    uvmkit_filetree::copy_exact(&mut file, len, out, buf).map_err(|e| match e {
+        CopyError::Read(source) => err(source),
+        CopyError::Write(e) => UkiError::Write(e),
+        CopyError::Short { copied } => UkiError::InputChanged {
             path: path.to_path_buf(),
             expected: len,
             actual: copied,
-        });
-    }
-    Ok(())
+        },
+    })
 }
