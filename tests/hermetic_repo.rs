@@ -352,6 +352,35 @@ fn resolves_fetches_and_inspects_a_signed_local_repository() {
     // A second run is served from the cache: no network at all.
     let (code, text) = run_with_cache(&["fetch", def.to_str().unwrap(), "--offline", "--quiet"], &cache);
     assert_eq!(code, 0, "offline fetch from a warm cache: {text}");
+
+    // With the lock current and every pinned .deb cached, no mirror is looked up at all: an
+    // unusable one in the definition does not matter (the mirror is not part of the lock).
+    let lock = std::fs::read_to_string(dir.join("hermetic.lock")).unwrap();
+    let pinned = std::fs::read_to_string(&def).unwrap();
+    std::fs::write(&def, pinned.replace(&mirror, "ftp://no-such-mirror.invalid/debian")).unwrap();
+    let (code, text) = run_with_cache(&["fetch", def.to_str().unwrap(), "--quiet"], &cache);
+    assert_eq!(
+        code, 0,
+        "locked fetch from a warm cache with an unusable mirror: {text}"
+    );
+    assert!(text.contains("no mirror needed"), "{text}");
+    assert_eq!(std::fs::read_to_string(dir.join("hermetic.lock")).unwrap(), lock);
+
+    // Once a pinned .deb is missing, the mirror is needed: the error names the package and
+    // the mirror's problem.
+    let sha = lock
+        .split("[[package]]")
+        .find(|p| p.contains("name = \"hello\""))
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("sha256 = \"")))
+        .map(|l| l.trim_end_matches('"').to_string())
+        .expect("hello's sha256 in the lock");
+    std::fs::remove_file(cache.join("blobs/sha256").join(&sha[..2]).join(&sha)).unwrap();
+    let (code, text) = run_with_cache(&["fetch", def.to_str().unwrap(), "--quiet"], &cache);
+    assert_eq!(code, 3, "{text}");
+    assert!(
+        text.contains("1 package(s) not in the cache (hello 1.0-1)") && text.contains("ftp: is not supported"),
+        "{text}"
+    );
 }
 
 #[test]

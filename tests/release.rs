@@ -57,19 +57,24 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// True when this process may create a network namespace.
-fn can_unshare_net() -> bool {
-    let ok = Command::new("unshare")
-        .args(["-n", "true"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        eprintln!(
-            "note: `unshare -n` is unavailable here (needs root or user namespaces); skipping the no-network build"
-        );
+/// The `unshare` options that give a process its own network and mount namespaces (as root,
+/// or mapped to root in a user namespace); `None` when neither works here.
+fn unshare_net_and_mounts() -> Option<&'static [&'static str]> {
+    for args in [&["-n", "-m"][..], &["-r", "-n", "-m"][..]] {
+        let ok = Command::new("unshare")
+            .args(args)
+            .arg("true")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if ok {
+            return Some(args);
+        }
     }
-    ok
+    eprintln!(
+        "note: `unshare -n -m` is unavailable here (needs root or user namespaces); skipping the no-network, no-mirror build"
+    );
+    None
 }
 
 #[test]
@@ -181,6 +186,42 @@ fn builds_are_reproducible_across_environments_and_carry_an_sbom() {
         let p = find(name);
         assert_eq!(p["checksums"][0]["checksumValue"], sha, "artifact {name}");
     }
+    // Licenses: declared where the package's own copyright file is machine-readable (all of
+    // minimal's but linux-image-amd64, whose doc directory links into another package).
+    let kernel = manifest["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"].as_str().unwrap().starts_with("linux-image-6"))
+        .expect("a versioned kernel package");
+    let kernel_license = find(kernel["name"].as_str().unwrap())["licenseDeclared"]
+        .as_str()
+        .unwrap();
+    assert!(kernel_license.contains("GPL-2.0-only"), "{kernel_license}");
+    let boot_license = find("systemd-boot-efi")["licenseDeclared"].as_str().unwrap();
+    assert!(boot_license.contains("LGPL-2.1-or-later"), "{boot_license}");
+    assert_eq!(find("linux-image-amd64")["licenseDeclared"], "NOASSERTION");
+    let declared: Vec<&str> = sbom["hasExtractedLicensingInfos"]
+        .as_array()
+        .map(|a| a.iter().map(|i| i["licenseId"].as_str().unwrap()).collect())
+        .unwrap_or_default();
+    for p in packages {
+        let expr = p["licenseDeclared"].as_str().unwrap();
+        for word in expr.split([' ', '(', ')']) {
+            if word.starts_with("LicenseRef-") {
+                assert!(declared.contains(&word), "{word} used by {} is not declared", p["name"]);
+            }
+            assert!(
+                word.chars().all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c)),
+                "{word:?} in {expr:?}"
+            );
+        }
+    }
+    // An independent SPDX validator (the spdx-tools Python package), when installed.
+    if common::have("pyspdxtools") {
+        let (valid, log) = common::run("pyspdxtools", &["-i", s(&a.join("out/minimal.spdx.json"))]);
+        assert!(valid && log.trim().is_empty(), "pyspdxtools rejects the SBOM:\n{log}");
+    }
     let rels = sbom["relationships"].as_array().unwrap();
     assert!(rels.iter().any(|r| r["relationshipType"] == "DESCRIBES"));
     assert!(rels.iter().any(|r| r["relationshipType"] == "CONTAINS"));
@@ -234,11 +275,25 @@ fn bundle_builds_offline_without_any_network_and_refuses_tampering() {
         &["build", s(&def), "-o", s(&online), "--quiet"],
     ));
 
-    if can_unshare_net() {
+    if let Some(unshare) = unshare_net_and_mounts() {
+        // No network interface, and no mirror anywhere: an empty directory hides the host's
+        // apt sources, UVMKIT_DEBIAN_MIRROR is unset, and the definition names none.
         let offline = root.join("offline");
         let fresh_cache = root.join("fresh-cache");
+        let no_apt = root.join("empty-etc-apt");
+        std::fs::create_dir_all(&no_apt).unwrap();
+        assert!(
+            !read(&def).lines().any(|l| l.trim_start().starts_with("mirror")),
+            "minimal.toml names a mirror"
+        );
         let mut c = Command::new("unshare");
-        c.arg("-n")
+        c.args(unshare)
+            .arg("sh")
+            .arg("-c")
+            .arg(
+                "mount --bind \"$0\" /etc/apt && test -z \"$(ls -A /etc/apt)\" || { echo 'cannot hide /etc/apt' >&2; exit 99; }; exec \"$@\"",
+            )
+            .arg(&no_apt)
             .arg(uvmkit_bin())
             .args([
                 "build",
@@ -251,17 +306,23 @@ fn bundle_builds_offline_without_any_network_and_refuses_tampering() {
             ])
             .current_dir(&root)
             .env("UVMKIT_CACHE", &fresh_cache)
+            .env_remove("UVMKIT_DEBIAN_MIRROR")
             .env("SOURCE_DATE_EPOCH", EPOCH);
         let t = Instant::now();
         ok(c);
         eprintln!(
-            "offline build from the bundle, empty cache, no network: {:.1}s",
+            "offline build from the bundle, empty cache, no network, no mirror configured: {:.1}s",
             t.elapsed().as_secs_f64()
         );
         assert_eq!(
             read(&online.join("SHA256SUMS")),
             read(&offline.join("SHA256SUMS")),
             "the offline build differs from the online one"
+        );
+        assert_eq!(
+            read(&online.join("minimal.spdx.json")),
+            read(&offline.join("minimal.spdx.json")),
+            "the offline build's SBOM (licenses from a fresh cache) differs from the online one"
         );
     }
 

@@ -3,9 +3,11 @@
 //! files the definition adds. Pure and deterministic: the same inputs give the same tree.
 
 use crate::closure::{self, ClosureError, ClosureReport};
-use crate::config::{ExtraFile, ExtraFileKind, ImageDefinition, PackageSelection};
+use crate::config::{ExtraFile, ExtraFileKind, ImageDefinition, PackageSelection, ServiceSection};
 use crate::kernel::ModuleSelection;
 use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use uvmkit_filetree::{FileData, FileTree, Node, NodeKind, TreeError, TreePath};
@@ -71,6 +73,10 @@ pub enum AssembleError {
     ExtraFile { path: String, message: String },
     /// Two entries conflict in the tree.
     Tree(TreeError),
+    /// A `[[services]]` program is not in the image.
+    MissingServiceProgram { service: String, program: String },
+    /// A `[preload]` archive cannot be read.
+    Preload { image: PathBuf, message: String },
 }
 
 impl fmt::Display for AssembleError {
@@ -83,6 +89,16 @@ impl fmt::Display for AssembleError {
             AssembleError::Closure(e) => e.fmt(f),
             AssembleError::ExtraFile { path, message } => write!(f, "files entry {path}: {message}"),
             AssembleError::Tree(e) => e.fmt(f),
+            AssembleError::MissingServiceProgram { service, program } => write!(
+                f,
+                "service {service}: {program} is not in the image; add the package that provides it to [[packages]] \
+                 (and to its include list if it has one), or fix the path"
+            ),
+            AssembleError::Preload { image, message } => write!(
+                f,
+                "preload image {}: {message}; the path is relative to the definition",
+                image.display()
+            ),
         }
     }
 }
@@ -144,6 +160,9 @@ pub fn assemble(inputs: &AssemblyInputs) -> Result<AssembledTree, AssembleError>
     // Every dynamic program gets its libraries, before the init (static) and modules go in.
     let closure = closure::add_library_closure(&mut tree, inputs.universe).map_err(AssembleError::Closure)?;
 
+    // Container image archives loaded on first boot.
+    let preloaded = add_preload_images(&mut tree, def, inputs.base_dir)?;
+
     // The init and the helpers that signal it.
     tree.insert(&p("/init"), Node::file(inputs.init.clone(), 0o755))?;
     tree.insert(&p("/sbin/poweroff"), Node::symlink("/init"))?;
@@ -151,7 +170,7 @@ pub fn assemble(inputs: &AssemblyInputs) -> Result<AssembledTree, AssembleError>
     tree.insert(
         &p("/etc/uvmkit/init.toml"),
         Node::file(
-            FileData::inline(init_config(def, inputs.kernel_release, inputs.modules)),
+            FileData::inline(init_config(def, inputs.kernel_release, inputs.modules, &preloaded)),
             0o644,
         ),
     )?;
@@ -174,8 +193,30 @@ pub fn assemble(inputs: &AssemblyInputs) -> Result<AssembledTree, AssembleError>
         )?;
     }
 
+    // Keys that may log in as root over SSH (sshd is one of the definition's services).
+    if let Some(ssh) = def.ssh.as_ref().filter(|s| !s.authorized_keys.is_empty()) {
+        let mut keys = ssh.authorized_keys.join("\n");
+        keys.push('\n');
+        tree.mkdir_all(&p("/root/.ssh"))?;
+        tree.get_mut(&p("/root/.ssh")).unwrap().mode = 0o700;
+        tree.insert(
+            &p("/root/.ssh/authorized_keys"),
+            Node::file(FileData::inline(keys.into_bytes()), 0o600),
+        )?;
+    }
+
     // The definition's own files come last and win.
     add_extra_files(&mut tree, &def.files, inputs.base_dir)?;
+
+    for service in &def.services {
+        let program = &service.command[0];
+        if !TreePath::new(program).is_ok_and(|path| tree.contains(&path)) {
+            return Err(AssembleError::MissingServiceProgram {
+                service: service.name.clone(),
+                program: program.clone(),
+            });
+        }
+    }
     Ok(AssembledTree {
         tree,
         package_files,
@@ -374,8 +415,77 @@ fn add_host_directory(tree: &mut FileTree, dest: &TreePath, src: &Path, f: &Extr
     Ok(())
 }
 
+/// Where `[preload]` archives go in the image.
+pub const PRELOAD_DIR: &str = "/usr/share/uvmkit/preload";
+
+/// A container image archive in the image, as the init's `[preload]` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PreloadedImage {
+    /// Its path inside the image.
+    pub path: String,
+    /// The sha256 of its bytes: names the marker the init leaves once it is loaded.
+    pub sha256: String,
+}
+
+/// Adds the `[preload]` archives under [`PRELOAD_DIR`] and returns them with their hashes.
+fn add_preload_images(
+    tree: &mut FileTree,
+    def: &ImageDefinition,
+    base_dir: &Path,
+) -> Result<Vec<PreloadedImage>, AssembleError> {
+    let Some(preload) = &def.preload else {
+        return Ok(Vec::new());
+    };
+    let mut images = Vec::new();
+    for image in &preload.images {
+        let host = base_dir.join(image);
+        let error = |message: String| AssembleError::Preload {
+            image: host.clone(),
+            message,
+        };
+        let mut file = std::fs::File::open(&host).map_err(|e| error(e.to_string()))?;
+        let mut hasher = Sha256::new();
+        std::io::copy(&mut file, &mut hasher).map_err(|e| error(e.to_string()))?;
+        let name = Path::new(image)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| error("the file name must be UTF-8".into()))?;
+        let path = format!("{PRELOAD_DIR}/{name}");
+        tree.mkdir_all(&p(PRELOAD_DIR))?;
+        let data = FileData::host_file(&host).map_err(|e| error(e.to_string()))?;
+        tree.insert(&TreePath::new(&path)?, Node::file(data, 0o644))?;
+        images.push(PreloadedImage {
+            path,
+            sha256: hex::encode(hasher.finalize()),
+        });
+    }
+    Ok(images)
+}
+
+/// The part of the init's configuration serde writes: services and preloaded images.
+#[derive(Serialize)]
+struct InitServices<'a> {
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    services: &'a [ServiceSection],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    preload: Option<InitPreload<'a>>,
+}
+
+/// `[preload]` as the init reads it.
+#[derive(Serialize)]
+struct InitPreload<'a> {
+    after: &'a str,
+    command: &'a [String],
+    images: &'a [PreloadedImage],
+}
+
 /// `/etc/uvmkit/init.toml`: what the init needs to know (see `init/src/config.rs`).
-pub fn init_config(def: &ImageDefinition, kernel_release: &str, modules: &ModuleSelection) -> String {
+pub fn init_config(
+    def: &ImageDefinition,
+    kernel_release: &str,
+    modules: &ModuleSelection,
+    preloaded: &[PreloadedImage],
+) -> String {
     let q = |s: &str| toml::Value::String(s.to_string()).to_string();
     let mut out = String::from("# Written by uvmkit build; read by the init (PID 1) at boot.\n");
     out.push_str(&format!("hostname = {}\n", q(&def.hostname)));
@@ -414,6 +524,19 @@ pub fn init_config(def: &ImageDefinition, kernel_release: &str, modules: &Module
             q(&m.path),
             deps.join(", ")
         ));
+    }
+    let services = InitServices {
+        services: &def.services,
+        preload: def.preload.as_ref().map(|preload| InitPreload {
+            after: &preload.service,
+            command: &preload.command,
+            images: preloaded,
+        }),
+    };
+    let text = toml::to_string(&services).expect("services serialize as TOML");
+    if !text.is_empty() {
+        out.push('\n');
+        out.push_str(&text);
     }
     out
 }
@@ -485,7 +608,7 @@ mod tests {
     #[test]
     fn init_config_carries_network_and_data_disk() {
         let modules = ModuleSelection::default();
-        let plain = init_config(&definition("name = \"t\"\n"), "6.1", &modules);
+        let plain = init_config(&definition("name = \"t\"\n"), "6.1", &modules, &[]);
         assert!(
             !plain.contains("[network]") && !plain.contains("[data_disk]"),
             "{plain}"
@@ -493,7 +616,7 @@ mod tests {
         let def = definition(
             "name = \"t\"\n[network]\ndhcp = false\n[network.static]\naddress = \"10.0.0.2/8\"\ngateway = \"10.0.0.1\"\ndns = [\"10.0.0.1\"]\n[data_disk]\nformat_blank = true\nbinds = [\"/var/lib/docker\"]\n",
         );
-        let text = init_config(&def, "6.1", &modules);
+        let text = init_config(&def, "6.1", &modules, &[]);
         let value: toml::Value = toml::from_str(&text).unwrap();
         assert_eq!(value["network"]["dhcp"].as_bool(), Some(false));
         assert_eq!(value["network"]["timeout"].as_integer(), Some(30));
@@ -502,6 +625,112 @@ mod tests {
         assert_eq!(value["data_disk"]["format_blank"].as_bool(), Some(true));
         assert_eq!(value["data_disk"]["identity"].as_bool(), Some(false));
         assert_eq!(value["data_disk"]["binds"][0].as_str(), Some("/var/lib/docker"));
+    }
+
+    /// Assembles `def` with one package holding `/usr/bin/tool`, from `base_dir`.
+    fn assemble_with_tool(def: &ImageDefinition, base_dir: &Path) -> Result<AssembledTree, AssembleError> {
+        let mut pkg = FileTree::new();
+        pkg.insert(
+            &p("/usr/bin/tool"),
+            Node::file(FileData::inline(b"#!/bin/sh\n".to_vec()), 0o755),
+        )
+        .unwrap();
+        let requested = vec![PackageFiles {
+            name: "tool".into(),
+            version: "1".into(),
+            tree: pkg.clone(),
+        }];
+        let modules = ModuleSelection::default();
+        assemble(&AssemblyInputs {
+            definition: def,
+            base_dir,
+            init: FileData::inline(b"init".to_vec()),
+            requested: &requested,
+            universe: &pkg,
+            kernel_release: "6.1",
+            modules: &modules,
+        })
+    }
+
+    fn file_text(tree: &FileTree, path: &str) -> String {
+        match &tree.get(&p(path)).unwrap().kind {
+            NodeKind::File(d) => String::from_utf8(d.read_all().unwrap()).unwrap(),
+            other => panic!("{path} is {other:?}"),
+        }
+    }
+
+    #[test]
+    fn services_keys_and_preloaded_images_reach_the_image_and_the_init() {
+        let dir = std::env::temp_dir().join(format!("uvmkit-assemble-preload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("app.tar"), b"archive bytes").unwrap();
+        let def = definition(
+            r#"name = "t"
+[[packages]]
+name = "tool"
+[[services]]
+name = "tool"
+command = ["/usr/bin/tool", "--serve"]
+env = { MODE = "fast" }
+ready = { tcp = 8080 }
+restart = "always"
+rlimits = { nofile = 4096, core = "unlimited" }
+directories = ["/run/tool"]
+[ssh]
+authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOnly+a+test user@host"]
+[preload]
+service = "tool"
+images = ["app.tar"]
+"#,
+        );
+        let out = assemble_with_tool(&def, &dir).unwrap();
+        let t = &out.tree;
+        assert_eq!(file_text(t, "/usr/share/uvmkit/preload/app.tar"), "archive bytes");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(t.get(&p("/root/.ssh")).unwrap().mode, 0o700);
+        assert_eq!(t.get(&p("/root/.ssh/authorized_keys")).unwrap().mode, 0o600);
+        assert_eq!(
+            file_text(t, "/root/.ssh/authorized_keys"),
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOnly+a+test user@host\n"
+        );
+        let config: toml::Value = toml::from_str(&file_text(t, "/etc/uvmkit/init.toml")).unwrap();
+        let service = &config["services"][0];
+        assert_eq!(service["name"].as_str(), Some("tool"));
+        assert_eq!(service["command"][1].as_str(), Some("--serve"));
+        assert_eq!(service["env"]["MODE"].as_str(), Some("fast"));
+        assert_eq!(service["ready"]["tcp"].as_integer(), Some(8080));
+        assert_eq!(service["restart"].as_str(), Some("always"));
+        assert_eq!(service["rlimits"]["nofile"].as_integer(), Some(4096));
+        assert_eq!(service["rlimits"]["core"].as_str(), Some("unlimited"));
+        assert_eq!(service["directories"][0].as_str(), Some("/run/tool"));
+        assert!(service.get("ready_timeout").is_none(), "defaults are the init's");
+        let preload = &config["preload"];
+        assert_eq!(preload["after"].as_str(), Some("tool"));
+        assert_eq!(preload["command"][0].as_str(), Some("/usr/bin/docker"));
+        assert_eq!(
+            preload["images"][0]["path"].as_str(),
+            Some("/usr/share/uvmkit/preload/app.tar")
+        );
+        // sha256("archive bytes")
+        let expected = hex::encode(Sha256::digest(b"archive bytes"));
+        assert_eq!(preload["images"][0]["sha256"].as_str(), Some(expected.as_str()));
+    }
+
+    #[test]
+    fn a_service_program_missing_from_the_image_is_named() {
+        let def = definition(
+            "name = \"t\"\n[[packages]]\nname = \"tool\"\n[[services]]\nname = \"sshd\"\ncommand = [\"/usr/sbin/sshd\", \"-D\"]\n",
+        );
+        let e = assemble_with_tool(&def, Path::new(".")).err().unwrap().to_string();
+        assert!(e.contains("service sshd: /usr/sbin/sshd is not in the image"), "{e}");
+        let def = definition(
+            "name = \"t\"\n[[packages]]\nname = \"tool\"\n[[services]]\nname = \"tool\"\ncommand = [\"/usr/bin/tool\"]\n[preload]\nservice = \"tool\"\nimages = [\"missing.tar\"]\n",
+        );
+        let e = assemble_with_tool(&def, Path::new("/nonexistent"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("preload image /nonexistent/missing.tar"), "{e}");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! - `blobs/sha256/HEX`: every pinned `.deb`, named by its sha256;
 //! - `definition.toml`: the image definition, byte for byte;
 //! - `image.lock`: its lock file;
-//! - the local files the definition references (`[[files]]` and `[disk] data_files` `source`
+//! - the local files the definition references (`[preload] images`, `[[files]]` and `[disk] data_files` `source`
 //!   and `directory`, `[kernel] path`, `modules_dir` and `config`, `[debian] keyring`), at their
 //!   paths relative to the definition, so the definition works unchanged beside them. Paths
 //!   that are absolute or leave the definition's directory (`..`) cannot be bundled and are an
@@ -128,6 +128,9 @@ fn local_paths(loaded: &LoadedDefinition) -> Vec<(String, PathBuf)> {
         if let Some(p) = p {
             out.push((key.to_string(), p.clone()));
         }
+    }
+    for (i, image) in def.preload.iter().flat_map(|p| p.images.iter()).enumerate() {
+        out.push((format!("preload.images[{i}]"), PathBuf::from(image)));
     }
     out
 }
@@ -553,9 +556,12 @@ mod tests {
         fs::write(dir.join("src/run.sh"), b"#!/bin/sh\n").unwrap();
         fs::set_permissions(dir.join("src/run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
         std::os::unix::fs::symlink("sub/a.conf", dir.join("src/etc/link")).unwrap();
+        fs::create_dir_all(dir.join("img")).unwrap();
+        fs::write(dir.join("img/app.tar"), b"image archive").unwrap();
         let loaded = definition(
             &dir,
-            "name = \"t\"\n[[files]]\npath = \"/etc\"\ndirectory = \"src/etc\"\n[[files]]\npath = \"/run.sh\"\nsource = \"./src/run.sh\"\n",
+            "name = \"t\"\n[[files]]\npath = \"/etc\"\ndirectory = \"src/etc\"\n[[files]]\npath = \"/run.sh\"\nsource = \"./src/run.sh\"\n\
+             [[services]]\nname = \"dockerd\"\ncommand = [\"/usr/sbin/dockerd\"]\n[preload]\nimages = [\"img/app.tar\"]\n",
         );
         let cache = ContentCache::open(&dir.join("cache")).unwrap();
         let lock = lock_with(&cache, b"not really a deb");
@@ -580,6 +586,7 @@ mod tests {
             Some(lock.clone())
         );
         assert_eq!(fs::read(u.join("src/etc/sub/a.conf")).unwrap(), b"a=1\n");
+        assert_eq!(fs::read(u.join("img/app.tar")).unwrap(), b"image archive");
         assert_eq!(
             fs::metadata(u.join("src/run.sh")).unwrap().permissions().mode() & 0o777,
             0o755

@@ -19,6 +19,7 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 use uvmkit_debian::control::{Package, PackageIndex};
+use uvmkit_debian::copyright::{self, DeclaredLicense};
 use uvmkit_debian::deb::{self, DebEntryKind};
 use uvmkit_debian::release::Release;
 use uvmkit_debian::resolve::{Request, Resolver};
@@ -75,6 +76,13 @@ pub enum InputError {
     Lock(crate::lock::LockError),
     /// An offline build lacks these inputs (one line each).
     Offline(Vec<String>),
+    /// Something has to be fetched (`needed`), and no usable Debian mirror is configured.
+    Mirror {
+        /// What has to be fetched, for people.
+        needed: String,
+        /// Why no mirror could be used (it says where one can be configured).
+        error: uvmkit_fetch::FetchError,
+    },
 }
 
 impl fmt::Display for InputError {
@@ -89,6 +97,7 @@ impl fmt::Display for InputError {
                 missing.len(),
                 missing.join("\n  ")
             ),
+            InputError::Mirror { needed, error } => write!(f, "{needed} must be fetched, but {error}"),
         }
     }
 }
@@ -156,10 +165,14 @@ pub struct FetchedPackage {
 
 /// Everything a build needs, fetched and verified.
 pub struct ResolvedInputs {
-    /// The mirror and where it came from.
-    pub mirror: MirrorSource,
+    /// The mirror and where it came from; `None` when nothing had to be fetched (a current
+    /// lock pinned the packages and the cache held them all), so no mirror was looked up.
+    pub mirror: Option<MirrorSource>,
     /// Every package fetched, sorted by name.
     pub packages: Vec<FetchedPackage>,
+    /// The license each package declares in a machine-readable `copyright` file, by name;
+    /// packages without one are absent.
+    pub licenses: BTreeMap<String, DeclaredLicense>,
     /// The `[[packages]]` entries' files.
     pub requested: Vec<PackageFiles>,
     /// All fetched packages' files merged (libraries are looked up here).
@@ -185,6 +198,40 @@ pub struct IsolinuxFiles {
     pub isohdpfx: FileData,
     /// `ldlinux.c32`.
     pub ldlinux_c32: FileData,
+}
+
+/// The Debian mirror, looked up the first time something has to be fetched: a locked build
+/// whose packages are all in the cache needs none configured.
+struct MirrorLookup<'a> {
+    /// The definition's `[debian] mirror`.
+    explicit: Option<&'a str>,
+    found: std::cell::OnceCell<MirrorSource>,
+}
+
+impl<'a> MirrorLookup<'a> {
+    fn new(explicit: Option<&'a str>) -> Self {
+        MirrorLookup {
+            explicit,
+            found: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The mirror to fetch `needed` (said in the error when there is none) from.
+    fn get(&self, needed: impl FnOnce() -> String) -> Result<&MirrorSource, InputError> {
+        if let Some(m) = self.found.get() {
+            return Ok(m);
+        }
+        let mirror = discover_debian_mirror(self.explicit).map_err(|error| InputError::Mirror {
+            needed: needed(),
+            error,
+        })?;
+        Ok(self.found.get_or_init(|| mirror))
+    }
+
+    /// The mirror, if it was needed.
+    fn into_used(self) -> Option<MirrorSource> {
+        self.found.into_inner()
+    }
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -223,13 +270,23 @@ impl ArchiveIndex {
 
 fn load_index(
     def: &ImageDefinition,
-    mirror: &MirrorSource,
+    mirror: &MirrorLookup,
     cache: &ContentCache,
     fetcher: &Fetcher,
     opts: &InputOptions,
     base_dir: &Path,
 ) -> Result<ArchiveIndex, InputError> {
     let deb = &def.debian;
+    let mirror = mirror.get(|| {
+        let why = if opts.lock.is_none() {
+            "no lock file is used"
+        } else if opts.refresh {
+            "--refresh resolves again"
+        } else {
+            "no current lock file pins the packages"
+        };
+        format!("the archive index of {} ({why})", deb.suite)
+    })?;
     let base = mirror.url.trim_end_matches('/');
     let inrelease_url = format!("{base}/dists/{}/InRelease", deb.suite);
     let keyring = match &deb.keyring {
@@ -537,7 +594,7 @@ fn file_in(tree: &FileTree, path: &str, package: &str) -> Result<FileData, Input
 fn resolve_from_index(
     def: &ImageDefinition,
     base_dir: &Path,
-    mirror: &MirrorSource,
+    mirror: &MirrorLookup,
     cache: &ContentCache,
     fetcher: &Fetcher,
     opts: &InputOptions,
@@ -566,7 +623,7 @@ fn resolve_from_index(
 fn choose_packages(
     def: &ImageDefinition,
     base_dir: &Path,
-    mirror: &MirrorSource,
+    mirror: &MirrorLookup,
     cache: &ContentCache,
     fetcher: &Fetcher,
     opts: &InputOptions,
@@ -619,54 +676,131 @@ pub fn update_lock(
     Ok(crate::lock::write(path, &lock)?)
 }
 
-/// Fetches, verifies and unpacks everything `def` needs.
-pub fn resolve(def: &ImageDefinition, base_dir: &Path, opts: &InputOptions) -> Result<ResolvedInputs, InputError> {
-    let cache = ContentCache::open(&opts.cache_dir)?;
-    let mirror = discover_debian_mirror(def.debian.mirror.as_deref())?;
-    let fetcher = Fetcher::new(opts.offline)?;
-    let packages = choose_packages(def, base_dir, &mirror, &cache, &fetcher, opts)?;
-
-    // Download what is missing, verified against the signed index.
-    let base = mirror.url.trim_end_matches('/');
-    let downloads: Vec<Download> = packages
+/// The cached `.deb` of each package (verified by sha256), downloading from the mirror only
+/// the ones that are missing or damaged; returns their paths and the bytes downloaded.
+fn fetch_packages(
+    packages: &[FetchedPackage],
+    mirror: &MirrorLookup,
+    cache: &ContentCache,
+    fetcher: &Fetcher,
+    opts: &InputOptions,
+) -> Result<(Vec<PathBuf>, u64), InputError> {
+    let digests: Vec<Sha256Digest> = packages
         .iter()
         .map(|p| {
-            Ok(Download {
-                url: format!("{base}/{}", p.filename),
-                sha256: p
-                    .sha256
-                    .parse()
-                    .map_err(|_| InputError::Archive(format!("package {}: bad sha256 {}", p.name, p.sha256)))?,
-                size: Some(p.size),
-                label: format!("{} {}", p.name, p.version),
-            })
+            p.sha256
+                .parse()
+                .map_err(|_| InputError::Archive(format!("package {}: bad sha256 {}", p.name, p.sha256)))
         })
-        .collect::<Result<_, InputError>>()?;
-    if opts.offline {
-        let missing: Vec<String> = packages
-            .iter()
-            .zip(&downloads)
-            .filter(|(p, d)| !cache.get_checked(&d.sha256, p.size))
-            .map(|(p, _)| format!("{} {} ({}, sha256 {})", p.name, p.version, p.filename, p.sha256))
-            .collect();
-        if !missing.is_empty() {
-            return Err(InputError::Offline(missing));
-        }
+        .collect::<Result<_, _>>()?;
+    let present = verified_in_cache(cache, &digests, opts.jobs)?;
+    let missing: Vec<usize> = (0..packages.len()).filter(|&i| !present[i]).collect();
+    let describe = |i: &usize| {
+        let p = &packages[*i];
+        format!("{} {} ({}, sha256 {})", p.name, p.version, p.filename, p.sha256)
+    };
+    if missing.is_empty() {
+        return Ok((digests.iter().map(|d| cache.path_of(d)).collect(), 0));
     }
+    if opts.offline {
+        return Err(InputError::Offline(missing.iter().map(describe).collect()));
+    }
+    let mirror = mirror.get(|| {
+        let names: Vec<String> = missing
+            .iter()
+            .map(|&i| format!("{} {}", packages[i].name, packages[i].version))
+            .collect();
+        format!("{} package(s) not in the cache ({})", missing.len(), names.join(", "))
+    })?;
+    let base = mirror.url.trim_end_matches('/');
+    let downloads: Vec<Download> = missing
+        .iter()
+        .map(|&i| Download {
+            url: format!("{base}/{}", packages[i].filename),
+            sha256: digests[i],
+            size: Some(packages[i].size),
+            label: format!("{} {}", packages[i].name, packages[i].version),
+        })
+        .collect();
     let progress = if opts.quiet {
         Progress::hidden()
     } else {
         Progress::bars()
     };
-    let fetch_report = fetcher.fetch_many(&downloads, &cache, opts.jobs, &progress)?;
+    let report = fetcher.fetch_many(&downloads, cache, opts.jobs, &progress)?;
+    Ok((
+        digests.iter().map(|d| cache.path_of(d)).collect(),
+        report.downloaded_bytes,
+    ))
+}
+
+/// Whether each blob is in the cache with its content intact (re-hashed, on up to `jobs`
+/// threads); a damaged one is removed, so it counts as missing.
+fn verified_in_cache(cache: &ContentCache, digests: &[Sha256Digest], jobs: usize) -> Result<Vec<bool>, InputError> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<bool, uvmkit_fetch::FetchError>>>> =
+        digests.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.clamp(1, digests.len().max(1)) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(d) = digests.get(i) else { break };
+                let r = cache.get_verified(d).map(|p| p.is_some());
+                *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|m| {
+            let r = m.into_inner().unwrap_or_else(|p| p.into_inner());
+            Ok(r.expect("every blob was checked")?)
+        })
+        .collect()
+}
+
+/// The license `pkg` declares in `/usr/share/doc/NAME/copyright` of its own files (following
+/// symbolic links only within the package); `None` when it has no such file or a free-form one.
+fn package_license(pkg: &FetchedPackage, tree: &FileTree) -> Result<Option<DeclaredLicense>, InputError> {
+    let Ok(path) = TreePath::new(&format!("/usr/share/doc/{}/copyright", pkg.name)) else {
+        return Ok(None);
+    };
+    let Some(mut real) = tree.resolve(&path) else {
+        return Ok(None);
+    };
+    if let Some(NodeKind::HardLink(target)) = tree.get(&real).map(|n| &n.kind) {
+        real = target.clone();
+    }
+    let Some(NodeKind::File(data)) = tree.get(&real).map(|n| &n.kind) else {
+        return Ok(None);
+    };
+    let bytes = data
+        .read_all()
+        .map_err(|e| InputError::Io(format!("package {}: reading {}: {e}", pkg.name, real.as_str())))?;
+    Ok(copyright::declared_license(&String::from_utf8_lossy(&bytes)))
+}
+
+/// Fetches, verifies and unpacks everything `def` needs. The Debian mirror is looked up only
+/// when something has to be fetched: not when a current lock pins the packages and the cache
+/// holds them all.
+pub fn resolve(def: &ImageDefinition, base_dir: &Path, opts: &InputOptions) -> Result<ResolvedInputs, InputError> {
+    let cache = ContentCache::open(&opts.cache_dir)?;
+    let mirror = MirrorLookup::new(def.debian.mirror.as_deref());
+    let fetcher = Fetcher::new(opts.offline)?;
+    let packages = choose_packages(def, base_dir, &mirror, &cache, &fetcher, opts)?;
+    let (deb_paths, downloaded_bytes) = fetch_packages(&packages, &mirror, &cache, &fetcher, opts)?;
 
     // Unpack (once per .deb) and build the trees.
     let mut universe = FileTree::new();
     let mut kernel_tree = FileTree::new();
     let mut requested = Vec::new();
     let mut loader_trees: BTreeMap<String, FileTree> = BTreeMap::new();
-    for (pkg, deb_path) in packages.iter().zip(&fetch_report.paths) {
+    let mut licenses = BTreeMap::new();
+    for (pkg, deb_path) in packages.iter().zip(&deb_paths) {
         let tree = package_tree(pkg, deb_path, &cache)?;
+        if let Some(license) = package_license(pkg, &tree)? {
+            licenses.insert(pkg.name.clone(), license);
+        }
         let merge_err = |e: uvmkit_filetree::TreeError| InputError::Archive(format!("package {}: {e}", pkg.name));
         match pkg.role {
             Role::Kernel => kernel_tree.merge(&tree).map_err(merge_err)?,
@@ -721,15 +855,16 @@ pub fn resolve(def: &ImageDefinition, base_dir: &Path, opts: &InputOptions) -> R
         _ => None,
     };
     Ok(ResolvedInputs {
-        mirror,
+        mirror: mirror.into_used(),
         packages,
+        licenses,
         requested,
         universe,
         kernel,
         modules,
         uki_stub,
         isolinux,
-        downloaded_bytes: fetch_report.downloaded_bytes,
+        downloaded_bytes,
     })
 }
 
@@ -814,4 +949,70 @@ fn check_kernel_config(def: &ImageDefinition, kernel: &Kernel) -> Result<(), Inp
         kernel.release,
         list.join("\n")
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkg(name: &str) -> FetchedPackage {
+        FetchedPackage {
+            name: name.into(),
+            version: "1".into(),
+            architecture: "amd64".into(),
+            filename: format!("pool/main/{name}_1_amd64.deb"),
+            sha256: "00".repeat(32),
+            size: 1,
+            role: Role::Requested,
+            reason: "requested".into(),
+            source: None,
+            maintainer: None,
+            homepage: None,
+        }
+    }
+
+    fn tree(files: &[(&str, &str)], links: &[(&str, &str)]) -> FileTree {
+        let mut t = FileTree::new();
+        for (path, text) in files {
+            let p = TreePath::new(path).unwrap();
+            t.mkdir_all(&p.parent().unwrap()).unwrap();
+            t.insert(&p, Node::file(FileData::inline(text.as_bytes().to_vec()), 0o644))
+                .unwrap();
+        }
+        for (path, target) in links {
+            let p = TreePath::new(path).unwrap();
+            t.mkdir_all(&p.parent().unwrap()).unwrap();
+            t.insert(&p, Node::symlink(*target)).unwrap();
+        }
+        t
+    }
+
+    const DEP5: &str = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nCopyright: 2000 A\nLicense: BSD-3-clause\n";
+
+    #[test]
+    fn licenses_come_from_the_packages_own_copyright_file() {
+        let own = tree(&[("/usr/share/doc/a/copyright", DEP5)], &[]);
+        let l = package_license(&pkg("a"), &own).unwrap().unwrap();
+        assert_eq!(l.expression, "BSD-3-Clause");
+
+        let free_form = tree(
+            &[("/usr/share/doc/a/copyright", "Copyright 2000 A.\nYou may use it.\n")],
+            &[],
+        );
+        assert_eq!(package_license(&pkg("a"), &free_form).unwrap(), None);
+
+        // A doc directory linking to another directory of the same package is followed.
+        let linked = tree(
+            &[("/usr/share/doc/a-common/copyright", DEP5)],
+            &[("/usr/share/doc/a", "a-common")],
+        );
+        assert_eq!(
+            package_license(&pkg("a"), &linked).unwrap().unwrap().expression,
+            "BSD-3-Clause"
+        );
+        // One linking into another package (not in this tree) declares nothing.
+        let elsewhere = tree(&[], &[("/usr/share/doc/a", "a-common")]);
+        assert_eq!(package_license(&pkg("a"), &elsewhere).unwrap(), None);
+        assert_eq!(package_license(&pkg("a"), &FileTree::new()).unwrap(), None);
+    }
 }

@@ -9,7 +9,10 @@ use uvmkit_filetree::NodeKind;
 /// kernel and its modules; with `files`, every file of the image.
 pub fn print(loaded: &LoadedDefinition, inputs: &ResolvedInputs, files: bool) -> Result<(), String> {
     let def = &loaded.definition;
-    println!("image {} (mirror from {})", def.name, inputs.mirror.origin);
+    match &inputs.mirror {
+        Some(m) => println!("image {} (mirror from {})", def.name, m.origin),
+        None => println!("image {} (pinned by its lock, all in the cache)", def.name),
+    }
     println!("\npackages ({}):", inputs.packages.len());
     for p in &inputs.packages {
         println!(

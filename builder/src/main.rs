@@ -205,8 +205,10 @@ fn source_date_epoch() -> Result<u64, Failure> {
 
 fn input_failure(e: inputs::InputError) -> Failure {
     let code = match e {
-        inputs::InputError::Fetch(_) | inputs::InputError::Archive(_) => exit::FETCH,
-        inputs::InputError::Offline(_) => exit::FETCH,
+        inputs::InputError::Fetch(_)
+        | inputs::InputError::Archive(_)
+        | inputs::InputError::Offline(_)
+        | inputs::InputError::Mirror { .. } => exit::FETCH,
         inputs::InputError::Lock(LockError::Io { .. }) => exit::BUILD,
         inputs::InputError::Resolve(_)
         | inputs::InputError::Kernel(_)
@@ -307,13 +309,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
             inputs::update_lock(&loaded.definition, &opts, &resolved.packages).map_err(input_failure)?;
             let total: u64 = resolved.packages.iter().map(|p| p.size).sum();
             println!(
-                "{} packages ({} of .debs, {} downloaded now), kernel {}, {} modules; mirror from {} ({:.1}s)",
+                "{} packages ({} of .debs, {} downloaded now), kernel {}, {} modules; {} ({:.1}s)",
                 resolved.packages.len(),
                 human_bytes(total),
                 human_bytes(resolved.downloaded_bytes),
                 resolved.kernel.release,
                 resolved.modules.modules.len(),
-                resolved.mirror.origin,
+                match &resolved.mirror {
+                    Some(m) => format!("mirror from {}", m.origin),
+                    None => "all pinned by the lock and in the cache, no mirror needed".into(),
+                },
                 start.elapsed().as_secs_f64()
             );
             Ok(())

@@ -85,6 +85,9 @@ pub struct BuildReport {
     pub artifacts: Vec<Artifact>,
     /// Every input package.
     pub packages: Vec<FetchedPackage>,
+    /// The license each package declares (machine-readable `copyright` files only), by name.
+    #[serde(skip)]
+    pub licenses: std::collections::BTreeMap<String, uvmkit_debian::copyright::DeclaredLicense>,
     /// Kernel release.
     pub kernel_release: String,
     /// Modules the init loads.
@@ -370,6 +373,7 @@ pub fn build(loaded: &LoadedDefinition, opts: &BuildOptions) -> Result<BuildRepo
         image: name.clone(),
         artifacts: out.published().to_vec(),
         packages: inputs.packages.clone(),
+        licenses: inputs.licenses.clone(),
         kernel_release: inputs.kernel.release.clone(),
         modules: inputs.modules.modules.iter().map(|m| m.name.clone()).collect(),
         initrd_entries: initrd_stats.entries as usize,

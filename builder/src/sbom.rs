@@ -3,6 +3,9 @@
 //! One SPDX package per Debian package that went in (with its `.deb` sha256 and a
 //! `pkg:deb/debian/...` purl) and one per artifact (with the artifact's sha256); the document
 //! describes the artifacts, and each artifact contains the packages it is built from.
+//! A package's `licenseDeclared` is what its machine-readable `copyright` file states
+//! (`NOASSERTION` for a free-form one); every `LicenseRef-` used is declared with its text in
+//! `hasExtractedLicensingInfos` (SPDX 2.3 §10).
 //! Deterministic: the namespace derives from the image name and the artifact hashes, the
 //! creation time from `SOURCE_DATE_EPOCH`; no mirror host name appears.
 
@@ -10,6 +13,8 @@ use crate::inputs::{FetchedPackage, Role, ISOLINUX_PACKAGES};
 use crate::pipeline::BuildReport;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use uvmkit_debian::copyright::DeclaredLicense;
 
 /// The SBOM's file name for image `name`.
 pub fn file_name(name: &str) -> String {
@@ -60,9 +65,9 @@ pub fn spdx_json(report: &BuildReport, epoch: u64) -> String {
         }
     }
     for p in &report.packages {
-        packages.push(deb_package(p));
+        packages.push(deb_package(p, report.licenses.get(&p.name)));
     }
-    let doc = json!({
+    let mut doc = json!({
         "spdxVersion": "SPDX-2.3",
         "dataLicense": "CC0-1.0",
         "SPDXID": "SPDXRef-DOCUMENT",
@@ -76,6 +81,10 @@ pub fn spdx_json(report: &BuildReport, epoch: u64) -> String {
         "packages": packages,
         "relationships": relationships,
     });
+    let extracted = extracted_licenses(report);
+    if !extracted.is_empty() {
+        doc["hasExtractedLicensingInfos"] = Value::Array(extracted);
+    }
     let mut text = serde_json::to_string_pretty(&doc).expect("JSON serialises");
     text.push('\n');
     text
@@ -96,7 +105,38 @@ fn artifact_contains(kind: &str, p: &FetchedPackage) -> bool {
     }
 }
 
-fn deb_package(p: &FetchedPackage) -> Value {
+/// One `hasExtractedLicensingInfos` entry per `LicenseRef-` the packages use, sorted by
+/// identifier. When packages state different texts under one name, the entry holds each text
+/// once, headed by the packages that state it.
+fn extracted_licenses(report: &BuildReport) -> Vec<Value> {
+    // id → (Debian name, text → packages stating it).
+    let mut refs: BTreeMap<&str, (&str, BTreeMap<&str, Vec<&str>>)> = BTreeMap::new();
+    for p in &report.packages {
+        let Some(license) = report.licenses.get(&p.name) else {
+            continue;
+        };
+        for r in &license.references {
+            let entry = refs.entry(&r.id).or_insert((&r.name, BTreeMap::new()));
+            entry.1.entry(&r.text).or_default().push(&p.name);
+        }
+    }
+    refs.into_iter()
+        .map(|(id, (name, texts))| {
+            let text = if texts.len() == 1 {
+                texts.into_keys().next().unwrap_or_default().to_string()
+            } else {
+                texts
+                    .iter()
+                    .map(|(text, pkgs)| format!("As stated in the copyright file of {}:\n{text}", pkgs.join(", ")))
+                    .collect::<Vec<_>>()
+                    .join("\n\n")
+            };
+            json!({ "licenseId": id, "extractedText": text, "name": name })
+        })
+        .collect()
+}
+
+fn deb_package(p: &FetchedPackage, license: Option<&DeclaredLicense>) -> Value {
     let supplier = match p.maintainer.as_deref().map(str::trim) {
         Some(m) if !m.is_empty() => format!("Organization: {m}"),
         _ => "NOASSERTION".into(),
@@ -116,7 +156,7 @@ fn deb_package(p: &FetchedPackage) -> Value {
         "filesAnalyzed": false,
         "checksums": [{ "algorithm": "SHA256", "checksumValue": p.sha256 }],
         "licenseConcluded": "NOASSERTION",
-        "licenseDeclared": "NOASSERTION",
+        "licenseDeclared": license.map_or("NOASSERTION", |l| l.expression.as_str()),
         "copyrightText": "NOASSERTION",
         "externalRefs": [{ "referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": purl }],
         "comment": format!("Debian package ({:?}: {})", p.role, p.reason).to_lowercase(),
@@ -201,5 +241,69 @@ mod tests {
         assert_eq!(purl_escape("1:2.3+dfsg-1~b1"), "1%3A2.3%2Bdfsg-1~b1");
         assert!(spdx_id("Package-deb", "libstdc++6").starts_with("SPDXRef-Package-deb-libstdc--6-"));
         assert_ne!(spdx_id("P", "a+b"), spdx_id("P", "a-b"));
+    }
+
+    fn package(name: &str) -> FetchedPackage {
+        FetchedPackage {
+            name: name.into(),
+            version: "1.0-1".into(),
+            architecture: "amd64".into(),
+            filename: format!("pool/main/{name}_1.0-1_amd64.deb"),
+            sha256: "ab".repeat(32),
+            size: 1,
+            role: Role::Requested,
+            reason: "requested".into(),
+            source: None,
+            maintainer: None,
+            homepage: None,
+        }
+    }
+
+    fn dep5(license: &str) -> DeclaredLicense {
+        let text = format!(
+            "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nCopyright: x\nLicense: {license}\n"
+        );
+        uvmkit_debian::copyright::declared_license(&text).unwrap()
+    }
+
+    #[test]
+    fn declared_licenses_and_their_references() {
+        let mut licenses = BTreeMap::new();
+        licenses.insert("a".to_string(), dep5("GPL-2+ or public-domain\n Text of a."));
+        licenses.insert("b".to_string(), dep5("public-domain\n Text of b."));
+        licenses.insert("c".to_string(), dep5("public-domain\n Text of b."));
+        let report = BuildReport {
+            image: "t".into(),
+            artifacts: vec![],
+            packages: ["a", "b", "c", "d"].into_iter().map(package).collect(),
+            licenses,
+            kernel_release: "6.1".into(),
+            modules: vec![],
+            initrd_entries: 0,
+            initrd_uncompressed: 0,
+            downloaded_bytes: 0,
+            timings: vec![],
+        };
+        let doc: Value = serde_json::from_str(&spdx_json(&report, 0)).unwrap();
+        let declared = |name: &str| {
+            doc["packages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap()["licenseDeclared"]
+                .clone()
+        };
+        assert_eq!(declared("a"), "GPL-2.0-or-later OR LicenseRef-public-domain");
+        assert_eq!(declared("b"), "LicenseRef-public-domain");
+        assert_eq!(declared("d"), "NOASSERTION");
+        let infos = doc["hasExtractedLicensingInfos"].as_array().unwrap();
+        assert_eq!(infos.len(), 1, "{infos:?}");
+        assert_eq!(infos[0]["licenseId"], "LicenseRef-public-domain");
+        assert_eq!(infos[0]["name"], "public-domain");
+        assert_eq!(
+            infos[0]["extractedText"],
+            "As stated in the copyright file of a:\nText of a.\n\nAs stated in the copyright file of b, c:\nText of b."
+        );
     }
 }

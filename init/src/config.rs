@@ -3,6 +3,7 @@
 //! The builder writes this file; the init reads it once per start. Every field is optional so
 //! that a missing or partial file still boots with [`Config::default`].
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::net::Ipv4Addr;
@@ -36,6 +37,138 @@ pub struct Config {
     pub network: Option<NetworkSection>,
     /// Using the data disk for state; absent means the data partition is only looked for.
     pub data_disk: Option<DataDiskSection>,
+    /// Long-running processes the init starts and supervises (`[[services]]`). Parsed apart
+    /// from the rest (see [`Config::parse_keeping_base`]).
+    #[serde(skip)]
+    pub services: Vec<ServiceSpec>,
+    /// Container image archives loaded once a service is ready (`[preload]`).
+    #[serde(skip)]
+    pub preload: Option<PreloadSection>,
+}
+
+/// The `[[services]]` and `[preload]` tables, read in a second pass over the same text so that
+/// a mistake there leaves the rest of the configuration usable.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ServiceTables {
+    services: Vec<ServiceSpec>,
+    preload: Option<PreloadSection>,
+}
+
+/// The `PATH` every service starts with.
+pub const SERVICE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// `[[services]]`: one supervised process.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// The service's name (`[a-z0-9][a-z0-9_.-]*`), used in log lines and log file names.
+    pub name: String,
+    /// The program (an absolute path) and its arguments.
+    pub command: Vec<String>,
+    /// Variables added to the clean environment (`PATH`, `HOME=/root`).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Services that must have settled (be ready, or given up on) before this one starts.
+    #[serde(default)]
+    pub after: Vec<String>,
+    /// How to tell that the service is ready; absent: as soon as it started.
+    #[serde(default)]
+    pub ready: Option<Readiness>,
+    /// Seconds to wait for readiness before starting the services after this one anyway.
+    #[serde(default = "default_ready_timeout")]
+    pub ready_timeout: u64,
+    /// When to start the process again after it exits.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// Resource limits (soft and hard) set for the process: `nofile`, `nproc`, `memlock`,
+    /// `core`, `stack`.
+    #[serde(default)]
+    pub rlimits: BTreeMap<String, RlimitValue>,
+    /// Seconds between SIGTERM and SIGKILL at shutdown.
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout: u64,
+    /// Directories created (mode 0755, with parents) before each start.
+    #[serde(default)]
+    pub directories: Vec<PathBuf>,
+    /// Echo the service's output lines to the console.
+    #[serde(default = "default_true")]
+    pub console: bool,
+}
+
+/// `ready = { unix = PATH }`, `{ tcp = PORT }` or `{ http_unix = PATH }`: what answers once a
+/// service is ready.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Readiness {
+    /// A unix stream socket that accepts connections.
+    Unix(PathBuf),
+    /// A TCP port on 127.0.0.1 that accepts connections.
+    Tcp(u16),
+    /// A unix stream socket that answers an HTTP request with a status line. For servers such
+    /// as dockerd that listen long before they serve, where a connection alone proves little.
+    #[serde(rename = "http_unix")]
+    HttpUnix(PathBuf),
+}
+
+/// `restart`: when a service that exited is started again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// After any exit.
+    Always,
+    /// After a non-zero exit status or death by a signal.
+    #[default]
+    OnFailure,
+    /// Never.
+    Never,
+}
+
+/// One `rlimits` value: a number or `"unlimited"`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum RlimitValue {
+    /// A limit.
+    Value(u64),
+    /// A word; only `"unlimited"` is valid.
+    Word(String),
+}
+
+impl RlimitValue {
+    /// The limit, `None` meaning unlimited; `Err` for a word other than `unlimited`.
+    pub fn limit(&self) -> Result<Option<u64>, &str> {
+        match self {
+            RlimitValue::Value(value) => Ok(Some(*value)),
+            RlimitValue::Word(word) if word == "unlimited" => Ok(None),
+            RlimitValue::Word(word) => Err(word),
+        }
+    }
+}
+
+/// The `rlimits` keys a service may set.
+pub const RLIMIT_NAMES: [&str; 5] = ["nofile", "nproc", "memlock", "core", "stack"];
+
+/// `[preload]`: container image archives loaded once.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreloadSection {
+    /// The service that must be ready before loading.
+    pub after: String,
+    /// The loading command; the archive path is appended.
+    pub command: Vec<String>,
+    /// The archives, loaded in this order.
+    #[serde(default)]
+    pub images: Vec<PreloadImage>,
+}
+
+/// One archive of `[preload] images`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreloadImage {
+    /// The archive inside the image (absolute).
+    pub path: PathBuf,
+    /// Its SHA-256 (64 lowercase hex digits); names the marker that says it was loaded.
+    pub sha256: String,
 }
 
 /// `[network]`: how the init configures the network.
@@ -100,6 +233,14 @@ fn default_network_timeout() -> u64 {
     30
 }
 
+fn default_ready_timeout() -> u64 {
+    120
+}
+
+fn default_stop_timeout() -> u64 {
+    10
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -110,6 +251,8 @@ impl Default for Config {
             modules: Vec::new(),
             network: None,
             data_disk: None,
+            services: Vec::new(),
+            preload: None,
         }
     }
 }
@@ -192,6 +335,26 @@ pub enum ConfigError {
         /// The rejected entry.
         bind: PathBuf,
     },
+    /// A `[[services]]` entry has a bad value.
+    InvalidService {
+        /// The file.
+        path: PathBuf,
+        /// The service's name.
+        service: String,
+        /// The key at fault.
+        key: &'static str,
+        /// What is wrong and what is expected.
+        problem: String,
+    },
+    /// `[preload]` has a bad value.
+    InvalidPreload {
+        /// The file.
+        path: PathBuf,
+        /// The key at fault.
+        key: &'static str,
+        /// What is wrong and what is expected.
+        problem: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -244,6 +407,15 @@ impl fmt::Display for ConfigError {
                 path.display(),
                 bind.display()
             ),
+            ConfigError::InvalidService {
+                path,
+                service,
+                key,
+                problem,
+            } => write!(f, "{}: [[services]] {service:?}: {key}: {problem}", path.display()),
+            ConfigError::InvalidPreload { path, key, problem } => {
+                write!(f, "{}: [preload] {key}: {problem}", path.display())
+            }
         }
     }
 }
@@ -259,9 +431,10 @@ impl std::error::Error for ConfigError {
 
 impl Config {
     /// Reads and checks the configuration at `path`; `Ok(None)` when the file does not exist.
-    pub fn load(path: &Path) -> Result<Option<Config>, ConfigError> {
+    /// See [`Config::parse_keeping_base`] for the second value.
+    pub fn load(path: &Path) -> Result<Option<(Config, Option<ConfigError>)>, ConfigError> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse(&text, path).map(Some),
+            Ok(text) => Config::parse_keeping_base(&text, path).map(Some),
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(ConfigError::Read {
                 path: path.to_path_buf(),
@@ -271,13 +444,35 @@ impl Config {
     }
 
     /// Parses and checks configuration text; `path` only names the file in errors.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|err| ConfigError::Parse {
+        match Config::parse_keeping_base(text, path)? {
+            (config, None) => Ok(config),
+            (_, Some(err)) => Err(err),
+        }
+    }
+
+    /// Like [`Config::parse`], but a mistake in `[[services]]` or `[preload]` drops only those
+    /// tables: the rest of the configuration comes back with, separately, why they were
+    /// dropped. A bad service must not cost the machine its modules, network or data disk.
+    pub fn parse_keeping_base(text: &str, path: &Path) -> Result<(Config, Option<ConfigError>), ConfigError> {
+        let parse_error = |err: toml::de::Error| ConfigError::Parse {
             path: path.to_path_buf(),
             message: err.to_string(),
-        })?;
+        };
+        let mut config: Config = toml::from_str(text).map_err(parse_error)?;
         config.validate(path)?;
-        Ok(config)
+        let tables = toml::from_str::<ServiceTables>(text)
+            .map_err(parse_error)
+            .and_then(|tables| validate_services(&tables, path).map(|()| tables));
+        match tables {
+            Ok(tables) => {
+                config.services = tables.services;
+                config.preload = tables.preload;
+                Ok((config, None))
+            }
+            Err(err) => Ok((config, Some(err))),
+        }
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -339,6 +534,182 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Whether `name` is a service name: `[a-z0-9][a-z0-9_.-]*`.
+fn is_service_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Checks `command`: non-empty, the program an absolute path.
+fn check_command(command: &[String]) -> Result<(), String> {
+    match command.first() {
+        None => Err("is empty; give the program's absolute path and its arguments".to_string()),
+        Some(program) if !program.starts_with('/') => Err(format!(
+            "program {program:?} is not an absolute path; services start with a minimal PATH, so \
+             name the file, such as \"/usr/bin/{program}\""
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Checks names, commands, limits and the `after` graph of the services, and `[preload]`.
+fn validate_services(tables: &ServiceTables, path: &Path) -> Result<(), ConfigError> {
+    let invalid = |service: &ServiceSpec, key: &'static str, problem: String| ConfigError::InvalidService {
+        path: path.to_path_buf(),
+        service: service.name.clone(),
+        key,
+        problem,
+    };
+    let services = &tables.services;
+    for (i, service) in services.iter().enumerate() {
+        if !is_service_name(&service.name) {
+            return Err(invalid(
+                service,
+                "name",
+                "must match [a-z0-9][a-z0-9_.-]* (it names the log file)".to_string(),
+            ));
+        }
+        if services[..i].iter().any(|other| other.name == service.name) {
+            return Err(invalid(
+                service,
+                "name",
+                "is used by two services; names must be unique".to_string(),
+            ));
+        }
+        check_command(&service.command).map_err(|problem| invalid(service, "command", problem))?;
+        for name in service.rlimits.keys() {
+            if !RLIMIT_NAMES.contains(&name.as_str()) {
+                return Err(invalid(
+                    service,
+                    "rlimits",
+                    format!("unknown limit {name:?}; use {}", RLIMIT_NAMES.join(", ")),
+                ));
+            }
+        }
+        for (name, value) in &service.rlimits {
+            if let Err(word) = value.limit() {
+                return Err(invalid(
+                    service,
+                    "rlimits",
+                    format!("{name} = {word:?} is not a limit; use a number or \"unlimited\""),
+                ));
+            }
+        }
+        if let Some(dir) = service.directories.iter().find(|d| !d.is_absolute()) {
+            return Err(invalid(
+                service,
+                "directories",
+                format!("{:?} is not an absolute path", dir.display()),
+            ));
+        }
+        if let Some(Readiness::Unix(socket) | Readiness::HttpUnix(socket)) = &service.ready {
+            if !socket.is_absolute() {
+                return Err(invalid(
+                    service,
+                    "ready",
+                    format!("unix socket {:?} is not an absolute path", socket.display()),
+                ));
+            }
+        }
+        for after in &service.after {
+            if !services.iter().any(|other| &other.name == after) {
+                return Err(invalid(
+                    service,
+                    "after",
+                    format!("names {after:?}, which is not a service of this image"),
+                ));
+            }
+        }
+    }
+    if let Some(cycle) = find_cycle(services) {
+        return Err(ConfigError::InvalidService {
+            path: path.to_path_buf(),
+            service: cycle[0].clone(),
+            key: "after",
+            problem: format!(
+                "forms a cycle ({}); no service in it could ever start",
+                cycle.join(" -> ")
+            ),
+        });
+    }
+    if let Some(preload) = &tables.preload {
+        let invalid = |key: &'static str, problem: String| ConfigError::InvalidPreload {
+            path: path.to_path_buf(),
+            key,
+            problem,
+        };
+        if !services.iter().any(|s| s.name == preload.after) {
+            return Err(invalid(
+                "after",
+                format!("names {:?}, which is not a service of this image", preload.after),
+            ));
+        }
+        check_command(&preload.command).map_err(|problem| invalid("command", problem))?;
+        for image in &preload.images {
+            if !image.path.is_absolute() {
+                return Err(invalid(
+                    "images",
+                    format!("path {:?} is not an absolute path", image.path.display()),
+                ));
+            }
+            let hex = image.sha256.len() == 64
+                && image
+                    .sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !hex {
+                return Err(invalid(
+                    "images",
+                    format!(
+                        "sha256 {:?} of {} is not 64 lowercase hexadecimal digits",
+                        image.sha256,
+                        image.path.display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A cycle in the services' `after` lists, as names with the first repeated at the end.
+/// Every `after` name must already be known to name a service.
+fn find_cycle(services: &[ServiceSpec]) -> Option<Vec<String>> {
+    // Depth-first search; `state` is 0 unvisited, 1 on the current path, 2 done.
+    fn visit(i: usize, services: &[ServiceSpec], state: &mut [u8], stack: &mut Vec<usize>) -> Option<Vec<String>> {
+        state[i] = 1;
+        stack.push(i);
+        for after in &services[i].after {
+            let j = services.iter().position(|s| &s.name == after)?;
+            if state[j] == 1 {
+                let from = stack.iter().position(|&k| k == j).unwrap_or(0);
+                let mut names: Vec<String> = stack[from..].iter().map(|&k| services[k].name.clone()).collect();
+                names.push(services[j].name.clone());
+                return Some(names);
+            }
+            if state[j] == 0 {
+                if let Some(cycle) = visit(j, services, state, stack) {
+                    return Some(cycle);
+                }
+            }
+        }
+        stack.pop();
+        state[i] = 2;
+        None
+    }
+    let mut state = vec![0u8; services.len()];
+    (0..services.len()).find_map(|i| {
+        if state[i] == 0 {
+            visit(i, services, &mut state, &mut Vec::new())
+        } else {
+            None
+        }
+    })
 }
 
 /// Whether `text` is a tmpfs `size=` value: digits, then nothing, `k`, `m`, `g` (either case)
@@ -522,5 +893,168 @@ path = "kernel/drivers/virtio/virtio.ko.xz"
         // A directory cannot be read as a file.
         let err = Config::load(Path::new("/")).unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+    }
+
+    const DOCKER_SERVICES: &str = r#"
+hostname = "docker"
+
+[[services]]
+name = "containerd"
+command = ["/usr/bin/containerd"]
+ready = { unix = "/run/containerd/containerd.sock" }
+rlimits = { nofile = 1048576, nproc = "unlimited" }
+
+[[services]]
+name = "dockerd"
+command = ["/usr/sbin/dockerd", "-H", "unix:///var/run/docker.sock"]
+env = { DOCKER_CONFIG = "/x" }
+after = ["containerd"]
+ready = { http_unix = "/var/run/docker.sock" }
+ready_timeout = 60
+restart = "always"
+stop_timeout = 20
+directories = ["/run/docker"]
+console = false
+
+[preload]
+after = "dockerd"
+command = ["/usr/bin/docker", "load", "-i"]
+images = [{ path = "/usr/share/uvmkit/preload/busybox.tar", sha256 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" }]
+"#;
+
+    #[test]
+    fn services_and_preload_from_the_builder() {
+        let config = parse(DOCKER_SERVICES).unwrap();
+        assert_eq!(config.hostname, "docker");
+        let [containerd, dockerd] = &config.services[..] else {
+            panic!("two services expected: {:?}", config.services)
+        };
+        assert_eq!(containerd.restart, RestartPolicy::OnFailure);
+        assert_eq!(containerd.ready_timeout, 120);
+        assert_eq!(containerd.stop_timeout, 10);
+        assert!(containerd.console);
+        assert_eq!(
+            containerd.ready,
+            Some(Readiness::Unix("/run/containerd/containerd.sock".into()))
+        );
+        assert_eq!(containerd.rlimits["nofile"].limit(), Ok(Some(1048576)));
+        assert_eq!(containerd.rlimits["nproc"].limit(), Ok(None));
+        assert_eq!(dockerd.after, ["containerd"]);
+        assert_eq!(dockerd.env["DOCKER_CONFIG"], "/x");
+        assert_eq!(dockerd.ready, Some(Readiness::HttpUnix("/var/run/docker.sock".into())));
+        let tcp = parse("[[services]]\nname = \"s\"\ncommand = [\"/s\"]\nready = { tcp = 22 }\n").unwrap();
+        assert_eq!(tcp.services[0].ready, Some(Readiness::Tcp(22)));
+        assert_eq!(dockerd.ready_timeout, 60);
+        assert_eq!(dockerd.restart, RestartPolicy::Always);
+        assert_eq!(dockerd.stop_timeout, 20);
+        assert_eq!(dockerd.directories, [PathBuf::from("/run/docker")]);
+        assert!(!dockerd.console);
+        let preload = config.preload.unwrap();
+        assert_eq!(preload.after, "dockerd");
+        assert_eq!(preload.command, ["/usr/bin/docker", "load", "-i"]);
+        assert_eq!(preload.images.len(), 1);
+        assert!(parse("[[services]]\nname = \"a\"\ncommand = [\"/bin/a\"]\nrestart = \"never\"\n").is_ok());
+    }
+
+    /// The error for `text`, which must keep the rest of the configuration usable.
+    fn service_error(text: &str) -> ConfigError {
+        let text = format!("hostname = \"kept\"\n{text}");
+        let (config, err) = Config::parse_keeping_base(&text, Path::new("/etc/uvmkit/init.toml")).unwrap();
+        assert_eq!(config.hostname, "kept");
+        assert!(config.services.is_empty() && config.preload.is_none());
+        err.expect("an error")
+    }
+
+    #[test]
+    fn bad_services_are_errors_naming_service_and_key_and_keep_the_rest() {
+        let one = |extra: &str| format!("[[services]]\nname = \"svc\"\ncommand = [\"/bin/svc\"]\n{extra}");
+        let cases = [
+            (one("after = [\"nope\"]\n"), "\"svc\": after: names \"nope\""),
+            (
+                "[[services]]\nname = \"svc\"\ncommand = []\n".to_string(),
+                "\"svc\": command: is empty",
+            ),
+            (
+                "[[services]]\nname = \"svc\"\ncommand = [\"svc\"]\n".to_string(),
+                "\"svc\": command: program \"svc\" is not an absolute path",
+            ),
+            (
+                one("rlimits = { files = 10 }\n"),
+                "\"svc\": rlimits: unknown limit \"files\"",
+            ),
+            (
+                one("rlimits = { nofile = \"lots\" }\n"),
+                "\"svc\": rlimits: nofile = \"lots\"",
+            ),
+            (
+                format!("{}{}", one(""), one("")),
+                "\"svc\": name: is used by two services",
+            ),
+            (
+                "[[services]]\nname = \"Svc\"\ncommand = [\"/bin/svc\"]\n".to_string(),
+                "\"Svc\": name: must match",
+            ),
+            (one("directories = [\"run/x\"]\n"), "\"svc\": directories:"),
+            (one("ready = { unix = \"x.sock\" }\n"), "\"svc\": ready:"),
+        ];
+        for (text, expected) in cases {
+            let err = service_error(&text);
+            assert!(matches!(err, ConfigError::InvalidService { .. }), "{err}");
+            let message = err.to_string();
+            assert!(message.contains(expected), "{message} lacks {expected}");
+            assert!(message.starts_with("/etc/uvmkit/init.toml: [[services]] "), "{message}");
+        }
+        // Unknown keys and wrong types are parse errors with a line number.
+        let err = service_error(&one("restart = \"sometimes\"\n"));
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+        let err = service_error(&one("colour = true\n"));
+        assert!(err.to_string().contains("colour"), "{err}");
+        let err = service_error(&one("ready = { udp = 53 }\n"));
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+    }
+
+    #[test]
+    fn after_cycles_are_errors() {
+        let text = "[[services]]\nname = \"a\"\ncommand = [\"/a\"]\nafter = [\"c\"]\n\
+                    [[services]]\nname = \"b\"\ncommand = [\"/b\"]\nafter = [\"a\"]\n\
+                    [[services]]\nname = \"c\"\ncommand = [\"/c\"]\nafter = [\"b\"]\n\
+                    [[services]]\nname = \"d\"\ncommand = [\"/d\"]\nafter = [\"a\"]\n";
+        let err = service_error(text);
+        assert_eq!(
+            err.to_string(),
+            "/etc/uvmkit/init.toml: [[services]] \"a\": after: forms a cycle (a -> c -> b -> a); \
+             no service in it could ever start"
+        );
+        let err = service_error("[[services]]\nname = \"a\"\ncommand = [\"/a\"]\nafter = [\"a\"]\n");
+        assert!(err.to_string().contains("(a -> a)"), "{err}");
+        // A diamond is not a cycle.
+        let diamond = "[[services]]\nname = \"a\"\ncommand = [\"/a\"]\n\
+                       [[services]]\nname = \"b\"\ncommand = [\"/b\"]\nafter = [\"a\"]\n\
+                       [[services]]\nname = \"c\"\ncommand = [\"/c\"]\nafter = [\"a\"]\n\
+                       [[services]]\nname = \"d\"\ncommand = [\"/d\"]\nafter = [\"b\", \"c\"]\n";
+        assert_eq!(parse(diamond).unwrap().services.len(), 4);
+    }
+
+    #[test]
+    fn bad_preload_is_an_error() {
+        let svc = "[[services]]\nname = \"dockerd\"\ncommand = [\"/usr/sbin/dockerd\"]\n";
+        let sha = "a".repeat(64);
+        let cases = [
+            (format!("{svc}[preload]\nafter = \"docker\"\ncommand = [\"/usr/bin/docker\"]\n"), "after: names \"docker\""),
+            (format!("{svc}[preload]\nafter = \"dockerd\"\ncommand = []\n"), "command: is empty"),
+            (
+                format!("{svc}[preload]\nafter = \"dockerd\"\ncommand = [\"/d\"]\nimages = [{{ path = \"x.tar\", sha256 = \"{sha}\" }}]\n"),
+                "images: path \"x.tar\"",
+            ),
+            (
+                format!("{svc}[preload]\nafter = \"dockerd\"\ncommand = [\"/d\"]\nimages = [{{ path = \"/x.tar\", sha256 = \"{}\" }}]\n", "A".repeat(64)),
+                "images: sha256",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = service_error(&text);
+            assert!(matches!(err, ConfigError::InvalidPreload { .. }), "{err}");
+            assert!(err.to_string().contains(expected), "{err} lacks {expected}");
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! uvmkit-init: the static PID 1 of uvmkit images.
 //!
 //! As PID 1 it mounts the kernel file systems, moves the root to a tmpfs, loads the image's
-//! kernel modules, reaps zombies and powers the machine off or reboots on request. Installed
-//! as `/sbin/poweroff` or `/sbin/reboot` (symlinks to `/init`) it asks PID 1 to do so.
+//! kernel modules, starts and supervises the image's services, reaps zombies and powers the
+//! machine off or reboots on request. Installed as `/sbin/poweroff` or `/sbin/reboot`
+//! (symlinks to `/init`) it asks PID 1 to do so.
 
 mod config;
 mod datadisk;
@@ -14,6 +15,7 @@ mod network;
 mod pid1;
 mod power;
 mod rootfs;
+mod services;
 mod shutdown;
 mod sys;
 

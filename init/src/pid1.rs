@@ -18,6 +18,7 @@ use crate::mounts;
 use crate::network;
 use crate::power::PowerButtons;
 use crate::rootfs;
+use crate::services::{Paths, Supervisor};
 use crate::shutdown::{self, Action};
 use crate::sys;
 
@@ -80,8 +81,9 @@ pub fn run(argv: Vec<OsString>) -> ! {
 
     let mut buttons = PowerButtons::default();
     guarded("boot", || boot(&config, &mut buttons));
-    log::ready();
-    event_loop(signals, buttons)
+    let mut supervisor = Supervisor::new(config.services.clone(), config.preload.clone(), Paths::system());
+    guarded("services", || supervisor.poll(Instant::now()));
+    event_loop(signals, buttons, supervisor)
 }
 
 /// `/dev`, the console as stdin/stdout/stderr, and the kernel log.
@@ -129,7 +131,13 @@ impl NoCtty for OpenOptions {
 
 fn load_config() -> Config {
     match Config::load(Path::new(CONFIG_PATH)) {
-        Ok(Some(config)) => config,
+        Ok(Some((config, services_error))) => {
+            if let Some(err) = services_error {
+                log!("{err}");
+                log!("starting no services; the rest of the configuration is used");
+            }
+            config
+        }
         Ok(None) => {
             log!("{CONFIG_PATH} is missing; using defaults");
             Config::default()
@@ -245,36 +253,56 @@ fn boot(config: &Config, buttons: &mut PowerButtons) {
     buttons.rescan();
 }
 
-/// Reaps children and waits for shutdown requests (signals, the power button), forever.
-fn event_loop(signals: Option<sys::SignalFd>, mut buttons: PowerButtons) -> ! {
+/// Reaps children (handing them to the supervisor), runs the supervisor's timers and waits
+/// for shutdown requests (signals, the power button), forever. Prints the ready marker once
+/// every service has settled: at once when there are none.
+fn event_loop(signals: Option<sys::SignalFd>, mut buttons: PowerButtons, mut supervisor: Supervisor) -> ! {
+    let mut ready = false;
     let mut last_scan = Instant::now();
     loop {
         let action = guarded("event loop", || {
-            let action = wait_for_events(signals.as_ref(), &mut buttons);
+            if !ready && supervisor.all_settled() {
+                log::ready();
+                ready = true;
+            }
+            // Wake for the supervisor's next probe or restart, or to rescan input devices.
+            let timeout = supervisor.next_due().map_or(RESCAN_INTERVAL, |due| {
+                due.saturating_duration_since(Instant::now()).min(RESCAN_INTERVAL)
+            });
+            let action = wait_for_events(signals.as_ref(), &mut buttons, timeout);
             if last_scan.elapsed() >= RESCAN_INTERVAL {
                 buttons.rescan();
                 last_scan = Instant::now();
             }
             // SIGCHLDs coalesce; reaping every round catches every zombie.
-            shutdown::reap_children();
+            for (pid, status) in shutdown::reap_children() {
+                supervisor.child_exited(pid, status, Instant::now());
+            }
+            supervisor.poll(Instant::now());
             action
         })
         .flatten();
         if let Some(action) = action {
-            guarded("shutdown", || shutdown::shut_down(action));
+            guarded("shutdown", || {
+                shutdown::shut_down(action, || {
+                    guarded("stopping services", || {
+                        supervisor.stop_all(&mut |_| shutdown::reap_children())
+                    });
+                })
+            });
         }
     }
 }
 
-/// Waits up to [`RESCAN_INTERVAL`] for a signal or input event; returns a requested action.
-fn wait_for_events(signals: Option<&sys::SignalFd>, buttons: &mut PowerButtons) -> Option<Action> {
+/// Waits up to `timeout` for a signal or input event; returns a requested action.
+fn wait_for_events(signals: Option<&sys::SignalFd>, buttons: &mut PowerButtons, timeout: Duration) -> Option<Action> {
     let Some(signals) = signals else {
-        std::thread::sleep(RESCAN_INTERVAL);
+        std::thread::sleep(timeout);
         return buttons.pressed().then_some(Action::PowerOff);
     };
     let mut fds = vec![signals.as_raw_fd()];
     fds.extend(buttons.fds());
-    let ready = match sys::poll_readable(&fds, RESCAN_INTERVAL) {
+    let ready = match sys::poll_readable(&fds, timeout) {
         Ok(ready) => ready,
         Err(err) => {
             log!("poll failed: {err}");

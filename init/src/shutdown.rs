@@ -48,11 +48,11 @@ impl Action {
 /// How long processes get to exit after SIGTERM before SIGKILL.
 pub const TERM_GRACE: Duration = Duration::from_secs(5);
 
-/// Reaps every ended child; returns how many.
-pub fn reap_children() -> usize {
-    let mut reaped = 0;
-    while let sys::Reaped::Child = sys::reap_one() {
-        reaped += 1;
+/// Reaps every ended child; returns their process IDs and wait statuses.
+pub fn reap_children() -> Vec<(libc::pid_t, libc::c_int)> {
+    let mut reaped = Vec::new();
+    while let sys::Reaped::Child { pid, status } = sys::reap_one() {
+        reaped.push((pid, status));
     }
     reaped
 }
@@ -129,9 +129,10 @@ pub fn kill_all_processes() {
     }
 }
 
-/// Stops everything and performs `action`. Returns only if the kernel refused to stop the
-/// machine; the caller keeps running as PID 1.
-pub fn shut_down(action: Action) {
+/// Stops everything and performs `action`: first `stop_services` (which stops the supervised
+/// services in order and closes their log files), then every other process, then file systems.
+/// Returns only if the kernel refused to stop the machine; the caller keeps running as PID 1.
+pub fn shut_down(action: Action, stop_services: impl FnOnce()) {
     log!(
         "{} requested",
         match action {
@@ -139,6 +140,7 @@ pub fn shut_down(action: Action) {
             Action::Reboot => "reboot",
         }
     );
+    stop_services();
     kill_all_processes();
     network::release();
     sys::sync();

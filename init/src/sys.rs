@@ -267,8 +267,13 @@ pub fn kernel_release() -> io::Result<String> {
 
 /// Outcome of one non-blocking `waitpid(-1)`.
 pub enum Reaped {
-    /// A child ended and was reaped.
-    Child,
+    /// A child ended and was reaped: its process ID and `wait(2)` status.
+    Child {
+        /// The child's process ID.
+        pid: libc::pid_t,
+        /// The raw wait status (decode with `WIFEXITED` and friends).
+        status: libc::c_int,
+    },
     /// Children exist but none has ended.
     NoneReady,
     /// No children at all.
@@ -282,10 +287,93 @@ pub fn reap_one() -> Reaped {
     let ret = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
     match ret {
         0 => Reaped::NoneReady,
-        pid if pid > 0 => Reaped::Child,
+        pid if pid > 0 => Reaped::Child { pid, status },
         _ if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => Reaped::NoneReady,
         _ => Reaped::NoChildren,
     }
+}
+
+/// `waitpid(pid, WNOHANG)`: the wait status if that child has ended (and is now reaped).
+#[cfg_attr(not(test), allow(dead_code))]
+pub fn try_wait(pid: libc::pid_t) -> io::Result<Option<libc::c_int>> {
+    let mut status = 0;
+    // SAFETY: valid pointer to an int.
+    let ret = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    match ret {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        _ => Ok(Some(status)),
+    }
+}
+
+/// A resource limit for [`start_session_with_limits`]: the `RLIMIT_*` number and the value
+/// (soft and hard), `None` meaning unlimited.
+pub type Rlimit = (libc::c_int, Option<u64>);
+
+/// Makes `command`'s child a session leader (`setsid(2)`) with an empty signal mask and
+/// `limits` applied, between `fork` and `exec`. A limit the kernel refuses fails the spawn.
+pub fn start_session_with_limits(command: &mut std::process::Command, limits: Vec<Rlimit>) {
+    use std::os::unix::process::CommandExt;
+    let hook = move || -> io::Result<()> {
+        // Only async-signal-safe calls here: this runs in the forked child.
+        // SAFETY: setsid, sigemptyset, sigprocmask and setrlimit are plain system calls on
+        // memory owned by this closure.
+        unsafe {
+            check(libc::setsid())?;
+            let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+            check(libc::sigemptyset(set.as_mut_ptr()))?;
+            check(libc::sigprocmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut()))?;
+            for &(resource, value) in &limits {
+                let value = value.unwrap_or(libc::RLIM_INFINITY);
+                let limit = libc::rlimit {
+                    rlim_cur: value,
+                    rlim_max: value,
+                };
+                check(libc::setrlimit(resource as _, &limit))?;
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only makes async-signal-safe system calls and allocates nothing.
+    unsafe {
+        command.pre_exec(hook);
+    }
+}
+
+/// The `RLIMIT_*` number of an `rlimits` key of the configuration.
+pub fn rlimit_resource(name: &str) -> Option<libc::c_int> {
+    let resource = match name {
+        "nofile" => libc::RLIMIT_NOFILE,
+        "nproc" => libc::RLIMIT_NPROC,
+        "memlock" => libc::RLIMIT_MEMLOCK,
+        "core" => libc::RLIMIT_CORE,
+        "stack" => libc::RLIMIT_STACK,
+        _ => return None,
+    };
+    Some(resource as libc::c_int)
+}
+
+/// The conventional name of a signal number, for log lines (`SIGTERM`), if it is a common one.
+pub fn signal_name(signal: libc::c_int) -> Option<&'static str> {
+    Some(match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGSYS => "SIGSYS",
+        _ => return None,
+    })
 }
 
 /// A set of blocked signals delivered through a `signalfd(2)` instead of handlers.

@@ -134,9 +134,14 @@ pub struct Guest {
 }
 
 impl Guest {
-    /// Starts `qemu-system-x86_64 -accel tcg` with `args`, a serial log and a monitor socket
-    /// in `dir`.
+    /// Starts `qemu-system-x86_64 -accel tcg` with 1 GiB of memory, `args`, a serial log and a
+    /// monitor socket in `dir`.
     pub fn start(dir: &Path, args: &[String]) -> Guest {
+        Guest::start_with_memory(dir, 1024, args)
+    }
+
+    /// Like [`Guest::start`] with `memory_mib` MiB of guest memory.
+    pub fn start_with_memory(dir: &Path, memory_mib: u32, args: &[String]) -> Guest {
         let slot = Slot::take();
         let serial = dir.join("serial.log");
         let monitor = dir.join("monitor.sock");
@@ -146,7 +151,7 @@ impl Guest {
             "-accel",
             "tcg",
             "-m",
-            "1024",
+            &memory_mib.to_string(),
             "-smp",
             "1",
             "-nographic",
@@ -180,7 +185,8 @@ impl Guest {
             .unwrap_or_default()
     }
 
-    fn fail(&mut self, why: &str) -> ! {
+    /// Kills QEMU and panics with `why`, its stderr and the last serial lines.
+    pub fn fail(&mut self, why: &str) -> ! {
         let _ = self.child.kill();
         let mut err = String::new();
         if let Some(mut e) = self.child.stderr.take() {
@@ -227,6 +233,17 @@ impl Guest {
         let mut s = UnixStream::connect(&self.monitor).unwrap_or_else(|e| self.fail(&format!("monitor: {e}")));
         s.write_all(format!("{command}\n").as_bytes()).unwrap();
         std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// Seconds since QEMU started.
+    pub fn elapsed(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Kills QEMU at once, as a power cut would stop the machine.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Waits for QEMU to exit by itself; returns seconds waited.

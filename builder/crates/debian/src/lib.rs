@@ -5,6 +5,7 @@
 //!
 //! - [`version`]: version numbers and their ordering (Debian Policy 5.6.12);
 //! - [`control`]: deb822 paragraphs, the `Packages` index and dependency relations (Policy 7.1);
+//! - [`copyright`]: the license a machine-readable `copyright` file declares, in SPDX terms;
 //! - [`release`]: the `Release` file that lists the indices of a suite with their hashes;
 //! - [`signature`]: checking an `InRelease` file's OpenPGP signature against a keyring;
 //! - [`resolve`]: closing a set of requested packages over `Depends` and `Pre-Depends`;
@@ -16,6 +17,7 @@
 
 pub mod compression;
 pub mod control;
+pub mod copyright;
 pub mod deb;
 pub mod release;
 pub mod resolve;

@@ -2,7 +2,6 @@
 //! Debian packages cross-checked with `dpkg-deb`.
 
 use std::io::Write;
-use std::path::Path;
 use std::process::Command;
 
 use uvmkit_debian::deb::{control_fields, unpack_data, DebEntry, DebEntryKind, DebError};
