@@ -212,15 +212,12 @@ fn boot_uki(name: &str, disk: &Path) -> (Vm, f64) {
     std::fs::copy(&b.uki, esp.join("EFI/BOOT/BOOTX64.EFI")).unwrap();
     let mut args = ovmf_args(&dir);
     args.extend(network_args(&dir));
-    args.extend(
-        [
-            "-drive".to_string(),
-            format!("if=virtio,format=raw,file=fat:rw:{}", esp.display()),
-            "-drive".to_string(),
-            format!("if=virtio,format=raw,file={}", disk.display()),
-        ]
-        .into_iter(),
-    );
+    args.extend([
+        "-drive".to_string(),
+        format!("if=virtio,format=raw,file=fat:rw:{}", esp.display()),
+        "-drive".to_string(),
+        format!("if=virtio,format=raw,file={}", disk.display()),
+    ]);
     start(name, dir, args)
 }
 

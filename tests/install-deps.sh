@@ -18,3 +18,6 @@ if command -v rustup >/dev/null; then
   rustup target add x86_64-unknown-linux-musl \
     || echo "note: no musl target; the init is built for glibc with +crt-static instead"
 fi
+# The SPDX validator the release test runs on every SBOM (a Python package, not in Debian 12).
+python3 -m pip install -q --disable-pip-version-check spdx-tools 2>/dev/null \
+  || echo "note: could not install spdx-tools with pip; the SBOM is then checked by the tests' own assertions only"

@@ -780,6 +780,22 @@ fn package_license(pkg: &FetchedPackage, tree: &FileTree) -> Result<Option<Decla
     Ok(copyright::declared_license(&String::from_utf8_lossy(&bytes)))
 }
 
+/// The package whose documentation directory `pkg`'s `/usr/share/doc/NAME` links to, when it is
+/// a symbolic link to another directory of `/usr/share/doc`. Debian Policy 12.5 allows that only
+/// between packages of one source where the first depends on the second, so the copyright of
+/// the second is the first's.
+fn doc_link_target(pkg: &FetchedPackage, tree: &FileTree) -> Option<String> {
+    let path = TreePath::new(&format!("/usr/share/doc/{}", pkg.name)).ok()?;
+    let NodeKind::Symlink(target) = &tree.get(&path)?.kind else {
+        return None;
+    };
+    let name = target
+        .trim_end_matches('/')
+        .strip_prefix("/usr/share/doc/")
+        .unwrap_or(target.trim_end_matches('/'));
+    (!name.is_empty() && !name.contains('/') && name != "." && name != "..").then(|| name.to_string())
+}
+
 /// Fetches, verifies and unpacks everything `def` needs. The Debian mirror is looked up only
 /// when something has to be fetched: not when a current lock pins the packages and the cache
 /// holds them all.
@@ -796,10 +812,14 @@ pub fn resolve(def: &ImageDefinition, base_dir: &Path, opts: &InputOptions) -> R
     let mut requested = Vec::new();
     let mut loader_trees: BTreeMap<String, FileTree> = BTreeMap::new();
     let mut licenses = BTreeMap::new();
+    let mut doc_links = Vec::new();
     for (pkg, deb_path) in packages.iter().zip(&deb_paths) {
         let tree = package_tree(pkg, deb_path, &cache)?;
-        if let Some(license) = package_license(pkg, &tree)? {
-            licenses.insert(pkg.name.clone(), license);
+        match package_license(pkg, &tree)? {
+            Some(license) => {
+                licenses.insert(pkg.name.clone(), license);
+            }
+            None => doc_links.extend(doc_link_target(pkg, &tree).map(|target| (pkg.name.clone(), target))),
         }
         let merge_err = |e: uvmkit_filetree::TreeError| InputError::Archive(format!("package {}: {e}", pkg.name));
         match pkg.role {
@@ -817,6 +837,12 @@ pub fn resolve(def: &ImageDefinition, base_dir: &Path, opts: &InputOptions) -> R
                     });
                 }
             }
+        }
+    }
+    // A doc directory linking to another package's stands for that package's copyright.
+    for (name, target) in doc_links {
+        if let Some(license) = licenses.get(&target).cloned() {
+            licenses.insert(name, license);
         }
     }
 
@@ -1013,6 +1039,13 @@ mod tests {
         // One linking into another package (not in this tree) declares nothing.
         let elsewhere = tree(&[], &[("/usr/share/doc/a", "a-common")]);
         assert_eq!(package_license(&pkg("a"), &elsewhere).unwrap(), None);
+        // ...but names the package whose copyright stands for it (Debian Policy 12.5).
+        assert_eq!(doc_link_target(&pkg("a"), &elsewhere).as_deref(), Some("a-common"));
+        let absolute = tree(&[], &[("/usr/share/doc/a", "/usr/share/doc/a-common/")]);
+        assert_eq!(doc_link_target(&pkg("a"), &absolute).as_deref(), Some("a-common"));
+        let outside = tree(&[], &[("/usr/share/doc/a", "../../lib/a")]);
+        assert_eq!(doc_link_target(&pkg("a"), &outside), None);
+        assert_eq!(doc_link_target(&pkg("a"), &own), None);
         assert_eq!(package_license(&pkg("a"), &FileTree::new()).unwrap(), None);
     }
 }
