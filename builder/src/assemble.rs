@@ -3,7 +3,7 @@
 //! files the definition adds. Pure and deterministic: the same inputs give the same tree.
 
 use crate::closure::{self, ClosureError, ClosureReport};
-use crate::config::{ExtraFile, ExtraFileKind, ImageDefinition, PackageSelection, ServiceSection};
+use crate::config::{ExtraFile, ExtraFileKind, ImageDefinition, PackageSelection, ServiceSpec};
 use crate::kernel::ModuleSelection;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Serialize;
@@ -466,7 +466,7 @@ fn add_preload_images(
 #[derive(Serialize)]
 struct InitServices<'a> {
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    services: &'a [ServiceSection],
+    services: &'a [ServiceSpec],
     #[serde(skip_serializing_if = "Option::is_none")]
     preload: Option<InitPreload<'a>>,
 }
@@ -703,7 +703,11 @@ images = ["app.tar"]
         assert_eq!(service["rlimits"]["nofile"].as_integer(), Some(4096));
         assert_eq!(service["rlimits"]["core"].as_str(), Some("unlimited"));
         assert_eq!(service["directories"][0].as_str(), Some("/run/tool"));
-        assert!(service.get("ready_timeout").is_none(), "defaults are the init's");
+        assert_eq!(
+            service["ready_timeout"].as_integer(),
+            Some(120),
+            "defaults are written out"
+        );
         let preload = &config["preload"];
         assert_eq!(preload["after"].as_str(), Some("tool"));
         assert_eq!(preload["command"][0].as_str(), Some("/usr/bin/docker"));

@@ -4,10 +4,10 @@
 //! column, and the key, with what is allowed there. Relative paths in the definition are
 //! relative to the definition file's directory.
 
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
+pub use uvmkit_service_spec::{Readiness, RestartPolicy, RlimitValue, ServiceSpec};
 
 /// A hypervisor the image must boot under; selects kernel modules and required options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
@@ -149,7 +149,7 @@ pub struct ImageDefinition {
     pub data_disk: Option<DataDiskSection>,
     /// `[[services]]`: programs the init starts in order, waits for and supervises.
     #[serde(default)]
-    pub services: Vec<ServiceSection>,
+    pub services: Vec<ServiceSpec>,
     /// `[ssh]`: who may log in over SSH (as root, with a key; never with a password).
     #[serde(default)]
     pub ssh: Option<SshSection>,
@@ -157,83 +157,6 @@ pub struct ImageDefinition {
     #[serde(default)]
     pub preload: Option<PreloadSection>,
 }
-
-/// `[[services]]`: one supervised program. Written unchanged into the init's configuration,
-/// which applies the defaults (see `init/src/config.rs`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceSection {
-    /// Names the service in logs, `after` lists and its log file.
-    pub name: String,
-    /// The program (an absolute path inside the image) and its arguments.
-    pub command: Vec<String>,
-    /// Environment variables added to the clean environment the init gives every service.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
-    /// Services that must be ready (or have given up) before this one starts.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub after: Vec<String>,
-    /// How the init knows the service is ready; absent, as soon as it has started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ready: Option<Readiness>,
-    /// Seconds to wait for readiness before starting dependents anyway (init default 120).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ready_timeout: Option<u64>,
-    /// When the service is started again after it exits (init default `on-failure`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restart: Option<RestartPolicy>,
-    /// Resource limits: `nofile`, `nproc`, `memlock`, `core`, `stack`; a number or "unlimited".
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub rlimits: BTreeMap<String, RlimitValue>,
-    /// Seconds between SIGTERM and SIGKILL at shutdown (init default 10).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stop_timeout: Option<u64>,
-    /// Directories created before each start (`/run` is a fresh tmpfs at every boot).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub directories: Vec<String>,
-    /// Echo the service's output to the console (init default true); it always goes to
-    /// `/var/lib/uvmkit/log/NAME.log`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub console: Option<bool>,
-}
-
-/// `ready = { unix = "/run/x.sock" }`, `{ tcp = 2376 }` or `{ http_unix = "/run/x.sock" }`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
-pub enum Readiness {
-    /// A unix socket that accepts a connection.
-    Unix(String),
-    /// A TCP port on 127.0.0.1 that accepts a connection.
-    Tcp(u16),
-    /// A unix socket that answers an HTTP request (for servers that listen before they serve).
-    #[serde(rename = "http_unix")]
-    HttpUnix(String),
-}
-
-/// `restart = "always" | "on-failure" | "never"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RestartPolicy {
-    /// After every exit.
-    Always,
-    /// After a non-zero exit status or a fatal signal.
-    OnFailure,
-    /// Never.
-    Never,
-}
-
-/// A resource limit: a number, or the string "unlimited".
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(untagged)]
-pub enum RlimitValue {
-    /// A limit.
-    Limit(u64),
-    /// Only "unlimited" is valid.
-    Named(String),
-}
-
-/// The resource limits a service may set.
-pub const RLIMIT_NAMES: [&str; 5] = ["nofile", "nproc", "memlock", "core", "stack"];
 
 /// `[ssh]`: SSH access. sshd itself is a `[[services]]` entry; this says who may log in.
 #[derive(Debug, Clone, Deserialize)]
@@ -902,85 +825,12 @@ fn validate(def: &ImageDefinition, path: &Path) -> Result<(), ConfigError> {
 /// `[[services]]`, `[ssh]` and `[preload]`: names, commands, ordering without cycles, limits.
 fn validate_services(def: &ImageDefinition, invalid: &dyn Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
     let absolute = |p: &str| p.starts_with('/') && uvmkit_filetree::TreePath::new(p).is_ok();
-    for (i, s) in def.services.iter().enumerate() {
-        let key = |field: &str| format!("services[{i}] ({}).{field}", s.name);
-        let name_ok = s
-            .name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && s.name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
-        if !name_ok {
-            return Err(invalid(
-                &format!("services[{i}].name"),
-                format!("{:?}: use lowercase letters, digits, '-', '_' and '.', starting with a letter or digit (it names the log file)", s.name),
-            ));
-        }
-        if def.services[..i].iter().any(|other| other.name == s.name) {
-            return Err(invalid(
-                &format!("services[{i}].name"),
-                format!("{:?} is declared twice", s.name),
-            ));
-        }
-        match s.command.first() {
-            Some(program) if absolute(program) => {}
-            _ => return Err(invalid(
-                &key("command"),
-                "give the program as an absolute path inside the image, then its arguments: [\"/usr/bin/containerd\"]"
-                    .into(),
-            )),
-        }
-        for dep in &s.after {
-            if !def.services.iter().any(|other| &other.name == dep) || dep == &s.name {
-                return Err(invalid(
-                    &key("after"),
-                    format!("{dep:?} is not another service of this definition"),
-                ));
-            }
-        }
-        for (name, value) in &s.rlimits {
-            if !RLIMIT_NAMES.contains(&name.as_str()) {
-                return Err(invalid(
-                    &key("rlimits"),
-                    format!("unknown limit {name:?}; known: {}", RLIMIT_NAMES.join(", ")),
-                ));
-            }
-            let ok = match value {
-                RlimitValue::Limit(n) => *n <= i64::MAX as u64,
-                RlimitValue::Named(word) => word == "unlimited",
-            };
-            if !ok {
-                return Err(invalid(
-                    &key("rlimits"),
-                    format!("{name}: use a number or \"unlimited\""),
-                ));
-            }
-        }
-        if let Some(Readiness::Unix(socket) | Readiness::HttpUnix(socket)) = &s.ready {
-            if !absolute(socket) {
-                return Err(invalid(
-                    &key("ready.unix"),
-                    format!("{socket:?} must be an absolute path"),
-                ));
-            }
-        }
-        for dir in &s.directories {
-            if !absolute(dir) {
-                return Err(invalid(
-                    &key("directories"),
-                    format!("{dir:?} must be an absolute path"),
-                ));
-            }
-        }
-    }
-    if let Some(cycle) = service_cycle(&def.services) {
-        return Err(invalid(
-            "services",
-            format!("the `after` lists form a cycle: {}", cycle.join(" -> ")),
-        ));
-    }
+    uvmkit_service_spec::check_services(&def.services).map_err(|err| {
+        invalid(
+            &format!("services[{}] ({}).{}", err.index, err.service, err.key),
+            err.problem,
+        )
+    })?;
     if let Some(ssh) = &def.ssh {
         for (i, key) in ssh.authorized_keys.iter().enumerate() {
             let mut fields = key.split_whitespace();
@@ -1027,40 +877,6 @@ fn validate_services(def: &ImageDefinition, invalid: &dyn Fn(&str, String) -> Co
         }
     }
     Ok(())
-}
-
-/// A cycle in the services' `after` lists, as the names along it, if there is one.
-fn service_cycle(services: &[ServiceSection]) -> Option<Vec<String>> {
-    // Depth-first search; 0 = unvisited, 1 = on the current path, 2 = done.
-    fn visit(i: usize, services: &[ServiceSection], state: &mut [u8], path: &mut Vec<usize>) -> Option<Vec<String>> {
-        state[i] = 1;
-        path.push(i);
-        for dep in &services[i].after {
-            let Some(j) = services.iter().position(|s| &s.name == dep) else {
-                continue;
-            };
-            if state[j] == 1 {
-                let start = path.iter().position(|&k| k == j).unwrap_or(0);
-                let mut names: Vec<String> = path[start..].iter().map(|&k| services[k].name.clone()).collect();
-                names.push(services[j].name.clone());
-                return Some(names);
-            }
-            if state[j] == 0 {
-                if let Some(cycle) = visit(j, services, state, path) {
-                    return Some(cycle);
-                }
-            }
-        }
-        path.pop();
-        state[i] = 2;
-        None
-    }
-    let mut state = vec![0u8; services.len()];
-    (0..services.len()).find_map(|i| {
-        (state[i] == 0)
-            .then(|| visit(i, services, &mut state, &mut Vec::new()))
-            .flatten()
-    })
 }
 
 #[cfg(test)]
@@ -1167,27 +983,27 @@ ready = { http_unix = "/var/run/docker.sock" }
             containerd.ready,
             Some(Readiness::Unix("/run/containerd/containerd.sock".into()))
         );
-        assert_eq!(containerd.restart, Some(RestartPolicy::Always));
-        assert_eq!(containerd.rlimits["nofile"], RlimitValue::Limit(1048576));
+        assert_eq!(containerd.restart, RestartPolicy::Always);
+        assert_eq!(containerd.rlimits["nofile"], RlimitValue::Value(1048576));
         assert_eq!(
             def.services[1].ready,
             Some(Readiness::HttpUnix("/var/run/docker.sock".into()))
         );
         assert_eq!(def.services[1].after, ["containerd"]);
-        assert_eq!(def.services[1].restart, None);
+        assert_eq!(def.services[1].restart, RestartPolicy::OnFailure);
     }
 
     #[test]
     fn bad_services_name_the_entry_and_key() {
         let cases = [
-            ("name = \"m\"\n[[services]]\nname = \"a\"\ncommand = [\"sshd\"]\n", "services[0] (a).command"),
-            ("name = \"m\"\n[[services]]\nname = \"A b\"\ncommand = [\"/x\"]\n", "services[0].name"),
-            ("name = \"m\"\n[[services]]\nname = \"a\"\ncommand = [\"/x\"]\nafter = [\"b\"]\n", "\"b\" is not another service"),
+            ("name = \"m\"\n[[services]]\nname = \"a\"\ncommand = [\"sshd\"]\n", "services[0] (a).command`: program \"sshd\" is not an absolute path"),
+            ("name = \"m\"\n[[services]]\nname = \"A b\"\ncommand = [\"/x\"]\n", "services[0] (A b).name"),
+            ("name = \"m\"\n[[services]]\nname = \"a\"\ncommand = [\"/x\"]\nafter = [\"b\"]\n", "names \"b\", which is not another service"),
             ("name = \"m\"\n[[services]]\nname = \"a\"\ncommand = [\"/x\"]\nrlimits = { files = 3 }\n", "unknown limit \"files\""),
-            ("name = \"m\"\n[[services]]\nname = \"a\"\ncommand = [\"/x\"]\nrlimits = { nofile = \"lots\" }\n", "nofile: use a number"),
+            ("name = \"m\"\n[[services]]\nname = \"a\"\ncommand = [\"/x\"]\nrlimits = { nofile = \"lots\" }\n", "nofile = \"lots\" is not a limit"),
             ("name = \"m\"\n[[services]]\nname = \"a\"\ncommand = [\"/x\"]\nrestart = \"sometimes\"\n", "sometimes"),
             ("name = \"m\"\n[[services]]\nname = \"a\"\ncommand = [\"/x\"]\nready = { udp = 53 }\n", "udp"),
-            ("name = \"m\"\n[[services]]\nname = \"a\"\ncommand = [\"/x\"]\n[[services]]\nname = \"a\"\ncommand = [\"/y\"]\n", "declared twice"),
+            ("name = \"m\"\n[[services]]\nname = \"a\"\ncommand = [\"/x\"]\n[[services]]\nname = \"a\"\ncommand = [\"/y\"]\n", "services[1] (a).name`: is used by two services"),
             ("name = \"m\"\n[ssh]\nauthorized_keys = [\"hunter2\"]\n", "ssh.authorized_keys[0]"),
             ("name = \"m\"\n[preload]\nimages = [\"a.tar\"]\n", "preload.service"),
         ];
@@ -1203,7 +1019,10 @@ ready = { http_unix = "/var/run/docker.sock" }
                     [[services]]\nname = \"b\"\ncommand = [\"/b\"]\nafter = [\"a\"]\n\
                     [[services]]\nname = \"c\"\ncommand = [\"/c\"]\nafter = [\"b\"]\n";
         let e = parse_err(text);
-        assert!(e.contains("cycle: a -> c -> b -> a"), "{e}");
+        assert!(
+            e.contains("services[0] (a).after`: forms a cycle (a -> c -> b -> a)"),
+            "{e}"
+        );
     }
 
     #[test]

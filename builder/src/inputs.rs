@@ -978,16 +978,17 @@ fn check_kernel_config(def: &ImageDefinition, kernel: &Kernel) -> Result<(), Inp
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn pkg(name: &str) -> FetchedPackage {
+    /// A requested package `name` version 1.0-1, for tests here and in other modules.
+    pub(crate) fn pkg(name: &str) -> FetchedPackage {
         FetchedPackage {
             name: name.into(),
-            version: "1".into(),
+            version: "1.0-1".into(),
             architecture: "amd64".into(),
-            filename: format!("pool/main/{name}_1_amd64.deb"),
-            sha256: "00".repeat(32),
+            filename: format!("pool/main/{name}_1.0-1_amd64.deb"),
+            sha256: "ab".repeat(32),
             size: 1,
             role: Role::Requested,
             reason: "requested".into(),

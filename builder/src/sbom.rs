@@ -243,22 +243,6 @@ mod tests {
         assert_ne!(spdx_id("P", "a+b"), spdx_id("P", "a-b"));
     }
 
-    fn package(name: &str) -> FetchedPackage {
-        FetchedPackage {
-            name: name.into(),
-            version: "1.0-1".into(),
-            architecture: "amd64".into(),
-            filename: format!("pool/main/{name}_1.0-1_amd64.deb"),
-            sha256: "ab".repeat(32),
-            size: 1,
-            role: Role::Requested,
-            reason: "requested".into(),
-            source: None,
-            maintainer: None,
-            homepage: None,
-        }
-    }
-
     fn dep5(license: &str) -> DeclaredLicense {
         let text = format!(
             "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nCopyright: x\nLicense: {license}\n"
@@ -275,7 +259,10 @@ mod tests {
         let report = BuildReport {
             image: "t".into(),
             artifacts: vec![],
-            packages: ["a", "b", "c", "d"].into_iter().map(package).collect(),
+            packages: ["a", "b", "c", "d"]
+                .into_iter()
+                .map(crate::inputs::tests::pkg)
+                .collect(),
             licenses,
             kernel_release: "6.1".into(),
             modules: vec![],

@@ -3,13 +3,13 @@
 //! The builder writes this file; the init reads it once per start. Every field is optional so
 //! that a missing or partial file still boots with [`Config::default`].
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::net::Ipv4Addr;
 use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
+pub use uvmkit_service_spec::{check_command, check_services, Readiness, RestartPolicy, ServiceSpec};
 
 /// Where the builder puts the configuration inside the image.
 pub const CONFIG_PATH: &str = "/etc/uvmkit/init.toml";
@@ -57,96 +57,6 @@ struct ServiceTables {
 
 /// The `PATH` every service starts with.
 pub const SERVICE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// `[[services]]`: one supervised process.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceSpec {
-    /// The service's name (`[a-z0-9][a-z0-9_.-]*`), used in log lines and log file names.
-    pub name: String,
-    /// The program (an absolute path) and its arguments.
-    pub command: Vec<String>,
-    /// Variables added to the clean environment (`PATH`, `HOME=/root`).
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// Services that must have settled (be ready, or given up on) before this one starts.
-    #[serde(default)]
-    pub after: Vec<String>,
-    /// How to tell that the service is ready; absent: as soon as it started.
-    #[serde(default)]
-    pub ready: Option<Readiness>,
-    /// Seconds to wait for readiness before starting the services after this one anyway.
-    #[serde(default = "default_ready_timeout")]
-    pub ready_timeout: u64,
-    /// When to start the process again after it exits.
-    #[serde(default)]
-    pub restart: RestartPolicy,
-    /// Resource limits (soft and hard) set for the process: `nofile`, `nproc`, `memlock`,
-    /// `core`, `stack`.
-    #[serde(default)]
-    pub rlimits: BTreeMap<String, RlimitValue>,
-    /// Seconds between SIGTERM and SIGKILL at shutdown.
-    #[serde(default = "default_stop_timeout")]
-    pub stop_timeout: u64,
-    /// Directories created (mode 0755, with parents) before each start.
-    #[serde(default)]
-    pub directories: Vec<PathBuf>,
-    /// Echo the service's output lines to the console.
-    #[serde(default = "default_true")]
-    pub console: bool,
-}
-
-/// `ready = { unix = PATH }`, `{ tcp = PORT }` or `{ http_unix = PATH }`: what answers once a
-/// service is ready.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Readiness {
-    /// A unix stream socket that accepts connections.
-    Unix(PathBuf),
-    /// A TCP port on 127.0.0.1 that accepts connections.
-    Tcp(u16),
-    /// A unix stream socket that answers an HTTP request with a status line. For servers such
-    /// as dockerd that listen long before they serve, where a connection alone proves little.
-    #[serde(rename = "http_unix")]
-    HttpUnix(PathBuf),
-}
-
-/// `restart`: when a service that exited is started again.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RestartPolicy {
-    /// After any exit.
-    Always,
-    /// After a non-zero exit status or death by a signal.
-    #[default]
-    OnFailure,
-    /// Never.
-    Never,
-}
-
-/// One `rlimits` value: a number or `"unlimited"`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum RlimitValue {
-    /// A limit.
-    Value(u64),
-    /// A word; only `"unlimited"` is valid.
-    Word(String),
-}
-
-impl RlimitValue {
-    /// The limit, `None` meaning unlimited; `Err` for a word other than `unlimited`.
-    pub fn limit(&self) -> Result<Option<u64>, &str> {
-        match self {
-            RlimitValue::Value(value) => Ok(Some(*value)),
-            RlimitValue::Word(word) if word == "unlimited" => Ok(None),
-            RlimitValue::Word(word) => Err(word),
-        }
-    }
-}
-
-/// The `rlimits` keys a service may set.
-pub const RLIMIT_NAMES: [&str; 5] = ["nofile", "nproc", "memlock", "core", "stack"];
 
 /// `[preload]`: container image archives loaded once.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -231,14 +141,6 @@ fn default_true() -> bool {
 
 fn default_network_timeout() -> u64 {
     30
-}
-
-fn default_ready_timeout() -> u64 {
-    120
-}
-
-fn default_stop_timeout() -> u64 {
-    10
 }
 
 impl Default for Config {
@@ -537,106 +439,15 @@ impl Config {
 }
 
 /// Whether `name` is a service name: `[a-z0-9][a-z0-9_.-]*`.
-fn is_service_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
-}
-
-/// Checks `command`: non-empty, the program an absolute path.
-fn check_command(command: &[String]) -> Result<(), String> {
-    match command.first() {
-        None => Err("is empty; give the program's absolute path and its arguments".to_string()),
-        Some(program) if !program.starts_with('/') => Err(format!(
-            "program {program:?} is not an absolute path; services start with a minimal PATH, so \
-             name the file, such as \"/usr/bin/{program}\""
-        )),
-        Some(_) => Ok(()),
-    }
-}
-
 /// Checks names, commands, limits and the `after` graph of the services, and `[preload]`.
 fn validate_services(tables: &ServiceTables, path: &Path) -> Result<(), ConfigError> {
-    let invalid = |service: &ServiceSpec, key: &'static str, problem: String| ConfigError::InvalidService {
-        path: path.to_path_buf(),
-        service: service.name.clone(),
-        key,
-        problem,
-    };
     let services = &tables.services;
-    for (i, service) in services.iter().enumerate() {
-        if !is_service_name(&service.name) {
-            return Err(invalid(
-                service,
-                "name",
-                "must match [a-z0-9][a-z0-9_.-]* (it names the log file)".to_string(),
-            ));
-        }
-        if services[..i].iter().any(|other| other.name == service.name) {
-            return Err(invalid(
-                service,
-                "name",
-                "is used by two services; names must be unique".to_string(),
-            ));
-        }
-        check_command(&service.command).map_err(|problem| invalid(service, "command", problem))?;
-        for name in service.rlimits.keys() {
-            if !RLIMIT_NAMES.contains(&name.as_str()) {
-                return Err(invalid(
-                    service,
-                    "rlimits",
-                    format!("unknown limit {name:?}; use {}", RLIMIT_NAMES.join(", ")),
-                ));
-            }
-        }
-        for (name, value) in &service.rlimits {
-            if let Err(word) = value.limit() {
-                return Err(invalid(
-                    service,
-                    "rlimits",
-                    format!("{name} = {word:?} is not a limit; use a number or \"unlimited\""),
-                ));
-            }
-        }
-        if let Some(dir) = service.directories.iter().find(|d| !d.is_absolute()) {
-            return Err(invalid(
-                service,
-                "directories",
-                format!("{:?} is not an absolute path", dir.display()),
-            ));
-        }
-        if let Some(Readiness::Unix(socket) | Readiness::HttpUnix(socket)) = &service.ready {
-            if !socket.is_absolute() {
-                return Err(invalid(
-                    service,
-                    "ready",
-                    format!("unix socket {:?} is not an absolute path", socket.display()),
-                ));
-            }
-        }
-        for after in &service.after {
-            if !services.iter().any(|other| &other.name == after) {
-                return Err(invalid(
-                    service,
-                    "after",
-                    format!("names {after:?}, which is not a service of this image"),
-                ));
-            }
-        }
-    }
-    if let Some(cycle) = find_cycle(services) {
-        return Err(ConfigError::InvalidService {
-            path: path.to_path_buf(),
-            service: cycle[0].clone(),
-            key: "after",
-            problem: format!(
-                "forms a cycle ({}); no service in it could ever start",
-                cycle.join(" -> ")
-            ),
-        });
-    }
+    check_services(services).map_err(|err| ConfigError::InvalidService {
+        path: path.to_path_buf(),
+        service: err.service,
+        key: err.key,
+        problem: err.problem,
+    })?;
     if let Some(preload) = &tables.preload {
         let invalid = |key: &'static str, problem: String| ConfigError::InvalidPreload {
             path: path.to_path_buf(),
@@ -675,41 +486,6 @@ fn validate_services(tables: &ServiceTables, path: &Path) -> Result<(), ConfigEr
         }
     }
     Ok(())
-}
-
-/// A cycle in the services' `after` lists, as names with the first repeated at the end.
-/// Every `after` name must already be known to name a service.
-fn find_cycle(services: &[ServiceSpec]) -> Option<Vec<String>> {
-    // Depth-first search; `state` is 0 unvisited, 1 on the current path, 2 done.
-    fn visit(i: usize, services: &[ServiceSpec], state: &mut [u8], stack: &mut Vec<usize>) -> Option<Vec<String>> {
-        state[i] = 1;
-        stack.push(i);
-        for after in &services[i].after {
-            let j = services.iter().position(|s| &s.name == after)?;
-            if state[j] == 1 {
-                let from = stack.iter().position(|&k| k == j).unwrap_or(0);
-                let mut names: Vec<String> = stack[from..].iter().map(|&k| services[k].name.clone()).collect();
-                names.push(services[j].name.clone());
-                return Some(names);
-            }
-            if state[j] == 0 {
-                if let Some(cycle) = visit(j, services, state, stack) {
-                    return Some(cycle);
-                }
-            }
-        }
-        stack.pop();
-        state[i] = 2;
-        None
-    }
-    let mut state = vec![0u8; services.len()];
-    (0..services.len()).find_map(|i| {
-        if state[i] == 0 {
-            visit(i, services, &mut state, &mut Vec::new())
-        } else {
-            None
-        }
-    })
 }
 
 /// Whether `text` is a tmpfs `size=` value: digits, then nothing, `k`, `m`, `g` (either case)
@@ -895,26 +671,19 @@ path = "kernel/drivers/virtio/virtio.ko.xz"
         assert!(matches!(err, ConfigError::Read { .. }), "{err}");
     }
 
+    /// What the builder writes for a service and preloaded images (every key of a service is
+    /// tested in `uvmkit-service-spec`, which both ends share).
     const DOCKER_SERVICES: &str = r#"
 hostname = "docker"
 
 [[services]]
-name = "containerd"
-command = ["/usr/bin/containerd"]
-ready = { unix = "/run/containerd/containerd.sock" }
-rlimits = { nofile = 1048576, nproc = "unlimited" }
-
-[[services]]
 name = "dockerd"
 command = ["/usr/sbin/dockerd", "-H", "unix:///var/run/docker.sock"]
-env = { DOCKER_CONFIG = "/x" }
-after = ["containerd"]
 ready = { http_unix = "/var/run/docker.sock" }
-ready_timeout = 60
+ready_timeout = 120
 restart = "always"
 stop_timeout = 20
-directories = ["/run/docker"]
-console = false
+console = true
 
 [preload]
 after = "dockerd"
@@ -926,34 +695,16 @@ images = [{ path = "/usr/share/uvmkit/preload/busybox.tar", sha256 = "0123456789
     fn services_and_preload_from_the_builder() {
         let config = parse(DOCKER_SERVICES).unwrap();
         assert_eq!(config.hostname, "docker");
-        let [containerd, dockerd] = &config.services[..] else {
-            panic!("two services expected: {:?}", config.services)
+        let [dockerd] = &config.services[..] else {
+            panic!("one service expected: {:?}", config.services)
         };
-        assert_eq!(containerd.restart, RestartPolicy::OnFailure);
-        assert_eq!(containerd.ready_timeout, 120);
-        assert_eq!(containerd.stop_timeout, 10);
-        assert!(containerd.console);
-        assert_eq!(
-            containerd.ready,
-            Some(Readiness::Unix("/run/containerd/containerd.sock".into()))
-        );
-        assert_eq!(containerd.rlimits["nofile"].limit(), Ok(Some(1048576)));
-        assert_eq!(containerd.rlimits["nproc"].limit(), Ok(None));
-        assert_eq!(dockerd.after, ["containerd"]);
-        assert_eq!(dockerd.env["DOCKER_CONFIG"], "/x");
         assert_eq!(dockerd.ready, Some(Readiness::HttpUnix("/var/run/docker.sock".into())));
-        let tcp = parse("[[services]]\nname = \"s\"\ncommand = [\"/s\"]\nready = { tcp = 22 }\n").unwrap();
-        assert_eq!(tcp.services[0].ready, Some(Readiness::Tcp(22)));
-        assert_eq!(dockerd.ready_timeout, 60);
         assert_eq!(dockerd.restart, RestartPolicy::Always);
         assert_eq!(dockerd.stop_timeout, 20);
-        assert_eq!(dockerd.directories, [PathBuf::from("/run/docker")]);
-        assert!(!dockerd.console);
         let preload = config.preload.unwrap();
         assert_eq!(preload.after, "dockerd");
         assert_eq!(preload.command, ["/usr/bin/docker", "load", "-i"]);
         assert_eq!(preload.images.len(), 1);
-        assert!(parse("[[services]]\nname = \"a\"\ncommand = [\"/bin/a\"]\nrestart = \"never\"\n").is_ok());
     }
 
     /// The error for `text`, which must keep the rest of the configuration usable.
@@ -1025,14 +776,6 @@ images = [{ path = "/usr/share/uvmkit/preload/busybox.tar", sha256 = "0123456789
             "/etc/uvmkit/init.toml: [[services]] \"a\": after: forms a cycle (a -> c -> b -> a); \
              no service in it could ever start"
         );
-        let err = service_error("[[services]]\nname = \"a\"\ncommand = [\"/a\"]\nafter = [\"a\"]\n");
-        assert!(err.to_string().contains("(a -> a)"), "{err}");
-        // A diamond is not a cycle.
-        let diamond = "[[services]]\nname = \"a\"\ncommand = [\"/a\"]\n\
-                       [[services]]\nname = \"b\"\ncommand = [\"/b\"]\nafter = [\"a\"]\n\
-                       [[services]]\nname = \"c\"\ncommand = [\"/c\"]\nafter = [\"a\"]\n\
-                       [[services]]\nname = \"d\"\ncommand = [\"/d\"]\nafter = [\"b\", \"c\"]\n";
-        assert_eq!(parse(diamond).unwrap().services.len(), 4);
     }
 
     #[test]

@@ -859,8 +859,9 @@ fn remove_archive(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{PreloadImage, RlimitValue};
+    use crate::config::PreloadImage;
     use std::path::Path;
+    use uvmkit_service_spec::RlimitValue;
 
     fn have_perl() -> bool {
         let found = Path::new("/usr/bin/perl").exists();
