@@ -22,6 +22,9 @@ use crate::services::{Paths, Supervisor};
 use crate::shutdown::{self, Action};
 use crate::sys;
 
+/// How long boot waits for the data partition to appear when the image keeps state on it.
+const DATA_DISK_WAIT: Duration = Duration::from_secs(3);
+
 /// How often input devices are rescanned for a power button.
 const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -226,7 +229,16 @@ fn boot(config: &Config, buttons: &mut PowerButtons) {
         .as_ref()
         .map(|section| network::start(section, &config.hostname));
 
-    let found = datadisk::find(Duration::from_secs(3));
+    // Storage controllers that scan their buses asynchronously (AHCI, SCSI, Hyper-V storvsc) may
+    // add disks after their modules load: an image that keeps state there gives them time. For
+    // one that only reports the partition, a single look is enough (virtio disks appear while
+    // their module loads).
+    let wait = if config.data_disk.is_some() {
+        DATA_DISK_WAIT
+    } else {
+        Duration::ZERO
+    };
+    let found = datadisk::find(wait);
     match &found {
         Some(p) => log!(
             "data partition {} ({} {}, {} MiB)",
