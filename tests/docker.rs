@@ -8,7 +8,8 @@
 //! - `system_powerdown`, boot again on the same disk: same SSH host key and CA, the image and
 //!   the volume are still there, and the image was not loaded twice.
 //! - QEMU killed after a sync, boot again: the data disk mounts and the synced file is intact.
-//! - A disk holding someone else's file system is left byte for byte as it was.
+//! - A disk holding someone else's file system is left byte for byte as it was; that VM's SSH
+//!   host keys differ from the first VM's, and the image itself holds no private key.
 
 mod common;
 
@@ -17,7 +18,7 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -188,6 +189,20 @@ fn write_busybox_image_archive(busybox: &Path, out: &Path) {
         archive.append(&h, bytes).unwrap();
     }
     archive.into_inner().unwrap().flush().unwrap();
+}
+
+/// The SSH host keys each VM of this run showed: two VMs booted from one image must differ.
+static HOST_KEYS_SEEN: Mutex<Vec<Vec<String>>> = Mutex::new(Vec::new());
+
+fn record_host_keys(keys: Vec<String>) {
+    let mut seen = HOST_KEYS_SEEN.lock().unwrap();
+    for other in seen.iter() {
+        assert!(
+            other.iter().all(|k| !keys.contains(k)),
+            "two VMs booted from one image share an SSH host key"
+        );
+    }
+    seen.push(keys);
 }
 
 /// A TCP port on 127.0.0.1 that is free now.
@@ -554,6 +569,7 @@ fn docker_host_serves_tls_keeps_state_across_reboots_and_power_loss() {
         kib("MemTotal:") / 1024
     );
     let keys = vm.host_keys();
+    record_host_keys(keys.clone());
     let ca = std::fs::read(bundle.join("ca.pem")).unwrap();
     let stopped = vm.power_off();
     let log = vm.guest.log();
@@ -620,6 +636,22 @@ fn docker_host_serves_tls_keeps_state_across_reboots_and_power_loss() {
 }
 
 #[test]
+fn the_image_holds_no_keys_or_certificates() {
+    let b = built();
+    let (ok, listing) = run("bsdtar", &["-tf", b.initrd.to_str().unwrap()]);
+    assert!(ok, "bsdtar: {listing}");
+    let secrets: Vec<&str> = listing
+        .lines()
+        .filter(|path| {
+            let name = path.rsplit('/').next().unwrap_or(path);
+            (name.starts_with("ssh_host_") && name.ends_with("_key")) || name.ends_with("key.pem")
+        })
+        .collect();
+    assert!(secrets.is_empty(), "private keys baked into the image: {secrets:?}");
+    assert!(listing.lines().any(|p| p == "root/.ssh/authorized_keys"), "{listing}");
+}
+
+#[test]
 fn a_disk_with_a_foreign_file_system_is_left_untouched() {
     let b = built();
     let disk = b.dir.join("foreign.raw");
@@ -634,6 +666,9 @@ fn a_disk_with_a_foreign_file_system_is_left_untouched() {
         "no word about the foreign disk:\n{log}"
     );
     assert!(log.contains("no data disk"), "state should be on a tmpfs:\n{log}");
+    // Its identity is its own, made at boot (here in the tmpfs).
+    let keys = vm.host_keys();
+    record_host_keys(keys);
     vm.power_off();
     assert_eq!(sha256_file(&disk), before, "the foreign disk was changed");
 }
