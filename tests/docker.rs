@@ -402,6 +402,23 @@ impl Vm {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs `script` in the test image with the named volume `uvmkit-test-volume` on `/data`.
+    fn run_with_volume(&mut self, bundle: &Path, script: &str) -> String {
+        self.docker(
+            bundle,
+            &[
+                "run",
+                "--rm",
+                "-v",
+                "uvmkit-test-volume:/data",
+                TEST_IMAGE,
+                "sh",
+                "-c",
+                script,
+            ],
+        )
+    }
+
     /// Waits until `docker image inspect IMAGE` succeeds (the init loads it in the background).
     fn wait_for_preloaded_image(&mut self, bundle: &Path) -> f64 {
         let deadline = Instant::now() + Duration::from_secs(300);
@@ -518,19 +535,7 @@ fn docker_host_serves_tls_keeps_state_across_reboots_and_power_loss() {
     );
     assert_eq!(hello.trim(), "hello from a preloaded image");
     vm.docker(&bundle, &["volume", "create", "uvmkit-test-volume"]);
-    vm.docker(
-        &bundle,
-        &[
-            "run",
-            "--rm",
-            "-v",
-            "uvmkit-test-volume:/data",
-            TEST_IMAGE,
-            "sh",
-            "-c",
-            "echo kept > /data/file && sync",
-        ],
-    );
+    vm.run_with_volume(&bundle, "echo kept > /data/file && sync");
 
     // Refused: plain HTTP on the TLS port, a certificate from another CA, no certificate.
     let plain = vm.docker_with(&[], &["version"]);
@@ -599,18 +604,7 @@ fn docker_host_serves_tls_keeps_state_across_reboots_and_power_loss() {
         images.lines().any(|l| l == TEST_IMAGE),
         "{TEST_IMAGE} is gone: {images}"
     );
-    let kept = vm.docker(
-        &bundle,
-        &[
-            "run",
-            "--rm",
-            "-v",
-            "uvmkit-test-volume:/data",
-            TEST_IMAGE,
-            "cat",
-            "/data/file",
-        ],
-    );
+    let kept = vm.run_with_volume(&bundle, "cat /data/file");
     assert_eq!(kept.trim(), "kept");
     let log = vm.guest.log();
     assert!(
