@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use uvmkit_disk::gpt::{self, GptPartition};
 use uvmkit_disk::Guid;
-use uvmkit_ext4::{build_ext4, write_extents, Ext4Options, FileTree};
+use uvmkit_ext4::{build_ext4, Ext4Options, FileTree};
 
 use crate::log;
 use crate::sys;
@@ -242,7 +242,9 @@ pub fn format_ext4(
         },
     )
     .map_err(|e| e.to_string())?;
-    write_extents(&image, &mut Window::new(dev, offset, len)).map_err(|e| format!("cannot write the file system: {e}"))
+    image
+        .write_extents(&mut Window::new(dev, offset, len))
+        .map_err(|e| format!("cannot write the file system: {e}"))
 }
 
 /// A random (version 4) GUID from `bytes`, given in text order.

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
-use std::io;
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -245,6 +245,34 @@ impl SparseImage {
         blocks
     }
 
+    /// Writes the extents to `out` at their offsets and nothing else, streaming host files
+    /// through a 1 MiB buffer: formatting a device writes only metadata, and holes keep
+    /// whatever `out` held. `out` must already be at least [`SparseImage::size`] long (a
+    /// device, or a file sized beforehand).
+    pub fn write_extents<W: Write + Seek>(&self, out: &mut W) -> io::Result<()> {
+        let mut buf = vec![0u8; 1 << 20];
+        for extent in self.extents() {
+            out.seek(SeekFrom::Start(extent.offset))?;
+            match &extent.data {
+                ExtentData::Bytes(bytes) => out.write_all(bytes)?,
+                ExtentData::HostFile { path, offset, len } => {
+                    let mut src = File::open(path)
+                        .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display())))?;
+                    src.seek(SeekFrom::Start(*offset))?;
+                    let mut left = *len;
+                    while left > 0 {
+                        let n = left.min(buf.len() as u64) as usize;
+                        src.read_exact(&mut buf[..n])
+                            .map_err(|e| io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display())))?;
+                        out.write_all(&buf[..n])?;
+                        left -= n as u64;
+                    }
+                }
+            }
+        }
+        out.flush()
+    }
+
     /// Fills `buf` with the image's bytes at `offset` (zeros in holes). Reading past the
     /// virtual size is an error.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
@@ -285,6 +313,24 @@ impl SparseImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_only_extents_and_leaves_holes_alone() {
+        let dir = std::env::temp_dir().join(format!("uvmkit-disk-write-extents-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let host = dir.join("host");
+        std::fs::write(&host, b"0123456789").unwrap();
+        let mut img = SparseImage::new(16);
+        img.put_bytes(1, vec![0xaa; 2]).unwrap();
+        img.put_file(8, &host, 3, 4).unwrap();
+        let mut device = io::Cursor::new(vec![0xeeu8; 16]);
+        img.write_extents(&mut device).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let mut expected = vec![0xeeu8; 16];
+        expected[1..3].copy_from_slice(&[0xaa; 2]);
+        expected[8..12].copy_from_slice(b"3456");
+        assert_eq!(device.into_inner(), expected);
+    }
 
     #[test]
     fn reads_extents_and_zero_holes() {

@@ -8,11 +8,10 @@
 //! become root. The image is written sparsely (only its extents), then timings are printed.
 
 use std::fs::File;
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Instant;
 
-use uvmkit_disk::ExtentData;
 use uvmkit_ext4::{build_ext4, Ext4Options};
 use uvmkit_filetree::{FileData, FileTree, Node, TreePath};
 
@@ -65,24 +64,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let image = build_ext4(&tree, &opts)?;
     let built = started.elapsed();
-    let out = File::create(&args[3])?;
+    let mut out = File::create(&args[3])?;
     out.set_len(image.size())?;
-    let mut buf = vec![0u8; 1 << 20];
-    for extent in image.extents() {
-        match &extent.data {
-            ExtentData::Bytes(b) => out.write_all_at(b, extent.offset)?,
-            ExtentData::HostFile { path, offset, len } => {
-                let src = File::open(path)?;
-                let mut done = 0;
-                while done < *len {
-                    let n = (*len - done).min(buf.len() as u64) as usize;
-                    src.read_exact_at(&mut buf[..n], offset + done)?;
-                    out.write_all_at(&buf[..n], extent.offset + done)?;
-                    done += n as u64;
-                }
-            }
-        }
-    }
+    image.write_extents(&mut out)?;
     out.sync_all()?;
     println!(
         "{} nodes, {} MiB of files; scan {:?}, build {:?}, total with writing {:?}; {} extents, {} MiB allocated",

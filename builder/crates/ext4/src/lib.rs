@@ -18,7 +18,6 @@
 //! linear, which any size of directory may be), no `flex_bg`, no `resize_inode`.
 
 pub mod checksum;
-pub mod device;
 pub mod dir;
 pub mod extent;
 pub mod group;
@@ -31,7 +30,6 @@ pub mod superblock;
 use uvmkit_disk::SparseError;
 use uvmkit_filetree::TreePath;
 
-pub use device::write_extents;
 pub use mkfs::build_ext4;
 #[doc(no_inline)]
 pub use uvmkit_disk::SparseImage;

@@ -6,7 +6,7 @@ mod support;
 use std::time::Instant;
 
 use support::*;
-use uvmkit_ext4::{build_ext4, write_extents, Ext4Options};
+use uvmkit_ext4::{build_ext4, Ext4Options};
 use uvmkit_filetree::{FileData, FileTree, Node, NodeKind, TreePath};
 
 const EPOCH: u32 = 1_700_000_000;
@@ -27,7 +27,7 @@ fn empty_64_mib_filesystem_is_clean() {
     if !have("e2fsck") || !have("dumpe2fs") {
         return;
     }
-    let dir = ScratchDir::new("empty");
+    let dir = ScratchDir::new("ext4-empty");
     let img = dir.path().join("fs.img");
     let fs = build_ext4(&FileTree::new(), &options(64 << 20)).unwrap();
     write_sparse(&fs, &img);
@@ -167,7 +167,7 @@ fn one_gib_filesystem_with_every_kind_of_node_reads_back() {
     if !have("e2fsck") || !have("debugfs") {
         return;
     }
-    let dir = ScratchDir::new("rich");
+    let dir = ScratchDir::new("ext4-rich");
     let (tree, big) = rich_tree(dir.path());
     let img = dir.path().join("fs.img");
     let fs = build_ext4(&tree, &options(1 << 30)).unwrap();
@@ -231,7 +231,7 @@ fn a_file_of_many_extents_gets_an_index_node() {
         return;
     }
     // 700 MB cross six block groups, so the file needs more extents than the inode holds.
-    let dir = ScratchDir::new("deep");
+    let dir = ScratchDir::new("ext4-deep");
     let host = dir.path().join("sparse-input");
     let len: u64 = 700_000_000;
     let marks: Vec<(u64, Vec<u8>)> = [0, 140_000_000, 300_000_001, len - 5000]
@@ -271,7 +271,7 @@ fn huge_filesystem_stays_sparse_and_is_quick() {
     if !have("e2fsck") {
         return;
     }
-    let dir = ScratchDir::new("huge");
+    let dir = ScratchDir::new("ext4-huge");
     let mut tree = FileTree::new();
     let data = pattern(3_000_000, 3);
     let host = dir.path().join("blob");
@@ -314,7 +314,7 @@ fn formatting_over_old_data_writes_metadata_only_and_is_clean() {
     }
     // A device full of noise, and an old filesystem's structures at the same places: the
     // new one must not depend on anything it did not write.
-    let dir = ScratchDir::new("reformat");
+    let dir = ScratchDir::new("ext4-reformat");
     let img = dir.path().join("dev.img");
     std::fs::write(&img, pattern(96 << 20, 11)).unwrap();
     let (old_tree, _) = rich_tree(dir.path());
@@ -334,7 +334,7 @@ fn formatting_over_old_data_writes_metadata_only_and_is_clean() {
     );
     // As the init formats a disk: the crate's own writer, onto the "device".
     let mut device = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
-    write_extents(&blank, &mut device).unwrap();
+    blank.write_extents(&mut device).unwrap();
     drop(device);
     assert_fsck_clean(&img);
     if let Some(keep) = std::env::var_os("UVMKIT_EXT4_KEEP_DIR") {
@@ -346,7 +346,7 @@ fn formatting_over_old_data_writes_metadata_only_and_is_clean() {
 
 #[test]
 fn same_input_gives_the_same_bytes() {
-    let dir = ScratchDir::new("determinism");
+    let dir = ScratchDir::new("ext4-determinism");
     let (tree, _) = rich_tree(dir.path());
     let a = build_ext4(&tree, &options(256 << 20)).unwrap();
     let b = build_ext4(&tree.clone(), &options(256 << 20)).unwrap();

@@ -14,16 +14,7 @@ fn p(s: &str) -> TreePath {
     TreePath::new(s).unwrap()
 }
 
-/// True when `tool` is on PATH; otherwise prints why the test is skipped.
-fn have(tool: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
-        .unwrap_or(false);
-    if !found {
-        eprintln!("note: {tool} is not on PATH; skipping this check (CI installs it)");
-    }
-    found
-}
+use uvmkit_testkit::have;
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("uvmkit-initrd-{}-{name}", std::process::id()));

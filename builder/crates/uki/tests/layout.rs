@@ -70,15 +70,7 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-fn have(tool: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
-        .unwrap_or(false);
-    if !found {
-        eprintln!("note: {tool} is not on PATH; skipping this check (CI installs it)");
-    }
-    found
-}
+use uvmkit_testkit::have;
 
 /// `objdump -h` rows as (name, size, vma, file offset). binutils reports the smaller of
 /// VirtualSize and SizeOfRawData as the size.

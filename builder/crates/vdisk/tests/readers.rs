@@ -7,8 +7,7 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::Cursor;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use uvmkit_disk::SparseImage;
 use uvmkit_vdisk::{
@@ -18,42 +17,10 @@ use uvmkit_vdisk::{
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 
-/// A fresh directory for one test, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("uvmkit-vdisk-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn have(tool: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    if !found {
-        eprintln!("note: {tool} is not on PATH; skipping the checks that need it");
-    }
-    found
-}
+use uvmkit_testkit::{have, run, ScratchDir};
 
 fn qemu_img(args: &[&str]) -> (bool, String) {
-    let out = Command::new("qemu-img").args(args).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    run("qemu-img", args)
 }
 
 /// `len` bytes of a fixed pseudo-random sequence with no zero pages.
@@ -134,11 +101,11 @@ fn all_formats(size: u64, vhdx_variants: &[(u32, bool)]) {
     if !have("qemu-img") {
         return;
     }
-    let dir = Scratch::new(&format!("readers-{size}"));
-    let (img, data) = scattered(size, &dir.0);
+    let dir = ScratchDir::new(&format!("vdisk-readers-{size}"));
+    let (img, data) = scattered(size, dir.path());
     let data_bytes: u64 = data.iter().map(|&(_, len)| len).sum();
 
-    let raw = dir.0.join("disk.raw");
+    let raw = dir.path().join("disk.raw");
     let stats = write_raw(&img, &raw).unwrap();
     assert_eq!(stats.virtual_size, size);
     assert_eq!(std::fs::metadata(&raw).unwrap().len(), size);
@@ -149,7 +116,7 @@ fn all_formats(size: u64, vhdx_variants: &[(u32, bool)]) {
     );
 
     for &(block_size, fixed) in vhdx_variants {
-        let path = dir.0.join(format!("disk-{block_size}-{fixed}.vhdx"));
+        let path = dir.path().join(format!("disk-{block_size}-{fixed}.vhdx"));
         let opts = VhdxOptions {
             block_size,
             fixed,
@@ -180,7 +147,7 @@ fn all_formats(size: u64, vhdx_variants: &[(u32, bool)]) {
         hw_version: 4,
         extent_file_name: "disk-sparse.vmdk".into(),
     };
-    let path = dir.0.join("disk-sparse.vmdk");
+    let path = dir.path().join("disk-sparse.vmdk");
     let stats = write_vmdk_sparse(&img, &opts, &mut File::create(&path).unwrap()).unwrap();
     assert_eq!(stats.data_blocks, grains);
     assert_eq!(stats.file_size, std::fs::metadata(&path).unwrap().len());
@@ -193,7 +160,7 @@ fn all_formats(size: u64, vhdx_variants: &[(u32, bool)]) {
         extent_file_name: "disk-stream.vmdk".into(),
         ..opts
     };
-    let path = dir.0.join("disk-stream.vmdk");
+    let path = dir.path().join("disk-stream.vmdk");
     let stats = write_vmdk_stream(&img, &opts, &mut File::create(&path).unwrap()).unwrap();
     assert_eq!(stats.data_blocks, grains);
     assert_eq!(stats.file_size, std::fs::metadata(&path).unwrap().len());
@@ -228,9 +195,9 @@ fn ide_and_pvscsi_descriptors_are_read() {
     if !have("qemu-img") {
         return;
     }
-    let dir = Scratch::new("adapters");
-    let (img, _) = scattered(10 * MIB, &dir.0);
-    let raw = dir.0.join("disk.raw");
+    let dir = ScratchDir::new("vdisk-adapters");
+    let (img, _) = scattered(10 * MIB, dir.path());
+    let raw = dir.path().join("disk.raw");
     write_raw(&img, &raw).unwrap();
     for adapter in [VmdkAdapter::Ide, VmdkAdapter::BusLogic, VmdkAdapter::Pvscsi] {
         let opts = VmdkOptions {
@@ -238,7 +205,7 @@ fn ide_and_pvscsi_descriptors_are_read() {
             hw_version: 7,
             ..Default::default()
         };
-        let path = dir.0.join(format!("{}.vmdk", adapter.ddb_name()));
+        let path = dir.path().join(format!("{}.vmdk", adapter.ddb_name()));
         write_vmdk_sparse(&img, &opts, &mut File::create(&path).unwrap()).unwrap();
         check(&path, "vmdk", &raw, 10 * MIB, Some("monolithicSparse"));
     }
@@ -256,8 +223,8 @@ fn twice(write: impl Fn(&mut Cursor<Vec<u8>>) -> WriteStats) -> (Vec<u8>, Vec<u8
 
 #[test]
 fn outputs_are_deterministic() {
-    let dir = Scratch::new("determinism");
-    let (img, _) = scattered(10 * MIB, &dir.0);
+    let dir = ScratchDir::new("vdisk-determinism");
+    let (img, _) = scattered(10 * MIB, dir.path());
     let vhdx = VhdxOptions {
         block_size: 1 << 20,
         fixed: false,
@@ -281,8 +248,8 @@ fn outputs_are_deterministic() {
     let (a, b) = twice(|out| write_vmdk_stream(&img, &vmdk, out.get_mut()).unwrap());
     assert_eq!(a, b);
 
-    let ra = dir.0.join("a.raw");
-    let rb = dir.0.join("b.raw");
+    let ra = dir.path().join("a.raw");
+    let rb = dir.path().join("b.raw");
     write_raw(&img, &ra).unwrap();
     write_raw(&img, &rb).unwrap();
     assert_eq!(std::fs::read(&ra).unwrap(), std::fs::read(&rb).unwrap());

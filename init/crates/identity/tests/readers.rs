@@ -41,15 +41,7 @@ impl Drop for Identity {
     }
 }
 
-fn have(tool: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    if !found {
-        eprintln!("note: {tool} is not on PATH; skipping this test (install openssh-client / openssl)");
-    }
-    found
-}
+use uvmkit_testkit::have;
 
 fn run(program: &str, args: &[&str]) -> Output {
     Command::new(program)

@@ -2,7 +2,6 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use uvmkit_disk::{build_esp, EspFile, EspOptions};
 use uvmkit_filetree::{FileData, FileTree, Node, NodeKind, TreePath};
@@ -13,62 +12,11 @@ pub const ISOLINUX_BIN: &str = "/usr/lib/ISOLINUX/isolinux.bin";
 pub const ISOHDPFX_BIN: &str = "/usr/lib/ISOLINUX/isohdpfx.bin";
 pub const LDLINUX_C32: &str = "/usr/lib/syslinux/modules/bios/ldlinux.c32";
 
-/// A fresh directory for one test, removed when dropped.
-pub struct ScratchDir(PathBuf);
+pub use uvmkit_testkit::{have, pattern, run, ScratchDir};
 
-impl ScratchDir {
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
+/// A scratch directory named for the ISO test `test`.
 pub fn scratch(test: &str) -> ScratchDir {
-    let dir = std::env::temp_dir().join(format!("uvmkit-iso-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    ScratchDir(dir)
-}
-
-/// True when `tool` is on PATH; otherwise says the test is skipped.
-pub fn have(tool: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    if !found {
-        eprintln!("note: {tool} is not on PATH; skipping the checks that need it");
-    }
-    found
-}
-
-/// Runs `tool args`: (success, stdout + stderr).
-pub fn run(tool: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(tool).args(args).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-/// `len` bytes of a fixed pseudo-random sequence, different per `seed`.
-pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
+    ScratchDir::new(&format!("iso-{test}"))
 }
 
 /// The BIOS boot files, or `None` (with a note) when the isolinux packages are missing.
