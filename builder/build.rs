@@ -9,6 +9,9 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "build/init_sources.rs"]
+mod init_sources;
+
 fn main() {
     println!("cargo:rerun-if-env-changed=UVMKIT_INIT");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -21,8 +24,16 @@ fn main() {
     }
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let init_dir = manifest_dir.parent().unwrap().join("init");
-    println!("cargo:rerun-if-changed={}", init_dir.join("src").display());
-    println!("cargo:rerun-if-changed={}", init_dir.join("Cargo.toml").display());
+    // Everything the init links: its own crate and every local crate it reaches, watched as
+    // whole directories (cargo scans them recursively), plus the lock that pins the rest.
+    let sources =
+        init_sources::local_crate_dirs(&init_dir).unwrap_or_else(|e| panic!("reading the init's dependencies: {e}"));
+    for dir in &sources {
+        println!("cargo:rerun-if-changed={}", dir.display());
+    }
+    let workspace_dir = manifest_dir.parent().unwrap();
+    println!("cargo:rerun-if-changed={}", workspace_dir.join("Cargo.lock").display());
+    println!("cargo:rerun-if-changed={}", workspace_dir.join("Cargo.toml").display());
 
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let musl = has_target(&rustc, "x86_64-unknown-linux-musl");
