@@ -8,6 +8,7 @@
 use crate::elf;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::io::Read;
 use uvmkit_filetree::{FileData, FileTree, NodeKind, TreePath};
 
 /// Why the kernel or a module could not be used.
@@ -180,6 +181,7 @@ impl ModuleIndex {
     pub fn select(&self, requested: &[(String, String)]) -> Result<ModuleSelection, KernelError> {
         let mut selection = ModuleSelection::default();
         let mut depends: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut stored: BTreeMap<String, (TreePath, FileData)> = BTreeMap::new();
         let mut queue: Vec<(String, String)> = requested
             .iter()
             .map(|(n, w)| (normalize_module_name(n), w.clone()))
@@ -199,7 +201,9 @@ impl ModuleIndex {
                     release: self.release.clone(),
                 });
             };
-            let (hard, soft) = module_dependencies(path, data)?;
+            let (path, data) = decompressed_module(path, data)?;
+            let (hard, soft) = module_dependencies(&path, &data)?;
+            stored.insert(name.clone(), (path, data));
             let mut deps = hard.clone();
             for dep in &hard {
                 queue.push((dep.clone(), format!("module {name}")));
@@ -220,7 +224,7 @@ impl ModuleIndex {
             deps.retain(|d| !selection.builtin.contains(d));
         }
         for name in load_order(&depends) {
-            let (path, data) = &self.modules[&name];
+            let (path, data) = stored.remove(&name).expect("every selected module was read");
             let rel = path
                 .as_str()
                 .strip_prefix(&format!("lib/modules/{}/", self.release))
@@ -229,7 +233,7 @@ impl ModuleIndex {
                 name: name.clone(),
                 path: rel.to_string(),
                 depends: depends[&name].clone(),
-                data: data.clone(),
+                data,
             });
         }
         selection.builtin.sort();
@@ -238,17 +242,50 @@ impl ModuleIndex {
     }
 }
 
+/// The largest a decompressed module may be. The biggest module of Debian's 6.12 kernel is a
+/// few MiB; a "module" that expands past this is refused rather than filling memory.
+const MAX_MODULE_BYTES: u64 = 64 << 20;
+
+/// A module as the image stores it: uncompressed. Debian 13 ships `.ko.xz` (kernel
+/// `CONFIG_MODULE_COMPRESS_XZ`); the initrd is compressed as a whole, so compressing each module
+/// too would only cost boot time, and the init can then load every module with
+/// `finit_module` without the kernel's in-kernel decompression.
+fn decompressed_module(path: &TreePath, data: &FileData) -> Result<(TreePath, FileData), KernelError> {
+    let name = path.as_str();
+    let Some((stem, compression)) = [".xz", ".zst", ".gz"].iter().find_map(|suffix| {
+        let stem = name.strip_suffix(suffix)?;
+        Some((stem, uvmkit_debian::compression::Compression::from_name(name)?))
+    }) else {
+        return Ok((path.clone(), data.clone()));
+    };
+    let bad = |message: String| KernelError::BadModule {
+        path: name.to_string(),
+        message,
+    };
+    let compressed = data.read_all().map_err(|e| bad(e.to_string()))?;
+    let mut bytes = Vec::new();
+    compression
+        .decoder(&compressed[..])
+        .map_err(|e| bad(e.to_string()))?
+        .take(MAX_MODULE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| bad(format!("cannot decompress: {e}")))?;
+    if bytes.len() as u64 > MAX_MODULE_BYTES {
+        return Err(bad(format!(
+            "expands to more than {} MiB; this is not a kernel module",
+            MAX_MODULE_BYTES >> 20
+        )));
+    }
+    let stem = TreePath::new(stem).map_err(|e| bad(e.to_string()))?;
+    Ok((stem, FileData::inline(bytes)))
+}
+
 /// `depends=` names and `softdep=` `pre:` names from a module's `.modinfo` section.
 fn module_dependencies(path: &TreePath, data: &FileData) -> Result<(Vec<String>, Vec<String>), KernelError> {
     let bad = |message: String| KernelError::BadModule {
         path: path.to_string(),
         message,
     };
-    if path.as_str().ends_with(".xz") || path.as_str().ends_with(".zst") {
-        return Err(bad(
-            "compressed modules are not supported yet; use a kernel with uncompressed modules".into(),
-        ));
-    }
     let bytes = data.read_all().map_err(|e| bad(e.to_string()))?;
     let modinfo = elf::section(&bytes[..], ".modinfo")
         .map_err(|e| bad(e.to_string()))?
@@ -311,6 +348,7 @@ pub fn load_order(depends: &BTreeMap<String, Vec<String>>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uvmkit_filetree::Node;
 
     #[test]
     fn modinfo_depends_and_softdeps() {
@@ -330,6 +368,74 @@ mod tests {
         d.insert("a".to_string(), vec!["b".to_string()]);
         d.insert("b".to_string(), vec!["a".to_string()]);
         assert_eq!(load_order(&d), ["jbd2", "mbcache", "ext4", "a", "b"]);
+    }
+
+    /// A relocatable ELF object with `info` as its `.modinfo` section, as `kbuild` makes one.
+    fn module_object(info: &[u8]) -> Vec<u8> {
+        use object::write::Object;
+        let mut obj = Object::new(
+            object::BinaryFormat::Elf,
+            object::Architecture::X86_64,
+            object::Endianness::Little,
+        );
+        let section = obj.add_section(Vec::new(), b".modinfo".to_vec(), object::SectionKind::ReadOnlyData);
+        obj.append_section_data(section, info, 1);
+        obj.write().unwrap()
+    }
+
+    fn xz(bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        liblzma::read::XzEncoder::new(bytes, 6).read_to_end(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn xz_compressed_modules_are_stored_uncompressed_with_their_dependencies() {
+        let release = "6.12.0-x";
+        let mut tree = FileTree::new();
+        let dir = TreePath::new(&format!("/lib/modules/{release}/kernel/net")).unwrap();
+        tree.mkdir_all(&dir).unwrap();
+        let a = module_object(b"name=xt_tcpudp\0depends=x_tables\0");
+        let b = module_object(b"name=x_tables\0depends=\0");
+        for (name, bytes) in [("xt_tcpudp.ko.xz", &a), ("x_tables.ko.xz", &b)] {
+            tree.insert(&dir.join(name).unwrap(), Node::file(FileData::inline(xz(bytes)), 0o644))
+                .unwrap();
+        }
+        let index = ModuleIndex::from_tree(&tree, release).unwrap();
+        let selection = index
+            .select(&[("xt-tcpudp".into(), "feature containers".into())])
+            .unwrap();
+        let got: Vec<(&str, &str)> = selection
+            .modules
+            .iter()
+            .map(|m| (m.name.as_str(), m.path.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("x_tables", "kernel/net/x_tables.ko"),
+                ("xt_tcpudp", "kernel/net/xt_tcpudp.ko")
+            ]
+        );
+        assert_eq!(selection.modules[1].data.read_all().unwrap(), a);
+        assert_eq!(selection.modules[1].depends, ["x_tables"]);
+    }
+
+    #[test]
+    fn a_module_that_expands_without_bound_is_refused() {
+        let release = "6.12.0-x";
+        let mut tree = FileTree::new();
+        let dir = TreePath::new(&format!("/lib/modules/{release}")).unwrap();
+        tree.mkdir_all(&dir).unwrap();
+        let bomb = xz(&vec![0u8; (MAX_MODULE_BYTES + 1) as usize]);
+        tree.insert(
+            &dir.join("bomb.ko.xz").unwrap(),
+            Node::file(FileData::inline(bomb), 0o644),
+        )
+        .unwrap();
+        let index = ModuleIndex::from_tree(&tree, release).unwrap();
+        let e = index.select(&[("bomb".into(), "test".into())]).unwrap_err().to_string();
+        assert!(e.contains("bomb.ko.xz") && e.contains("64 MiB"), "{e}");
     }
 
     #[test]
