@@ -11,6 +11,8 @@
 //! protective MBR), [`esp`] (a FAT32 EFI system partition) and [`layout`] (a whole GPT disk
 //! from a list of partitions).
 
+#![deny(missing_docs)]
+
 pub mod esp;
 pub mod gpt;
 pub mod guid;

@@ -1,6 +1,8 @@
 //! Helpers the crates' tests share: a scratch directory per test, finding and running the
 //! independent readers (qemu-img, e2fsck, xorriso, ...) and deterministic test data.
 
+#![deny(missing_docs)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -10,6 +10,8 @@
 //! Every fallible function returns a [`FetchError`] whose message names the URL, file or
 //! directory concerned and says what to do about it.
 
+#![deny(missing_docs)]
+
 pub mod cache;
 pub mod http;
 pub mod mirror;

@@ -22,6 +22,8 @@
 //! `c_devmajor`/`c_devminor` zero. File contents are streamed from [`FileData::open`]; memory
 //! use is bounded by the compressor's window and a fixed buffer.
 
+#![deny(missing_docs)]
+
 mod newc;
 
 use std::collections::BTreeMap;
@@ -165,7 +167,12 @@ pub struct InitrdStats {
 pub enum InitrdError {
     /// A segment rule names an invalid path.
     #[error("segment rule {rule:?}: {prefix:?} is not a valid path inside the image")]
-    BadPrefix { rule: String, prefix: String },
+    BadPrefix {
+        /// The rule's segment name.
+        rule: String,
+        /// The prefix as given.
+        prefix: String,
+    },
     /// The zstd level is out of range.
     #[error("zstd level {0} is out of range: choose 1 (fastest) to 22 (smallest)")]
     BadZstdLevel(i32),
@@ -181,23 +188,50 @@ pub enum InitrdError {
     MtimeOutOfRange(u64),
     /// A file is too large for newc's 32-bit size field.
     #[error("{path} is {size} bytes, but a cpio newc member holds at most 4 GiB - 1: leave it out of the initrd")]
-    FileTooLarge { path: TreePath, size: u64 },
+    FileTooLarge {
+        /// The file.
+        path: TreePath,
+        /// Its size in bytes.
+        size: u64,
+    },
     /// A path is longer than the kernel accepts.
     #[error("{path} is {len} bytes long, but the kernel skips initramfs names longer than {max} bytes", max = PATH_MAX - 1)]
-    NameTooLong { path: TreePath, len: usize },
+    NameTooLong {
+        /// The member.
+        path: TreePath,
+        /// The length of its name in bytes.
+        len: usize,
+    },
     /// A symlink target is longer than the kernel accepts.
     #[error(
         "the target of symlink {path} is {len} bytes long, but the kernel skips symlinks longer than {PATH_MAX} bytes"
     )]
-    SymlinkTooLong { path: TreePath, len: usize },
+    SymlinkTooLong {
+        /// The symbolic link.
+        path: TreePath,
+        /// The length of its target in bytes.
+        len: usize,
+    },
     /// Reading a file's contents failed.
     #[error("cannot read the contents of {path} for the initrd: {source}")]
-    ReadFile { path: TreePath, source: io::Error },
+    ReadFile {
+        /// The file in the tree.
+        path: TreePath,
+        /// The I/O error.
+        source: io::Error,
+    },
     /// A file held fewer bytes than the tree recorded.
     #[error(
         "{path} has {actual} bytes, but the file tree recorded {expected}: the source changed while building; rebuild"
     )]
-    FileChanged { path: TreePath, expected: u64, actual: u64 },
+    FileChanged {
+        /// The file in the tree.
+        path: TreePath,
+        /// The size the tree recorded.
+        expected: u64,
+        /// The bytes that could be read.
+        actual: u64,
+    },
     /// The zstd encoder refused its parameters.
     #[error("cannot set up the zstd encoder: {0}")]
     Zstd(io::Error),

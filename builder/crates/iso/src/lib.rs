@@ -10,6 +10,8 @@
 //! Nothing from the host reaches the image: all dates are the caller's epoch, identifiers
 //! derive from the caller's seed, and directories are sorted.
 
+#![deny(missing_docs)]
+
 mod both;
 mod eltorito;
 mod hybrid;

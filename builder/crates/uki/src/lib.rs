@@ -21,6 +21,8 @@
 //!
 //! The initrd and kernel can come from files and are streamed, never loaded whole.
 
+#![deny(missing_docs)]
+
 mod pe;
 
 use std::fs::File;
@@ -106,17 +108,30 @@ pub enum UkiError {
     SectionExists(String),
     /// A stub section's raw data is not aligned as the header says it must be.
     #[error("the EFI stub's section {name} starts at file offset {offset:#x}, not a multiple of FileAlignment {alignment:#x}: use an unmodified systemd-boot stub")]
-    UnalignedStubSection { name: String, offset: u32, alignment: u32 },
+    UnalignedStubSection {
+        /// The section's name.
+        name: String,
+        /// Its `PointerToRawData`.
+        offset: u32,
+        /// The optional header's `FileAlignment`.
+        alignment: u32,
+    },
     /// No room for the new section headers.
     #[error("the EFI stub has no room for {count} more section headers (they would end at {needed:#x}, the headers end at {available:#x}): use a systemd-boot stub built with header space")]
     NoHeaderRoom {
+        /// Section headers to add.
         count: usize,
+        /// File offset where they would end.
         needed: usize,
+        /// File offset where the header space ends.
         available: usize,
     },
     /// The header space the new section headers need holds data.
     #[error("the EFI stub has data after its section table at {offset:#x}, where the new section headers go: use an unmodified systemd-boot stub")]
-    HeaderNotEmpty { offset: usize },
+    HeaderNotEmpty {
+        /// File offset of the first non-zero byte.
+        offset: usize,
+    },
     /// The command line holds a NUL byte.
     #[error("the kernel command line contains a NUL byte at position {0}: the stub would cut it there; remove it")]
     CmdlineHasNul(usize),
@@ -128,10 +143,22 @@ pub enum UkiError {
     TooLarge,
     /// Reading an input file failed.
     #[error("cannot read {path}: {source}")]
-    ReadInput { path: PathBuf, source: io::Error },
+    ReadInput {
+        /// The input file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
     /// An input file changed size between planning and writing.
     #[error("{path} changed size while the UKI was written ({actual} bytes, expected {expected}): rebuild")]
-    InputChanged { path: PathBuf, expected: u64, actual: u64 },
+    InputChanged {
+        /// The input file.
+        path: PathBuf,
+        /// Its size when the layout was planned.
+        expected: u64,
+        /// Its size when written.
+        actual: u64,
+    },
     /// Writing the output failed.
     #[error("cannot write the UKI: {0}")]
     Write(io::Error),
