@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use uvmkit_filetree::FileData;
+use uvmkit_timestamp::CivilTime;
 
 use crate::sparse::{ExtentData, SparseError, SparseImage};
 
@@ -796,32 +797,15 @@ impl DosTime {
     fn from_epoch(epoch: u64) -> DosTime {
         const FAT_MIN: u64 = 315_532_800; // 1980-01-01T00:00:00Z
         const FAT_MAX: u64 = 4_354_819_199; // 2107-12-31T23:59:59Z
-        let t = epoch.clamp(FAT_MIN, FAT_MAX);
-        let (year, month, day) = civil_from_days((t / 86_400) as i64);
-        let secs = t % 86_400;
-        let (hour, min, sec) = (secs / 3600, secs / 60 % 60, secs % 60);
+        let t = CivilTime::from_unix_unsigned(epoch.clamp(FAT_MIN, FAT_MAX));
+        let (year, month, day) = ((t.year - 1980) as u16, u16::from(t.month), u16::from(t.day));
+        let (hour, min, sec) = (u16::from(t.hour), u16::from(t.minute), t.second);
         DosTime {
-            date: (((year - 1980) as u16) << 9) | ((month as u16) << 5) | day as u16,
-            time: ((hour as u16) << 11) | ((min as u16) << 5) | (sec / 2) as u16,
-            tenths: ((sec % 2) * 100) as u8,
+            date: (year << 9) | (month << 5) | day,
+            time: (hour << 11) | (min << 5) | u16::from(sec / 2),
+            tenths: (sec % 2) * 100,
         }
     }
-}
-
-/// Year, month (1–12) and day (1–31) of the proleptic Gregorian calendar for a count of days
-/// since 1970-01-01 (400-year eras of 146097 days, years counted from March so that the leap
-/// day ends the year).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468; // days since 0000-03-01
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097); // day of era, 0..=146096
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // year of era, 0..=399
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of year from March 1st, 0..=365
-    let mp = (5 * doy + 2) / 153; // month from March, 0..=11
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
@@ -1093,8 +1077,8 @@ mod tests {
         assert_eq!(t.time, (22 << 11) | (13 << 5) | 10);
         assert_eq!(t.tenths, 0);
         assert_eq!(DosTime::from_epoch(1_700_000_001).tenths, 100);
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        let leap_day = DosTime::from_epoch(951_782_400); // 2000-02-29T00:00:00Z
+        assert_eq!((leap_day.date, leap_day.time), ((20 << 9) | (2 << 5) | 29, 0));
         let early = DosTime::from_epoch(0);
         assert_eq!((early.date, early.time), ((1 << 5) | 1, 0));
         let late = DosTime::from_epoch(u64::MAX);

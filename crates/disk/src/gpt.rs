@@ -8,6 +8,7 @@
 use crc::{Crc, CRC_32_ISO_HDLC};
 
 use crate::guid::Guid;
+use crate::mbr::ChsGeometry;
 
 /// Bytes in a logical block.
 pub const SECTOR_SIZE: u64 = 512;
@@ -172,31 +173,13 @@ pub fn protective_mbr(disk_bytes: u64) -> [u8; 512] {
     rec[0] = 0x00; // BootIndicator: not bootable (the firmware must not boot it as legacy MBR)
     rec[1..4].copy_from_slice(&[0x00, 0x02, 0x00]); // StartingCHS: LBA 1
     rec[4] = 0xEE; // OSType: GPT protective
-    rec[5..8].copy_from_slice(&chs(last_lba));
+                   // EndingCHS: the last block, or 0xFFFFFF when CHS cannot address it.
+    rec[5..8].copy_from_slice(&ChsGeometry::LBA_ASSIST.address(last_lba).unwrap_or([0xFF; 3]));
     rec[8..12].copy_from_slice(&1u32.to_le_bytes()); // StartingLBA
     rec[12..16].copy_from_slice(&size_in_lba.to_le_bytes()); // SizeInLBA
     mbr[510] = 0x55;
     mbr[511] = 0xAA;
     mbr
-}
-
-/// The CHS address of `lba` with the customary 255 heads and 63 sectors per track, packed as an
-/// MBR stores it (head; sector | cylinder bits 8–9 << 6; cylinder bits 0–7), or 0xFFFFFF when the
-/// cylinder does not fit in 10 bits (§5.2.3, `EndingCHS`).
-fn chs(lba: u64) -> [u8; 3] {
-    const HEADS: u64 = 255;
-    const SECTORS: u64 = 63;
-    let cylinder = lba / (HEADS * SECTORS);
-    if cylinder > 1023 {
-        return [0xFF, 0xFF, 0xFF];
-    }
-    let head = (lba / SECTORS) % HEADS;
-    let sector = lba % SECTORS + 1;
-    [
-        head as u8,
-        (sector as u8) | (((cylinder >> 8) as u8) << 6),
-        cylinder as u8,
-    ]
 }
 
 /// Builds both copies of a GPT for a disk of `disk_bytes` holding `partitions`, in that entry

@@ -8,19 +8,23 @@
 //! and stores only its allocated parts.
 //!
 //! On top of that: [`guid`] (GPT's mixed-endian GUIDs), [`gpt`] (the partition table and
-//! protective MBR), [`esp`] (a FAT32 EFI system partition) and [`layout`] (a whole GPT disk
-//! from a list of partitions).
+//! protective MBR), [`mbr`] (the CHS addresses of MBR partition records), [`esp`] (a FAT32
+//! EFI system partition) and [`layout`] (a whole GPT disk from a list of partitions).
+
+#![deny(missing_docs)]
 
 pub mod esp;
 pub mod gpt;
 pub mod guid;
 pub mod layout;
+pub mod mbr;
 pub mod sparse;
 
 pub use esp::{auto_esp_size, build_esp, EspError, EspFile, EspOptions};
 pub use gpt::{build_gpt, first_usable_lba, last_usable_lba, protective_mbr, GptError, GptPartition, GptTables};
 pub use guid::{Guid, GuidError};
 pub use layout::{build_disk, room_for_last, DiskLayout, LayoutError, PartitionSpec, PlacedPartition};
+pub use mbr::ChsGeometry;
 pub use sparse::{Extent, ExtentData, SparseError, SparseImage};
 
 /// Helpers the format tests share: the test kit, and writing an image out.

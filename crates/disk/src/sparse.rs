@@ -14,7 +14,14 @@ pub enum ExtentData {
     /// Bytes in memory.
     Bytes(Arc<Vec<u8>>),
     /// `len` bytes of a host file starting at `offset`.
-    HostFile { path: PathBuf, offset: u64, len: u64 },
+    HostFile {
+        /// The host file.
+        path: PathBuf,
+        /// Where in it the extent's bytes start.
+        offset: u64,
+        /// How many bytes the extent takes from it.
+        len: u64,
+    },
 }
 
 impl ExtentData {
@@ -64,11 +71,21 @@ impl Extent {
 #[derive(Debug)]
 pub enum SparseError {
     /// An extent would reach past the image's virtual size.
-    OutOfBounds { offset: u64, len: u64, size: u64 },
+    OutOfBounds {
+        /// Where the extent starts.
+        offset: u64,
+        /// Its length in bytes.
+        len: u64,
+        /// The image's virtual size.
+        size: u64,
+    },
     /// An extent would overlap one already placed.
     Overlap {
+        /// Where the new extent starts.
         offset: u64,
+        /// Its length in bytes.
         len: u64,
+        /// Where the extent it overlaps starts.
         existing_offset: u64,
     },
 }

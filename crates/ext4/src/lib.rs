@@ -17,6 +17,8 @@
 //! 4 KiB blocks, 256-byte inodes, no `64bit` (up to 16 TiB), no `dir_index` (directories are
 //! linear, which any size of directory may be), no `flex_bg`, no `resize_inode`.
 
+#![deny(missing_docs)]
+
 pub mod checksum;
 pub mod dir;
 pub mod extent;
@@ -83,10 +85,18 @@ impl Default for Ext4Options {
 pub enum Ext4Error {
     /// The size cannot hold the filesystem's own metadata.
     #[error("{size_bytes} bytes is too small for an ext4 filesystem: it needs at least {minimum} bytes; make the partition larger")]
-    TooSmall { size_bytes: u64, minimum: u64 },
+    TooSmall {
+        /// The size asked for.
+        size_bytes: u64,
+        /// The smallest size that holds the metadata.
+        minimum: u64,
+    },
     /// The size is beyond what 32-bit block numbers address.
     #[error("{size_bytes} bytes is too large: this ext4 writer addresses at most 16 TiB (no 64bit feature); make the partition smaller")]
-    TooLarge { size_bytes: u64 },
+    TooLarge {
+        /// The size asked for.
+        size_bytes: u64,
+    },
     /// `inode_ratio` is too small for the size.
     #[error("inode ratio {0} is out of range: use at least 1024 bytes per inode (16384 is the default), and fewer than 2^32 inodes in all")]
     BadInodeRatio(u32),
@@ -101,7 +111,12 @@ pub enum Ext4Error {
     BadJournalSize(u32),
     /// The tree has more nodes than the filesystem has inodes.
     #[error("the tree needs {needed} inodes but the filesystem has {available}; lower inode_ratio or make the partition larger")]
-    OutOfInodes { needed: u64, available: u32 },
+    OutOfInodes {
+        /// Inodes the tree needs, the reserved ones included.
+        needed: u64,
+        /// Inodes the filesystem has.
+        available: u32,
+    },
     /// The data does not fit.
     #[error("the filesystem is full while placing {0}; make the partition larger")]
     OutOfSpace(String),
@@ -110,20 +125,47 @@ pub enum Ext4Error {
     NameTooLong(TreePath),
     /// A symbolic link target is empty or longer than a block.
     #[error("{path}: a symbolic link target of {len} bytes cannot be stored; ext4 holds 1 to 4095 bytes")]
-    BadSymlink { path: TreePath, len: usize },
+    BadSymlink {
+        /// The symbolic link.
+        path: TreePath,
+        /// The length of its target in bytes.
+        len: usize,
+    },
     /// A file or directory has more links than `i_links_count` holds.
     #[error("{path} has {links} hard links; ext4 allows at most 65000")]
-    TooManyLinks { path: TreePath, links: u64 },
+    TooManyLinks {
+        /// The file or directory.
+        path: TreePath,
+        /// The links it would have.
+        links: u64,
+    },
     /// A file needs more extents than this writer's depth-1 trees hold.
     #[error("{what} needs {extents} extents, more than the {max} this writer supports; make the file smaller")]
-    TooFragmented { what: String, extents: usize, max: usize },
+    TooFragmented {
+        /// The file or directory.
+        what: String,
+        /// The extents it needs.
+        extents: usize,
+        /// The extents this writer supports.
+        max: usize,
+    },
     /// A hard link's target is missing from the tree or not a regular file.
     #[error("hard link {link} points to {target}, which is not a regular file in the tree")]
-    BadHardLink { link: TreePath, target: TreePath },
+    BadHardLink {
+        /// The hard link.
+        link: TreePath,
+        /// The path it names.
+        target: TreePath,
+    },
     /// The tree holds a `/lost+found` that is not a directory.
     #[error("/lost+found in the tree is not a directory; ext4 reserves that name for fsck's directory")]
     LostFoundNotDirectory,
     /// Placing bytes in the image failed (a bug in this writer's layout).
     #[error("cannot place {what} in the image: {source}")]
-    Placement { what: String, source: SparseError },
+    Placement {
+        /// The structure being placed.
+        what: String,
+        /// Why the sparse image refused it.
+        source: SparseError,
+    },
 }

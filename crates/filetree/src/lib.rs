@@ -10,6 +10,8 @@
 //! directory before its contents. Nothing in a tree depends on the host: no timestamps (writers
 //! take one `mtime`, from `SOURCE_DATE_EPOCH`), no host uids, no hash-map order.
 
+#![deny(missing_docs)]
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
@@ -118,7 +120,12 @@ pub enum FileData {
     Inline(Arc<Vec<u8>>),
     /// A whole file on the host, usually a blob in the content-addressed cache. `size` is
     /// recorded when the tree is built so that layouts can be computed without I/O.
-    HostFile { path: PathBuf, size: u64 },
+    HostFile {
+        /// The host file whose whole content is the file's.
+        path: PathBuf,
+        /// Its length in bytes when the tree was built.
+        size: u64,
+    },
 }
 
 impl FileData {
@@ -236,9 +243,19 @@ pub enum NodeKind {
     /// A hard link to another regular file in the tree.
     HardLink(TreePath),
     /// A character device.
-    CharDevice { major: u32, minor: u32 },
+    CharDevice {
+        /// The device's major number (its driver).
+        major: u32,
+        /// The device's minor number (the instance within the driver).
+        minor: u32,
+    },
     /// A block device.
-    BlockDevice { major: u32, minor: u32 },
+    BlockDevice {
+        /// The device's major number (its driver).
+        major: u32,
+        /// The device's minor number (the instance within the driver).
+        minor: u32,
+    },
     /// A named pipe.
     Fifo,
 }
@@ -310,7 +327,12 @@ pub enum TreeError {
     /// A parent of the path exists and is not a directory.
     NotADirectory(TreePath),
     /// A hard link names a target that is missing or not a regular file.
-    BadHardLink { link: TreePath, target: TreePath },
+    BadHardLink {
+        /// The hard link being added.
+        link: TreePath,
+        /// The path it names.
+        target: TreePath,
+    },
 }
 
 impl fmt::Display for TreeError {

@@ -1,6 +1,8 @@
 //! Helpers the crates' tests share: a scratch directory per test, finding and running the
 //! independent readers (qemu-img, e2fsck, xorriso, ...) and deterministic test data.
 
+#![deny(missing_docs)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -65,13 +67,24 @@ pub fn run(tool: &str, args: &[&str]) -> (bool, String) {
 
 /// `len` bytes of a fixed pseudo-random sequence (xorshift), different per `seed`.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    xorshift_bytes(len, seed, |word| word)
+}
+
+/// Like [`pattern`], but every 8-byte word has its low bit set, so no block of it is all
+/// zeros: data that writers which leave out zero blocks must store whole.
+pub fn nonzero_pattern(len: usize, seed: u64) -> Vec<u8> {
+    xorshift_bytes(len, seed, |word| word | 1)
+}
+
+/// `len` bytes of xorshift64 words seeded by `seed`, each passed through `shape`.
+fn xorshift_bytes(len: usize, seed: u64, shape: impl Fn(u64) -> u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
+        out.extend_from_slice(&shape(x).to_le_bytes());
     }
     out.truncate(len);
     out
@@ -107,5 +120,8 @@ mod tests {
         assert_eq!(pattern(100, 1), pattern(100, 1));
         assert_ne!(pattern(100, 1), pattern(100, 2));
         assert_eq!(pattern(13, 7).len(), 13);
+        let nonzero = nonzero_pattern(1 << 16, 1);
+        assert!(nonzero.chunks(8).all(|w| w[0] & 1 == 1));
+        assert_eq!(nonzero[1..8], pattern(8, 1)[1..8]);
     }
 }

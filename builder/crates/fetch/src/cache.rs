@@ -19,11 +19,11 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use crate::atomic::TempFile;
 use crate::{FetchError, Result, CACHE_ENV};
 
 /// Temporary files older than this are left over from a crashed build and are removed.
@@ -322,7 +322,7 @@ impl ContentCache {
         }
         let dest = self.path_of(&actual);
         self.create_parent(&dest).map_err(PutError::Cache)?;
-        temp.persist(self, &dest).map_err(PutError::Cache)?;
+        self.persist(temp, &dest).map_err(PutError::Cache)?;
         Ok((actual, total))
     }
 
@@ -355,30 +355,22 @@ impl ContentCache {
 
     /// A new, empty file in `DIR/tmp`, removed again unless it is persisted.
     fn create_temp(&self) -> Result<TempFile> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let pid = std::process::id();
-        loop {
-            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let path = self.tmp_dir().join(format!("{pid}.{n}.part"));
-            match File::options().write(true).create_new(true).open(&path) {
-                Ok(file) => {
-                    return Ok(TempFile {
-                        file,
-                        path,
-                        keep: false,
-                    })
-                }
-                // Left by an earlier process with the same pid: take the next name.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(self.io(&path, e)),
-            }
-        }
+        let dir = self.tmp_dir();
+        TempFile::create_in(&dir, "").map_err(|e| self.io(&dir, e))
     }
 
+    /// Writes `bytes` through a temporary file in `DIR/tmp` and renames it to `dest`. Unlike
+    /// [`crate::write_atomically`] this skips the directory `fsync`: a cache entry lost in a
+    /// crash is only fetched again.
     fn write_atomically(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
         let mut temp = self.create_temp()?;
         temp.file.write_all(bytes).map_err(|e| self.io(&temp.path, e))?;
-        temp.persist(self, dest)
+        self.persist(temp, dest)
+    }
+
+    /// Moves a finished temporary file to `dest`.
+    fn persist(&self, temp: TempFile, dest: &Path) -> Result<()> {
+        temp.persist(dest).map_err(|e| self.io(dest, e))
     }
 
     /// Best effort: a failure here only leaves garbage behind.
@@ -434,31 +426,6 @@ fn escape_key(key: &str) -> String {
         return format!("%-sha256-{}", Sha256Digest::of_bytes(key.as_bytes()));
     }
     out
-}
-
-/// A file in `DIR/tmp` being written; removed on drop unless persisted.
-struct TempFile {
-    file: File,
-    path: PathBuf,
-    keep: bool,
-}
-
-impl TempFile {
-    /// `fsync`s the file and renames it to `dest`, replacing whatever is there.
-    fn persist(mut self, cache: &ContentCache, dest: &Path) -> Result<()> {
-        self.file.sync_all().map_err(|e| cache.io(&self.path, e))?;
-        fs::rename(&self.path, dest).map_err(|e| cache.io(dest, e))?;
-        self.keep = true;
-        Ok(())
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -6,10 +6,15 @@
 //!   parallel jobs, progress bars and an offline mode.
 //! - [`mirror`]: where the Debian mirror comes from: the image definition, the environment
 //!   or the host's apt sources, never a built-in host.
+//! - [`write_atomically`]: replacing a file so that readers never see a part of it, as the
+//!   cache does for its blobs and the builder for its lock file and reports.
 //!
 //! Every fallible function returns a [`FetchError`] whose message names the URL, file or
 //! directory concerned and says what to do about it.
 
+#![deny(missing_docs)]
+
+mod atomic;
 pub mod cache;
 pub mod http;
 pub mod mirror;
@@ -18,6 +23,7 @@ mod progress;
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub use atomic::write_atomically;
 use cache::Sha256Digest;
 
 /// The environment variable that names the Debian mirror when the image definition does not.

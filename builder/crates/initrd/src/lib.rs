@@ -22,6 +22,8 @@
 //! `c_devmajor`/`c_devminor` zero. File contents are streamed from [`FileData::open`]; memory
 //! use is bounded by the compressor's window and a fixed buffer.
 
+#![deny(missing_docs)]
+
 mod newc;
 
 use std::collections::BTreeMap;
@@ -165,7 +167,12 @@ pub struct InitrdStats {
 pub enum InitrdError {
     /// A segment rule names an invalid path.
     #[error("segment rule {rule:?}: {prefix:?} is not a valid path inside the image")]
-    BadPrefix { rule: String, prefix: String },
+    BadPrefix {
+        /// The rule's segment name.
+        rule: String,
+        /// The prefix as given.
+        prefix: String,
+    },
     /// The zstd level is out of range.
     #[error("zstd level {0} is out of range: choose 1 (fastest) to 22 (smallest)")]
     BadZstdLevel(i32),
@@ -181,23 +188,50 @@ pub enum InitrdError {
     MtimeOutOfRange(u64),
     /// A file is too large for newc's 32-bit size field.
     #[error("{path} is {size} bytes, but a cpio newc member holds at most 4 GiB - 1: leave it out of the initrd")]
-    FileTooLarge { path: TreePath, size: u64 },
+    FileTooLarge {
+        /// The file.
+        path: TreePath,
+        /// Its size in bytes.
+        size: u64,
+    },
     /// A path is longer than the kernel accepts.
     #[error("{path} is {len} bytes long, but the kernel skips initramfs names longer than {max} bytes", max = PATH_MAX - 1)]
-    NameTooLong { path: TreePath, len: usize },
+    NameTooLong {
+        /// The member.
+        path: TreePath,
+        /// The length of its name in bytes.
+        len: usize,
+    },
     /// A symlink target is longer than the kernel accepts.
     #[error(
         "the target of symlink {path} is {len} bytes long, but the kernel skips symlinks longer than {PATH_MAX} bytes"
     )]
-    SymlinkTooLong { path: TreePath, len: usize },
+    SymlinkTooLong {
+        /// The symbolic link.
+        path: TreePath,
+        /// The length of its target in bytes.
+        len: usize,
+    },
     /// Reading a file's contents failed.
     #[error("cannot read the contents of {path} for the initrd: {source}")]
-    ReadFile { path: TreePath, source: io::Error },
+    ReadFile {
+        /// The file in the tree.
+        path: TreePath,
+        /// The I/O error.
+        source: io::Error,
+    },
     /// A file held fewer bytes than the tree recorded.
     #[error(
         "{path} has {actual} bytes, but the file tree recorded {expected}: the source changed while building; rebuild"
     )]
-    FileChanged { path: TreePath, expected: u64, actual: u64 },
+    FileChanged {
+        /// The file in the tree.
+        path: TreePath,
+        /// The size the tree recorded.
+        expected: u64,
+        /// The bytes that could be read.
+        actual: u64,
+    },
     /// The zstd encoder refused its parameters.
     #[error("cannot set up the zstd encoder: {0}")]
     Zstd(io::Error),
@@ -469,39 +503,81 @@ impl<W: Write> Write for CountingWriter<W> {
 pub fn plan_segments<'t>(tree: &'t FileTree, rules: &[SegmentRule]) -> Result<Vec<Segment<'t>>, InitrdError> {
     let nodes: Vec<(&'t TreePath, &'t Node)> = tree.iter().collect();
     let index: BTreeMap<&TreePath, usize> = nodes.iter().enumerate().map(|(i, (p, _))| (*p, i)).collect();
+    let links = LinkCounts::of(&nodes, &index);
+    let segment_of = assign_segments(&nodes, &index, rules);
+    let mut segments: Vec<Segment<'t>> = std::iter::once(BASE_SEGMENT.to_string())
+        .chain(rules.iter().map(|r| r.name.clone()))
+        .map(|name| Segment {
+            name,
+            entries: Vec::new(),
+        })
+        .collect();
+    let mut inodes = InodeNumbers {
+        next: vec![1u32; segments.len()],
+        of_linked: BTreeMap::new(),
+    };
+    for (i, (path, node)) in nodes.iter().enumerate() {
+        let s = segment_of[i];
+        let entry = member(path, node, &nodes, &index, &links, s, &mut inodes)?;
+        segments[s].entries.push(entry);
+    }
+    Ok(segments)
+}
 
-    // nlink of a directory is 2 + its subdirectories; of a hard-linked file, its names.
-    let mut subdirs: BTreeMap<&TreePath, u32> = BTreeMap::new();
-    let mut names: BTreeMap<&TreePath, u32> = BTreeMap::new();
-    let mut last_name: BTreeMap<&TreePath, &TreePath> = BTreeMap::new();
-    for (path, node) in &nodes {
-        match &node.kind {
-            NodeKind::Directory => {
-                if let Some(parent) = path.parent() {
-                    if let Some(&i) = index.get(&parent) {
-                        *subdirs.entry(nodes[i].0).or_default() += 1;
+/// What the link counts of members need: nlink of a directory is 2 + its subdirectories; of a
+/// hard-linked file, its names.
+struct LinkCounts<'t> {
+    /// Subdirectories of each directory that has any.
+    subdirs: BTreeMap<&'t TreePath, u32>,
+    /// Names of each regular file (itself and the hard links to it).
+    names: BTreeMap<&'t TreePath, u32>,
+    /// The last of each file's names in tree order: the one that carries its data.
+    last_name: BTreeMap<&'t TreePath, &'t TreePath>,
+}
+
+impl<'t> LinkCounts<'t> {
+    fn of(nodes: &[(&'t TreePath, &'t Node)], index: &BTreeMap<&TreePath, usize>) -> LinkCounts<'t> {
+        let mut counts = LinkCounts {
+            subdirs: BTreeMap::new(),
+            names: BTreeMap::new(),
+            last_name: BTreeMap::new(),
+        };
+        for (path, node) in nodes {
+            match &node.kind {
+                NodeKind::Directory => {
+                    if let Some(parent) = path.parent() {
+                        if let Some(&i) = index.get(&parent) {
+                            *counts.subdirs.entry(nodes[i].0).or_default() += 1;
+                        }
                     }
                 }
-            }
-            NodeKind::File(_) => {
-                *names.entry(path).or_default() += 1;
-                last_name.insert(path, path);
-            }
-            NodeKind::HardLink(target) => {
-                // FileTree guarantees the target is a regular file in the tree.
-                if let Some(&i) = index.get(target) {
-                    *names.entry(nodes[i].0).or_default() += 1;
-                    last_name.insert(nodes[i].0, path);
+                NodeKind::File(_) => {
+                    *counts.names.entry(path).or_default() += 1;
+                    counts.last_name.insert(path, path);
                 }
+                NodeKind::HardLink(target) => {
+                    // FileTree guarantees the target is a regular file in the tree.
+                    if let Some(&i) = index.get(target) {
+                        *counts.names.entry(nodes[i].0).or_default() += 1;
+                        counts.last_name.insert(nodes[i].0, path);
+                    }
+                }
+                _ => {}
             }
-            _ => {}
         }
+        counts
     }
+}
 
-    // Each member's segment: its rule's; a hard link's is its target's; a directory's is the
-    // earliest segment of anything below it (its rule's when it is empty), so it is created
-    // before its contents and goes with them when only a later segment needs it. In reverse
-    // path order every descendant comes before its ancestors, so one pass settles it.
+/// Each member's segment: its rule's; a hard link's is its target's; a directory's is the
+/// earliest segment of anything below it (its rule's when it is empty), so it is created
+/// before its contents and goes with them when only a later segment needs it. In reverse
+/// path order every descendant comes before its ancestors, so one pass settles it.
+fn assign_segments(
+    nodes: &[(&TreePath, &Node)],
+    index: &BTreeMap<&TreePath, usize>,
+    rules: &[SegmentRule],
+) -> Vec<usize> {
     let home = |path: &TreePath| rules.iter().position(|r| r.matches(path)).map_or(0, |i| i + 1);
     let mut segment_of: Vec<usize> = vec![usize::MAX; nodes.len()];
     for i in (0..nodes.len()).rev() {
@@ -519,100 +595,116 @@ pub fn plan_segments<'t>(tree: &'t FileTree, rules: &[SegmentRule]) -> Result<Ve
             }
         }
     }
+    segment_of
+}
 
-    let mut segments: Vec<Segment<'t>> = std::iter::once(BASE_SEGMENT.to_string())
-        .chain(rules.iter().map(|r| r.name.clone()))
-        .map(|name| Segment {
-            name,
-            entries: Vec::new(),
-        })
-        .collect();
-    // Inode numbers count from 1 in each segment; all names of a file share the first's.
-    let mut next_ino = vec![1u32; segments.len()];
-    let mut link_ino: BTreeMap<&TreePath, u32> = BTreeMap::new();
+/// Inode numbers count from 1 in each segment; all names of a file share the first's.
+struct InodeNumbers<'t> {
+    /// The next free number, per segment.
+    next: Vec<u32>,
+    /// The number of each hard-linked file, once given.
+    of_linked: BTreeMap<&'t TreePath, u32>,
+}
 
-    for (i, (path, node)) in nodes.iter().enumerate() {
-        let s = segment_of[i];
-        let name_len = if path.is_root() { 1 } else { path.as_str().len() };
-        if name_len >= PATH_MAX {
-            return Err(InitrdError::NameTooLong {
-                path: (*path).clone(),
-                len: name_len,
-            });
-        }
-        // A hard link takes its target's metadata: the kernel only links members whose
-        // inode, mode and device agree.
-        let (file_node, file_path) = match &node.kind {
-            NodeKind::HardLink(target) => {
-                let t = index[target];
-                (nodes[t].1, nodes[t].0)
-            }
-            _ => (*node, *path),
-        };
-        let mut header = Header {
-            ino: 0,
-            mode: file_node.st_mode(),
-            uid: file_node.uid,
-            gid: file_node.gid,
-            nlink: 1,
-            mtime: 0,
-            filesize: 0,
-            rdevmajor: 0,
-            rdevminor: 0,
-        };
-        let body = match &file_node.kind {
-            NodeKind::Directory => {
-                header.nlink = 2 + subdirs.get(path).copied().unwrap_or(0);
-                Body::Empty
-            }
-            NodeKind::File(data) => {
-                let count = names.get(file_path).copied().unwrap_or(1);
-                header.nlink = count;
-                if count > 1 {
-                    let ino = *link_ino.entry(file_path).or_insert_with(|| {
-                        let ino = next_ino[s];
-                        next_ino[s] += 1;
-                        ino
-                    });
-                    header.ino = ino;
-                }
-                let carries_data = count == 1 || last_name.get(file_path) == Some(path);
-                if carries_data {
-                    let size = data.len();
-                    header.filesize = u32::try_from(size).map_err(|_| InitrdError::FileTooLarge {
-                        path: (*path).clone(),
-                        size,
-                    })?;
-                    Body::File(data)
-                } else {
-                    Body::Empty
-                }
-            }
-            NodeKind::Symlink(target) => {
-                if target.len() > PATH_MAX {
-                    return Err(InitrdError::SymlinkTooLong {
-                        path: (*path).clone(),
-                        len: target.len(),
-                    });
-                }
-                header.filesize = target.len() as u32;
-                Body::Symlink(target)
-            }
-            NodeKind::CharDevice { major, minor } | NodeKind::BlockDevice { major, minor } => {
-                header.rdevmajor = *major;
-                header.rdevminor = *minor;
-                Body::Empty
-            }
-            // FileTree never lets a hard link point at anything but a regular file.
-            NodeKind::HardLink(_) | NodeKind::Fifo => Body::Empty,
-        };
-        if header.ino == 0 {
-            header.ino = next_ino[s];
-            next_ino[s] += 1;
-        }
-        segments[s].entries.push(Entry { path, header, body });
+impl InodeNumbers<'_> {
+    /// A fresh number in segment `s`.
+    fn take(&mut self, s: usize) -> u32 {
+        let ino = self.next[s];
+        self.next[s] += 1;
+        ino
     }
-    Ok(segments)
+}
+
+/// The cpio member for `path` in segment `s`, checked against the newc format's and the
+/// kernel's limits.
+fn member<'t>(
+    path: &'t TreePath,
+    node: &'t Node,
+    nodes: &[(&'t TreePath, &'t Node)],
+    index: &BTreeMap<&TreePath, usize>,
+    links: &LinkCounts<'t>,
+    s: usize,
+    inodes: &mut InodeNumbers<'t>,
+) -> Result<Entry<'t>, InitrdError> {
+    let name_len = if path.is_root() { 1 } else { path.as_str().len() };
+    if name_len >= PATH_MAX {
+        return Err(InitrdError::NameTooLong {
+            path: path.clone(),
+            len: name_len,
+        });
+    }
+    // A hard link takes its target's metadata: the kernel only links members whose
+    // inode, mode and device agree.
+    let (file_node, file_path) = match &node.kind {
+        NodeKind::HardLink(target) => {
+            let t = index[target];
+            (nodes[t].1, nodes[t].0)
+        }
+        _ => (node, path),
+    };
+    let mut header = Header {
+        ino: 0,
+        mode: file_node.st_mode(),
+        uid: file_node.uid,
+        gid: file_node.gid,
+        nlink: 1,
+        mtime: 0,
+        filesize: 0,
+        rdevmajor: 0,
+        rdevminor: 0,
+    };
+    let body = match &file_node.kind {
+        NodeKind::Directory => {
+            header.nlink = 2 + links.subdirs.get(path).copied().unwrap_or(0);
+            Body::Empty
+        }
+        NodeKind::File(data) => {
+            let count = links.names.get(file_path).copied().unwrap_or(1);
+            header.nlink = count;
+            if count > 1 {
+                header.ino = match inodes.of_linked.get(file_path) {
+                    Some(&ino) => ino,
+                    None => {
+                        let ino = inodes.take(s);
+                        inodes.of_linked.insert(file_path, ino);
+                        ino
+                    }
+                };
+            }
+            let carries_data = count == 1 || links.last_name.get(file_path) == Some(&path);
+            if carries_data {
+                let size = data.len();
+                header.filesize = u32::try_from(size).map_err(|_| InitrdError::FileTooLarge {
+                    path: path.clone(),
+                    size,
+                })?;
+                Body::File(data)
+            } else {
+                Body::Empty
+            }
+        }
+        NodeKind::Symlink(target) => {
+            if target.len() > PATH_MAX {
+                return Err(InitrdError::SymlinkTooLong {
+                    path: path.clone(),
+                    len: target.len(),
+                });
+            }
+            header.filesize = target.len() as u32;
+            Body::Symlink(target)
+        }
+        NodeKind::CharDevice { major, minor } | NodeKind::BlockDevice { major, minor } => {
+            header.rdevmajor = *major;
+            header.rdevminor = *minor;
+            Body::Empty
+        }
+        // FileTree never lets a hard link point at anything but a regular file.
+        NodeKind::HardLink(_) | NodeKind::Fifo => Body::Empty,
+    };
+    if header.ino == 0 {
+        header.ino = inodes.take(s);
+    }
+    Ok(Entry { path, header, body })
 }
 
 /// Writes `tree` as an initrd: the segments of [`plan_segments`], each a complete cpio archive

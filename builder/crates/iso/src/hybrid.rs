@@ -12,6 +12,8 @@
 //! Without an EFI image the MBR has one active 0x17 entry covering the whole image, as
 //! syslinux's isohybrid writes it.
 
+use uvmkit_disk::ChsGeometry;
+
 /// Bytes of boot code the MBR takes from `isohdpfx.bin` (the rest is the isohybrid fields
 /// and the partition table).
 pub(crate) const BOOT_CODE_LEN: usize = 432;
@@ -34,23 +36,15 @@ pub(crate) struct MbrPartition {
 }
 
 /// isohybrid's disk geometry: 64 heads, 32 sectors per track (1 MiB cylinders).
-const HEADS: u32 = 64;
-const SECTORS: u32 = 32;
+const GEOMETRY: ChsGeometry = ChsGeometry {
+    heads: 64,
+    sectors_per_track: 32,
+};
 
 /// The packed CHS address of `lba` in isohybrid's geometry, or the customary 0xFE 0xFF 0xFF
 /// ("beyond CHS, use the LBA fields") when the cylinder needs more than 10 bits.
 fn chs(lba: u32) -> [u8; 3] {
-    let cylinder = lba / (HEADS * SECTORS);
-    if cylinder > 1023 {
-        return [0xFE, 0xFF, 0xFF];
-    }
-    let head = (lba / SECTORS) % HEADS;
-    let sector = lba % SECTORS + 1;
-    [
-        head as u8,
-        sector as u8 | (((cylinder >> 8) as u8) << 6),
-        cylinder as u8,
-    ]
+    GEOMETRY.address(u64::from(lba)).unwrap_or([0xFE, 0xFF, 0xFF])
 }
 
 /// The MBR: `boot_code` (the first 432 bytes of `isohdpfx.bin`, or none), the 64-bit block

@@ -10,6 +10,8 @@
 //! Nothing from the host reaches the image: all dates are the caller's epoch, identifiers
 //! derive from the caller's seed, and directories are sorted.
 
+#![deny(missing_docs)]
+
 mod both;
 mod eltorito;
 mod hybrid;
@@ -327,87 +329,15 @@ fn write_image(
         align_efi: opts.hybrid,
     };
     let mut layout = Layout::plan(&tree, boot, opts.epoch)?;
-
-    // Where the image ends: hybrid images leave room for the backup GPT and round up.
-    let data_end = u64::from(layout.data_end) * SECTOR;
-    let gpt = opts.hybrid && efi.is_some();
     let efi_blocks = efi.map(|e| e.image.len().div_ceil(DISK_BLOCK).next_multiple_of(8));
-    let total = if opts.hybrid {
-        let mut end = data_end;
-        if let (true, Some(lba), Some(blocks)) = (gpt, layout.efi_lba, efi_blocks) {
-            end = end.max(u64::from(lba) * SECTOR + blocks * DISK_BLOCK) + GPT_BACKUP_BLOCKS * DISK_BLOCK;
-        }
-        end.next_multiple_of(HYBRID_ALIGN)
-    } else {
-        data_end
-    };
+    let total = image_end(&layout, opts.hybrid, efi_blocks);
     let sectors = u32::try_from(total / SECTOR).map_err(|_| IsoError::ImageTooLarge { bytes: total })?;
     layout.volume_sectors = sectors;
-
-    // The system area (sectors 0–15): isohybrid MBR and primary GPT.
-    let mut system_area = vec![0u8; (16 * SECTOR) as usize];
-    let mut backup_gpt = None;
-    if opts.hybrid {
-        let signature: [u8; 4] = Guid::derive(&opts.seed, "uvmkit-iso mbr signature").0[..4]
-            .try_into()
-            .expect("a GUID has 16 bytes");
-        let total_blocks = u32::try_from(total / DISK_BLOCK).map_err(|_| IsoError::ImageTooLarge { bytes: total })?;
-        let mut parts = Vec::new();
-        if let (Some(lba), Some(blocks)) = (layout.efi_lba, efi_blocks) {
-            let efi_start = u64::from(lba) * SECTOR / DISK_BLOCK;
-            let iso_first = u64::from(PVD_LBA) * SECTOR / DISK_BLOCK;
-            let gpt_parts = [
-                GptPartition {
-                    type_guid: Guid::BASIC_DATA,
-                    unique_guid: Guid::derive(&opts.seed, "uvmkit-iso gpt iso9660"),
-                    first_lba: iso_first,
-                    last_lba: efi_start - 1,
-                    attributes: ISO_DATA_ATTRIBUTES,
-                    name: "ISO9660".to_string(),
-                },
-                GptPartition {
-                    type_guid: Guid::EFI_SYSTEM,
-                    unique_guid: Guid::derive(&opts.seed, "uvmkit-iso gpt efi"),
-                    first_lba: efi_start,
-                    last_lba: efi_start + blocks - 1,
-                    attributes: 0,
-                    name: "EFI boot".to_string(),
-                },
-            ];
-            let tables = build_gpt(total, Guid::derive(&opts.seed, "uvmkit-iso gpt disk"), &gpt_parts)?;
-            system_area[DISK_BLOCK as usize..DISK_BLOCK as usize + tables.primary.len()]
-                .copy_from_slice(&tables.primary);
-            backup_gpt = Some((tables.backup_offset, tables.backup));
-            for p in &gpt_parts {
-                parts.push(MbrPartition {
-                    bootable: parts.is_empty(),
-                    kind: if p.type_guid == Guid::EFI_SYSTEM {
-                        MBR_TYPE_EFI
-                    } else {
-                        MBR_TYPE_ISOHYBRID
-                    },
-                    start: p.first_lba as u32,
-                    blocks: (p.last_lba - p.first_lba + 1) as u32,
-                });
-            }
-            parts.push(MbrPartition {
-                bootable: false,
-                kind: MBR_TYPE_GPT,
-                start: 1,
-                blocks: iso_first as u32 - 1,
-            });
-        } else {
-            parts.push(MbrPartition {
-                bootable: true,
-                kind: MBR_TYPE_ISOHYBRID,
-                start: 0,
-                blocks: total_blocks,
-            });
-        }
-        let boot_code = bios.map(|b| &b.isohdpfx[..BOOT_CODE_LEN]);
-        let boot_block = layout.bios_lba.map_or(0, |lba| u64::from(lba) * SECTOR / DISK_BLOCK);
-        system_area[..512].copy_from_slice(&hybrid::mbr(boot_code, boot_block, signature, &parts));
-    }
+    let (system_area, backup_gpt) = if opts.hybrid {
+        hybrid_system_area(&layout, bios, efi_blocks, total, &opts.seed)?
+    } else {
+        (vec![0u8; (16 * SECTOR) as usize], None)
+    };
 
     let mut w = Output { inner: out, pos: 0 };
     w.write(&system_area)?;
@@ -428,6 +358,92 @@ fn write_image(
         bios_image_lba: layout.bios_lba,
         efi_image_lba: layout.efi_lba,
     })
+}
+
+/// Where the image ends: hybrid images leave room for the backup GPT after the EFI image's
+/// partition (`efi_blocks` disk blocks) and round up to [`HYBRID_ALIGN`].
+fn image_end(layout: &Layout<'_>, hybrid: bool, efi_blocks: Option<u64>) -> u64 {
+    let data_end = u64::from(layout.data_end) * SECTOR;
+    if !hybrid {
+        return data_end;
+    }
+    let mut end = data_end;
+    if let (Some(lba), Some(blocks)) = (layout.efi_lba, efi_blocks) {
+        end = end.max(u64::from(lba) * SECTOR + blocks * DISK_BLOCK) + GPT_BACKUP_BLOCKS * DISK_BLOCK;
+    }
+    end.next_multiple_of(HYBRID_ALIGN)
+}
+
+/// The system area (sectors 0–15) of a hybrid image of `total` bytes: the isohybrid MBR and,
+/// with an EFI image, the primary GPT; also the backup GPT's offset and bytes.
+fn hybrid_system_area(
+    layout: &Layout<'_>,
+    bios: Option<&BiosBoot>,
+    efi_blocks: Option<u64>,
+    total: u64,
+    seed: &[u8; 32],
+) -> Result<(Vec<u8>, Option<(u64, Vec<u8>)>), IsoError> {
+    let mut system_area = vec![0u8; (16 * SECTOR) as usize];
+    let mut backup_gpt = None;
+    let signature: [u8; 4] = Guid::derive(seed, "uvmkit-iso mbr signature").0[..4]
+        .try_into()
+        .expect("a GUID has 16 bytes");
+    let total_blocks = u32::try_from(total / DISK_BLOCK).map_err(|_| IsoError::ImageTooLarge { bytes: total })?;
+    let mut parts = Vec::new();
+    if let (Some(lba), Some(blocks)) = (layout.efi_lba, efi_blocks) {
+        let efi_start = u64::from(lba) * SECTOR / DISK_BLOCK;
+        let iso_first = u64::from(PVD_LBA) * SECTOR / DISK_BLOCK;
+        let gpt_parts = [
+            GptPartition {
+                type_guid: Guid::BASIC_DATA,
+                unique_guid: Guid::derive(seed, "uvmkit-iso gpt iso9660"),
+                first_lba: iso_first,
+                last_lba: efi_start - 1,
+                attributes: ISO_DATA_ATTRIBUTES,
+                name: "ISO9660".to_string(),
+            },
+            GptPartition {
+                type_guid: Guid::EFI_SYSTEM,
+                unique_guid: Guid::derive(seed, "uvmkit-iso gpt efi"),
+                first_lba: efi_start,
+                last_lba: efi_start + blocks - 1,
+                attributes: 0,
+                name: "EFI boot".to_string(),
+            },
+        ];
+        let tables = build_gpt(total, Guid::derive(seed, "uvmkit-iso gpt disk"), &gpt_parts)?;
+        system_area[DISK_BLOCK as usize..DISK_BLOCK as usize + tables.primary.len()].copy_from_slice(&tables.primary);
+        backup_gpt = Some((tables.backup_offset, tables.backup));
+        for p in &gpt_parts {
+            parts.push(MbrPartition {
+                bootable: parts.is_empty(),
+                kind: if p.type_guid == Guid::EFI_SYSTEM {
+                    MBR_TYPE_EFI
+                } else {
+                    MBR_TYPE_ISOHYBRID
+                },
+                start: p.first_lba as u32,
+                blocks: (p.last_lba - p.first_lba + 1) as u32,
+            });
+        }
+        parts.push(MbrPartition {
+            bootable: false,
+            kind: MBR_TYPE_GPT,
+            start: 1,
+            blocks: iso_first as u32 - 1,
+        });
+    } else {
+        parts.push(MbrPartition {
+            bootable: true,
+            kind: MBR_TYPE_ISOHYBRID,
+            start: 0,
+            blocks: total_blocks,
+        });
+    }
+    let boot_code = bios.map(|b| &b.isohdpfx[..BOOT_CODE_LEN]);
+    let boot_block = layout.bios_lba.map_or(0, |lba| u64::from(lba) * SECTOR / DISK_BLOCK);
+    system_area[..512].copy_from_slice(&hybrid::mbr(boot_code, boot_block, signature, &parts));
+    Ok((system_area, backup_gpt))
 }
 
 /// The catalog entries for the boot images, BIOS first (it becomes the default entry).

@@ -73,6 +73,11 @@ impl Attrs {
             gid: node.gid,
         }
     }
+
+    /// The Rock Ridge `PX` entry (RRIP 4.1.1) of these attributes.
+    fn px(self) -> Vec<u8> {
+        rrip::px(self.st_mode, self.nlink, self.uid, self.gid)
+    }
 }
 
 /// What a directory record points at.
@@ -142,280 +147,18 @@ pub(crate) struct Layout<'a> {
 impl<'a> Layout<'a> {
     /// Lays out `tree`, whose boot image paths hold placeholders, with the boot images.
     pub fn plan(tree: &'a FileTree, boot: BootFiles<'a>, epoch: i64) -> Result<Layout<'a>, IsoError> {
-        // Directories in tree order for now; files numbered, hard links counted.
-        let mut dir_index: BTreeMap<&TreePath, usize> = BTreeMap::new();
-        let mut file_index: BTreeMap<&TreePath, usize> = BTreeMap::new();
-        let mut tree_dirs: Vec<(&TreePath, &Node)> = Vec::new();
-        let mut files: Vec<FilePlan<'a>> = Vec::new();
-        let mut bios_file = None;
-        let mut efi_file = None;
-        let mut bios_bytes = boot.bios.as_ref().map(|(_, b)| b.clone());
-        for (path, node) in tree.iter() {
-            match &node.kind {
-                NodeKind::Directory => {
-                    if path.depth() > MAX_DEPTH {
-                        return Err(IsoError::TooDeep {
-                            path: path.to_string(),
-                            depth: path.depth(),
-                        });
-                    }
-                    dir_index.insert(path, tree_dirs.len());
-                    tree_dirs.push((path, node));
-                }
-                NodeKind::File(data) => {
-                    let (source, size) = if boot.bios.as_ref().is_some_and(|(p, _)| *p == path) {
-                        bios_file = Some(files.len());
-                        let bytes = bios_bytes.take().expect("one BIOS image");
-                        let len = bytes.len() as u64;
-                        (Source::Bytes(bytes), len)
-                    } else if let Some((_, image)) = boot.efi.filter(|(p, _)| *p == path) {
-                        efi_file = Some(files.len());
-                        (Source::Image(image), image.len())
-                    } else if let Some(&(_, offset, len)) = boot.aliases.iter().find(|(p, _, _)| *p == path) {
-                        (Source::Alias { offset }, len)
-                    } else {
-                        (Source::Data(data), data.len())
-                    };
-                    if size > EXTENT_MAX {
-                        return Err(IsoError::FileTooLarge {
-                            path: path.to_string(),
-                            size,
-                        });
-                    }
-                    file_index.insert(path, files.len());
-                    files.push(FilePlan {
-                        path: path.clone(),
-                        source,
-                        size,
-                        lba: 0,
-                        nlink: 1,
-                    });
-                }
-                _ => {}
-            }
-        }
-        for (_, node) in tree.iter() {
-            if let NodeKind::HardLink(target) = &node.kind {
-                if let Some(&i) = file_index.get(target) {
-                    files[i].nlink += 1;
-                }
-            }
-        }
-
-        // Each directory's children, named and sorted (ECMA-119 9.3).
-        let mut children: Vec<Vec<(&TreePath, &Node)>> = vec![Vec::new(); tree_dirs.len()];
-        for (path, node) in tree.iter() {
-            if let Some(parent) = path.parent() {
-                children[dir_index[&parent]].push((path, node));
-            }
-        }
-        let date = record_date(epoch);
-        let mut dirs: Vec<DirPlan> = Vec::with_capacity(tree_dirs.len());
-        let mut dir_attrs: Vec<Attrs> = Vec::with_capacity(tree_dirs.len());
-        for (i, (path, node)) in tree_dirs.iter().enumerate() {
-            let subdirs = children[i]
-                .iter()
-                .filter(|(_, n)| n.kind == NodeKind::Directory)
-                .count();
-            dir_attrs.push(Attrs::of(node, 2 + subdirs as u32));
-            let parent = path.parent().map_or(0, |p| dir_index[&p]);
-            dirs.push(DirPlan {
-                parent,
-                name: None,
-                records: Vec::new(),
-                lba: 0,
-                size: 0,
-            });
-        }
-        for (i, kids) in children.iter().enumerate() {
-            let named: Vec<(&str, bool)> = kids
-                .iter()
-                .map(|(p, n)| (p.file_name(), n.kind == NodeKind::Directory))
-                .collect();
-            let iso_names = names::assign(&named);
-            let mut entries: Vec<(IsoName, Record)> = Vec::with_capacity(kids.len());
-            for ((path, node), iso) in kids.iter().zip(iso_names) {
-                let (target, attrs) = match &node.kind {
-                    NodeKind::Directory => {
-                        let d = dir_index[path];
-                        dirs[d].name = Some(iso.clone());
-                        (Target::Dir(d), dir_attrs[d])
-                    }
-                    NodeKind::File(_) => {
-                        let f = file_index[path];
-                        (Target::File(f), Attrs::of(node, files[f].nlink))
-                    }
-                    NodeKind::HardLink(t) => match file_index.get(t) {
-                        Some(&f) => (Target::File(f), Attrs::of(node, files[f].nlink)),
-                        None => (Target::Nothing, Attrs::of(node, 1)),
-                    },
-                    _ => (Target::Nothing, Attrs::of(node, 1)),
-                };
-                let mut susp = vec![
-                    rrip::px(attrs.st_mode, attrs.nlink, attrs.uid, attrs.gid),
-                    rrip::tf(date),
-                ];
-                susp.extend(rrip::nm(path.file_name().as_bytes()));
-                match &node.kind {
-                    NodeKind::Symlink(t) => susp.extend(rrip::sl(t)),
-                    NodeKind::CharDevice { major, minor } | NodeKind::BlockDevice { major, minor } => {
-                        susp.push(rrip::pn(*major, *minor))
-                    }
-                    _ => {}
-                }
-                let identifier = iso.identifier();
-                let room = RECORD_MAX - Record::base_len(&identifier);
-                let record = Record {
-                    identifier,
-                    target,
-                    susp: rrip::split(susp, room),
-                    areas_at: Vec::new(),
-                };
-                entries.push((iso, record));
-            }
-            entries.sort_by(|a, b| a.0.sort_key().cmp(&b.0.sort_key()));
-
-            // "." and ".." (identifiers 0x00 and 0x01, 6.8.2.2) come first; the root's "."
-            // starts with SUSP's SP and carries the Rock Ridge ER (SUSP 5.3, 5.5).
-            let dot_room = RECORD_MAX - Record::base_len(&[0]);
-            let own = dir_attrs[i];
-            let mut dot = Vec::new();
-            if i == 0 {
-                dot.push(rrip::sp());
-            }
-            dot.push(rrip::px(own.st_mode, own.nlink, own.uid, own.gid));
-            dot.push(rrip::tf(date));
-            if i == 0 {
-                dot.push(rrip::er());
-            }
-            let up = dir_attrs[dirs[i].parent];
-            let dotdot = vec![rrip::px(up.st_mode, up.nlink, up.uid, up.gid), rrip::tf(date)];
-            let mut records = vec![
-                Record {
-                    identifier: vec![0],
-                    target: Target::Dir(i),
-                    susp: rrip::split(dot, dot_room),
-                    areas_at: Vec::new(),
-                },
-                Record {
-                    identifier: vec![1],
-                    target: Target::Dir(dirs[i].parent),
-                    susp: rrip::split(dotdot, dot_room),
-                    areas_at: Vec::new(),
-                },
-            ];
-            records.extend(entries.into_iter().map(|(_, r)| r));
-            dirs[i].records = records;
-        }
-
-        // Path table order: breadth first, each directory's subdirectories in record order,
-        // which is ECMA-119 6.9.1's order (by level, then parent number, then identifier).
-        let mut order = vec![0usize];
-        let mut next = 0;
-        while next < order.len() {
-            let d = order[next];
-            order.extend(dirs[d].records[2..].iter().filter_map(|r| match r.target {
-                Target::Dir(c) => Some(c),
-                _ => None,
-            }));
-            next += 1;
-        }
-        if order.len() > usize::from(u16::MAX) {
-            return Err(IsoError::InvalidPath {
-                path: "/".to_string(),
-                reason: format!("{} directories exceed the path table's 65535; use fewer", order.len()),
-            });
-        }
-        let mut renumber = vec![0usize; dirs.len()];
-        for (new, &old) in order.iter().enumerate() {
-            renumber[old] = new;
-        }
-        let mut slots: Vec<Option<DirPlan>> = dirs.into_iter().map(Some).collect();
-        let mut dirs: Vec<DirPlan> = order
-            .iter()
-            .map(|&old| slots[old].take().expect("each directory once"))
-            .collect();
-        for d in &mut dirs {
-            d.parent = renumber[d.parent];
-            for r in &mut d.records {
-                if let Target::Dir(c) = &mut r.target {
-                    *c = renumber[*c];
-                }
-            }
-        }
-
-        // Directory extents: records never straddle a sector (6.8.1.1).
-        for d in &mut dirs {
-            let mut size = 0usize;
-            for r in &d.records {
-                let len = r.len();
-                if size % SECTOR as usize + len > SECTOR as usize {
-                    size = size.next_multiple_of(SECTOR as usize);
-                }
-                size += len;
-            }
-            d.size = size.next_multiple_of(SECTOR as usize) as u32;
-        }
-        let path_table_len: u32 = dirs.iter().map(|d| path_table_record_len(d) as u32).sum();
-        let path_table_sectors = path_table_len.div_ceil(SECTOR as u32);
-
-        // Sectors: 16 PVD, 17 El Torito boot record, then the terminator, path tables,
-        // directories, continuation areas, boot catalog, files, and the EFI image last.
-        let has_boot = boot.bios.is_some() || boot.efi.is_some();
-        let mut lba = PVD_LBA + 1;
-        if has_boot {
-            lba += 1;
-        }
-        lba += 1; // terminator
-        let l_path_table = lba;
-        lba += path_table_sectors;
-        let m_path_table = lba;
-        lba += path_table_sectors;
-        for d in &mut dirs {
-            d.lba = lba;
-            lba = checked_add(lba, d.size / SECTOR as u32)?;
-        }
-        let continuation_lba = lba;
-        let mut cursor = (0u32, 0u32);
-        for d in &mut dirs {
-            for r in &mut d.records {
-                for a in 0..r.susp.areas.len() {
-                    let len = r.susp.area_len(a) as u32;
-                    if cursor.1 + len > CONTINUATION_MAX as u32 {
-                        cursor = (cursor.0 + 1, 0);
-                    }
-                    r.areas_at.push((continuation_lba + cursor.0, cursor.1));
-                    cursor.1 += len;
-                }
-            }
-        }
-        let continuation_sectors = if cursor == (0, 0) { 0 } else { cursor.0 + 1 };
-        lba += continuation_sectors;
-        let catalog_lba = has_boot.then_some(lba);
-        if has_boot {
-            lba += 1;
-        }
-        for (i, f) in files.iter_mut().enumerate() {
-            if Some(i) == efi_file || f.size == 0 || matches!(f.source, Source::Alias { .. }) {
-                continue;
-            }
-            f.lba = lba;
-            lba = checked_add(lba, f.size.div_ceil(SECTOR) as u32)?;
-        }
-        if let Some(i) = efi_file {
-            if boot.align_efi {
-                lba = lba.next_multiple_of(2);
-            }
-            let efi_lba = lba;
-            files[i].lba = efi_lba;
-            lba = checked_add(lba, files[i].size.div_ceil(SECTOR) as u32)?;
-            // The caller checked that each alias lies within the image, 2048-aligned.
-            for f in &mut files {
-                if let Source::Alias { offset } = f.source {
-                    f.lba = efi_lba + (offset / SECTOR) as u32;
-                }
-            }
-        }
+        let Inventory {
+            dir_index,
+            file_index,
+            tree_dirs,
+            mut files,
+            bios_file,
+            efi_file,
+        } = Inventory::take(tree, &boot)?;
+        let dirs = directories(tree, &tree_dirs, &dir_index, &file_index, &files, record_date(epoch));
+        let mut dirs = in_path_table_order(dirs)?;
+        let path_table_len = size_directories(&mut dirs);
+        let sectors = Sectors::place(&mut dirs, &mut files, &boot, efi_file, path_table_len)?;
         if let Some(i) = bios_file {
             let file_lba = files[i].lba;
             let Source::Bytes(bytes) = &mut files[i].source else {
@@ -431,13 +174,13 @@ impl<'a> Layout<'a> {
             dirs,
             files,
             path_table_len,
-            l_path_table,
-            m_path_table,
-            continuation_lba,
-            continuation_sectors,
-            catalog_lba,
-            data_end: lba,
-            volume_sectors: lba,
+            l_path_table: sectors.l_path_table,
+            m_path_table: sectors.m_path_table,
+            continuation_lba: sectors.continuation_lba,
+            continuation_sectors: sectors.continuation_sectors,
+            catalog_lba: sectors.catalog_lba,
+            data_end: sectors.data_end,
+            volume_sectors: sectors.data_end,
             epoch,
         })
     }
@@ -618,6 +361,371 @@ impl<'a> Layout<'a> {
             }
         }
         t
+    }
+}
+
+/// The tree's directories and files numbered in tree order, with hard links counted: what the
+/// later phases index by path.
+struct Inventory<'a> {
+    /// Each directory's number in `tree_dirs`.
+    dir_index: BTreeMap<&'a TreePath, usize>,
+    /// Each regular file's number in `files`.
+    file_index: BTreeMap<&'a TreePath, usize>,
+    /// The directories, in tree order (the root first).
+    tree_dirs: Vec<(&'a TreePath, &'a Node)>,
+    /// The file extents, not yet placed.
+    files: Vec<FilePlan<'a>>,
+    /// Which file is `isolinux.bin`.
+    bios_file: Option<usize>,
+    /// Which file is the EFI image.
+    efi_file: Option<usize>,
+}
+
+impl<'a> Inventory<'a> {
+    /// Numbers `tree`'s directories and files, giving the boot image paths the boot images'
+    /// bytes, and checks the depth (ECMA-119 6.8.2.1) and the extent size limit.
+    fn take(tree: &'a FileTree, boot: &BootFiles<'a>) -> Result<Inventory<'a>, IsoError> {
+        let mut inv = Inventory {
+            dir_index: BTreeMap::new(),
+            file_index: BTreeMap::new(),
+            tree_dirs: Vec::new(),
+            files: Vec::new(),
+            bios_file: None,
+            efi_file: None,
+        };
+        let mut bios_bytes = boot.bios.as_ref().map(|(_, b)| b.clone());
+        for (path, node) in tree.iter() {
+            match &node.kind {
+                NodeKind::Directory => {
+                    if path.depth() > MAX_DEPTH {
+                        return Err(IsoError::TooDeep {
+                            path: path.to_string(),
+                            depth: path.depth(),
+                        });
+                    }
+                    inv.dir_index.insert(path, inv.tree_dirs.len());
+                    inv.tree_dirs.push((path, node));
+                }
+                NodeKind::File(data) => {
+                    let (source, size) = if boot.bios.as_ref().is_some_and(|(p, _)| *p == path) {
+                        inv.bios_file = Some(inv.files.len());
+                        let bytes = bios_bytes.take().expect("one BIOS image");
+                        let len = bytes.len() as u64;
+                        (Source::Bytes(bytes), len)
+                    } else if let Some((_, image)) = boot.efi.filter(|(p, _)| *p == path) {
+                        inv.efi_file = Some(inv.files.len());
+                        (Source::Image(image), image.len())
+                    } else if let Some(&(_, offset, len)) = boot.aliases.iter().find(|(p, _, _)| *p == path) {
+                        (Source::Alias { offset }, len)
+                    } else {
+                        (Source::Data(data), data.len())
+                    };
+                    if size > EXTENT_MAX {
+                        return Err(IsoError::FileTooLarge {
+                            path: path.to_string(),
+                            size,
+                        });
+                    }
+                    inv.file_index.insert(path, inv.files.len());
+                    inv.files.push(FilePlan {
+                        path: path.clone(),
+                        source,
+                        size,
+                        lba: 0,
+                        nlink: 1,
+                    });
+                }
+                _ => {}
+            }
+        }
+        for (_, node) in tree.iter() {
+            if let NodeKind::HardLink(target) = &node.kind {
+                if let Some(&i) = inv.file_index.get(target) {
+                    inv.files[i].nlink += 1;
+                }
+            }
+        }
+        Ok(inv)
+    }
+}
+
+/// Each directory of `tree_dirs` with its records: ".", "..", then its children named and
+/// sorted (ECMA-119 9.3), every record with its Rock Ridge entries dated `date`.
+fn directories<'a>(
+    tree: &'a FileTree,
+    tree_dirs: &[(&'a TreePath, &'a Node)],
+    dir_index: &BTreeMap<&'a TreePath, usize>,
+    file_index: &BTreeMap<&'a TreePath, usize>,
+    files: &[FilePlan<'a>],
+    date: [u8; 7],
+) -> Vec<DirPlan> {
+    let mut children: Vec<Vec<(&TreePath, &Node)>> = vec![Vec::new(); tree_dirs.len()];
+    for (path, node) in tree.iter() {
+        if let Some(parent) = path.parent() {
+            children[dir_index[&parent]].push((path, node));
+        }
+    }
+    let mut dirs: Vec<DirPlan> = Vec::with_capacity(tree_dirs.len());
+    let mut dir_attrs: Vec<Attrs> = Vec::with_capacity(tree_dirs.len());
+    for (i, (path, node)) in tree_dirs.iter().enumerate() {
+        let subdirs = children[i]
+            .iter()
+            .filter(|(_, n)| n.kind == NodeKind::Directory)
+            .count();
+        dir_attrs.push(Attrs::of(node, 2 + subdirs as u32));
+        let parent = path.parent().map_or(0, |p| dir_index[&p]);
+        dirs.push(DirPlan {
+            parent,
+            name: None,
+            records: Vec::new(),
+            lba: 0,
+            size: 0,
+        });
+    }
+    for (i, kids) in children.iter().enumerate() {
+        let mut entries: Vec<(IsoName, Record)> = Vec::with_capacity(kids.len());
+        let named: Vec<(&str, bool)> = kids
+            .iter()
+            .map(|(p, n)| (p.file_name(), n.kind == NodeKind::Directory))
+            .collect();
+        for ((path, node), iso) in kids.iter().zip(names::assign(&named)) {
+            let (target, attrs) = match &node.kind {
+                NodeKind::Directory => {
+                    let d = dir_index[path];
+                    dirs[d].name = Some(iso.clone());
+                    (Target::Dir(d), dir_attrs[d])
+                }
+                NodeKind::File(_) => {
+                    let f = file_index[path];
+                    (Target::File(f), Attrs::of(node, files[f].nlink))
+                }
+                NodeKind::HardLink(t) => match file_index.get(t) {
+                    Some(&f) => (Target::File(f), Attrs::of(node, files[f].nlink)),
+                    None => (Target::Nothing, Attrs::of(node, 1)),
+                },
+                _ => (Target::Nothing, Attrs::of(node, 1)),
+            };
+            let record = child_record(path, node, &iso, target, attrs, date);
+            entries.push((iso, record));
+        }
+        entries.sort_by(|a, b| a.0.sort_key().cmp(&b.0.sort_key()));
+        let mut records = Vec::from(dot_records(i, dirs[i].parent, &dir_attrs, date));
+        records.extend(entries.into_iter().map(|(_, r)| r));
+        dirs[i].records = records;
+    }
+    dirs
+}
+
+/// The record of the child `path` named `iso` in its directory: `PX`, `TF`, `NM`, and `SL` or
+/// `PN` for symbolic links and devices (RRIP 4.1).
+fn child_record(path: &TreePath, node: &Node, iso: &IsoName, target: Target, attrs: Attrs, date: [u8; 7]) -> Record {
+    let mut susp = vec![attrs.px(), rrip::tf(date)];
+    susp.extend(rrip::nm(path.file_name().as_bytes()));
+    match &node.kind {
+        NodeKind::Symlink(t) => susp.extend(rrip::sl(t)),
+        NodeKind::CharDevice { major, minor } | NodeKind::BlockDevice { major, minor } => {
+            susp.push(rrip::pn(*major, *minor))
+        }
+        _ => {}
+    }
+    let identifier = iso.identifier();
+    let room = RECORD_MAX - Record::base_len(&identifier);
+    Record {
+        identifier,
+        target,
+        susp: rrip::split(susp, room),
+        areas_at: Vec::new(),
+    }
+}
+
+/// "." and ".." of directory `dir` (identifiers 0x00 and 0x01, ECMA-119 6.8.2.2), which come
+/// first; the root's "." starts with SUSP's SP and carries the Rock Ridge ER (SUSP 5.3, 5.5).
+fn dot_records(dir: usize, parent: usize, dir_attrs: &[Attrs], date: [u8; 7]) -> [Record; 2] {
+    let dot_room = RECORD_MAX - Record::base_len(&[0]);
+    let mut dot = Vec::new();
+    if dir == 0 {
+        dot.push(rrip::sp());
+    }
+    dot.push(dir_attrs[dir].px());
+    dot.push(rrip::tf(date));
+    if dir == 0 {
+        dot.push(rrip::er());
+    }
+    let dotdot = vec![dir_attrs[parent].px(), rrip::tf(date)];
+    [
+        Record {
+            identifier: vec![0],
+            target: Target::Dir(dir),
+            susp: rrip::split(dot, dot_room),
+            areas_at: Vec::new(),
+        },
+        Record {
+            identifier: vec![1],
+            target: Target::Dir(parent),
+            susp: rrip::split(dotdot, dot_room),
+            areas_at: Vec::new(),
+        },
+    ]
+}
+
+/// `dirs` renumbered into path table order: breadth first, each directory's subdirectories in
+/// record order, which is ECMA-119 6.9.1's order (by level, then parent number, then
+/// identifier). The path table numbers directories in 16 bits.
+fn in_path_table_order(dirs: Vec<DirPlan>) -> Result<Vec<DirPlan>, IsoError> {
+    let mut order = vec![0usize];
+    let mut next = 0;
+    while next < order.len() {
+        let d = order[next];
+        order.extend(dirs[d].records[2..].iter().filter_map(|r| match r.target {
+            Target::Dir(c) => Some(c),
+            _ => None,
+        }));
+        next += 1;
+    }
+    if order.len() > usize::from(u16::MAX) {
+        return Err(IsoError::InvalidPath {
+            path: "/".to_string(),
+            reason: format!("{} directories exceed the path table's 65535; use fewer", order.len()),
+        });
+    }
+    let mut renumber = vec![0usize; dirs.len()];
+    for (new, &old) in order.iter().enumerate() {
+        renumber[old] = new;
+    }
+    let mut slots: Vec<Option<DirPlan>> = dirs.into_iter().map(Some).collect();
+    let mut dirs: Vec<DirPlan> = order
+        .iter()
+        .map(|&old| slots[old].take().expect("each directory once"))
+        .collect();
+    for d in &mut dirs {
+        d.parent = renumber[d.parent];
+        for r in &mut d.records {
+            if let Target::Dir(c) = &mut r.target {
+                *c = renumber[*c];
+            }
+        }
+    }
+    Ok(dirs)
+}
+
+/// Sets each directory's extent size, records never straddling a sector (ECMA-119 6.8.1.1);
+/// returns the length of one path table.
+fn size_directories(dirs: &mut [DirPlan]) -> u32 {
+    for d in dirs.iter_mut() {
+        let mut size = 0usize;
+        for r in &d.records {
+            let len = r.len();
+            if size % SECTOR as usize + len > SECTOR as usize {
+                size = size.next_multiple_of(SECTOR as usize);
+            }
+            size += len;
+        }
+        d.size = size.next_multiple_of(SECTOR as usize) as u32;
+    }
+    dirs.iter().map(|d| path_table_record_len(d) as u32).sum()
+}
+
+/// Where the parts of the volume that are not directories or files start.
+struct Sectors {
+    /// The L path table.
+    l_path_table: u32,
+    /// The M path table.
+    m_path_table: u32,
+    /// The first continuation area.
+    continuation_lba: u32,
+    /// Sectors of continuation areas.
+    continuation_sectors: u32,
+    /// The boot catalog, when there is a boot image.
+    catalog_lba: Option<u32>,
+    /// First sector after the last file.
+    data_end: u32,
+}
+
+impl Sectors {
+    /// Gives every structure its sectors: 16 PVD, 17 El Torito boot record, then the
+    /// terminator, path tables, directories, continuation areas, boot catalog, files, and the
+    /// EFI image last (with the aliases inside it).
+    fn place(
+        dirs: &mut [DirPlan],
+        files: &mut [FilePlan<'_>],
+        boot: &BootFiles<'_>,
+        efi_file: Option<usize>,
+        path_table_len: u32,
+    ) -> Result<Sectors, IsoError> {
+        let path_table_sectors = path_table_len.div_ceil(SECTOR as u32);
+        let has_boot = boot.bios.is_some() || boot.efi.is_some();
+        let mut lba = PVD_LBA + 1;
+        if has_boot {
+            lba += 1;
+        }
+        lba += 1; // terminator
+        let l_path_table = lba;
+        lba += path_table_sectors;
+        let m_path_table = lba;
+        lba += path_table_sectors;
+        for d in dirs.iter_mut() {
+            d.lba = lba;
+            lba = checked_add(lba, d.size / SECTOR as u32)?;
+        }
+        let continuation_lba = lba;
+        let continuation_sectors = place_continuation_areas(dirs, continuation_lba);
+        lba += continuation_sectors;
+        let catalog_lba = has_boot.then_some(lba);
+        if has_boot {
+            lba += 1;
+        }
+        for (i, f) in files.iter_mut().enumerate() {
+            if Some(i) == efi_file || f.size == 0 || matches!(f.source, Source::Alias { .. }) {
+                continue;
+            }
+            f.lba = lba;
+            lba = checked_add(lba, f.size.div_ceil(SECTOR) as u32)?;
+        }
+        if let Some(i) = efi_file {
+            if boot.align_efi {
+                lba = lba.next_multiple_of(2);
+            }
+            let efi_lba = lba;
+            files[i].lba = efi_lba;
+            lba = checked_add(lba, files[i].size.div_ceil(SECTOR) as u32)?;
+            // The caller checked that each alias lies within the image, 2048-aligned.
+            for f in files.iter_mut() {
+                if let Source::Alias { offset } = f.source {
+                    f.lba = efi_lba + (offset / SECTOR) as u32;
+                }
+            }
+        }
+        Ok(Sectors {
+            l_path_table,
+            m_path_table,
+            continuation_lba,
+            continuation_sectors,
+            catalog_lba,
+            data_end: lba,
+        })
+    }
+}
+
+/// Packs every record's continuation areas into sectors from `first_lba` on, none straddling
+/// a sector (an area lies within one logical block); returns the sectors used.
+fn place_continuation_areas(dirs: &mut [DirPlan], first_lba: u32) -> u32 {
+    let mut cursor = (0u32, 0u32);
+    for d in dirs.iter_mut() {
+        for r in &mut d.records {
+            for a in 0..r.susp.areas.len() {
+                let len = r.susp.area_len(a) as u32;
+                if cursor.1 + len > CONTINUATION_MAX as u32 {
+                    cursor = (cursor.0 + 1, 0);
+                }
+                r.areas_at.push((first_lba + cursor.0, cursor.1));
+                cursor.1 += len;
+            }
+        }
+    }
+    if cursor == (0, 0) {
+        0
+    } else {
+        cursor.0 + 1
     }
 }
 

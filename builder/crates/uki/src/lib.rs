@@ -21,6 +21,8 @@
 //!
 //! The initrd and kernel can come from files and are streamed, never loaded whole.
 
+#![deny(missing_docs)]
+
 mod pe;
 
 use std::fs::File;
@@ -106,17 +108,30 @@ pub enum UkiError {
     SectionExists(String),
     /// A stub section's raw data is not aligned as the header says it must be.
     #[error("the EFI stub's section {name} starts at file offset {offset:#x}, not a multiple of FileAlignment {alignment:#x}: use an unmodified systemd-boot stub")]
-    UnalignedStubSection { name: String, offset: u32, alignment: u32 },
+    UnalignedStubSection {
+        /// The section's name.
+        name: String,
+        /// Its `PointerToRawData`.
+        offset: u32,
+        /// The optional header's `FileAlignment`.
+        alignment: u32,
+    },
     /// No room for the new section headers.
     #[error("the EFI stub has no room for {count} more section headers (they would end at {needed:#x}, the headers end at {available:#x}): use a systemd-boot stub built with header space")]
     NoHeaderRoom {
+        /// Section headers to add.
         count: usize,
+        /// File offset where they would end.
         needed: usize,
+        /// File offset where the header space ends.
         available: usize,
     },
     /// The header space the new section headers need holds data.
     #[error("the EFI stub has data after its section table at {offset:#x}, where the new section headers go: use an unmodified systemd-boot stub")]
-    HeaderNotEmpty { offset: usize },
+    HeaderNotEmpty {
+        /// File offset of the first non-zero byte.
+        offset: usize,
+    },
     /// The command line holds a NUL byte.
     #[error("the kernel command line contains a NUL byte at position {0}: the stub would cut it there; remove it")]
     CmdlineHasNul(usize),
@@ -128,10 +143,22 @@ pub enum UkiError {
     TooLarge,
     /// Reading an input file failed.
     #[error("cannot read {path}: {source}")]
-    ReadInput { path: PathBuf, source: io::Error },
+    ReadInput {
+        /// The input file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
     /// An input file changed size between planning and writing.
     #[error("{path} changed size while the UKI was written ({actual} bytes, expected {expected}): rebuild")]
-    InputChanged { path: PathBuf, expected: u64, actual: u64 },
+    InputChanged {
+        /// The input file.
+        path: PathBuf,
+        /// Its size when the layout was planned.
+        expected: u64,
+        /// Its size when written.
+        actual: u64,
+    },
     /// Writing the output failed.
     #[error("cannot write the UKI: {0}")]
     Write(io::Error),
@@ -202,131 +229,12 @@ pub fn write_uki(stub: &[u8], sections: &UkiSections<'_>, out: &mut impl Write) 
     if let Some(at) = sections.cmdline.iter().position(|&b| b == 0) {
         return Err(UkiError::CmdlineHasNul(at));
     }
-
-    // The kernel's setup header (Documentation/arch/x86/boot.rst): boot_flag 0xAA55 at 0x1fe,
-    // "HdrS" at 0x202. The x86 stub refuses anything else at boot; refuse it here instead.
-    let linux_head = data_prefix(&sections.linux, 4096)?;
-    if image.machine == MACHINE_AMD64
-        && (linux_head.get(0x1fe..0x200) != Some(&[0x55, 0xaa]) || linux_head.get(0x202..0x206) != Some(b"HdrS"))
-    {
-        return Err(UkiError::NotABzImage(describe(&sections.linux)));
-    }
-    let linux_size_of_image = PeImage::size_of_image(&linux_head).map_or(0, u64::from);
-
-    // Old stubs keep a COFF symbol table at the end of the file; image files should not have
-    // one, and new sections must not follow it, so drop it when it is last (as ukify does).
-    let mut stub_end = stub.len();
-    if image.pointer_to_symbol_table != 0 {
-        let start = image.pointer_to_symbol_table as usize;
-        let symbols_end = start.saturating_add(18usize.saturating_mul(image.number_of_symbols as usize));
-        let strings = stub
-            .get(symbols_end..symbols_end + 4)
-            .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap()));
-        if symbols_end.saturating_add(strings as usize) == stub.len() || symbols_end == stub.len() {
-            stub_end = start;
-            image.symbols_stripped = true;
-        }
-    }
-
-    let data_flags = SCN_CNT_INITIALIZED_DATA | SCN_MEM_READ;
-    let mut wanted: Vec<(&str, SectionData<'_>, u32)> = vec![
-        (".osrel", SectionData::Bytes(sections.osrel), data_flags),
-        (".cmdline", SectionData::Bytes(sections.cmdline), data_flags),
-    ];
-    if let Some(uname) = sections.uname {
-        wanted.push((".uname", SectionData::Bytes(uname), data_flags));
-    }
-    if let Some(initrd) = sections.initrd {
-        wanted.push((".initrd", initrd, data_flags));
-    }
-    wanted.push((".linux", sections.linux, SCN_CNT_CODE | SCN_MEM_READ));
-
-    for s in &image.sections {
-        let name = s.name_str();
-        if wanted.iter().any(|(n, _, _)| *n == name) {
-            return Err(UkiError::SectionExists(name));
-        }
-        if s.size_of_raw_data > 0 && s.pointer_to_raw_data % image.file_alignment != 0 {
-            return Err(UkiError::UnalignedStubSection {
-                name,
-                offset: s.pointer_to_raw_data,
-                alignment: image.file_alignment,
-            });
-        }
-    }
-
-    // Header room: everything before the first section's raw data and within SizeOfHeaders
-    // rounded up to FileAlignment (the rest of that block is padding).
-    let first_raw = image
-        .sections
-        .iter()
-        .filter(|s| s.size_of_raw_data > 0)
-        .map(|s| s.pointer_to_raw_data as usize)
-        .min()
-        .unwrap_or(usize::MAX);
-    let headers_end = (round_up(u64::from(image.size_of_headers), image.file_alignment) as usize).min(first_raw);
-    let old_table_end = image.section_table_offset + image.sections.len() * SECTION_HEADER_LEN;
-    let new_table_end = old_table_end + wanted.len() * SECTION_HEADER_LEN;
-    if new_table_end > headers_end || new_table_end > stub_end {
-        return Err(UkiError::NoHeaderRoom {
-            count: wanted.len(),
-            needed: new_table_end,
-            available: headers_end,
-        });
-    }
-    if let Some(i) = stub[old_table_end..new_table_end].iter().position(|&b| b != 0) {
-        return Err(UkiError::HeaderNotEmpty {
-            offset: old_table_end + i,
-        });
-    }
-    image.size_of_headers = headers_end as u32;
-
-    let mut next_va = image
-        .sections
-        .iter()
-        .map(|s| {
-            // A zero VirtualSize (object-file style) means the raw size.
-            let size = if s.virtual_size == 0 {
-                s.size_of_raw_data
-            } else {
-                s.virtual_size
-            };
-            u64::from(s.virtual_address) + u64::from(size)
-        })
-        .max()
-        .unwrap_or(u64::from(image.size_of_headers));
-    let mut file_pos = stub_end as u64;
-    let mut added = Vec::with_capacity(wanted.len());
-    for (name, data, characteristics) in wanted {
-        let len = data_len(&data)?;
-        let virtual_size = if name == ".linux" {
-            len.max(linux_size_of_image)
-        } else {
-            len
-        };
-        let va = round_up(next_va, image.section_alignment);
-        // Added sections start PAYLOAD_FILE_ALIGNMENT-aligned in the file (a multiple of
-        // FileAlignment, so still valid PE), so the kernel and initrd can be shared by
-        // containers with larger sectors (the hybrid ISO's 2 KiB blocks).
-        let pointer = round_up(file_pos, u32::max(image.file_alignment, PAYLOAD_FILE_ALIGNMENT));
-        let raw_size = round_up(len, image.file_alignment);
-        let header = SectionHeader {
-            name: section_name(name),
-            virtual_size: to_u32(virtual_size)?,
-            virtual_address: to_u32(va)?,
-            size_of_raw_data: to_u32(raw_size)?,
-            pointer_to_raw_data: to_u32(pointer)?,
-            characteristics,
-        };
-        to_u32(va + virtual_size)?;
-        to_u32(pointer + raw_size)?;
-        image.size_of_initialized_data = image.size_of_initialized_data.wrapping_add(header.virtual_size);
-        next_va = va + virtual_size;
-        file_pos = pointer + raw_size;
-        image.sections.push(header.clone());
-        added.push(NewSection { header, data, len });
-    }
-    let size_of_image = to_u32(round_up(next_va, image.section_alignment))?;
+    let linux_size_of_image = check_linux(&image, &sections.linux)?;
+    let stub_end = strip_symbol_table(&mut image, stub);
+    let wanted = wanted_sections(sections);
+    check_stub_sections(&image, &wanted)?;
+    claim_header_room(&mut image, stub, stub_end, wanted.len())?;
+    let (added, size_of_image) = place_sections(&mut image, wanted, stub_end as u64, linux_size_of_image)?;
 
     let mut head = stub[..stub_end].to_vec();
     image.patch(&mut head, size_of_image);
@@ -358,6 +266,164 @@ pub fn write_uki(stub: &[u8], sections: &UkiSections<'_>, out: &mut impl Write) 
         size_of_image,
         file_size: written,
     })
+}
+
+/// Checks that an x86 stub gets an x86 bzImage, and returns the kernel's own `SizeOfImage`
+/// (0 when it has none), which its section's virtual size must cover.
+fn check_linux(image: &PeImage, linux: &SectionData<'_>) -> Result<u64, UkiError> {
+    // The kernel's setup header (Documentation/arch/x86/boot.rst): boot_flag 0xAA55 at 0x1fe,
+    // "HdrS" at 0x202. The x86 stub refuses anything else at boot; refuse it here instead.
+    let linux_head = data_prefix(linux, 4096)?;
+    if image.machine == MACHINE_AMD64
+        && (linux_head.get(0x1fe..0x200) != Some(&[0x55, 0xaa]) || linux_head.get(0x202..0x206) != Some(b"HdrS"))
+    {
+        return Err(UkiError::NotABzImage(describe(linux)));
+    }
+    Ok(PeImage::size_of_image(&linux_head).map_or(0, u64::from))
+}
+
+/// Where the stub's bytes that the UKI keeps end. Old stubs keep a COFF symbol table at the
+/// end of the file; image files should not have one, and new sections must not follow it, so
+/// it is dropped when it is last (as ukify does).
+fn strip_symbol_table(image: &mut PeImage, stub: &[u8]) -> usize {
+    if image.pointer_to_symbol_table == 0 {
+        return stub.len();
+    }
+    let start = image.pointer_to_symbol_table as usize;
+    let symbols_end = start.saturating_add(18usize.saturating_mul(image.number_of_symbols as usize));
+    let strings = stub
+        .get(symbols_end..symbols_end + 4)
+        .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap()));
+    if symbols_end.saturating_add(strings as usize) == stub.len() || symbols_end == stub.len() {
+        image.symbols_stripped = true;
+        return start;
+    }
+    stub.len()
+}
+
+/// The sections to add, in file order, with their characteristics: `.osrel`, `.cmdline`,
+/// `.uname` and `.initrd` when given, and `.linux` last.
+fn wanted_sections<'a>(sections: &UkiSections<'a>) -> Vec<(&'static str, SectionData<'a>, u32)> {
+    let data_flags = SCN_CNT_INITIALIZED_DATA | SCN_MEM_READ;
+    let mut wanted: Vec<(&str, SectionData<'_>, u32)> = vec![
+        (".osrel", SectionData::Bytes(sections.osrel), data_flags),
+        (".cmdline", SectionData::Bytes(sections.cmdline), data_flags),
+    ];
+    if let Some(uname) = sections.uname {
+        wanted.push((".uname", SectionData::Bytes(uname), data_flags));
+    }
+    if let Some(initrd) = sections.initrd {
+        wanted.push((".initrd", initrd, data_flags));
+    }
+    wanted.push((".linux", sections.linux, SCN_CNT_CODE | SCN_MEM_READ));
+    wanted
+}
+
+/// Refuses a stub that already has one of the `wanted` sections, or whose sections are not
+/// aligned as its `FileAlignment` says.
+fn check_stub_sections(image: &PeImage, wanted: &[(&str, SectionData<'_>, u32)]) -> Result<(), UkiError> {
+    for s in &image.sections {
+        let name = s.name_str();
+        if wanted.iter().any(|(n, _, _)| *n == name) {
+            return Err(UkiError::SectionExists(name));
+        }
+        if s.size_of_raw_data > 0 && s.pointer_to_raw_data % image.file_alignment != 0 {
+            return Err(UkiError::UnalignedStubSection {
+                name,
+                offset: s.pointer_to_raw_data,
+                alignment: image.file_alignment,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `count` more section headers fit after the stub's table, in zeroed header
+/// space, and sets `SizeOfHeaders` to the whole header room. That room is everything before
+/// the first section's raw data and within `SizeOfHeaders` rounded up to `FileAlignment`
+/// (the rest of that block is padding).
+fn claim_header_room(image: &mut PeImage, stub: &[u8], stub_end: usize, count: usize) -> Result<(), UkiError> {
+    let first_raw = image
+        .sections
+        .iter()
+        .filter(|s| s.size_of_raw_data > 0)
+        .map(|s| s.pointer_to_raw_data as usize)
+        .min()
+        .unwrap_or(usize::MAX);
+    let headers_end = (round_up(u64::from(image.size_of_headers), image.file_alignment) as usize).min(first_raw);
+    let old_table_end = image.section_table_offset + image.sections.len() * SECTION_HEADER_LEN;
+    let new_table_end = old_table_end + count * SECTION_HEADER_LEN;
+    if new_table_end > headers_end || new_table_end > stub_end {
+        return Err(UkiError::NoHeaderRoom {
+            count,
+            needed: new_table_end,
+            available: headers_end,
+        });
+    }
+    if let Some(i) = stub[old_table_end..new_table_end].iter().position(|&b| b != 0) {
+        return Err(UkiError::HeaderNotEmpty {
+            offset: old_table_end + i,
+        });
+    }
+    image.size_of_headers = headers_end as u32;
+    Ok(())
+}
+
+/// Gives each of `wanted` its virtual address (after the stub's last section) and file
+/// offset (from `file_pos`, the end of the kept stub), adds its header to `image`, and returns
+/// the sections with the new `SizeOfImage`.
+fn place_sections<'a>(
+    image: &mut PeImage,
+    wanted: Vec<(&'static str, SectionData<'a>, u32)>,
+    mut file_pos: u64,
+    linux_size_of_image: u64,
+) -> Result<(Vec<NewSection<'a>>, u32), UkiError> {
+    let mut next_va = image
+        .sections
+        .iter()
+        .map(|s| {
+            // A zero VirtualSize (object-file style) means the raw size.
+            let size = if s.virtual_size == 0 {
+                s.size_of_raw_data
+            } else {
+                s.virtual_size
+            };
+            u64::from(s.virtual_address) + u64::from(size)
+        })
+        .max()
+        .unwrap_or(u64::from(image.size_of_headers));
+    let mut added = Vec::with_capacity(wanted.len());
+    for (name, data, characteristics) in wanted {
+        let len = data_len(&data)?;
+        let virtual_size = if name == ".linux" {
+            len.max(linux_size_of_image)
+        } else {
+            len
+        };
+        let va = round_up(next_va, image.section_alignment);
+        // Added sections start PAYLOAD_FILE_ALIGNMENT-aligned in the file (a multiple of
+        // FileAlignment, so still valid PE), so the kernel and initrd can be shared by
+        // containers with larger sectors (the hybrid ISO's 2 KiB blocks).
+        let pointer = round_up(file_pos, u32::max(image.file_alignment, PAYLOAD_FILE_ALIGNMENT));
+        let raw_size = round_up(len, image.file_alignment);
+        let header = SectionHeader {
+            name: section_name(name),
+            virtual_size: to_u32(virtual_size)?,
+            virtual_address: to_u32(va)?,
+            size_of_raw_data: to_u32(raw_size)?,
+            pointer_to_raw_data: to_u32(pointer)?,
+            characteristics,
+        };
+        to_u32(va + virtual_size)?;
+        to_u32(pointer + raw_size)?;
+        image.size_of_initialized_data = image.size_of_initialized_data.wrapping_add(header.virtual_size);
+        next_va = va + virtual_size;
+        file_pos = pointer + raw_size;
+        image.sections.push(header.clone());
+        added.push(NewSection { header, data, len });
+    }
+    let size_of_image = to_u32(round_up(next_va, image.section_alignment))?;
+    Ok((added, size_of_image))
 }
 
 fn write_zeros(out: &mut impl Write, mut n: u64) -> Result<(), UkiError> {

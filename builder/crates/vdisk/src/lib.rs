@@ -13,7 +13,7 @@
 //! - [`vmdk`]: VMware monolithicSparse (Workstation, Fusion, VirtualBox) and streamOptimized
 //!   (ESXi, OVA) (VMware Virtual Disk Format 1.1 / 5.0).
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod raw;
 pub mod vhdx;

@@ -100,28 +100,26 @@ impl<'a, W: Write + Seek> SparseSink<'a, W> {
         if len != 0 {
             return Err(Error::OutputNotEmpty { format, len });
         }
-        Ok(SparseSink {
-            out,
-            format,
-            pos: 0,
-            end: 0,
-            pages: 0,
-            last_page: None,
-        })
+        Ok(Self::at_start(out, format))
     }
 
     /// Wraps an output whose unwritten parts already read as zeros (a fresh sparse file).
     pub(crate) fn new_zeroed(out: &'a mut W, format: &'static str) -> Result<Self> {
         out.seek(SeekFrom::Start(0))
             .map_err(|source| Error::Write { format, source })?;
-        Ok(SparseSink {
+        Ok(Self::at_start(out, format))
+    }
+
+    /// A sink that has written nothing yet.
+    fn at_start(out: &'a mut W, format: &'static str) -> Self {
+        SparseSink {
             out,
             format,
             pos: 0,
             end: 0,
             pages: 0,
             last_page: None,
-        })
+        }
     }
 
     fn io(&self, source: io::Error) -> Error {

@@ -17,24 +17,10 @@ use uvmkit_vdisk::{
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 
-use uvmkit_testkit::{have, run, ScratchDir};
+use uvmkit_testkit::{have, nonzero_pattern, run, ScratchDir};
 
 fn qemu_img(args: &[&str]) -> (bool, String) {
     run("qemu-img", args)
-}
-
-/// `len` bytes of a fixed pseudo-random sequence with no zero pages.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&(x | 1).to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 /// A disk with scattered data: the first and last sector, a host-file extent straddling a
@@ -43,17 +29,17 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
 /// ranges that hold non-zero data.
 fn scattered(size: u64, dir: &Path) -> (SparseImage, Vec<(u64, u64)>) {
     let blob = dir.join("blob.bin");
-    std::fs::write(&blob, pattern(400_000, 7)).unwrap();
+    std::fs::write(&blob, nonzero_pattern(400_000, 7)).unwrap();
     let mut img = SparseImage::new(size);
     let boundary = (32 * MIB).min(size / 2 / MIB * MIB);
     let zeros_at = size / 4 / MIB * MIB;
     let deep = size / 4 * 3 + 12_345;
     let straddle = (boundary - 100_000, 300_003);
-    img.put_bytes(0, pattern(512, 1)).unwrap();
+    img.put_bytes(0, nonzero_pattern(512, 1)).unwrap();
     img.put_file(straddle.0, &blob, 1_000, straddle.1).unwrap();
     img.put_bytes(zeros_at, vec![0; 2 * MIB as usize]).unwrap();
-    img.put_bytes(deep, pattern(7, 3)).unwrap();
-    img.put_bytes(size - 512, pattern(512, 2)).unwrap();
+    img.put_bytes(deep, nonzero_pattern(7, 3)).unwrap();
+    img.put_bytes(size - 512, nonzero_pattern(512, 2)).unwrap();
     let data = vec![(0, 512), straddle, (deep, 7), (size - 512, 512)];
     (img, data)
 }

@@ -1,5 +1,5 @@
 //! Helpers the tool-driven tests share: scratch directories, writing an image out sparsely,
-//! running the e2fsprogs readers.
+//! running the e2fsprogs readers, test data.
 
 #![allow(dead_code)]
 
@@ -9,7 +9,7 @@ use std::process::Command;
 
 use uvmkit_disk::SparseImage;
 
-pub use uvmkit_testkit::{have, run, tool_path, ScratchDir};
+pub use uvmkit_testkit::{have, pattern, run, tool_path, ScratchDir};
 
 /// Writes `image` to `path` as a sparse raw file: only its extents are written.
 pub fn write_sparse(image: &SparseImage, path: &Path) {
@@ -44,18 +44,4 @@ pub fn debugfs(path: &Path, request: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// `len` bytes of a fixed pseudo-random sequence (xorshift), different per `seed`.
-pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
