@@ -4,7 +4,7 @@
 //! Disks behind SCSI and SATA controllers are probed asynchronously after their driver loads,
 //! so the search polls `/sys/class/block` for a short while before giving up.
 //!
-//! With `[data_disk]` in the configuration the partition is mounted at [`MOUNT_POINT`] and the
+//! With `[data_disk]` in the configuration the partition is mounted at [`DATA_MOUNT_POINT`] and the
 //! configured directories (`/var/lib/docker`, ...) are bind-mounted from it. When no data
 //! partition exists and `format_blank` is set, a whole disk that is entirely blank (zeros in
 //! its first and last MiB, where partition tables and file system signatures live) gets a GPT
@@ -21,15 +21,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use uvmkit_disk::gpt::{self, GptPartition};
 use uvmkit_disk::Guid;
 use uvmkit_ext4::{build_ext4, Ext4Options, FileTree};
+use uvmkit_init_config::{DATA_LABEL, DATA_MOUNT_POINT};
 
 use crate::log;
 use crate::sys;
-
-/// The label uvmkit gives the data partition.
-pub const DATA_LABEL: &str = "uvmkit-data";
-
-/// Where the data partition (or, without one, a tmpfs) is mounted.
-pub const MOUNT_POINT: &str = "/var/lib/uvmkit-data";
 
 /// How much of each end of a disk must read as zeros for it to count as blank.
 pub const BLANK_CHECK_BYTES: u64 = 1 << 20;
@@ -377,12 +372,12 @@ impl SeekEnd for File {
     }
 }
 
-/// Mounts the data partition at [`MOUNT_POINT`] (a tmpfs when there is none or it cannot be
+/// Mounts the data partition at [`DATA_MOUNT_POINT`] (a tmpfs when there is none or it cannot be
 /// mounted) and bind-mounts each of `binds` from the directory named by its last component.
 pub fn mount_state(partition: Option<&DataPartition>, binds: &[PathBuf]) {
-    let target = Path::new(MOUNT_POINT);
+    let target = Path::new(DATA_MOUNT_POINT);
     if let Err(err) = fs::DirBuilder::new().recursive(true).mode(0o755).create(target) {
-        log!("cannot create {MOUNT_POINT}: {err}");
+        log!("cannot create {DATA_MOUNT_POINT}: {err}");
         return;
     }
     let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOATIME;
@@ -390,19 +385,19 @@ pub fn mount_state(partition: Option<&DataPartition>, binds: &[PathBuf]) {
         let device = p.device.to_str()?;
         match sys::mount(Some(device), target, Some("ext4"), flags, None) {
             Ok(()) => {
-                log!("data partition {device} mounted on {MOUNT_POINT}");
+                log!("data partition {device} mounted on {DATA_MOUNT_POINT}");
                 Some(())
             }
             Err(err) => {
-                log!("cannot mount {device} (ext4) on {MOUNT_POINT}: {err}; is the ext4 module in the image?");
+                log!("cannot mount {device} (ext4) on {DATA_MOUNT_POINT}: {err}; is the ext4 module in the image?");
                 None
             }
         }
     });
     if on_disk.is_none() {
         match sys::mount(Some("tmpfs"), target, Some("tmpfs"), flags, Some("mode=0755")) {
-            Ok(()) => log!("no data disk: {MOUNT_POINT} is a tmpfs; state is lost at power off"),
-            Err(err) => log!("cannot mount a tmpfs on {MOUNT_POINT}: {err}"),
+            Ok(()) => log!("no data disk: {DATA_MOUNT_POINT} is a tmpfs; state is lost at power off"),
+            Err(err) => log!("cannot mount a tmpfs on {DATA_MOUNT_POINT}: {err}"),
         }
     }
     for bind in binds {
