@@ -3,14 +3,18 @@
 //! files the definition adds. Pure and deterministic: the same inputs give the same tree.
 
 use crate::closure::{self, ClosureError, ClosureReport};
-use crate::config::{ExtraFile, ExtraFileKind, ImageDefinition, PackageSelection, ServiceSpec};
+use crate::config::{ExtraFile, ExtraFileKind, ImageDefinition, PackageSelection};
 use crate::kernel::ModuleSelection;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fmt;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use uvmkit_filetree::{FileData, FileTree, Node, NodeKind, TreeError, TreePath};
+use uvmkit_init_config::{
+    DataDiskSection, InitConfig, ModuleSpec, NetworkSection, PreloadImage, PreloadSection, RootMode, StaticSection,
+};
 
 /// What a package contributes when its `[[packages]]` entry gives no `include`: its programs
 /// and its configuration.
@@ -168,7 +172,7 @@ pub fn assemble(inputs: &AssemblyInputs) -> Result<AssembledTree, AssembleError>
     tree.insert(&p("/sbin/poweroff"), Node::symlink("/init"))?;
     tree.insert(&p("/sbin/reboot"), Node::symlink("/init"))?;
     tree.insert(
-        &p("/etc/uvmkit/init.toml"),
+        &p(uvmkit_init_config::CONFIG_PATH),
         Node::file(
             FileData::inline(init_config(def, inputs.kernel_release, inputs.modules, &preloaded)),
             0o644,
@@ -462,83 +466,62 @@ fn add_preload_images(
     Ok(images)
 }
 
-/// The part of the init's configuration serde writes: services and preloaded images.
-#[derive(Serialize)]
-struct InitServices<'a> {
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    services: &'a [ServiceSpec],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    preload: Option<InitPreload<'a>>,
-}
-
-/// `[preload]` as the init reads it.
-#[derive(Serialize)]
-struct InitPreload<'a> {
-    after: &'a str,
-    command: &'a [String],
-    images: &'a [PreloadedImage],
-}
-
-/// `/etc/uvmkit/init.toml`: what the init needs to know (see `init/src/config.rs`).
+/// `/etc/uvmkit/init.toml`: what the init needs to know, in the types both sides share.
 pub fn init_config(
     def: &ImageDefinition,
     kernel_release: &str,
     modules: &ModuleSelection,
     preloaded: &[PreloadedImage],
 ) -> String {
-    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
-    let mut out = String::from("# Written by uvmkit build; read by the init (PID 1) at boot.\n");
-    out.push_str(&format!("hostname = {}\n", q(&def.hostname)));
-    out.push_str(&format!(
-        "root = {}\n",
-        q(if def.init.root_on_tmpfs { "tmpfs" } else { "initramfs" })
-    ));
-    out.push_str(&format!("kernel_release = {}\n", q(kernel_release)));
-    let list = |items: &[String]| items.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ");
-    if let Some(network) = &def.network {
-        out.push_str(&format!(
-            "\n[network]\ndhcp = {}\ntimeout = {}\n",
-            network.dhcp, network.timeout
-        ));
-        if let Some(s) = &network.static_v4 {
-            out.push_str(&format!("\n[network.static]\naddress = {}\n", q(&s.address)));
-            if let Some(gateway) = &s.gateway {
-                out.push_str(&format!("gateway = {}\n", q(gateway)));
-            }
-            out.push_str(&format!("dns = [{}]\n", list(&s.dns)));
-        }
-    }
-    if let Some(data) = &def.data_disk {
-        out.push_str(&format!(
-            "\n[data_disk]\nformat_blank = {}\nidentity = {}\nbinds = [{}]\n",
-            data.format_blank,
-            data.identity,
-            list(&data.binds)
-        ));
-    }
-    for m in &modules.modules {
-        let deps: Vec<String> = m.depends.iter().map(|d| q(d)).collect();
-        out.push_str(&format!(
-            "\n[[modules]]\nname = {}\npath = {}\ndepends = [{}]\n",
-            q(&m.name),
-            q(&m.path),
-            deps.join(", ")
-        ));
-    }
-    let services = InitServices {
-        services: &def.services,
-        preload: def.preload.as_ref().map(|preload| InitPreload {
-            after: &preload.service,
-            command: &preload.command,
-            images: preloaded,
+    // `config::validate` has checked every address of the definition.
+    let ipv4 = |text: &String| -> Ipv4Addr { text.parse().expect("validated IPv4 address") };
+    let config = InitConfig {
+        hostname: def.hostname.clone(),
+        root: if def.init.root_on_tmpfs {
+            RootMode::Tmpfs
+        } else {
+            RootMode::Initramfs
+        },
+        root_size: None,
+        kernel_release: Some(kernel_release.to_string()),
+        modules: modules
+            .modules
+            .iter()
+            .map(|m| ModuleSpec {
+                name: m.name.clone(),
+                path: m.path.clone().into(),
+                depends: m.depends.clone(),
+            })
+            .collect(),
+        network: def.network.as_ref().map(|network| NetworkSection {
+            dhcp: network.dhcp,
+            timeout: network.timeout,
+            static_v4: network.static_v4.as_ref().map(|s| StaticSection {
+                address: s.address.clone(),
+                gateway: s.gateway.as_ref().map(ipv4),
+                dns: s.dns.iter().map(ipv4).collect(),
+            }),
+        }),
+        data_disk: def.data_disk.as_ref().map(|data| DataDiskSection {
+            format_blank: data.format_blank,
+            binds: data.binds.iter().map(PathBuf::from).collect(),
+            identity: data.identity,
+        }),
+        services: def.services.clone(),
+        preload: def.preload.as_ref().map(|preload| PreloadSection {
+            after: preload.service.clone(),
+            command: preload.command.clone(),
+            images: preloaded
+                .iter()
+                .map(|image| PreloadImage {
+                    path: image.path.clone().into(),
+                    sha256: image.sha256.clone(),
+                })
+                .collect(),
         }),
     };
-    let text = toml::to_string(&services).expect("services serialize as TOML");
-    if !text.is_empty() {
-        out.push('\n');
-        out.push_str(&text);
-    }
-    out
+    let text = toml::to_string(&config).expect("the init configuration serializes as TOML");
+    format!("# Written by uvmkit build; read by the init (PID 1) at boot.\n{text}")
 }
 
 fn os_release(def: &ImageDefinition) -> String {
@@ -609,22 +592,27 @@ mod tests {
     fn init_config_carries_network_and_data_disk() {
         let modules = ModuleSelection::default();
         let plain = init_config(&definition("name = \"t\"\n"), "6.1", &modules, &[]);
-        assert!(
-            !plain.contains("[network]") && !plain.contains("[data_disk]"),
-            "{plain}"
+        assert_eq!(
+            plain,
+            "# Written by uvmkit build; read by the init (PID 1) at boot.\n\
+             hostname = \"uvmkit\"\nroot = \"tmpfs\"\nkernel_release = \"6.1\"\n"
         );
         let def = definition(
             "name = \"t\"\n[network]\ndhcp = false\n[network.static]\naddress = \"10.0.0.2/8\"\ngateway = \"10.0.0.1\"\ndns = [\"10.0.0.1\"]\n[data_disk]\nformat_blank = true\nbinds = [\"/var/lib/docker\"]\n",
         );
-        let text = init_config(&def, "6.1", &modules, &[]);
-        let value: toml::Value = toml::from_str(&text).unwrap();
-        assert_eq!(value["network"]["dhcp"].as_bool(), Some(false));
-        assert_eq!(value["network"]["timeout"].as_integer(), Some(30));
-        assert_eq!(value["network"]["static"]["address"].as_str(), Some("10.0.0.2/8"));
-        assert_eq!(value["network"]["static"]["dns"][0].as_str(), Some("10.0.0.1"));
-        assert_eq!(value["data_disk"]["format_blank"].as_bool(), Some(true));
-        assert_eq!(value["data_disk"]["identity"].as_bool(), Some(false));
-        assert_eq!(value["data_disk"]["binds"][0].as_str(), Some("/var/lib/docker"));
+        // The init reads it with the same types and accepts every value.
+        let config: InitConfig = toml::from_str(&init_config(&def, "6.1", &modules, &[])).unwrap();
+        assert_eq!((config.check_base(), config.check_services()), (Ok(()), Ok(())));
+        let network = config.network.unwrap();
+        assert!(!network.dhcp);
+        assert_eq!(network.timeout, 30);
+        let static_v4 = network.static_v4.unwrap();
+        assert_eq!(static_v4.address_and_prefix(), Some((Ipv4Addr::new(10, 0, 0, 2), 8)));
+        assert_eq!(static_v4.gateway, Some(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(static_v4.dns, [Ipv4Addr::new(10, 0, 0, 1)]);
+        let data = config.data_disk.unwrap();
+        assert!(data.format_blank && !data.identity);
+        assert_eq!(data.binds, [PathBuf::from("/var/lib/docker")]);
     }
 
     /// Assembles `def` with one package holding `/usr/bin/tool`, from `base_dir`.

@@ -22,7 +22,7 @@ use uvmkit_filetree::{FileData, FileTree};
 pub static INIT_BINARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/uvmkit-init"));
 
 /// The label the init looks for to find its data partition.
-pub const DATA_LABEL: &str = "uvmkit-data";
+pub use uvmkit_init_config::DATA_LABEL;
 
 /// Default `SOURCE_DATE_EPOCH` (1980-01-01, the FAT epoch): builds are reproducible even when
 /// the variable is not set.

@@ -4,7 +4,7 @@
 //! Disks behind SCSI and SATA controllers are probed asynchronously after their driver loads,
 //! so the search polls `/sys/class/block` for a short while before giving up.
 //!
-//! With `[data_disk]` in the configuration the partition is mounted at [`MOUNT_POINT`] and the
+//! With `[data_disk]` in the configuration the partition is mounted at [`DATA_MOUNT_POINT`] and the
 //! configured directories (`/var/lib/docker`, ...) are bind-mounted from it. When no data
 //! partition exists and `format_blank` is set, a whole disk that is entirely blank (zeros in
 //! its first and last MiB, where partition tables and file system signatures live) gets a GPT
@@ -18,18 +18,14 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use uvmkit_disk::gpt::{self, GptPartition};
+use thiserror::Error;
+use uvmkit_disk::gpt::{self, GptError, GptPartition};
 use uvmkit_disk::Guid;
-use uvmkit_ext4::{build_ext4, Ext4Options, FileTree};
+use uvmkit_ext4::{build_ext4, Ext4Error, Ext4Options, FileTree};
+use uvmkit_init_config::{DATA_LABEL, DATA_MOUNT_POINT};
 
 use crate::log;
 use crate::sys;
-
-/// The label uvmkit gives the data partition.
-pub const DATA_LABEL: &str = "uvmkit-data";
-
-/// Where the data partition (or, without one, a tmpfs) is mounted.
-pub const MOUNT_POINT: &str = "/var/lib/uvmkit-data";
 
 /// How much of each end of a disk must read as zeros for it to count as blank.
 pub const BLANK_CHECK_BYTES: u64 = 1 << 20;
@@ -42,6 +38,73 @@ const PARTITION_ALIGN: u64 = 1 << 20;
 
 /// `BLKRRPART` from `include/uapi/linux/fs.h`: re-read the partition table.
 const BLKRRPART: libc::c_ulong = 0x125F;
+
+/// Why a blank disk could not be made into the data disk; the disk's name is added by the
+/// log line that reports it.
+#[derive(Debug, Error)]
+pub enum DataDiskError {
+    /// The disk cannot hold a partition between the GPT's structures.
+    #[error("{disk_bytes} bytes is too small for a data partition")]
+    TooSmall {
+        /// The disk's size.
+        disk_bytes: u64,
+    },
+    /// The GPT could not be laid out for this disk.
+    #[error("cannot lay out the partition table: {0}")]
+    Gpt(#[from] GptError),
+    /// Writing the protective MBR or a GPT failed.
+    #[error("cannot write the partition table: {0}")]
+    WritePartitionTable(#[source] io::Error),
+    /// The empty ext4 file system could not be built.
+    #[error("cannot build the file system: {0}")]
+    Ext4(#[from] Ext4Error),
+    /// Writing the file system's metadata failed.
+    #[error("cannot write the file system: {0}")]
+    WriteFileSystem(#[source] io::Error),
+    /// The device could not be opened exclusively: something uses it.
+    #[error("cannot open {} exclusively: {source}; left alone", .device.display())]
+    Open {
+        /// The device node.
+        device: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The device's size could not be read.
+    #[error("cannot size {}: {source}", .device.display())]
+    Size {
+        /// The device node.
+        device: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The device's first or last MiB could not be read to check that it is blank.
+    #[error("cannot read {}: {source}; left alone", .device.display())]
+    Read {
+        /// The device node.
+        device: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// No random bytes for the GUIDs and the ext4 UUID and hash seed.
+    #[error("cannot read /dev/urandom: {0}")]
+    Random(#[source] io::Error),
+    /// The written tables and file system could not be flushed to the device.
+    #[error("cannot flush {}: {source}", .device.display())]
+    Flush {
+        /// The device node.
+        device: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// `BLKRRPART` failed, so the kernel does not know the new partition yet.
+    #[error("the kernel did not re-read the new partition table of {}: {source}", .device.display())]
+    Reread {
+        /// The device node.
+        device: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+}
 
 /// A partition found by [`find`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,10 +206,10 @@ pub fn write_partition_table(
     disk_bytes: u64,
     disk_guid: Guid,
     partition_guid: Guid,
-) -> Result<(u64, u64), String> {
+) -> Result<(u64, u64), DataDiskError> {
     let (start, end) = partition_range(disk_bytes);
     if end <= start {
-        return Err(format!("{disk_bytes} bytes is too small for a data partition"));
+        return Err(DataDiskError::TooSmall { disk_bytes });
     }
     let partition = GptPartition {
         type_guid: Guid::LINUX_FILESYSTEM,
@@ -156,10 +219,10 @@ pub fn write_partition_table(
         attributes: 0,
         name: DATA_LABEL.to_string(),
     };
-    let tables = gpt::build_gpt(disk_bytes, disk_guid, &[partition]).map_err(|e| e.to_string())?;
+    let tables = gpt::build_gpt(disk_bytes, disk_guid, &[partition])?;
     let write = |bytes: &[u8], offset: u64| {
         disk.write_all_at(bytes, offset)
-            .map_err(|e| format!("cannot write the partition table: {e}"))
+            .map_err(DataDiskError::WritePartitionTable)
     };
     write(&gpt::protective_mbr(disk_bytes), 0)?;
     write(&tables.primary, 512)?;
@@ -227,7 +290,7 @@ pub fn format_ext4(
     uuid: [u8; 16],
     hash_seed: [u8; 16],
     mtime: u32,
-) -> Result<(), String> {
+) -> Result<(), DataDiskError> {
     let image = build_ext4(
         &FileTree::new(),
         &Ext4Options {
@@ -240,11 +303,10 @@ pub fn format_ext4(
             assume_zeroed: false,
             ..Ext4Options::default()
         },
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     image
         .write_extents(&mut Window::new(dev, offset, len))
-        .map_err(|e| format!("cannot write the file system: {e}"))
+        .map_err(DataDiskError::WriteFileSystem)
 }
 
 /// A random (version 4) GUID from `bytes`, given in text order.
@@ -316,7 +378,7 @@ pub fn prepare_blank_disk() -> Option<DataPartition> {
 }
 
 /// Partitions and formats `/dev/NAME` if it is blank; `Ok(None)` (logged) when it is not.
-fn format_disk(name: &str) -> Result<Option<DataPartition>, String> {
+fn format_disk(name: &str) -> Result<Option<DataPartition>, DataDiskError> {
     let started = Instant::now();
     let device = Path::new("/dev").join(name);
     // O_EXCL on a block device fails while anything has it mounted or claimed.
@@ -325,15 +387,23 @@ fn format_disk(name: &str) -> Result<Option<DataPartition>, String> {
         .write(true)
         .custom_flags(libc::O_EXCL)
         .open(&device)
-        .map_err(|e| format!("cannot open {} exclusively: {e}; left alone", device.display()))?;
-    let size = disk
-        .seek_end()
-        .map_err(|e| format!("cannot size {}: {e}", device.display()))?;
-    if !is_blank(&disk, size).map_err(|e| format!("cannot read {}: {e}; left alone", device.display()))? {
+        .map_err(|source| DataDiskError::Open {
+            device: device.clone(),
+            source,
+        })?;
+    let size = disk.seek_end().map_err(|source| DataDiskError::Size {
+        device: device.clone(),
+        source,
+    })?;
+    let blank = is_blank(&disk, size).map_err(|source| DataDiskError::Read {
+        device: device.clone(),
+        source,
+    })?;
+    if !blank {
         log!("disk {name}: not formatted as {DATA_LABEL}: it holds data in its first or last MiB; left alone");
         return Ok(None);
     }
-    let random = random_bytes().map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+    let random = random_bytes().map_err(DataDiskError::Random)?;
     let part = |i: usize| <[u8; 16]>::try_from(&random[i * 16..i * 16 + 16]).unwrap_or_default();
     let (start, end) = write_partition_table(&disk, size, random_guid(part(0)), random_guid(part(1)))?;
     let now = SystemTime::now()
@@ -348,15 +418,16 @@ fn format_disk(name: &str) -> Result<Option<DataPartition>, String> {
         part(3),
         now,
     )?;
-    disk.sync_all()
-        .map_err(|e| format!("cannot flush {}: {e}", device.display()))?;
+    disk.sync_all().map_err(|source| DataDiskError::Flush {
+        device: device.clone(),
+        source,
+    })?;
     // SAFETY: BLKRRPART takes no argument; the descriptor is open.
     if unsafe { libc::ioctl(disk.as_raw_fd(), BLKRRPART as _, 0) } != 0 {
-        return Err(format!(
-            "the kernel did not re-read the new partition table of {}: {}",
-            device.display(),
-            io::Error::last_os_error()
-        ));
+        return Err(DataDiskError::Reread {
+            device,
+            source: io::Error::last_os_error(),
+        });
     }
     drop(disk);
     log!(
@@ -377,12 +448,12 @@ impl SeekEnd for File {
     }
 }
 
-/// Mounts the data partition at [`MOUNT_POINT`] (a tmpfs when there is none or it cannot be
+/// Mounts the data partition at [`DATA_MOUNT_POINT`] (a tmpfs when there is none or it cannot be
 /// mounted) and bind-mounts each of `binds` from the directory named by its last component.
 pub fn mount_state(partition: Option<&DataPartition>, binds: &[PathBuf]) {
-    let target = Path::new(MOUNT_POINT);
+    let target = Path::new(DATA_MOUNT_POINT);
     if let Err(err) = fs::DirBuilder::new().recursive(true).mode(0o755).create(target) {
-        log!("cannot create {MOUNT_POINT}: {err}");
+        log!("cannot create {DATA_MOUNT_POINT}: {err}");
         return;
     }
     let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOATIME;
@@ -390,19 +461,19 @@ pub fn mount_state(partition: Option<&DataPartition>, binds: &[PathBuf]) {
         let device = p.device.to_str()?;
         match sys::mount(Some(device), target, Some("ext4"), flags, None) {
             Ok(()) => {
-                log!("data partition {device} mounted on {MOUNT_POINT}");
+                log!("data partition {device} mounted on {DATA_MOUNT_POINT}");
                 Some(())
             }
             Err(err) => {
-                log!("cannot mount {device} (ext4) on {MOUNT_POINT}: {err}; is the ext4 module in the image?");
+                log!("cannot mount {device} (ext4) on {DATA_MOUNT_POINT}: {err}; is the ext4 module in the image?");
                 None
             }
         }
     });
     if on_disk.is_none() {
         match sys::mount(Some("tmpfs"), target, Some("tmpfs"), flags, Some("mode=0755")) {
-            Ok(()) => log!("no data disk: {MOUNT_POINT} is a tmpfs; state is lost at power off"),
-            Err(err) => log!("cannot mount a tmpfs on {MOUNT_POINT}: {err}"),
+            Ok(()) => log!("no data disk: {DATA_MOUNT_POINT} is a tmpfs; state is lost at power off"),
+            Err(err) => log!("cannot mount a tmpfs on {DATA_MOUNT_POINT}: {err}"),
         }
     }
     for bind in binds {
@@ -521,6 +592,30 @@ mod disk_tests {
         file.read_exact_at(&mut got, 108).unwrap();
         assert_eq!(&got, b"ab");
         assert!(w.seek(SeekFrom::Current(-20)).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_disk_too_small_for_a_partition_is_refused_unwritten() {
+        let dir = scratch("too-small");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.join("disk"))
+            .unwrap();
+        let bytes = 1 << 20;
+        file.set_len(bytes).unwrap();
+        let err = write_partition_table(&file, bytes, random_guid([1; 16]), random_guid([2; 16])).unwrap_err();
+        assert!(
+            matches!(err, DataDiskError::TooSmall { disk_bytes } if disk_bytes == bytes),
+            "{err}"
+        );
+        assert_eq!(err.to_string(), "1048576 bytes is too small for a data partition");
+        let mut head = vec![0u8; 4096];
+        file.read_exact_at(&mut head, 0).unwrap();
+        assert!(head.iter().all(|&b| b == 0), "nothing was written");
         fs::remove_dir_all(&dir).unwrap();
     }
 

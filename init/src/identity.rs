@@ -3,7 +3,7 @@
 //! host keys installed where sshd reads them.
 //!
 //! The client bundle users copy to `~/.docker` (`ca.pem`, `cert.pem`, `key.pem`) is
-//! [`CLIENT_BUNDLE`]; the server side is in `IDENTITY_DIR/tls/` (`ca.pem`, `server-cert.pem`,
+//! [`CLIENT_BUNDLE_DIR`]; the server side is in `IDENTITY_DIR/tls/` (`ca.pem`, `server-cert.pem`,
 //! `server-key.pem`).
 
 use std::fs;
@@ -14,14 +14,9 @@ use std::path::Path;
 use std::time::{Instant, SystemTime};
 
 use uvmkit_identity::{ensure_identity, ServerNames};
+use uvmkit_init_config::{CLIENT_BUNDLE_DIR, IDENTITY_DIR};
 
 use crate::log;
-
-/// Where the identity lives: on the data disk (or its tmpfs stand-in).
-pub const IDENTITY_DIR: &str = "/var/lib/uvmkit-data/uvmkit/identity";
-
-/// The Docker client bundle (`ca.pem`, `cert.pem`, `key.pem`).
-pub const CLIENT_BUNDLE: &str = "/var/lib/uvmkit-data/uvmkit/identity/tls/client";
 
 /// Where sshd reads its host keys.
 pub const SSH_DIR: &str = "/etc/ssh";
@@ -60,7 +55,7 @@ pub fn ensure(hostname: &str, addresses: &[Ipv4Addr]) {
         Err(err) => log!("identity: cannot install the SSH host keys in {SSH_DIR}: {err}"),
     }
     log!(
-        "identity ready in {} ms; Docker client bundle in {CLIENT_BUNDLE}",
+        "identity ready in {} ms; Docker client bundle in {CLIENT_BUNDLE_DIR}",
         started.elapsed().as_millis()
     );
 }

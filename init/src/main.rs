@@ -5,6 +5,8 @@
 //! machine off or reboots on request. Installed as `/sbin/poweroff` or `/sbin/reboot`
 //! (symlinks to `/init`) it asks PID 1 to do so.
 
+#![deny(missing_docs)]
+
 mod config;
 mod datadisk;
 mod identity;

@@ -8,9 +8,9 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::config::ModuleSpec;
 use crate::log;
 use crate::sys;
+use uvmkit_init_config::ModuleSpec;
 
 /// Something that keeps a load order from being exact; the modules are still loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]

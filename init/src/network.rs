@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use uvmkit_net::{NetworkConfig, NetworkHandle, StaticV4};
 
-use crate::config::NetworkSection;
 use crate::log;
+use uvmkit_init_config::NetworkSection;
 
 /// The running network, kept so that shutdown can release the DHCP leases.
 static RUNNING: OnceLock<NetworkHandle> = OnceLock::new();
@@ -74,8 +74,8 @@ pub fn release() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::StaticSection;
     use std::net::Ipv4Addr;
+    use uvmkit_init_config::StaticSection;
 
     #[test]
     fn section_maps_to_the_net_crate_config() {

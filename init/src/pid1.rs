@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, RootMode, CONFIG_PATH};
+use uvmkit_init_config::{InitConfig, RootMode, CONFIG_PATH, DATA_LABEL};
+
+use crate::config;
 use crate::datadisk;
 use crate::identity;
 use crate::log;
@@ -132,8 +134,8 @@ impl NoCtty for OpenOptions {
     }
 }
 
-fn load_config() -> Config {
-    match Config::load(Path::new(CONFIG_PATH)) {
+fn load_config() -> InitConfig {
+    match config::load(Path::new(CONFIG_PATH)) {
         Ok(Some((config, services_error))) => {
             if let Some(err) = services_error {
                 log!("{err}");
@@ -143,13 +145,13 @@ fn load_config() -> Config {
         }
         Ok(None) => {
             log!("{CONFIG_PATH} is missing; using defaults");
-            Config::default()
+            InitConfig::default()
         }
         Err(err) => {
             // The parser's message spans several lines (it quotes the bad line).
             log!("{err}");
             log!("using the default configuration");
-            Config::default()
+            InitConfig::default()
         }
     }
 }
@@ -194,7 +196,7 @@ fn move_root_and_reexec(argv: &[OsString], size: Option<&str>) {
 }
 
 /// The boot phases after the root is in place.
-fn boot(config: &Config, buttons: &mut PowerButtons) {
+fn boot(config: &InitConfig, buttons: &mut PowerButtons) {
     mounts::mount_boot_filesystems();
     // Userspace writes to /dev/kmsg are rate limited to 10 lines per 5 s by default, which a
     // boot log exceeds; a printk.devkmsg= kernel argument locks the setting and wins.
@@ -244,13 +246,10 @@ fn boot(config: &Config, buttons: &mut PowerButtons) {
             "data partition {} ({} {}, {} MiB)",
             p.device.display(),
             p.matched_by,
-            datadisk::DATA_LABEL,
+            DATA_LABEL,
             p.size >> 20
         ),
-        None => log!(
-            "no data partition labelled {} found; state stays in memory",
-            datadisk::DATA_LABEL
-        ),
+        None => log!("no data partition labelled {} found; state stays in memory", DATA_LABEL),
     }
     if let Some(data) = &config.data_disk {
         let partition = found.or_else(|| data.format_blank.then(datadisk::prepare_blank_disk).flatten());

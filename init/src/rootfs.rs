@@ -6,13 +6,14 @@
 //! at a time (as `switch_root` does), so memory holds each file once plus one file in flight.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+use thiserror::Error;
 
 use crate::sys;
 
@@ -23,9 +24,10 @@ pub const NEW_ROOT: &str = "/.uvmkit-root";
 pub const MOVED_MARKER: &str = "UVMKIT_INIT_ROOT_MOVED";
 
 /// Why the root could not be moved.
-#[derive(Debug)]
+#[derive(Debug, Error)]
 pub enum RootMoveError {
     /// Setting up the tmpfs failed; nothing was moved.
+    #[error("cannot prepare the tmpfs root ({step}): {source}; staying on the initramfs")]
     Prepare {
         /// What was being done.
         step: &'static str,
@@ -33,6 +35,12 @@ pub enum RootMoveError {
         source: io::Error,
     },
     /// The tmpfs has less room than the files need; nothing was moved.
+    #[error(
+        "the tmpfs root has {} MiB free but the initramfs holds {} MiB; staying on the initramfs \
+         (raise root_size in the image definition)",
+        .available >> 20,
+        .needed >> 20
+    )]
     TooSmall {
         /// Bytes the files occupy.
         needed: u64,
@@ -40,42 +48,13 @@ pub enum RootMoveError {
         available: u64,
     },
     /// Files were moved but the final mount move or chroot failed.
+    #[error("cannot switch to the tmpfs root ({step}): {source}")]
     Switch {
         /// What was being done.
         step: &'static str,
         /// The cause.
         source: io::Error,
     },
-}
-
-impl fmt::Display for RootMoveError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RootMoveError::Prepare { step, source } => write!(
-                f,
-                "cannot prepare the tmpfs root ({step}): {source}; staying on the initramfs"
-            ),
-            RootMoveError::TooSmall { needed, available } => write!(
-                f,
-                "the tmpfs root has {} MiB free but the initramfs holds {} MiB; staying on the \
-                 initramfs (raise root_size in the image definition)",
-                available >> 20,
-                needed >> 20
-            ),
-            RootMoveError::Switch { step, source } => {
-                write!(f, "cannot switch to the tmpfs root ({step}): {source}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for RootMoveError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            RootMoveError::Prepare { source, .. } | RootMoveError::Switch { source, .. } => Some(source),
-            RootMoveError::TooSmall { .. } => None,
-        }
-    }
 }
 
 /// Counts of a tree move.
@@ -361,6 +340,29 @@ fn copy_attributes(src: &Path, dst: &Path, meta: &Option<fs::Metadata>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn move_errors_say_what_happened_and_what_to_do() {
+        let err = RootMoveError::TooSmall {
+            needed: 300 << 20,
+            available: 200 << 20,
+        };
+        assert_eq!(
+            err.to_string(),
+            "the tmpfs root has 200 MiB free but the initramfs holds 300 MiB; staying on the \
+             initramfs (raise root_size in the image definition)"
+        );
+        let err = RootMoveError::Prepare {
+            step: "mount tmpfs",
+            source: io::Error::from_raw_os_error(libc::ENOMEM),
+        };
+        assert!(
+            err.to_string()
+                .starts_with("cannot prepare the tmpfs root (mount tmpfs): "),
+            "{err}"
+        );
+        assert!(std::error::Error::source(&err).is_some());
+    }
 
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("uvmkit-init-{name}-{}", std::process::id()));

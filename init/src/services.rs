@@ -25,14 +25,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::config::{PreloadSection, Readiness, RestartPolicy, ServiceSpec, SERVICE_PATH};
 use crate::log;
 use crate::sys;
-
-/// Where service output is kept in the running system.
-pub const LOG_DIR: &str = "/var/lib/uvmkit/log";
-/// Where the markers of loaded preload archives are kept.
-pub const PRELOAD_DIR: &str = "/var/lib/uvmkit/preload";
+use uvmkit_init_config::{
+    PreloadSection, Readiness, RestartPolicy, ServiceSpec, PRELOAD_MARKER_DIR, SERVICE_LOG_DIR, SERVICE_PATH,
+};
 
 /// A log file is renamed to `NAME.log.1` when it would grow past this.
 pub const LOG_FILE_LIMIT: u64 = 10 << 20;
@@ -73,11 +70,11 @@ pub struct Paths {
 }
 
 impl Paths {
-    /// [`LOG_DIR`] and [`PRELOAD_DIR`].
+    /// [`SERVICE_LOG_DIR`] and [`PRELOAD_MARKER_DIR`].
     pub fn system() -> Paths {
         Paths {
-            log_dir: PathBuf::from(LOG_DIR),
-            preload_dir: PathBuf::from(PRELOAD_DIR),
+            log_dir: PathBuf::from(SERVICE_LOG_DIR),
+            preload_dir: PathBuf::from(PRELOAD_MARKER_DIR),
         }
     }
 }
@@ -859,9 +856,8 @@ fn remove_archive(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::PreloadImage;
     use std::path::Path;
-    use uvmkit_service_spec::RlimitValue;
+    use uvmkit_init_config::{PreloadImage, RlimitValue};
 
     fn have_perl() -> bool {
         let found = Path::new("/usr/bin/perl").exists();

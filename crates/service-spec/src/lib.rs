@@ -5,6 +5,8 @@
 //! with [`check_services`] and writes it (defaults filled in) into the init's configuration;
 //! the init reads it back with the same types and checks it again before it starts anything.
 
+#![deny(missing_docs)]
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;

@@ -10,6 +10,8 @@
 //! - [`tls`]: the CA, server and client certificates (X.509 v3, RFC 5280 profile).
 //! - [`store`]: [`ensure_identity`], the idempotent flow over a directory on the data disk.
 
+#![deny(missing_docs)]
+
 pub mod ssh;
 pub mod store;
 pub mod tls;

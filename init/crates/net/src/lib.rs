@@ -7,6 +7,8 @@
 //! per DHCP interface that renews its lease for as long as the VM runs. At shutdown,
 //! [`NetworkHandle::release_all`] gives the leases back.
 
+#![deny(missing_docs)]
+
 pub mod dhcp;
 mod driver;
 pub mod interfaces;
