@@ -9,8 +9,8 @@
 //! Deterministic: the namespace derives from the image name and the artifact hashes, the
 //! creation time from `SOURCE_DATE_EPOCH`; no mirror host name appears.
 
+use super::report::BuildReport;
 use crate::inputs::{FetchedPackage, Role, ISOLINUX_PACKAGES};
-use crate::pipeline::BuildReport;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -208,24 +208,7 @@ fn purl_escape(s: &str) -> String {
 
 /// `SOURCE_DATE_EPOCH` as an RFC 3339 UTC timestamp (`2023-11-14T22:13:20Z`).
 fn rfc3339(epoch: u64) -> String {
-    let days = (epoch / 86_400) as i64;
-    let secs = epoch % 86_400;
-    // Civil date from days since 1970-01-01 (proleptic Gregorian, 400-year eras).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    uvmkit_timestamp::CivilTime::from_unix_unsigned(epoch).rfc3339()
 }
 
 #[cfg(test)]
@@ -261,7 +244,7 @@ mod tests {
             artifacts: vec![],
             packages: ["a", "b", "c", "d"]
                 .into_iter()
-                .map(crate::inputs::tests::pkg)
+                .map(crate::inputs::package::tests::pkg)
                 .collect(),
             licenses,
             kernel_release: "6.1".into(),

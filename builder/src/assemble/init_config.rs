@@ -1,0 +1,108 @@
+//! `/etc/uvmkit/init.toml`: what the init (PID 1) needs to know at boot, written from the
+//! validated definition, the kernel release, the modules to load and the preloaded images, in
+//! the types of `uvmkit-init-config` that the init reads it back with.
+
+use super::preload::PreloadedImage;
+use crate::definition::ImageDefinition;
+use crate::inputs::ModuleSelection;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use uvmkit_init_config::{
+    DataDiskSection, InitConfig, ModuleSpec, NetworkSection, PreloadImage, PreloadSection, RootMode, StaticSection,
+};
+
+/// `/etc/uvmkit/init.toml` as text.
+pub fn init_config(
+    def: &ImageDefinition,
+    kernel_release: &str,
+    modules: &ModuleSelection,
+    preloaded: &[PreloadedImage],
+) -> String {
+    // Validation has checked every address of the definition.
+    let ipv4 = |text: &String| -> Ipv4Addr { text.parse().expect("validated IPv4 address") };
+    let config = InitConfig {
+        hostname: def.hostname.clone(),
+        root: if def.init.root_on_tmpfs {
+            RootMode::Tmpfs
+        } else {
+            RootMode::Initramfs
+        },
+        root_size: None,
+        kernel_release: Some(kernel_release.to_string()),
+        modules: modules
+            .modules
+            .iter()
+            .map(|m| ModuleSpec {
+                name: m.name.clone(),
+                path: m.path.clone().into(),
+                depends: m.depends.clone(),
+            })
+            .collect(),
+        network: def.network.as_ref().map(|network| NetworkSection {
+            dhcp: network.dhcp,
+            timeout: network.timeout,
+            static_v4: network.static_v4.as_ref().map(|s| StaticSection {
+                address: s.address.clone(),
+                gateway: s.gateway.as_ref().map(ipv4),
+                dns: s.dns.iter().map(ipv4).collect(),
+            }),
+        }),
+        data_disk: def.data_disk.as_ref().map(|data| DataDiskSection {
+            format_blank: data.format_blank,
+            binds: data.binds.iter().map(PathBuf::from).collect(),
+            identity: data.identity,
+        }),
+        services: def.services.clone(),
+        preload: def.preload.as_ref().map(|preload| PreloadSection {
+            after: preload.service.clone(),
+            command: preload.command.clone(),
+            images: preloaded
+                .iter()
+                .map(|image| PreloadImage {
+                    path: image.path.clone().into(),
+                    sha256: image.sha256.clone(),
+                })
+                .collect(),
+        }),
+    };
+    let text = toml::to_string(&config).expect("the init configuration serializes as TOML");
+    format!("# Written by uvmkit build; read by the init (PID 1) at boot.\n{text}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definition as config;
+    use std::path::Path;
+
+    fn definition(text: &str) -> ImageDefinition {
+        config::parse(text, Path::new("t.toml")).unwrap()
+    }
+
+    #[test]
+    fn init_config_carries_network_and_data_disk() {
+        let modules = ModuleSelection::default();
+        let plain = init_config(&definition("name = \"t\"\n"), "6.1", &modules, &[]);
+        assert_eq!(
+            plain,
+            "# Written by uvmkit build; read by the init (PID 1) at boot.\n\
+             hostname = \"uvmkit\"\nroot = \"tmpfs\"\nkernel_release = \"6.1\"\n"
+        );
+        let def = definition(
+            "name = \"t\"\n[network]\ndhcp = false\n[network.static]\naddress = \"10.0.0.2/8\"\ngateway = \"10.0.0.1\"\ndns = [\"10.0.0.1\"]\n[data_disk]\nformat_blank = true\nbinds = [\"/var/lib/docker\"]\n",
+        );
+        // The init reads it with the same types and accepts every value.
+        let config: InitConfig = toml::from_str(&init_config(&def, "6.1", &modules, &[])).unwrap();
+        assert_eq!((config.check_base(), config.check_services()), (Ok(()), Ok(())));
+        let network = config.network.unwrap();
+        assert!(!network.dhcp);
+        assert_eq!(network.timeout, 30);
+        let static_v4 = network.static_v4.unwrap();
+        assert_eq!(static_v4.address_and_prefix(), Some((Ipv4Addr::new(10, 0, 0, 2), 8)));
+        assert_eq!(static_v4.gateway, Some(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(static_v4.dns, [Ipv4Addr::new(10, 0, 0, 1)]);
+        let data = config.data_disk.unwrap();
+        assert!(data.format_blank && !data.identity);
+        assert_eq!(data.binds, [PathBuf::from("/var/lib/docker")]);
+    }
+}
