@@ -6,7 +6,6 @@
 //! "Sections". Everything is read with positioned reads of the few bytes needed, so looking at
 //! an 80 MB binary costs a few kilobytes of I/O.
 
-use std::fmt;
 use std::io;
 
 /// Reads bytes at an offset: a file (`FileExt::read_exact_at`) or a slice.
@@ -31,29 +30,14 @@ impl ReadAt for [u8] {
 }
 
 /// Why an ELF file could not be read.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ElfError {
     /// Reading failed or the file is truncated.
-    Io(io::Error),
+    #[error("cannot read ELF data: {0}")]
+    Io(#[from] io::Error),
     /// The file is ELF but not a form this reader handles, or is inconsistent.
+    #[error("unsupported ELF file: {0}")]
     Unsupported(String),
-}
-
-impl fmt::Display for ElfError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ElfError::Io(e) => write!(f, "cannot read ELF data: {e}"),
-            ElfError::Unsupported(what) => write!(f, "unsupported ELF file: {what}"),
-        }
-    }
-}
-
-impl std::error::Error for ElfError {}
-
-impl From<io::Error> for ElfError {
-    fn from(e: io::Error) -> Self {
-        ElfError::Io(e)
-    }
 }
 
 const PT_LOAD: u32 = 1;

@@ -1,13 +1,15 @@
 //! `uvmkit inspect`: the resolved inputs of a definition, for people.
 
-use crate::config::LoadedDefinition;
+use crate::assemble::AssembleError;
+use crate::definition::LoadedDefinition;
 use crate::inputs::ResolvedInputs;
-use crate::pipeline::human_bytes;
+use crate::pipeline::assemble_image;
+use crate::publish::human_bytes;
 use uvmkit_filetree::NodeKind;
 
 /// Prints packages with versions and roles, files and bytes per requested package, the
 /// kernel and its modules; with `files`, every file of the image.
-pub fn print(loaded: &LoadedDefinition, inputs: &ResolvedInputs, files: bool) -> Result<(), String> {
+pub fn print(loaded: &LoadedDefinition, inputs: &ResolvedInputs, files: bool) -> Result<(), AssembleError> {
     let def = &loaded.definition;
     match &inputs.mirror {
         Some(m) => println!("image {} (mirror from {})", def.name, m.origin),
@@ -24,7 +26,7 @@ pub fn print(loaded: &LoadedDefinition, inputs: &ResolvedInputs, files: bool) ->
             p.reason
         );
     }
-    let assembled = crate::pipeline::assemble_image(loaded, inputs).map_err(|e| e.to_string())?;
+    let assembled = assemble_image(loaded, inputs)?;
     println!("\nfiles taken from packages:");
     for (name, count, bytes) in &assembled.package_files {
         println!("  {name:<32} {count:>6} files {:>10}", human_bytes(*bytes));

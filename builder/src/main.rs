@@ -1,24 +1,20 @@
 //! The `uvmkit` command.
 
+//!
+//! Parses the command line, calls the library (`uvmkit::pipeline` for the stages) and turns
+//! its typed errors into the exit codes the README documents.
+
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use uvmkit::bundle::{self, BundleError};
-use uvmkit::config::{self, Format, LoadedDefinition, Target};
-use uvmkit::inputs::{self, InputOptions};
-use uvmkit::lock::{self, LockError};
-use uvmkit::pipeline::{self, human_bytes, BuildError, BuildOptions};
-use uvmkit::{kernelconfig, pipeline::DEFAULT_EPOCH};
-
-/// Exit codes a pipeline can tell apart.
-mod exit {
-    /// The definition or the command line is wrong.
-    pub const BAD_INPUT: u8 = 2;
-    /// An input could not be fetched or verified.
-    pub const FETCH: u8 = 3;
-    /// Assembling or encoding failed.
-    pub const BUILD: u8 = 4;
-}
+use uvmkit::definition::kernel_config::{self, MissingOption};
+use uvmkit::definition::{self, parse_size, Format, LoadedDefinition, Target};
+use uvmkit::inputs::bundle::{self, UnpackedBundle};
+use uvmkit::inputs::lock::lock_path;
+use uvmkit::inputs::{InputOptions, LockUse};
+use uvmkit::pipeline::{self, exit, BuildOptions, CommandError, DEFAULT_EPOCH};
+use uvmkit::publish::human_bytes;
+use uvmkit_fetch::cache::ContentCache;
 
 #[derive(Parser)]
 #[command(
@@ -110,7 +106,7 @@ struct BuildArgs {
     #[arg(long, value_delimiter = ',', value_parser = parse_format)]
     format: Vec<Format>,
     /// Virtual disk size for raw, VHDX and VMDK (such as 64GiB); default: `[disk] size`.
-    #[arg(long, value_parser = config::parse_size)]
+    #[arg(long, value_parser = parse_disk_size)]
     disk_size: Option<u64>,
     /// Print a machine-readable summary (artifacts, sizes, sha256) on stdout.
     #[arg(long)]
@@ -129,14 +125,85 @@ fn parse_format(s: &str) -> Result<Format, String> {
     Format::from_name(s).ok_or_else(|| format!("unknown format {s:?}; use efi, iso, raw, vhdx, vmdk or vmdk-stream"))
 }
 
+fn parse_disk_size(s: &str) -> Result<u64, String> {
+    parse_size(s).map_err(|e| e.to_string())
+}
+
+/// Why the command failed: the library's errors, and the command line's own.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// A library call failed.
+    #[error(transparent)]
+    Command(CommandError),
+    /// No definition was named.
+    #[error("name the image definition (IMAGE.toml)")]
+    NoImage,
+    /// Both a definition and a bundle were named.
+    #[error("give either IMAGE or --bundle, not both")]
+    ImageAndBundle,
+    /// `--disk-size` is not a valid disk size.
+    #[error("--disk-size {0}: use a whole number of MiB, at least 64MiB")]
+    DiskSize(u64),
+    /// `SOURCE_DATE_EPOCH` is not a number.
+    #[error("SOURCE_DATE_EPOCH={0:?} is not a number of seconds")]
+    Epoch(String),
+    /// `kernel check`: the `.config` cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    KernelConfig {
+        /// The `.config` file.
+        path: PathBuf,
+        /// What reading it reported.
+        source: std::io::Error,
+    },
+    /// `kernel check --feature` names no feature.
+    #[error("unknown feature {0:?}; known: {known}", known = kernel_config::feature_names().join(", "))]
+    UnknownFeature(String),
+    /// `kernel check`: the kernel lacks options.
+    #[error("{} lacks {} option(s) that {} need", path.display(), missing.len(), needed_by.join(", "))]
+    KernelLacks {
+        /// The `.config` file.
+        path: PathBuf,
+        /// What it lacks.
+        missing: Vec<MissingOption>,
+        /// The features checked.
+        needed_by: Vec<String>,
+    },
+}
+
+impl Failure {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Command(e) => e.exit_code(),
+            _ => exit::BAD_INPUT,
+        }
+    }
+}
+
+impl<E: Into<CommandError>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::Command(e.into())
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger_init();
-    match run(cli) {
+    let result = match cli.command {
+        Command::Build(args) => build(&args),
+        Command::Fetch(args) => fetch(&args),
+        Command::Bundle { inputs, output } => write_bundle(&inputs, &output),
+        Command::Inspect { inputs, files } => inspect(&inputs, files),
+        Command::Kernel(KernelCommand::Check {
+            config,
+            targets,
+            features,
+        }) => kernel_check(&config, targets, &features),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err((code, message)) => {
-            eprintln!("error: {message}");
-            ExitCode::from(code)
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }
@@ -159,246 +226,186 @@ fn env_logger_init() {
     let _ = log::set_logger(&LOGGER).map(|()| log::set_max_level(log::LevelFilter::Warn));
 }
 
-type Failure = (u8, String);
-
 fn load(path: &Path) -> Result<LoadedDefinition, Failure> {
-    config::load(path).map_err(|e| (exit::BAD_INPUT, e.to_string()))
+    Ok(definition::load(path).map_err(CommandError::from)?)
 }
 
 /// The definition named on the command line.
 fn image_arg(args: &InputArgs) -> Result<&Path, Failure> {
-    args.image
-        .as_deref()
-        .ok_or_else(|| (exit::BAD_INPUT, "name the image definition (IMAGE.toml)".to_string()))
+    args.image.as_deref().ok_or(Failure::NoImage)
 }
 
 fn cache_dir(args: &InputArgs) -> PathBuf {
-    args.cache
-        .clone()
-        .unwrap_or_else(uvmkit_fetch::cache::ContentCache::default_dir)
+    args.cache.clone().unwrap_or_else(ContentCache::default_dir)
 }
 
-/// Input options for the definition at `definition` (its lock file is beside it).
-fn input_options(args: &InputArgs, definition: &Path) -> InputOptions {
+/// Input options for the definition at `definition` (its lock file is beside it); a bundle's
+/// lock is only read.
+fn input_options(args: &InputArgs, definition: &Path, from_bundle: bool) -> InputOptions {
+    let path = lock_path(definition);
     InputOptions {
         cache_dir: cache_dir(args),
         offline: args.offline,
         refresh: args.refresh,
         quiet: args.quiet,
         jobs: args.jobs.max(1),
-        lock: Some(lock::lock_path(definition)),
-        locked: args.locked,
+        lock: if args.locked {
+            LockUse::Locked(path)
+        } else if from_bundle {
+            LockUse::ReadOnly(path)
+        } else {
+            LockUse::Update(path)
+        },
     }
 }
 
 fn source_date_epoch() -> Result<u64, Failure> {
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) => v.trim().parse().map_err(|_| {
-            (
-                exit::BAD_INPUT,
-                format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"),
-            )
-        }),
+        Ok(v) => v.trim().parse().map_err(|_| Failure::Epoch(v)),
         Err(_) => Ok(DEFAULT_EPOCH),
     }
 }
 
-fn input_failure(e: inputs::InputError) -> Failure {
-    let code = match e {
-        inputs::InputError::Fetch(_)
-        | inputs::InputError::Archive(_)
-        | inputs::InputError::Offline(_)
-        | inputs::InputError::Mirror { .. } => exit::FETCH,
-        inputs::InputError::Lock(LockError::Io { .. }) => exit::BUILD,
-        inputs::InputError::Resolve(_)
-        | inputs::InputError::Kernel(_)
-        | inputs::InputError::Io(_)
-        | inputs::InputError::Lock(_) => exit::BAD_INPUT,
-    };
-    (code, e.to_string())
-}
-
-fn bundle_failure(e: BundleError) -> Failure {
-    let code = match e {
-        BundleError::Unbundlable { .. } | BundleError::Io { .. } => exit::BAD_INPUT,
-        BundleError::NotCached { .. }
-        | BundleError::Malformed { .. }
-        | BundleError::Tampered { .. }
-        | BundleError::Cache(_) => exit::FETCH,
-    };
-    (code, e.to_string())
-}
-
 /// Unpacks `--bundle FILE` into a temporary directory, importing its verified blobs.
-fn open_bundle(file: &Path, args: &InputArgs) -> Result<bundle::UnpackedBundle, Failure> {
+fn open_bundle(file: &Path, args: &InputArgs) -> Result<UnpackedBundle, Failure> {
     if args.image.is_some() {
-        return Err((exit::BAD_INPUT, "give either IMAGE or --bundle, not both".into()));
+        return Err(Failure::ImageAndBundle);
     }
-    let cache = uvmkit_fetch::cache::ContentCache::open(&cache_dir(args)).map_err(|e| (exit::FETCH, e.to_string()))?;
+    let cache = ContentCache::open(&cache_dir(args)).map_err(CommandError::Cache)?;
     let dir = std::env::temp_dir().join(format!("uvmkit-bundle-{}", std::process::id()));
-    bundle::import_bundle(file, &cache, &dir).map_err(bundle_failure)
+    Ok(bundle::import_bundle(file, &cache, &dir)?)
 }
 
-fn run(cli: Cli) -> Result<(), Failure> {
-    match cli.command {
-        Command::Build(args) => {
-            // Kept until the build is done: the bundle's local files are read from it.
-            let unpacked = args
-                .bundle
-                .as_deref()
-                .map(|b| open_bundle(b, &args.inputs))
-                .transpose()?;
-            let definition = match &unpacked {
-                Some(u) => u.definition.clone(),
-                None => image_arg(&args.inputs)?.to_path_buf(),
-            };
-            let loaded = load(&definition)?;
-            let def = &loaded.definition;
-            let formats = if args.format.is_empty() {
-                def.formats.clone()
-            } else {
-                args.format.clone()
-            };
-            let disk_size = args.disk_size.unwrap_or(def.disk.size);
-            if disk_size % (1 << 20) != 0 || disk_size < (64 << 20) {
-                return Err((
-                    exit::BAD_INPUT,
-                    format!("--disk-size {disk_size}: use a whole number of MiB, at least 64MiB"),
-                ));
-            }
-            let opts = BuildOptions {
-                out_dir: args.output.clone(),
-                formats,
-                disk_size,
-                epoch: source_date_epoch()?,
-                inputs: InputOptions {
-                    quiet: args.inputs.quiet || args.json,
-                    ..input_options(&args.inputs, &definition)
-                },
-            };
-            let report = pipeline::build(&loaded, &opts).map_err(|e| match e {
-                BuildError::Inputs(e) => input_failure(e),
-                BuildError::Build(m) => (exit::BUILD, m),
-            })?;
-            if unpacked.is_none() {
-                inputs::update_lock(def, &opts.inputs, &report.packages).map_err(input_failure)?;
-            }
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&report).expect("serialises"));
-            } else {
-                let total: f64 = report.timings.iter().map(|t| t.seconds).sum();
-                eprintln!("built {} in {total:.1}s into {}:", report.image, args.output.display());
-                for a in &report.artifacts {
-                    eprintln!(
-                        "  {:<28} {:>10}  sha256 {}",
-                        a.name,
-                        human_bytes(a.size),
-                        &a.sha256[..16]
-                    );
-                }
-                eprintln!("  SHA256SUMS, manifest.json");
-            }
-            Ok(())
-        }
-        Command::Fetch(args) => {
-            let image = image_arg(&args)?;
-            let loaded = load(image)?;
-            let start = std::time::Instant::now();
-            let opts = input_options(&args, image);
-            let resolved = inputs::resolve(&loaded.definition, &loaded.base_dir, &opts).map_err(input_failure)?;
-            inputs::update_lock(&loaded.definition, &opts, &resolved.packages).map_err(input_failure)?;
-            let total: u64 = resolved.packages.iter().map(|p| p.size).sum();
-            println!(
-                "{} packages ({} of .debs, {} downloaded now), kernel {}, {} modules; {} ({:.1}s)",
-                resolved.packages.len(),
-                human_bytes(total),
-                human_bytes(resolved.downloaded_bytes),
-                resolved.kernel.release,
-                resolved.modules.modules.len(),
-                match &resolved.mirror {
-                    Some(m) => format!("mirror from {}", m.origin),
-                    None => "all pinned by the lock and in the cache, no mirror needed".into(),
-                },
-                start.elapsed().as_secs_f64()
-            );
-            Ok(())
-        }
-        Command::Bundle { inputs: args, output } => {
-            let image = image_arg(&args)?;
-            let loaded = load(image)?;
-            let opts = InputOptions {
-                quiet: true,
-                ..input_options(&args, image)
-            };
-            let resolved = inputs::resolve(&loaded.definition, &loaded.base_dir, &opts).map_err(input_failure)?;
-            inputs::update_lock(&loaded.definition, &opts, &resolved.packages).map_err(input_failure)?;
-            let pinned = lock::LockFile {
-                version: lock::LOCK_VERSION,
-                resolution_inputs: lock::resolution_inputs(&loaded.definition),
-                packages: resolved.packages.clone(),
-            };
-            let cache =
-                uvmkit_fetch::cache::ContentCache::open(&opts.cache_dir).map_err(|e| (exit::FETCH, e.to_string()))?;
-            let report = bundle::write_bundle(&loaded, &pinned, &cache, &output).map_err(bundle_failure)?;
-            eprintln!(
-                "wrote {}: {} members, {} packages, {}",
-                output.display(),
-                report.members,
-                report.blobs,
-                human_bytes(report.bytes)
-            );
-            Ok(())
-        }
-        Command::Inspect { inputs: args, files } => {
-            let image = image_arg(&args)?;
-            let loaded = load(image)?;
-            let resolved = inputs::resolve(&loaded.definition, &loaded.base_dir, &input_options(&args, image))
-                .map_err(input_failure)?;
-            uvmkit::inspect::print(&loaded, &resolved, files).map_err(|e| (exit::BUILD, e))
-        }
-        Command::Kernel(KernelCommand::Check {
-            config,
-            targets,
-            features,
-        }) => {
-            let text = std::fs::read_to_string(&config)
-                .map_err(|e| (exit::BAD_INPUT, format!("cannot read {}: {e}", config.display())))?;
-            for f in &features {
-                if kernelconfig::feature(f).is_none() {
-                    return Err((
-                        exit::BAD_INPUT,
-                        format!(
-                            "unknown feature {f:?}; known: {}",
-                            kernelconfig::feature_names().join(", ")
-                        ),
-                    ));
-                }
-            }
-            let targets = if targets.is_empty() {
-                Target::ALL.to_vec()
-            } else {
-                targets
-            };
-            let selected = kernelconfig::selected(&targets, &features);
-            let missing = kernelconfig::check(&text, &selected);
-            let names: Vec<&str> = selected.iter().map(|f| f.name.as_str()).collect();
-            if missing.is_empty() {
-                println!("{}: everything {} need is there", config.display(), names.join(", "));
-                Ok(())
-            } else {
-                for m in &missing {
-                    println!("missing: {m}");
-                }
-                Err((
-                    exit::BAD_INPUT,
-                    format!(
-                        "{} lacks {} option(s) that {} need",
-                        config.display(),
-                        missing.len(),
-                        names.join(", ")
-                    ),
-                ))
-            }
-        }
+/// `uvmkit build`.
+fn build(args: &BuildArgs) -> Result<(), Failure> {
+    // Kept until the build is done: the bundle's local files are read from it.
+    let unpacked = args
+        .bundle
+        .as_deref()
+        .map(|b| open_bundle(b, &args.inputs))
+        .transpose()?;
+    let definition = match &unpacked {
+        Some(u) => u.definition.clone(),
+        None => image_arg(&args.inputs)?.to_path_buf(),
+    };
+    let loaded = load(&definition)?;
+    let def = &loaded.definition;
+    let formats = if args.format.is_empty() {
+        def.formats.clone()
+    } else {
+        args.format.clone()
+    };
+    let disk_size = args.disk_size.unwrap_or(def.disk.size);
+    if !definition::is_valid_disk_size(disk_size) {
+        return Err(Failure::DiskSize(disk_size));
     }
+    let opts = BuildOptions {
+        out_dir: args.output.clone(),
+        formats,
+        disk_size,
+        epoch: source_date_epoch()?,
+        inputs: InputOptions {
+            quiet: args.inputs.quiet || args.json,
+            ..input_options(&args.inputs, &definition, unpacked.is_some())
+        },
+    };
+    let report = pipeline::build(&loaded, &opts)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("serialises"));
+    } else {
+        let total: f64 = report.timings.iter().map(|t| t.seconds).sum();
+        eprintln!("built {} in {total:.1}s into {}:", report.image, args.output.display());
+        for a in &report.artifacts {
+            eprintln!(
+                "  {:<28} {:>10}  sha256 {}",
+                a.name,
+                human_bytes(a.size),
+                &a.sha256[..16]
+            );
+        }
+        eprintln!("  SHA256SUMS, manifest.json");
+    }
+    Ok(())
+}
+
+/// `uvmkit fetch`.
+fn fetch(args: &InputArgs) -> Result<(), Failure> {
+    let image = image_arg(args)?;
+    let loaded = load(image)?;
+    let start = std::time::Instant::now();
+    let resolved = pipeline::fetch(&loaded, &input_options(args, image, false))?;
+    let total: u64 = resolved.packages.iter().map(|p| p.size).sum();
+    println!(
+        "{} packages ({} of .debs, {} downloaded now), kernel {}, {} modules; {} ({:.1}s)",
+        resolved.packages.len(),
+        human_bytes(total),
+        human_bytes(resolved.downloaded_bytes),
+        resolved.kernel.release,
+        resolved.modules.modules.len(),
+        match &resolved.mirror {
+            Some(m) => format!("mirror from {}", m.origin),
+            None => "all pinned by the lock and in the cache, no mirror needed".into(),
+        },
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `uvmkit bundle`.
+fn write_bundle(args: &InputArgs, output: &Path) -> Result<(), Failure> {
+    let image = image_arg(args)?;
+    let loaded = load(image)?;
+    let opts = InputOptions {
+        quiet: true,
+        ..input_options(args, image, false)
+    };
+    let report = pipeline::bundle(&loaded, &opts, output)?;
+    eprintln!(
+        "wrote {}: {} members, {} packages, {}",
+        output.display(),
+        report.members,
+        report.blobs,
+        human_bytes(report.bytes)
+    );
+    Ok(())
+}
+
+/// `uvmkit inspect`.
+fn inspect(args: &InputArgs, files: bool) -> Result<(), Failure> {
+    let image = image_arg(args)?;
+    let loaded = load(image)?;
+    let resolved = uvmkit::inputs::resolve(&loaded.definition, &loaded.base_dir, &input_options(args, image, false))
+        .map_err(CommandError::from)?;
+    Ok(uvmkit::inspect::print(&loaded, &resolved, files).map_err(CommandError::from)?)
+}
+
+/// `uvmkit kernel check`.
+fn kernel_check(config: &Path, targets: Vec<Target>, features: &[String]) -> Result<(), Failure> {
+    let text = std::fs::read_to_string(config).map_err(|source| Failure::KernelConfig {
+        path: config.to_path_buf(),
+        source,
+    })?;
+    if let Some(unknown) = features.iter().find(|f| kernel_config::feature(f).is_none()) {
+        return Err(Failure::UnknownFeature(unknown.clone()));
+    }
+    let targets = if targets.is_empty() {
+        Target::ALL.to_vec()
+    } else {
+        targets
+    };
+    let selected = kernel_config::selected(&targets, features);
+    let missing = kernel_config::check(&text, &selected);
+    let names: Vec<String> = selected.iter().map(|f| f.name.clone()).collect();
+    if missing.is_empty() {
+        println!("{}: everything {} need is there", config.display(), names.join(", "));
+        return Ok(());
+    }
+    for m in &missing {
+        println!("missing: {m}");
+    }
+    Err(Failure::KernelLacks {
+        path: config.to_path_buf(),
+        missing,
+        needed_by: names,
+    })
 }

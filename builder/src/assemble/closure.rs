@@ -8,7 +8,6 @@
 
 use crate::elf;
 use std::collections::{BTreeSet, VecDeque};
-use std::fmt;
 use std::fs::File;
 use uvmkit_filetree::{FileData, FileTree, Node, NodeKind, TreePath};
 
@@ -23,32 +22,30 @@ const DEFAULT_DIRS: [&str; 6] = [
 ];
 
 /// Why the closure could not be completed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ClosureError {
     /// A program needs a library that none of the fetched packages provides.
+    #[error(
+        "{binary} needs {library}, which no fetched package provides (searched {}); add the package that ships it to the definition",
+        searched.join(", ")
+    )]
     MissingLibrary {
+        /// The program (or library) that needs it.
         binary: TreePath,
+        /// The `DT_NEEDED` name.
         library: String,
+        /// The directories searched.
         searched: Vec<String>,
     },
     /// A program could not be read.
-    Unreadable { binary: TreePath, message: String },
+    #[error("cannot read {binary}: {message}")]
+    Unreadable {
+        /// The program.
+        binary: TreePath,
+        /// What reading it reported.
+        message: String,
+    },
 }
-
-impl fmt::Display for ClosureError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ClosureError::MissingLibrary { binary, library, searched } => write!(
-                f,
-                "{binary} needs {library}, which no fetched package provides (searched {}); add the package that ships it to the definition",
-                searched.join(", ")
-            ),
-            ClosureError::Unreadable { binary, message } => write!(f, "cannot read {binary}: {message}"),
-        }
-    }
-}
-
-impl std::error::Error for ClosureError {}
 
 /// What the closure added.
 #[derive(Debug, Clone, Default)]

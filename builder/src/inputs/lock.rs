@@ -5,12 +5,13 @@
 //! offline from a filled cache); `--locked` refuses to build when resolution would differ and
 //! names what changed.
 
-use crate::config::{Format, ImageDefinition};
-use crate::inputs::FetchedPackage;
+use super::package::FetchedPackage;
+use super::sources::LockUse;
+use crate::atomic_file::write_atomically;
+use crate::definition::{Format, ImageDefinition};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// The lock file format version this build writes and reads.
@@ -30,48 +31,55 @@ pub struct LockFile {
     pub packages: Vec<FetchedPackage>,
 }
 
-/// Why a lock file could not be used.
-#[derive(Debug)]
-pub enum LockError {
-    /// Reading or writing failed.
-    Io { path: PathBuf, message: String },
-    /// The file is not a valid lock file.
-    Malformed { path: PathBuf, message: String },
-    /// `--locked`, and resolution differs from the lock.
-    Drift { path: PathBuf, changes: Vec<String> },
-    /// `--locked`, and there is no lock file.
-    Missing { path: PathBuf },
-}
-
-impl fmt::Display for LockError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LockError::Io { path, message } => write!(f, "{}: {message}", path.display()),
-            LockError::Malformed { path, message } => {
-                write!(
-                    f,
-                    "{}: not a valid lock file ({message}); delete it to resolve again",
-                    path.display()
-                )
-            }
-            LockError::Drift { path, changes } => write!(
-                f,
-                "--locked: resolution differs from {}:\n  {}\nbuild without --locked to update the lock",
-                path.display(),
-                changes.join("\n  ")
-            ),
-            LockError::Missing { path } => {
-                write!(
-                    f,
-                    "--locked: there is no {}; build once without --locked to create it",
-                    path.display()
-                )
-            }
+impl LockFile {
+    /// The lock of `def` pinning `packages`.
+    pub fn new(def: &ImageDefinition, packages: &[FetchedPackage]) -> LockFile {
+        LockFile {
+            version: LOCK_VERSION,
+            resolution_inputs: resolution_inputs(def),
+            packages: packages.to_vec(),
         }
     }
 }
 
-impl std::error::Error for LockError {}
+/// Why a lock file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Reading or writing failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The lock file.
+        path: PathBuf,
+        /// What the operation reported.
+        source: std::io::Error,
+    },
+    /// The file is not a valid lock file.
+    #[error("{}: not a valid lock file ({message}); delete it to resolve again", path.display())]
+    Malformed {
+        /// The lock file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// `--locked`, and resolution differs from the lock.
+    #[error(
+        "--locked: resolution differs from {}:\n  {}\nbuild without --locked to update the lock",
+        path.display(),
+        changes.join("\n  ")
+    )]
+    Drift {
+        /// The lock file.
+        path: PathBuf,
+        /// One line per package that differs (`+ name version (reason)`, `- ...`, `~ ...`).
+        changes: Vec<String>,
+    },
+    /// `--locked`, and there is no lock file.
+    #[error("--locked: there is no {}; build once without --locked to create it", path.display())]
+    Missing {
+        /// Where the lock file was looked for.
+        path: PathBuf,
+    },
+}
 
 /// `images/docker.toml` → `images/docker.lock`.
 pub fn lock_path(definition: &Path) -> PathBuf {
@@ -90,7 +98,7 @@ pub fn resolution_inputs(def: &ImageDefinition) -> String {
     text.push_str(&format!(
         "kernel={}\nlocal-kernel={}\n",
         def.kernel.package,
-        def.kernel.path.is_some()
+        def.kernel.local.is_some()
     ));
     let mut names: Vec<&str> = def.packages.iter().map(|p| p.name.as_str()).collect();
     names.sort();
@@ -104,10 +112,10 @@ pub fn read(path: &Path) -> Result<Option<LockFile>, LockError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
+        Err(source) => {
             return Err(LockError::Io {
                 path: path.into(),
-                message: e.to_string(),
+                source,
             })
         }
     };
@@ -136,11 +144,21 @@ pub fn write(path: &Path, lock: &LockFile) -> Result<bool, LockError> {
     if std::fs::read_to_string(path).ok().as_deref() == Some(text.as_str()) {
         return Ok(false);
     }
-    crate::artifacts::write_atomically(path, text.as_bytes()).map_err(|e| LockError::Io {
+    write_atomically(path, text.as_bytes()).map_err(|source| LockError::Io {
         path: path.into(),
-        message: e.to_string(),
+        source,
     })?;
     Ok(true)
+}
+
+/// Records `packages` in the image's lock file when `lock` says to ([`LockUse::Update`]);
+/// returns whether the file changed. The one place a lock is updated: call it once the build
+/// or fetch that used these packages succeeded.
+pub fn record(lock: &LockUse, def: &ImageDefinition, packages: &[FetchedPackage]) -> Result<bool, LockError> {
+    match lock {
+        LockUse::Update(path) => write(path, &LockFile::new(def, packages)),
+        LockUse::None | LockUse::ReadOnly(_) | LockUse::Locked(_) => Ok(false),
+    }
 }
 
 /// What differs between the pinned packages and a new resolution, one line each.
@@ -169,7 +187,7 @@ pub fn drift(pinned: &[FetchedPackage], resolved: &[FetchedPackage]) -> Vec<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inputs::Role;
+    use crate::inputs::package::Role;
 
     fn pkg(name: &str, version: &str, sha: char) -> FetchedPackage {
         FetchedPackage {

@@ -9,8 +9,8 @@
 //! Deterministic: the namespace derives from the image name and the artifact hashes, the
 //! creation time from `SOURCE_DATE_EPOCH`; no mirror host name appears.
 
+use super::report::BuildReport;
 use crate::inputs::{FetchedPackage, Role, ISOLINUX_PACKAGES};
-use crate::pipeline::BuildReport;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -261,7 +261,7 @@ mod tests {
             artifacts: vec![],
             packages: ["a", "b", "c", "d"]
                 .into_iter()
-                .map(crate::inputs::tests::pkg)
+                .map(crate::inputs::package::tests::pkg)
                 .collect(),
             licenses,
             kernel_release: "6.1".into(),

@@ -3,6 +3,7 @@
 //! renamed into place. `SHA256SUMS` and `manifest.json` are written last, the same way. A
 //! failed build leaves the previous artifacts untouched and removes its staging directory.
 
+use crate::atomic_file::io_context;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fs::{self, File};
@@ -30,18 +31,6 @@ pub struct ArtifactDir {
     out_dir: PathBuf,
     staging: PathBuf,
     published: Vec<Artifact>,
-}
-
-fn io_context<'a>(path: &'a Path, what: &str) -> impl FnOnce(io::Error) -> io::Error + 'a {
-    let what = what.to_string();
-    move |e| {
-        let hint = if e.raw_os_error() == Some(28) {
-            " (the disk is full: free space or choose another -o)"
-        } else {
-            ""
-        };
-        io::Error::new(e.kind(), format!("cannot {what} {}: {e}{hint}", path.display()))
-    }
 }
 
 impl ArtifactDir {
@@ -191,29 +180,6 @@ fn seek_hole(file: &File, offset: u64) -> io::Result<u64> {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(len),
         Err(e) => Err(e),
     }
-}
-
-/// Writes `bytes` to `path` atomically (temp file in the same directory, sync, rename).
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(io_context(path, "write"))
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! `manifest.json`: what went into a build and what came out, for release pipelines.
 
-use crate::config::LoadedDefinition;
-use crate::pipeline::BuildReport;
+use super::report::BuildReport;
+use crate::definition::LoadedDefinition;
+use crate::inputs::INIT_BINARY;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -33,7 +34,7 @@ pub fn manifest_json(loaded: &LoadedDefinition, report: &BuildReport, epoch: u64
             "sha256": hex::encode(Sha256::digest(loaded.source_text.as_bytes())),
         },
         "source_date_epoch": epoch,
-        "init_sha256": hex::encode(Sha256::digest(crate::pipeline::INIT_BINARY)),
+        "init_sha256": hex::encode(Sha256::digest(INIT_BINARY)),
         "kernel": { "release": report.kernel_release, "modules": report.modules },
         "initrd": { "entries": report.initrd_entries, "uncompressed_bytes": report.initrd_uncompressed },
         "inputs": inputs,

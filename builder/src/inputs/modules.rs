@@ -1,94 +1,45 @@
-//! The kernel and its modules: finding the release in a kernel package's files, indexing its
-//! modules by name, and selecting the modules an image loads, closed under each module's
-//! `.modinfo` `depends=` (and `softdep=` `pre:` modules, which must load first).
+//! A kernel's modules: indexed by name, and the image's selection closed under each module's
+//! `.modinfo` `depends=` (and `softdep=` `pre:` modules, which must load first), in load order.
 //!
 //! Debian ships no `modules.dep`, so dependencies come from the modules themselves; only the
 //! selected modules are read, so indexing 4000 modules costs only their paths.
 
+use super::kernel::{Kernel, KernelError};
+use crate::definition::ImageDefinition;
 use crate::elf;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use uvmkit_filetree::{FileData, FileTree, NodeKind, TreePath};
-
-/// Why the kernel or a module could not be used.
-#[derive(Debug)]
-pub enum KernelError {
-    /// No `lib/modules/RELEASE` or `boot/vmlinuz-RELEASE` in the kernel's files.
-    NoKernel(String),
-    /// A module some feature or the definition asks for does not exist in this kernel.
-    UnknownModule {
-        module: String,
-        wanted_by: String,
-        release: String,
-    },
-    /// A module's `.modinfo` could not be read.
-    BadModule { path: String, message: String },
-}
-
-impl fmt::Display for KernelError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            KernelError::NoKernel(why) => write!(f, "no usable kernel: {why}"),
-            KernelError::UnknownModule { module, wanted_by, release } => write!(
-                f,
-                "kernel {release} has no module {module:?} (wanted by {wanted_by}); check the name with `modinfo`, or remove it"
-            ),
-            KernelError::BadModule { path, message } => write!(f, "cannot read kernel module {path}: {message}"),
-        }
-    }
-}
-
-impl std::error::Error for KernelError {}
 
 /// The canonical module name: `-` and `_` are interchangeable in module names.
 pub fn normalize_module_name(name: &str) -> String {
     name.replace('-', "_")
 }
 
-/// A kernel found in a file tree (a kernel package's contents, or a local directory).
-#[derive(Debug, Clone)]
-pub struct Kernel {
-    /// `uname -r`, such as `6.1.0-28-amd64`.
-    pub release: String,
-    /// The bzImage (with its EFI stub).
-    pub image: FileData,
-    /// The kernel's `.config`, when shipped.
-    pub config: Option<FileData>,
-}
-
-/// Finds the kernel in `tree`: a single `boot/vmlinuz-RELEASE` with a matching
-/// `lib/modules/RELEASE/` directory.
-pub fn find_kernel(tree: &FileTree) -> Result<Kernel, KernelError> {
-    let boot = TreePath::new("/boot").unwrap();
-    let mut found = Vec::new();
-    for (path, node) in tree.children(&boot) {
-        if let (Some(release), NodeKind::File(data)) = (path.file_name().strip_prefix("vmlinuz-"), &node.kind) {
-            found.push((release.to_string(), data.clone()));
-        }
+/// The modules `def` loads with `kernel` (whose modules are in `tree`): those its kernel
+/// features list, then `[kernel] modules`, with their dependencies.
+pub(super) fn select_modules(
+    def: &ImageDefinition,
+    kernel: &Kernel,
+    tree: &FileTree,
+) -> Result<ModuleSelection, KernelError> {
+    let index = ModuleIndex::from_tree(tree, &kernel.release)?;
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    for feature in &def.kernel_features {
+        wanted.extend(
+            feature
+                .modules
+                .load
+                .iter()
+                .map(|m| (m.clone(), format!("kernel-config/{}.toml", feature.name))),
+        );
     }
-    let (release, image) = match found.len() {
-        0 => {
-            return Err(KernelError::NoKernel(
-                "the kernel package holds no /boot/vmlinuz-*".into(),
-            ))
-        }
-        1 => found.pop().unwrap(),
-        _ => {
-            let names: Vec<&str> = found.iter().map(|(r, _)| r.as_str()).collect();
-            return Err(KernelError::NoKernel(format!(
-                "several kernels ({}); name one package",
-                names.join(", ")
-            )));
-        }
-    };
-    let config = match tree
-        .get(&TreePath::new(&format!("/boot/config-{release}")).unwrap())
-        .map(|n| &n.kind)
-    {
-        Some(NodeKind::File(d)) => Some(d.clone()),
-        _ => None,
-    };
-    Ok(Kernel { release, image, config })
+    wanted.extend(
+        def.kernel
+            .modules
+            .iter()
+            .map(|m| (m.clone(), "[kernel] modules".to_string())),
+    );
+    index.select(&wanted)
 }
 
 /// A kernel's modules, by canonical name.

@@ -3,7 +3,7 @@
 //!
 //! The files are compiled in, so a released `uvmkit` carries them.
 
-use crate::config::Target;
+use super::target::Target;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,12 +11,12 @@ use std::sync::OnceLock;
 
 /// The embedded `kernel-config/` files, by feature name.
 const FILES: [(&str, &str); 6] = [
-    ("base", include_str!("../../kernel-config/base.toml")),
-    ("hyperv", include_str!("../../kernel-config/hyperv.toml")),
-    ("vmware", include_str!("../../kernel-config/vmware.toml")),
-    ("virtualbox", include_str!("../../kernel-config/virtualbox.toml")),
-    ("qemu", include_str!("../../kernel-config/qemu.toml")),
-    ("containers", include_str!("../../kernel-config/containers.toml")),
+    ("base", include_str!("../../../kernel-config/base.toml")),
+    ("hyperv", include_str!("../../../kernel-config/hyperv.toml")),
+    ("vmware", include_str!("../../../kernel-config/vmware.toml")),
+    ("virtualbox", include_str!("../../../kernel-config/virtualbox.toml")),
+    ("qemu", include_str!("../../../kernel-config/qemu.toml")),
+    ("containers", include_str!("../../../kernel-config/containers.toml")),
 ];
 
 /// One `kernel-config/NAME.toml`.

@@ -15,11 +15,11 @@
 //! Importing checks every member against `SHA256SUMS`, and every blob against its name, before
 //! it is used: a tampered bundle is refused, naming the member.
 
-use crate::config::{ExtraFile, LoadedDefinition};
-use crate::lock::LockFile;
+use super::lock::{self, LockFile};
+use crate::atomic_file::temporary_beside;
+use crate::definition::{ExtraFile, ExtraFileKind, LoadedDefinition};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Component, Path, PathBuf};
@@ -36,54 +36,79 @@ pub const SUMS: &str = "SHA256SUMS";
 pub const BLOBS: &str = "blobs/sha256/";
 
 /// Why a bundle could not be written or imported.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum BundleError {
     /// Reading or writing a file failed.
-    Io { path: PathBuf, message: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the operation reported.
+        source: io::Error,
+    },
+    /// A local file the definition references is not a regular file, directory or link, or
+    /// its name is not UTF-8.
+    #[error("{}: {problem}", path.display())]
+    Unsupported {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
     /// The definition references a local path that cannot be bundled.
-    Unbundlable { key: String, path: PathBuf, why: String },
+    #[error("cannot bundle {key} = {:?}: {why}; bundles hold local files at paths relative to the definition, inside its directory", path.display().to_string())]
+    Unbundlable {
+        /// The definition's key naming the path.
+        key: String,
+        /// The path as written.
+        path: PathBuf,
+        /// Why it cannot be bundled.
+        why: String,
+    },
     /// A pinned package is not in the cache (fetch first).
-    NotCached { package: String },
+    #[error("package {package} is pinned but not in the cache; run `uvmkit fetch` first")]
+    NotCached {
+        /// The package and version.
+        package: String,
+    },
     /// The bundle is malformed (not a tar, missing or unlisted members, bad names).
-    Malformed { bundle: PathBuf, message: String },
+    #[error("bundle {}: {message}", bundle.display())]
+    Malformed {
+        /// The bundle file.
+        bundle: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A member's content does not match its recorded sha256.
+    #[error("bundle member {member} is damaged or was tampered with: its content hashes to {actual}, not {expected}; refusing to use the bundle")]
     Tampered {
+        /// The member's name.
         member: String,
+        /// The sha256 `SHA256SUMS` or its name gives.
         expected: String,
+        /// The sha256 of its content.
         actual: String,
     },
     /// Storing a blob in the cache failed.
+    #[error(transparent)]
     Cache(FetchError),
 }
 
-impl fmt::Display for BundleError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BundleError::Io { path, message } => write!(f, "{}: {message}", path.display()),
-            BundleError::Unbundlable { key, path, why } => write!(
-                f,
-                "cannot bundle {key} = {:?}: {why}; bundles hold local files at paths relative to the definition, inside its directory",
-                path.display().to_string()
-            ),
-            BundleError::NotCached { package } => {
-                write!(f, "package {package} is pinned but not in the cache; run `uvmkit fetch` first")
-            }
-            BundleError::Malformed { bundle, message } => write!(f, "bundle {}: {message}", bundle.display()),
-            BundleError::Tampered { member, expected, actual } => write!(
-                f,
-                "bundle member {member} is damaged or was tampered with: its content hashes to {actual}, not {expected}; refusing to use the bundle"
-            ),
-            BundleError::Cache(e) => e.fmt(f),
-        }
+impl BundleError {
+    /// True when the bundle or the cache failed (exit code 3: a damaged, tampered or
+    /// incomplete bundle, a package not fetched yet); false when a local file is at fault.
+    pub fn is_fetch_failure(&self) -> bool {
+        !matches!(
+            self,
+            BundleError::Unbundlable { .. } | BundleError::Io { .. } | BundleError::Unsupported { .. }
+        )
     }
 }
 
-impl std::error::Error for BundleError {}
-
 fn io_err(path: &Path) -> impl Fn(io::Error) -> BundleError + '_ {
-    move |e| BundleError::Io {
+    move |source| BundleError::Io {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source,
     }
 }
 
@@ -112,18 +137,19 @@ fn local_paths(loaded: &LoadedDefinition) -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
     let mut files = |section: &str, list: &[ExtraFile]| {
         for (i, f) in list.iter().enumerate() {
-            for p in f.source.iter().chain(&f.directory) {
+            if let ExtraFileKind::Source(p) | ExtraFileKind::Directory(p) = &f.kind {
                 out.push((format!("{section}[{i}] ({})", f.path), p.clone()));
             }
         }
     };
     files("files", &def.files);
     files("disk.data_files", &def.disk.data_files);
+    let local = def.kernel.local.as_ref();
     for (key, p) in [
-        ("kernel.path", &def.kernel.path),
-        ("kernel.modules_dir", &def.kernel.modules_dir),
-        ("kernel.config", &def.kernel.config),
-        ("debian.keyring", &def.debian.keyring),
+        ("kernel.path", local.map(|l| &l.image)),
+        ("kernel.modules_dir", local.map(|l| &l.modules_dir)),
+        ("kernel.config", local.and_then(|l| l.config.as_ref())),
+        ("debian.keyring", def.debian.keyring.as_ref()),
     ] {
         if let Some(p) = p {
             out.push((key.to_string(), p.clone()));
@@ -167,9 +193,9 @@ fn add_local(members: &mut BTreeMap<String, Member>, name: &str, host: &Path) ->
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let child = e.file_name();
-            let child = child.to_str().ok_or_else(|| BundleError::Io {
+            let child = child.to_str().ok_or_else(|| BundleError::Unsupported {
                 path: e.path(),
-                message: "file name is not UTF-8".into(),
+                problem: "file name is not UTF-8",
             })?;
             add_local(members, &format!("{name}/{child}"), &e.path())?;
         }
@@ -182,9 +208,9 @@ fn add_local(members: &mut BTreeMap<String, Member>, name: &str, host: &Path) ->
             },
         );
     } else {
-        return Err(BundleError::Io {
+        return Err(BundleError::Unsupported {
             path: host.to_path_buf(),
-            message: "not a regular file, directory or symbolic link".into(),
+            problem: "not a regular file, directory or symbolic link",
         });
     }
     // Parent directories, so the member unpacks on its own.
@@ -231,7 +257,7 @@ pub fn write_bundle(
         add_local(&mut members, &name, &loaded.base_dir.join(&path))?;
     }
     members.insert(DEFINITION.into(), Member::Bytes(loaded.source_text.as_bytes().to_vec()));
-    members.insert(LOCK.into(), Member::Bytes(crate::lock::render(lock).into_bytes()));
+    members.insert(LOCK.into(), Member::Bytes(lock::render(lock).into_bytes()));
     let mut blobs = 0;
     for p in &lock.packages {
         let digest: Sha256Digest = p.sha256.parse().map_err(|_| BundleError::NotCached {
@@ -261,15 +287,7 @@ pub fn write_bundle(
     }
     members.insert(SUMS.into(), Member::Bytes(sums.into_bytes()));
 
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        out.file_name().and_then(|n| n.to_str()).unwrap_or("bundle"),
-        std::process::id()
-    ));
+    let tmp = temporary_beside(out);
     let result = write_tar(&members, &tmp).and_then(|()| fs::rename(&tmp, out).map_err(io_err(out)));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -324,7 +342,7 @@ fn write_tar(members: &BTreeMap<String, Member>, path: &Path) -> Result<(), Bund
     let w = tar.into_inner().map_err(io_err(path))?;
     let file = w.into_inner().map_err(|e| BundleError::Io {
         path: path.to_path_buf(),
-        message: e.error().to_string(),
+        source: e.into_error(),
     })?;
     file.sync_all().map_err(io_err(path))
 }
@@ -360,7 +378,7 @@ pub fn import_bundle(bundle: &Path, cache: &ContentCache, dir: &Path) -> Result<
         blobs: 0,
     };
     unpacked.blobs = unpack(bundle, cache, dir)?;
-    fs::rename(dir.join(LOCK), crate::lock::lock_path(&unpacked.definition)).map_err(io_err(dir))?;
+    fs::rename(dir.join(LOCK), lock::lock_path(&unpacked.definition)).map_err(io_err(dir))?;
     Ok(unpacked)
 }
 
@@ -510,7 +528,7 @@ fn write_member(r: &mut impl Read, target: &Path, mode: u32) -> Result<String, B
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inputs::{FetchedPackage, Role};
+    use crate::inputs::package::{FetchedPackage, Role};
     use std::os::unix::fs::PermissionsExt;
 
     fn scratch(name: &str) -> PathBuf {
@@ -523,7 +541,7 @@ mod tests {
     fn definition(dir: &Path, text: &str) -> LoadedDefinition {
         let path = dir.join("img.toml");
         fs::write(&path, text).unwrap();
-        crate::config::load(&path).unwrap()
+        crate::definition::load(&path).unwrap()
     }
 
     fn lock_with(cache: &ContentCache, deb: &[u8]) -> LockFile {
@@ -542,7 +560,7 @@ mod tests {
             homepage: None,
         };
         LockFile {
-            version: crate::lock::LOCK_VERSION,
+            version: lock::LOCK_VERSION,
             resolution_inputs: "x".into(),
             packages: vec![pkg],
         }
@@ -582,7 +600,7 @@ mod tests {
         let u = &unpacked.dir;
         assert_eq!(fs::read_to_string(&unpacked.definition).unwrap(), loaded.source_text);
         assert_eq!(
-            crate::lock::read(&crate::lock::lock_path(&unpacked.definition)).unwrap(),
+            lock::read(&lock::lock_path(&unpacked.definition)).unwrap(),
             Some(lock.clone())
         );
         assert_eq!(fs::read(u.join("src/etc/sub/a.conf")).unwrap(), b"a=1\n");

@@ -1,0 +1,375 @@
+//! The definition as its TOML file spells it: serde types that only parse, strictly (unknown
+//! keys are errors). [`super::validate`] turns a [`DefinitionFile`] into the
+//! [`ImageDefinition`](super::ImageDefinition) the pipeline takes.
+//!
+//! Sections whose shape validation does not change (`[debian]`, `[network]`, `[ssh]`...) are
+//! used by the validated definition as they are.
+
+use super::target::{Format, Target};
+use super::units::{deserialize_mode, deserialize_size};
+use serde::Deserialize;
+use std::path::PathBuf;
+use uvmkit_service_spec::ServiceSpec;
+
+/// A whole image definition, as parsed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefinitionFile {
+    /// Image name: artifact file names derive from it (`NAME.efi`, `NAME.iso`...).
+    pub name: String,
+    /// The VM's hostname.
+    #[serde(default = "default_hostname")]
+    pub hostname: String,
+    /// Kernel command line (without `initrd=`).
+    #[serde(default = "default_cmdline")]
+    pub cmdline: String,
+    /// Hypervisors the image must boot under.
+    #[serde(default = "default_targets")]
+    pub targets: Vec<Target>,
+    /// Kernel features the image needs beyond booting (for example `containers`); each names
+    /// a file in `kernel-config/`.
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// Artifacts `uvmkit build` writes when `--format` is not given.
+    #[serde(default = "default_formats")]
+    pub formats: Vec<Format>,
+    /// Where the Debian packages come from.
+    #[serde(default)]
+    pub debian: DebianSection,
+    /// The kernel and its modules.
+    #[serde(default)]
+    pub kernel: KernelTable,
+    /// Packages whose files go into the image.
+    #[serde(default)]
+    pub packages: Vec<PackageTable>,
+    /// Files, directories and links added to the image.
+    #[serde(default)]
+    pub files: Vec<FileTable>,
+    /// How the initrd is compressed.
+    #[serde(default)]
+    pub initrd: InitrdSection,
+    /// Disk image settings (raw, VHDX, VMDK).
+    #[serde(default)]
+    pub disk: DiskTable,
+    /// ISO settings.
+    #[serde(default)]
+    pub iso: IsoSection,
+    /// Settings for the init (PID 1).
+    #[serde(default)]
+    pub init: InitSection,
+    /// `[network]`: the init configures the network; absent, the network stays down.
+    #[serde(default)]
+    pub network: Option<NetworkSection>,
+    /// `[data_disk]`: the init keeps state on the data disk; absent, it only looks for it.
+    #[serde(default)]
+    pub data_disk: Option<DataDiskSection>,
+    /// `[[services]]`: programs the init starts in order, waits for and supervises.
+    #[serde(default)]
+    pub services: Vec<ServiceSpec>,
+    /// `[ssh]`: who may log in over SSH (as root, with a key; never with a password).
+    #[serde(default)]
+    pub ssh: Option<SshSection>,
+    /// `[preload]`: container image archives loaded into a service once, on first boot.
+    #[serde(default)]
+    pub preload: Option<PreloadSection>,
+}
+
+/// `[ssh]`: SSH access. sshd itself is a `[[services]]` entry; this says who may log in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshSection {
+    /// Public keys (`ssh-ed25519 AAAA... comment` lines) written to `/root/.ssh/authorized_keys`.
+    #[serde(default)]
+    pub authorized_keys: Vec<String>,
+}
+
+/// `[preload]`: container image archives (`docker save` or OCI archives) that go into the image
+/// and are loaded once, on the first boot with a given data disk.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreloadSection {
+    /// The archives, relative to the definition; each goes to `/usr/share/uvmkit/preload/`.
+    pub images: Vec<String>,
+    /// The service that loads them; it must be ready first.
+    #[serde(default = "default_preload_service")]
+    pub service: String,
+    /// The load command; the archive's path inside the image is appended.
+    #[serde(default = "default_preload_command")]
+    pub command: Vec<String>,
+}
+
+fn default_preload_service() -> String {
+    "dockerd".into()
+}
+
+fn default_preload_command() -> Vec<String> {
+    vec!["/usr/bin/docker".into(), "load".into(), "-i".into()]
+}
+
+/// `[network]`: how the init brings the network up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    /// Run a DHCPv4 client on every Ethernet interface (but the first when `static` is given).
+    #[serde(default = "default_true")]
+    pub dhcp: bool,
+    /// Seconds boot waits for a first address (DHCP goes on trying afterwards).
+    #[serde(default = "default_network_timeout")]
+    pub timeout: u64,
+    /// A fixed IPv4 address for the first Ethernet interface.
+    #[serde(default, rename = "static")]
+    pub static_v4: Option<StaticNetwork>,
+}
+
+fn default_network_timeout() -> u64 {
+    30
+}
+
+/// `[network.static]`: a fixed IPv4 configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticNetwork {
+    /// Address and prefix length, `192.168.1.5/24`.
+    pub address: String,
+    /// Default gateway.
+    #[serde(default)]
+    pub gateway: Option<String>,
+    /// DNS servers.
+    #[serde(default)]
+    pub dns: Vec<String>,
+}
+
+/// `[data_disk]`: persistent state for a container host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataDiskSection {
+    /// With no `uvmkit-data` partition, partition and format a whole disk that is entirely
+    /// blank (never one that holds anything).
+    #[serde(default)]
+    pub format_blank: bool,
+    /// Directories bind-mounted from the data disk (`/var/lib/docker` from `<data>/docker`).
+    #[serde(default)]
+    pub binds: Vec<String>,
+    /// Create SSH host keys and Docker TLS material (CA, server and client certificates) in
+    /// `<data>/uvmkit/identity` at boot; the client bundle is `<data>/uvmkit/identity/tls/client`.
+    #[serde(default)]
+    pub identity: bool,
+}
+
+fn default_hostname() -> String {
+    "uvmkit".into()
+}
+fn default_cmdline() -> String {
+    "console=tty0 console=ttyS0".into()
+}
+fn default_targets() -> Vec<Target> {
+    Target::ALL.to_vec()
+}
+fn default_formats() -> Vec<Format> {
+    vec![Format::Efi]
+}
+
+/// `[debian]`: the archive the kernel and packages come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebianSection {
+    /// Release name (`bookworm`).
+    #[serde(default = "default_suite")]
+    pub suite: String,
+    /// Archive components (`main`).
+    #[serde(default = "default_components")]
+    pub components: Vec<String>,
+    /// Debian architecture (`amd64`).
+    #[serde(default = "default_architecture")]
+    pub architecture: String,
+    /// Mirror URL; when absent, `UVMKIT_DEBIAN_MIRROR` or the host's apt sources.
+    pub mirror: Option<String>,
+    /// An OpenPGP keyring to verify the archive with instead of the built-in Debian keys.
+    pub keyring: Option<PathBuf>,
+}
+
+impl Default for DebianSection {
+    fn default() -> Self {
+        DebianSection {
+            suite: default_suite(),
+            components: default_components(),
+            architecture: default_architecture(),
+            mirror: None,
+            keyring: None,
+        }
+    }
+}
+
+fn default_suite() -> String {
+    "bookworm".into()
+}
+fn default_components() -> Vec<String> {
+    vec!["main".into()]
+}
+fn default_architecture() -> String {
+    "amd64".into()
+}
+
+/// `[kernel]`: a Debian kernel package, or a local kernel with its modules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelTable {
+    /// Debian package providing the kernel (`linux-image-amd64`). Ignored when `path` is set.
+    #[serde(default = "default_kernel_package")]
+    pub package: String,
+    /// A local kernel image (bzImage with EFI stub), instead of a package.
+    pub path: Option<PathBuf>,
+    /// With `path`: the directory holding `lib/modules/RELEASE/` (or `RELEASE/` itself).
+    pub modules_dir: Option<PathBuf>,
+    /// With `path`: the kernel's `.config`, checked against the targets.
+    pub config: Option<PathBuf>,
+    /// Extra modules to load at boot, beyond those the targets and features need.
+    #[serde(default)]
+    pub modules: Vec<String>,
+}
+
+impl Default for KernelTable {
+    fn default() -> Self {
+        KernelTable {
+            package: default_kernel_package(),
+            path: None,
+            modules_dir: None,
+            config: None,
+            modules: vec![],
+        }
+    }
+}
+
+fn default_kernel_package() -> String {
+    "linux-image-amd64".into()
+}
+
+/// `[[packages]]`: a Debian package whose files go into the image.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackageTable {
+    /// Package name.
+    pub name: String,
+    /// Globs of paths to take (`/usr/sbin/*`). Default: executables and `/etc`.
+    pub include: Option<Vec<String>>,
+    /// Globs of paths to leave out, applied after `include`. Docs, man pages and locales are
+    /// always left out.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+/// `[[files]]`: one node added to the image. Exactly one of `contents`, `source`,
+/// `directory`, `symlink` or `mkdir` says what it is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTable {
+    /// Absolute path in the image.
+    pub path: String,
+    /// Inline contents of a regular file.
+    pub contents: Option<String>,
+    /// A local file (relative to the definition) copied as a regular file.
+    pub source: Option<PathBuf>,
+    /// A local directory (relative to the definition) copied recursively below `path`.
+    pub directory: Option<PathBuf>,
+    /// Makes `path` a symbolic link to this target.
+    pub symlink: Option<String>,
+    /// Makes `path` an empty directory.
+    #[serde(default)]
+    pub mkdir: bool,
+    /// Permission bits (`0o644`, or a string `"0644"`). Default 0644 for files, 0755 for
+    /// directories and for local files that are executable.
+    #[serde(default, deserialize_with = "deserialize_mode")]
+    pub mode: Option<u32>,
+    /// Owner user id (default 0).
+    #[serde(default)]
+    pub uid: u32,
+    /// Owner group id (default 0).
+    #[serde(default)]
+    pub gid: u32,
+}
+
+/// `[initrd]`: compression of the initramfs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitrdSection {
+    /// zstd level, 1 to 19 (0: no compression).
+    #[serde(default = "default_zstd_level")]
+    pub compression_level: i32,
+}
+
+impl Default for InitrdSection {
+    fn default() -> Self {
+        InitrdSection {
+            compression_level: default_zstd_level(),
+        }
+    }
+}
+
+fn default_zstd_level() -> i32 {
+    9
+}
+
+/// `[disk]`: the GPT disk images (raw, VHDX, VMDK).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskTable {
+    /// Virtual size of the disk, such as `"8GiB"` or `"512MiB"`.
+    #[serde(default = "default_disk_size", deserialize_with = "deserialize_size")]
+    pub size: u64,
+    /// VHDX block size, such as `"32MiB"`.
+    #[serde(default = "default_vhdx_block", deserialize_with = "deserialize_size")]
+    pub vhdx_block_size: u64,
+    /// Write a fixed (fully allocated) VHDX instead of a dynamic one.
+    #[serde(default)]
+    pub vhdx_fixed: bool,
+    /// Files placed on the data partition (`uvmkit-data`), paths relative to its root.
+    #[serde(default)]
+    pub data_files: Vec<FileTable>,
+}
+
+impl Default for DiskTable {
+    fn default() -> Self {
+        DiskTable {
+            size: default_disk_size(),
+            vhdx_block_size: default_vhdx_block(),
+            vhdx_fixed: false,
+            data_files: vec![],
+        }
+    }
+}
+
+fn default_disk_size() -> u64 {
+    8 << 30
+}
+fn default_vhdx_block() -> u64 {
+    // 1 MiB, as Microsoft recommends for Linux guests: small files for sparse ext4 layouts.
+    1 << 20
+}
+
+/// `[iso]`: the hybrid ISO.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IsoSection {
+    /// Volume label (ISO 9660 d-characters, at most 32); default: the image name in upper case.
+    pub volume_label: Option<String>,
+}
+
+/// `[init]`: how the init brings the system up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitSection {
+    /// Move the root from the initramfs to a tmpfs before anything runs (runc needs
+    /// `pivot_root`, which the initramfs does not allow).
+    #[serde(default = "default_true")]
+    pub root_on_tmpfs: bool,
+}
+
+impl Default for InitSection {
+    fn default() -> Self {
+        InitSection { root_on_tmpfs: true }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}

@@ -1,0 +1,277 @@
+//! The image definition: the TOML file a user writes (`images/*.toml`), parsed and validated
+//! once into the [`ImageDefinition`] the pipeline takes.
+//!
+//! Parsing is strict: unknown keys are errors, and every error names the file, the line and
+//! column, and the key, with what is allowed there. Relative paths in the definition are
+//! relative to the definition file's directory. The steps are [`file`] (the serde types, which
+//! only parse), [`validate`] (each part checked once) and [`image`] (the validated types).
+
+pub mod file;
+pub mod image;
+pub mod kernel_config;
+pub mod target;
+pub mod units;
+mod validate;
+
+pub use file::{
+    DataDiskSection, DebianSection, InitSection, InitrdSection, IsoSection, NetworkSection, PreloadSection, SshSection,
+    StaticNetwork,
+};
+pub use image::{
+    DiskSection, ExtraFile, ExtraFileKind, ImageDefinition, KernelSection, LocalKernel, PackageSelection,
+    ALWAYS_EXCLUDE, DEFAULT_INCLUDE,
+};
+pub use target::{Format, Target};
+pub use units::{is_valid_disk_size, parse_size, SizeError};
+pub use uvmkit_service_spec::{Readiness, RestartPolicy, RlimitValue, ServiceSpec};
+
+use std::path::{Path, PathBuf};
+
+/// An image definition loaded from a file, with the directory relative paths start from.
+#[derive(Debug, Clone)]
+pub struct LoadedDefinition {
+    /// The validated definition.
+    pub definition: ImageDefinition,
+    /// The file it came from.
+    pub path: PathBuf,
+    /// The directory relative paths in it are relative to.
+    pub base_dir: PathBuf,
+    /// The file's bytes (hashed into the manifest and the disk identifiers).
+    pub source_text: String,
+}
+
+/// Why a definition could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read image definition {}: {source}", path.display())]
+    Read {
+        /// The definition file.
+        path: PathBuf,
+        /// What reading it reported.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or a key is unknown or has the wrong type.
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Parse {
+        /// The definition file.
+        path: PathBuf,
+        /// Line of the problem, from 1.
+        line: usize,
+        /// Column of the problem, from 1.
+        column: usize,
+        /// What is wrong there, and what is allowed.
+        message: String,
+    },
+    /// The TOML is well-formed but a value is not acceptable.
+    #[error("{}: `{key}`: {message}", path.display())]
+    Invalid {
+        /// The definition file.
+        path: PathBuf,
+        /// The key, such as `disk.size` or `files[0] (/etc/motd)`.
+        key: String,
+        /// What is wrong with its value, and what is allowed.
+        message: String,
+    },
+}
+
+/// Reads and validates the definition at `path`.
+pub fn load(path: &Path) -> Result<LoadedDefinition, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let definition = parse(&text, path)?;
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base_dir = if base_dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base_dir
+    };
+    Ok(LoadedDefinition {
+        definition,
+        path: path.to_path_buf(),
+        base_dir,
+        source_text: text,
+    })
+}
+
+/// Parses and validates definition text; `path` is used in messages only.
+pub fn parse(text: &str, path: &Path) -> Result<ImageDefinition, ConfigError> {
+    let file: file::DefinitionFile = toml::from_str(text).map_err(|e| {
+        let (line, column) = e.span().map(|s| line_column(text, s.start)).unwrap_or((1, 1));
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message: e.message().trim().to_string(),
+        }
+    })?;
+    validate::validate(file).map_err(|invalid| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key: invalid.key,
+        message: invalid.message,
+    })
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_err(text: &str) -> String {
+        parse(text, Path::new("img.toml")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn minimal_definition_gets_defaults() {
+        let def = parse("name = \"m\"\n", Path::new("m.toml")).unwrap();
+        assert_eq!(def.hostname, "uvmkit");
+        assert_eq!(def.targets, Target::ALL.to_vec());
+        assert_eq!(def.debian.suite, "bookworm");
+        assert_eq!(def.kernel.package, "linux-image-amd64");
+        assert_eq!(def.disk.size, 8 << 30);
+    }
+
+    #[test]
+    fn unknown_key_names_position_and_allowed_keys() {
+        let e = parse_err("name = \"m\"\n[debian]\nsuite = \"bookworm\"\nmirorr = \"x\"\n");
+        assert!(e.starts_with("img.toml:4:1:"), "{e}");
+        assert!(e.contains("mirorr") && e.contains("mirror"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_and_bad_values_are_explained() {
+        let e = parse_err("name = \"m\"\ntargets = [\"xen\"]\n");
+        assert!(e.starts_with("img.toml:2:"), "{e}");
+        assert!(e.contains("xen") && e.contains("hyperv"), "{e}");
+        let e = parse_err("name = \"m\"\n[disk]\nsize = \"8 parsecs\"\n");
+        assert!(e.contains("img.toml:3:") && e.contains("unit"), "{e}");
+        let e = parse_err("name = \"m/x\"\n");
+        assert!(e.contains("`name`"), "{e}");
+        let e = parse_err("name = \"m\"\n[[files]]\npath = \"/a\"\ncontents = \"x\"\nsymlink = \"y\"\n");
+        assert!(e.contains("files[0] (/a)") && e.contains("exactly one"), "{e}");
+        let e = parse_err("name = \"m\"\n[[files]]\npath = \"/a\"\nmode = \"0999\"\ncontents = \"\"\n");
+        assert!(e.contains("octal"), "{e}");
+        let e = parse_err("name = \"m\"\nfeatures = [\"gpu\"]\n");
+        assert!(e.contains("unknown feature \"gpu\"") && e.contains("containers"), "{e}");
+        let e = parse_err("name = \"m\"\nname = \"n\"\n");
+        assert!(e.starts_with("img.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn modes_and_sizes() {
+        let def = parse(
+            "name = \"m\"\n[[files]]\npath = \"/a\"\ncontents = \"\"\nmode = 0o750\n[[files]]\npath = \"/b\"\nmkdir = true\nmode = \"0700\"\n[disk]\nsize = \"64GiB\"\n",
+            Path::new("m.toml"),
+        )
+        .unwrap();
+        assert_eq!(def.files[0].mode, Some(0o750));
+        assert_eq!(def.files[1].mode, Some(0o700));
+        assert_eq!(def.disk.size, 64 << 30);
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert!(parse_size("12 furlongs").is_err());
+    }
+
+    #[test]
+    fn network_and_data_disk_sections() {
+        let def = parse("name = \"m\"\n", Path::new("m.toml")).unwrap();
+        assert!(def.network.is_none() && def.data_disk.is_none());
+        let def = parse(
+            "name = \"m\"\n[network]\ntimeout = 10\n[network.static]\naddress = \"10.0.0.2/8\"\ngateway = \"10.0.0.1\"\n[data_disk]\nformat_blank = true\nbinds = [\"/var/lib/docker\"]\n",
+            Path::new("m.toml"),
+        )
+        .unwrap();
+        let network = def.network.unwrap();
+        assert!(network.dhcp);
+        assert_eq!(network.timeout, 10);
+        assert_eq!(network.static_v4.unwrap().address, "10.0.0.2/8");
+        assert!(def.data_disk.unwrap().format_blank);
+        let e = parse_err("name = \"m\"\n[network.static]\naddress = \"10.0.0.2\"\n");
+        assert!(e.contains("network.static.address"), "{e}");
+        let e = parse_err("name = \"m\"\n[network.static]\naddress = \"10.0.0.2/8\"\ndns = [\"x\"]\n");
+        assert!(e.contains("\"x\" is not an IPv4 address"), "{e}");
+        let e = parse_err("name = \"m\"\n[data_disk]\nbinds = [\"/a/x\", \"/b/x\"]\n");
+        assert!(e.contains("data_disk.binds[1]"), "{e}");
+    }
+
+    const TWO_SERVICES: &str = r#"name = "m"
+[[services]]
+name = "containerd"
+command = ["/usr/bin/containerd"]
+ready = { unix = "/run/containerd/containerd.sock" }
+restart = "always"
+rlimits = { nofile = 1048576, core = "unlimited" }
+
+[[services]]
+name = "dockerd"
+command = ["/usr/sbin/dockerd", "-H", "unix:///var/run/docker.sock"]
+after = ["containerd"]
+ready = { http_unix = "/var/run/docker.sock" }
+"#;
+
+    #[test]
+    fn services_parse_with_readiness_restart_and_limits() {
+        let def = parse(TWO_SERVICES, Path::new("m.toml")).unwrap();
+        assert_eq!(def.services.len(), 2);
+        let containerd = &def.services[0];
+        assert_eq!(
+            containerd.ready,
+            Some(Readiness::Unix("/run/containerd/containerd.sock".into()))
+        );
+        assert_eq!(containerd.restart, RestartPolicy::Always);
+        assert_eq!(containerd.rlimits["nofile"], RlimitValue::Value(1048576));
+        assert_eq!(
+            def.services[1].ready,
+            Some(Readiness::HttpUnix("/var/run/docker.sock".into()))
+        );
+        assert_eq!(def.services[1].after, ["containerd"]);
+        assert_eq!(def.services[1].restart, RestartPolicy::OnFailure);
+    }
+
+    #[test]
+    fn bad_services_name_the_entry_and_key() {
+        let cases = [
+            ("name = \"m\"\n[[services]]\nname = \"a\"\ncommand = [\"sshd\"]\n", "services[0] (a).command`: program \"sshd\" is not an absolute path"),
+            ("name = \"m\"\n[[services]]\nname = \"A b\"\ncommand = [\"/x\"]\n", "services[0] (A b).name"),
+            ("name = \"m\"\n[[services]]\nname = \"a\"\ncommand = [\"/x\"]\nafter = [\"b\"]\n", "names \"b\", which is not another service"),
+            ("name = \"m\"\n[[services]]\nname = \"a\"\ncommand = [\"/x\"]\nrlimits = { files = 3 }\n", "unknown limit \"files\""),
+            ("name = \"m\"\n[[services]]\nname = \"a\"\ncommand = [\"/x\"]\nrlimits = { nofile = \"lots\" }\n", "nofile = \"lots\" is not a limit"),
+            ("name = \"m\"\n[[services]]\nname = \"a\"\ncommand = [\"/x\"]\nrestart = \"sometimes\"\n", "sometimes"),
+            ("name = \"m\"\n[[services]]\nname = \"a\"\ncommand = [\"/x\"]\nready = { udp = 53 }\n", "udp"),
+            ("name = \"m\"\n[[services]]\nname = \"a\"\ncommand = [\"/x\"]\n[[services]]\nname = \"a\"\ncommand = [\"/y\"]\n", "services[1] (a).name`: is used by two services"),
+            ("name = \"m\"\n[ssh]\nauthorized_keys = [\"hunter2\"]\n", "ssh.authorized_keys[0]"),
+            ("name = \"m\"\n[preload]\nimages = [\"a.tar\"]\n", "preload.service"),
+        ];
+        for (text, expected) in cases {
+            let e = parse_err(text);
+            assert!(e.contains(expected), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn service_cycles_are_refused_with_the_path() {
+        let text = "name = \"m\"\n[[services]]\nname = \"a\"\ncommand = [\"/a\"]\nafter = [\"c\"]\n\
+                    [[services]]\nname = \"b\"\ncommand = [\"/b\"]\nafter = [\"a\"]\n\
+                    [[services]]\nname = \"c\"\ncommand = [\"/c\"]\nafter = [\"b\"]\n";
+        let e = parse_err(text);
+        assert!(
+            e.contains("services[0] (a).after`: forms a cycle (a -> c -> b -> a)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn shipped_definitions_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images");
+        for name in ["minimal.toml", "docker.toml"] {
+            load(&dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! From the parsed [`DefinitionFile`] to the validated [`ImageDefinition`], once: each phase
+//! checks one part of the definition and returns it in the form the pipeline uses. A problem
+//! is reported with the key it concerns and what is allowed there.
+
+use super::file::{DefinitionFile, FileTable, KernelTable, NetworkSection, PackageTable};
+use super::image::{
+    DiskSection, ExtraFile, ExtraFileKind, ImageDefinition, KernelSection, LocalKernel, PackageSelection,
+    ALWAYS_EXCLUDE, DEFAULT_INCLUDE,
+};
+use super::kernel_config::{self, Feature};
+use super::units::is_valid_disk_size;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use std::path::{Component, Path};
+use uvmkit_filetree::TreePath;
+
+/// A value that is not acceptable: the key (`disk.size`, `files[0] (/a)`) and why.
+#[derive(Debug)]
+pub(super) struct Invalid {
+    pub(super) key: String,
+    pub(super) message: String,
+}
+
+fn invalid(key: &str, message: String) -> Invalid {
+    Invalid {
+        key: key.to_string(),
+        message,
+    }
+}
+
+/// Validates every part of `file`, in the order the keys are documented.
+pub(super) fn validate(file: DefinitionFile) -> Result<ImageDefinition, Invalid> {
+    check_name(&file.name)?;
+    check_hostname(&file.hostname)?;
+    let kernel_features = check_targets_formats_features(&file)?;
+    check_initrd(file.initrd.compression_level)?;
+    let disk_checked = check_disk(file.disk.size, file.disk.vhdx_block_size)?;
+    if let Some(label) = &file.iso.volume_label {
+        check_volume_label(label)?;
+    }
+    let kernel = kernel_section(&file.kernel)?;
+    let packages = file
+        .packages
+        .iter()
+        .enumerate()
+        .map(|(i, p)| package_selection(i, p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let files = extra_files("files", &file.files)?;
+    let data_files = extra_files("disk.data_files", &file.disk.data_files)?;
+    if let Some(network) = &file.network {
+        check_network(network)?;
+    }
+    if let Some(data) = &file.data_disk {
+        check_binds(&data.binds)?;
+    }
+    check_services(&file)?;
+    Ok(ImageDefinition {
+        name: file.name,
+        hostname: file.hostname,
+        cmdline: file.cmdline,
+        targets: file.targets,
+        features: file.features,
+        kernel_features,
+        formats: file.formats,
+        debian: file.debian,
+        kernel,
+        packages,
+        files,
+        initrd: file.initrd,
+        disk: DiskSection {
+            size: file.disk.size,
+            vhdx_block_size: disk_checked,
+            vhdx_fixed: file.disk.vhdx_fixed,
+            data_files,
+        },
+        iso: file.iso,
+        init: file.init,
+        network: file.network,
+        data_disk: file.data_disk,
+        services: file.services,
+        ssh: file.ssh,
+        preload: file.preload,
+    })
+}
+
+/// `name` names the artifact files.
+fn check_name(name: &str) -> Result<(), Invalid> {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && !name.starts_with('.');
+    if !ok {
+        return Err(invalid(
+            "name",
+            format!("{name:?} must be letters, digits, '-', '_' or '.', as it names the artifact files"),
+        ));
+    }
+    Ok(())
+}
+
+/// `hostname` is one DNS label (RFC 1123 section 2.1).
+fn check_hostname(hostname: &str) -> Result<(), Invalid> {
+    let ok = !hostname.is_empty()
+        && hostname.len() <= 63
+        && hostname.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !hostname.starts_with('-')
+        && !hostname.ends_with('-');
+    if !ok {
+        return Err(invalid(
+            "hostname",
+            format!("{hostname:?} is not a valid host name (letters, digits and '-', at most 63)"),
+        ));
+    }
+    Ok(())
+}
+
+/// `targets` and `formats` are not empty and every feature exists; returns the kernel features
+/// the image selects.
+fn check_targets_formats_features(file: &DefinitionFile) -> Result<Vec<&'static Feature>, Invalid> {
+    if file.targets.is_empty() {
+        return Err(invalid(
+            "targets",
+            "name at least one of \"hyperv\", \"vmware\", \"virtualbox\", \"qemu\"".into(),
+        ));
+    }
+    if file.formats.is_empty() {
+        return Err(invalid(
+            "formats",
+            "name at least one of \"efi\", \"iso\", \"raw\", \"vhdx\", \"vmdk\", \"vmdk-stream\"".into(),
+        ));
+    }
+    for feature in &file.features {
+        if kernel_config::feature(feature).is_none() {
+            return Err(invalid(
+                "features",
+                format!(
+                    "unknown feature {feature:?}; known: {}",
+                    kernel_config::feature_names().join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(kernel_config::selected(&file.targets, &file.features))
+}
+
+fn check_initrd(level: i32) -> Result<(), Invalid> {
+    if !(0..=19).contains(&level) {
+        return Err(invalid(
+            "initrd.compression_level",
+            format!("{level} is outside 0..=19"),
+        ));
+    }
+    Ok(())
+}
+
+/// `[disk] size` and `vhdx_block_size`; returns the block size as the VHDX writer takes it.
+fn check_disk(size: u64, block_size: u64) -> Result<u32, Invalid> {
+    if !is_valid_disk_size(size) {
+        return Err(invalid(
+            "disk.size",
+            format!("{size} bytes: a disk must be a whole number of MiB and at least 64MiB"),
+        ));
+    }
+    // MS-VHDX 2.6.2.1: BlockSize is a power of two from 1 MB to 256 MB.
+    if !block_size.is_power_of_two() || !((1 << 20)..=(256 << 20)).contains(&block_size) {
+        return Err(invalid(
+            "disk.vhdx_block_size",
+            format!("{block_size} bytes: use a power of two from 1MiB to 256MiB"),
+        ));
+    }
+    Ok(u32::try_from(block_size).expect("at most 256 MiB"))
+}
+
+/// ECMA-119 7.4.1: a volume identifier is at most 32 d-characters.
+fn check_volume_label(label: &str) -> Result<(), Invalid> {
+    if label.is_empty()
+        || label.len() > 32
+        || !label
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(invalid(
+            "iso.volume_label",
+            format!("{label:?}: use 1 to 32 of A-Z, 0-9 and _ (ISO 9660 d-characters)"),
+        ));
+    }
+    Ok(())
+}
+
+/// `[kernel]`: `modules_dir` and `config` only go with `path`, and `path` needs `modules_dir`.
+fn kernel_section(kernel: &KernelTable) -> Result<KernelSection, Invalid> {
+    let local = match (kernel.path.clone(), kernel.modules_dir.clone(), kernel.config.clone()) {
+        (None, None, None) => None,
+        (None, _, _) => {
+            return Err(invalid(
+                "kernel.modules_dir",
+                "only goes with kernel.path (a local kernel)".into(),
+            ))
+        }
+        (Some(_), None, _) => {
+            return Err(invalid(
+                "kernel.modules_dir",
+                "kernel.path needs modules_dir (the directory holding lib/modules/RELEASE)".into(),
+            ))
+        }
+        (Some(image), Some(modules_dir), config) => Some(LocalKernel {
+            image,
+            modules_dir,
+            config,
+        }),
+    };
+    Ok(KernelSection {
+        package: kernel.package.clone(),
+        local,
+        modules: kernel.modules.clone(),
+    })
+}
+
+/// `[[packages]]` entry `i`: its globs compile.
+fn package_selection(i: usize, p: &PackageTable) -> Result<PackageSelection, Invalid> {
+    let key = format!("packages[{i}] ({})", p.name);
+    let include: Vec<String> = p
+        .include
+        .clone()
+        .unwrap_or_else(|| DEFAULT_INCLUDE.iter().map(|s| s.to_string()).collect());
+    let exclude: Vec<String> = ALWAYS_EXCLUDE
+        .iter()
+        .map(|s| s.to_string())
+        .chain(p.exclude.iter().cloned())
+        .collect();
+    Ok(PackageSelection {
+        name: p.name.clone(),
+        include_set: glob_set(&key, &include)?,
+        exclude_set: glob_set(&key, &exclude)?,
+        include,
+    })
+}
+
+fn glob_set(key: &str, globs: &[String]) -> Result<GlobSet, Invalid> {
+    let mut b = GlobSetBuilder::new();
+    for glob in globs {
+        b.add(Glob::new(glob).map_err(|e| invalid(key, format!("bad glob {glob:?}: {e}")))?);
+    }
+    b.build().map_err(|e| invalid(key, e.to_string()))
+}
+
+/// `[[files]]` or `[disk] data_files`: each entry makes exactly one thing at a path inside the
+/// tree.
+fn extra_files(section: &str, files: &[FileTable]) -> Result<Vec<ExtraFile>, Invalid> {
+    let mut out = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let key = format!("{section}[{i}] ({})", f.path);
+        let mut kinds = Vec::new();
+        kinds.extend(f.contents.clone().map(ExtraFileKind::Contents));
+        kinds.extend(f.source.clone().map(ExtraFileKind::Source));
+        kinds.extend(f.directory.clone().map(ExtraFileKind::Directory));
+        kinds.extend(f.symlink.clone().map(ExtraFileKind::Symlink));
+        if f.mkdir {
+            kinds.push(ExtraFileKind::Mkdir);
+        }
+        if kinds.len() != 1 {
+            return Err(invalid(
+                &key,
+                "give exactly one of contents, source, directory, symlink or mkdir = true".into(),
+            ));
+        }
+        let kind = kinds.remove(0);
+        let path = TreePath::new(&f.path)
+            .ok()
+            .filter(|_| f.path.starts_with('/'))
+            .ok_or_else(|| {
+                invalid(
+                    &key,
+                    "path must be absolute and stay inside the image (no '..' above /)".into(),
+                )
+            })?;
+        out.push(ExtraFile {
+            path,
+            kind,
+            mode: f.mode,
+            uid: f.uid,
+            gid: f.gid,
+        });
+    }
+    Ok(out)
+}
+
+/// `[network.static]`: an IPv4 address with prefix length, and IPv4 gateway and DNS servers.
+fn check_network(network: &NetworkSection) -> Result<(), Invalid> {
+    let Some(s) = &network.static_v4 else {
+        return Ok(());
+    };
+    let address_ok = s
+        .address
+        .split_once('/')
+        .is_some_and(|(a, p)| a.parse::<std::net::Ipv4Addr>().is_ok() && p.parse::<u8>().is_ok_and(|p| p <= 32));
+    if !address_ok {
+        return Err(invalid(
+            "network.static.address",
+            format!(
+                "{:?}: use an IPv4 address and prefix length, such as \"192.168.1.5/24\"",
+                s.address
+            ),
+        ));
+    }
+    for ip in s.gateway.iter().chain(&s.dns) {
+        if ip.parse::<std::net::Ipv4Addr>().is_err() {
+            return Err(invalid("network.static", format!("{ip:?} is not an IPv4 address")));
+        }
+    }
+    Ok(())
+}
+
+/// `[data_disk] binds`: plain absolute paths whose last components differ (each names its
+/// directory on the data disk).
+fn check_binds(binds: &[String]) -> Result<(), Invalid> {
+    for (i, bind) in binds.iter().enumerate() {
+        let path = Path::new(bind);
+        let plain = path.is_absolute()
+            && path
+                .components()
+                .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+        let name = path.file_name();
+        let unique = binds[..i].iter().all(|other| Path::new(other).file_name() != name);
+        if !plain || name.is_none() || !unique {
+            return Err(invalid(
+                &format!("data_disk.binds[{i}]"),
+                format!("{bind:?}: use an absolute path without '..' whose last component no other entry shares (it names the directory on the data disk)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `[[services]]`, `[ssh]` and `[preload]`: names, commands, ordering without cycles, limits.
+fn check_services(def: &DefinitionFile) -> Result<(), Invalid> {
+    let absolute = |p: &str| p.starts_with('/') && TreePath::new(p).is_ok();
+    uvmkit_service_spec::check_services(&def.services).map_err(|err| {
+        invalid(
+            &format!("services[{}] ({}).{}", err.index, err.service, err.key),
+            err.problem,
+        )
+    })?;
+    if let Some(ssh) = &def.ssh {
+        for (i, key) in ssh.authorized_keys.iter().enumerate() {
+            let mut fields = key.split_whitespace();
+            let kind = fields.next().unwrap_or("");
+            let known = kind.starts_with("ssh-") || kind.starts_with("ecdsa-sha2-") || kind.starts_with("sk-");
+            if !known || fields.next().is_none() || key.contains('\n') {
+                return Err(invalid(
+                    &format!("ssh.authorized_keys[{i}]"),
+                    "give one public key per entry, as in a .pub file: \"ssh-ed25519 AAAA... comment\"".into(),
+                ));
+            }
+        }
+    }
+    if let Some(preload) = &def.preload {
+        if !def.services.iter().any(|s| s.name == preload.service) {
+            return Err(invalid(
+                "preload.service",
+                format!(
+                    "{:?} is not a service of this definition; images are loaded once it is ready",
+                    preload.service
+                ),
+            ));
+        }
+        if !preload.command.first().is_some_and(|p| absolute(p)) {
+            return Err(invalid(
+                "preload.command",
+                "give the program as an absolute path inside the image".into(),
+            ));
+        }
+        for (i, image) in preload.images.iter().enumerate() {
+            let name = Path::new(image).file_name();
+            if name.is_none()
+                || preload.images[..i]
+                    .iter()
+                    .any(|other| Path::new(other).file_name() == name)
+            {
+                return Err(invalid(
+                    &format!("preload.images[{i}]"),
+                    format!(
+                        "{image:?}: each archive needs a file name of its own (they share one directory in the image)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}

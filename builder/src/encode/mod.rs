@@ -1,0 +1,74 @@
+//! Encoding the assembled tree into the bytes a machine boots, one crate per format: the
+//! initrd ([`initrd`]), the Unified Kernel Image ([`uki`]), the GPT disk with its ESP and
+//! ext4 data partition as raw, VHDX and VMDK ([`disk`]), and the hybrid ISO ([`iso`]). Every
+//! writer takes what it encodes and the path to write; publishing the result is the next
+//! stage's work.
+
+pub mod disk;
+pub mod initrd;
+pub mod iso;
+pub mod uki;
+
+use std::io;
+use uvmkit_filetree::TreePath;
+
+/// Why an artifact could not be encoded; the message starts with what was being made.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// The initrd writer refused the tree.
+    #[error("initrd: {0}")]
+    Initrd(#[from] uvmkit_initrd::InitrdError),
+    /// The UKI stub could not be read.
+    #[error("EFI stub: {0}")]
+    Stub(#[source] io::Error),
+    /// The UKI writer refused the stub, kernel or sections.
+    #[error("UKI: {0}")]
+    Uki(#[from] uvmkit_uki::UkiError),
+    /// The disk's EFI system partition could not be made.
+    #[error("EFI system partition: {0}")]
+    Esp(#[source] uvmkit_disk::esp::EspError),
+    /// A `[disk] data_files` entry could not be made.
+    #[error("[disk] data_files: files entry {path}: {source}")]
+    DataFiles {
+        /// The entry's path on the data partition.
+        path: TreePath,
+        /// What went wrong.
+        source: crate::assemble::ExtraFileError,
+    },
+    /// The data partition's ext4 file system could not be made.
+    #[error("data partition (ext4): {0}")]
+    DataPartition(#[from] uvmkit_ext4::Ext4Error),
+    /// The partitions do not fit the disk.
+    #[error("disk layout: {0}")]
+    Layout(#[from] uvmkit_disk::layout::LayoutError),
+    /// A disk format's writer refused the disk.
+    #[error("{format}: {source}")]
+    Disk {
+        /// The format (`vhdx`, `vmdk`...).
+        format: &'static str,
+        /// What the writer reported.
+        source: uvmkit_vdisk::Error,
+    },
+    /// The ISO needs the ISOLINUX packages, which were not fetched.
+    #[error("ISO: the isolinux packages were not fetched")]
+    NoIsolinux,
+    /// The ISO's El Torito EFI image could not be made.
+    #[error("ISO EFI image: {0}")]
+    IsoEfiImage(#[source] uvmkit_disk::esp::EspError),
+    /// The ISO writer refused the files or boot images.
+    #[error("ISO: {0}")]
+    Iso(#[from] uvmkit_iso::IsoError),
+    /// Writing or reading a file failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being written (`initrd`, `UKI`, `ISO`, `kernel`, a disk format).
+        what: &'static str,
+        /// What the operation reported.
+        source: io::Error,
+    },
+}
+
+/// Tags an I/O error with what was being written.
+pub(crate) fn io_error(what: &'static str) -> impl Fn(io::Error) -> EncodeError {
+    move |source| EncodeError::Io { what, source }
+}

@@ -1,0 +1,55 @@
+//! The boot loaders' files, taken from their Debian packages: the UKI stub every image needs
+//! and, for the ISO, ISOLINUX's BIOS boot files.
+
+use super::unpack::PackageError;
+use std::collections::BTreeMap;
+use uvmkit_filetree::{FileData, FileTree, NodeKind, TreePath};
+
+/// The package that provides the UKI stub.
+pub const STUB_PACKAGE: &str = "systemd-boot-efi";
+/// Where the stub lies in that package.
+pub const STUB_PATH: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+/// The packages that provide BIOS boot for the ISO.
+pub const ISOLINUX_PACKAGES: [&str; 2] = ["isolinux", "syslinux-common"];
+
+/// The BIOS boot files of the ISO.
+#[derive(Debug, Clone)]
+pub struct IsolinuxFiles {
+    /// `isolinux.bin`.
+    pub isolinux_bin: FileData,
+    /// `isohdpfx.bin`, the isohybrid MBR code.
+    pub isohdpfx: FileData,
+    /// `ldlinux.c32`.
+    pub ldlinux_c32: FileData,
+}
+
+/// The UKI stub and, when the ISO's packages were fetched, the ISOLINUX files, from the boot
+/// loader packages' trees (by package name).
+pub(super) fn boot_files(
+    loader_trees: &BTreeMap<String, FileTree>,
+) -> Result<(FileData, Option<IsolinuxFiles>), PackageError> {
+    let stub_tree = &loader_trees[STUB_PACKAGE];
+    let uki_stub = file_in(stub_tree, STUB_PATH, STUB_PACKAGE)?;
+    let isolinux = match (loader_trees.get("isolinux"), loader_trees.get("syslinux-common")) {
+        (Some(iso), Some(common)) => Some(IsolinuxFiles {
+            isolinux_bin: file_in(iso, "/usr/lib/ISOLINUX/isolinux.bin", "isolinux")?,
+            isohdpfx: file_in(iso, "/usr/lib/ISOLINUX/isohdpfx.bin", "isolinux")?,
+            ldlinux_c32: file_in(common, "/usr/lib/syslinux/modules/bios/ldlinux.c32", "syslinux-common")?,
+        }),
+        _ => None,
+    };
+    Ok((uki_stub, isolinux))
+}
+
+/// The file of `tree` at `path`, or an error naming the package that should have had it.
+fn file_in(tree: &FileTree, path: &str, package: &str) -> Result<FileData, PackageError> {
+    let tp = TreePath::new(path).expect("static path");
+    let real = tree.resolve(&tp).unwrap_or(tp);
+    match tree.get(&real).map(|n| &n.kind) {
+        Some(NodeKind::File(d)) => Ok(d.clone()),
+        _ => Err(PackageError::MissingFile {
+            package: package.to_string(),
+            path: path.to_string(),
+        }),
+    }
+}

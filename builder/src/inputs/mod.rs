@@ -1,0 +1,160 @@
+//! Resolving an image's inputs: the only stage that touches the network.
+//!
+//! Debian's signed `InRelease` is fetched and verified against the archive keyring
+//! ([`archive`]); the requested packages are chosen, from the lock or by resolving them with
+//! their dependencies ([`choose`], [`lock`]); every `.deb` is downloaded into the
+//! content-addressed cache and verified ([`fetch`]), and unpacked once into per-file blobs
+//! with a manifest ([`unpack`]), so a warm build neither downloads, decompresses nor parses
+//! the archive again. Then the kernel ([`kernel`]) and its modules ([`modules`]), the boot
+//! loaders' files ([`boot_files`]) and the packages' licenses ([`licenses`]) are taken from
+//! the unpacked trees. [`bundle`] carries all of it to a machine without a network.
+
+pub mod archive;
+pub mod boot_files;
+pub mod bundle;
+pub mod choose;
+pub mod error;
+mod fetch;
+pub mod host_directory;
+pub mod init;
+pub mod kernel;
+mod licenses;
+pub mod lock;
+mod mirror;
+pub mod modules;
+pub mod package;
+pub mod sources;
+pub mod unpack;
+
+pub use boot_files::{IsolinuxFiles, ISOLINUX_PACKAGES, STUB_PACKAGE, STUB_PATH};
+pub use error::InputError;
+pub use init::INIT_BINARY;
+pub use kernel::Kernel;
+pub use modules::ModuleSelection;
+pub use package::{FetchedPackage, PackageFiles, Role};
+pub use sources::{InputOptions, LockUse};
+
+use crate::definition::ImageDefinition;
+use licenses::LicenseCollector;
+use mirror::MirrorLookup;
+use sources::InputSources;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use unpack::PackageError;
+use uvmkit_debian::copyright::DeclaredLicense;
+use uvmkit_fetch::cache::ContentCache;
+use uvmkit_fetch::http::Fetcher;
+use uvmkit_fetch::mirror::MirrorSource;
+use uvmkit_filetree::{FileData, FileTree};
+
+/// Everything a build needs, fetched and verified.
+pub struct ResolvedInputs {
+    /// The mirror and where it came from; `None` when nothing had to be fetched (a current
+    /// lock pinned the packages and the cache held them all), so no mirror was looked up.
+    pub mirror: Option<MirrorSource>,
+    /// Every package fetched, sorted by name.
+    pub packages: Vec<FetchedPackage>,
+    /// The license each package declares in a machine-readable `copyright` file, by name;
+    /// packages without one are absent.
+    pub licenses: BTreeMap<String, DeclaredLicense>,
+    /// The `[[packages]]` entries' files.
+    pub requested: Vec<PackageFiles>,
+    /// All fetched packages' files merged (libraries are looked up here).
+    pub universe: FileTree,
+    /// The kernel.
+    pub kernel: Kernel,
+    /// Modules to load, in order.
+    pub modules: ModuleSelection,
+    /// The systemd-boot EFI stub.
+    pub uki_stub: FileData,
+    /// ISOLINUX files, when an ISO is built.
+    pub isolinux: Option<IsolinuxFiles>,
+    /// Bytes downloaded in this run.
+    pub downloaded_bytes: u64,
+}
+
+/// The unpacked packages, sorted by what they are for.
+#[derive(Default)]
+struct UnpackedPackages {
+    /// Requested packages and their dependencies, merged.
+    universe: FileTree,
+    /// The requested packages, each on its own.
+    requested: Vec<PackageFiles>,
+    /// The kernel packages, merged.
+    kernel: FileTree,
+    /// Each boot loader package, by name.
+    loaders: BTreeMap<String, FileTree>,
+    /// What each package declares.
+    licenses: LicenseCollector,
+}
+
+/// Fetches, verifies and unpacks everything `def` needs. The Debian mirror is looked up only
+/// when something has to be fetched: not when a current lock pins the packages and the cache
+/// holds them all.
+pub fn resolve(def: &ImageDefinition, base_dir: &Path, opts: &InputOptions) -> Result<ResolvedInputs, InputError> {
+    let src = InputSources {
+        def,
+        base_dir,
+        mirror: MirrorLookup::new(def.debian.mirror.as_deref()),
+        cache: ContentCache::open(&opts.cache_dir)?,
+        fetcher: Fetcher::new(opts.offline)?,
+        opts,
+    };
+    let packages = choose::choose_packages(&src)?;
+    let (deb_paths, downloaded_bytes) = fetch::fetch_packages(&src, &packages)?;
+    let unpacked = unpack_all(&src, &packages, &deb_paths)?;
+
+    let (kernel, module_tree) = match &def.kernel.local {
+        None => (kernel::find_kernel(&unpacked.kernel)?, unpacked.kernel),
+        Some(local) => kernel::local_kernel(local, base_dir)?,
+    };
+    kernel::check_kernel_config(def, &kernel)?;
+    let modules = modules::select_modules(def, &kernel, &module_tree)?;
+    let (uki_stub, isolinux) = boot_files::boot_files(&unpacked.loaders)?;
+    Ok(ResolvedInputs {
+        mirror: src.mirror.into_used(),
+        packages,
+        licenses: unpacked.licenses.finish(),
+        requested: unpacked.requested,
+        universe: unpacked.universe,
+        kernel,
+        modules,
+        uki_stub,
+        isolinux,
+        downloaded_bytes,
+    })
+}
+
+/// Unpacks (once per `.deb`, through the cache) every package and sorts the trees by role.
+fn unpack_all(
+    src: &InputSources,
+    packages: &[FetchedPackage],
+    deb_paths: &[PathBuf],
+) -> Result<UnpackedPackages, InputError> {
+    let mut out = UnpackedPackages::default();
+    for (pkg, deb_path) in packages.iter().zip(deb_paths) {
+        let tree = unpack::package_tree(pkg, deb_path, &src.cache)?;
+        out.licenses.add(pkg, &tree)?;
+        let merge_err = |source| PackageError::Merge {
+            package: pkg.name.clone(),
+            source,
+        };
+        match pkg.role {
+            Role::Kernel => out.kernel.merge(&tree).map_err(merge_err)?,
+            Role::Bootloader => {
+                out.loaders.insert(pkg.name.clone(), tree);
+            }
+            Role::Requested | Role::Dependency => {
+                out.universe.merge(&tree).map_err(merge_err)?;
+                if pkg.role == Role::Requested {
+                    out.requested.push(PackageFiles {
+                        name: pkg.name.clone(),
+                        version: pkg.version.clone(),
+                        tree,
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
