@@ -274,4 +274,50 @@ ready = { http_unix = "/var/run/docker.sock" }
             load(&dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
         }
     }
+
+    #[test]
+    fn validation_gives_the_pipeline_ready_values() {
+        let def = parse(
+            "name = \"m\"\nfeatures = [\"containers\"]\ntargets = [\"qemu\"]\n\
+             [[packages]]\nname = \"tool\"\n[[packages]]\nname = \"lib\"\ninclude = [\"/usr/lib/**\"]\nexclude = [\"*.a\"]\n\
+             [[files]]\npath = \"/etc//motd\"\ncontents = \"hi\"\n[[files]]\npath = \"/srv\"\nmkdir = true\n\
+             [disk]\nvhdx_block_size = \"32MiB\"\n",
+            Path::new("m.toml"),
+        )
+        .unwrap();
+        let names: Vec<&str> = def.kernel_features.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["base", "qemu", "containers"]);
+        assert_eq!(def.files[0].path.to_string(), "/etc/motd");
+        assert_eq!(def.files[0].kind, ExtraFileKind::Contents("hi".into()));
+        assert_eq!(def.files[1].kind, ExtraFileKind::Mkdir);
+        assert_eq!(def.disk.vhdx_block_size, 32 << 20);
+        let (tool, lib) = (&def.packages[0], &def.packages[1]);
+        assert_eq!(tool.include, DEFAULT_INCLUDE);
+        assert!(tool.takes("/usr/sbin/tool") && tool.takes("/etc/tool/a.conf"));
+        assert!(!tool.takes("/usr/lib/x/y") && !tool.takes("/usr/share/doc/tool/README"));
+        assert!(lib.takes("/usr/lib/x/libx.so.1") && !lib.takes("/usr/lib/x/libx.a"));
+        assert!(def.kernel.local.is_none());
+    }
+
+    #[test]
+    fn a_local_kernel_needs_its_modules() {
+        let e = parse_err("name = \"m\"\n[kernel]\npath = \"vmlinuz\"\n");
+        assert!(
+            e.contains("`kernel.modules_dir`") && e.contains("lib/modules/RELEASE"),
+            "{e}"
+        );
+        let e = parse_err("name = \"m\"\n[kernel]\nconfig = \"config\"\n");
+        assert!(e.contains("only goes with kernel.path"), "{e}");
+        let def = parse(
+            "name = \"m\"\n[kernel]\npath = \"vmlinuz\"\nmodules_dir = \"mods\"\n",
+            Path::new("m.toml"),
+        )
+        .unwrap();
+        let local = def.kernel.local.unwrap();
+        assert_eq!(
+            (local.image.as_path(), local.modules_dir.as_path()),
+            (Path::new("vmlinuz"), Path::new("mods"))
+        );
+        assert_eq!(local.config, None);
+    }
 }

@@ -2,7 +2,7 @@
 //! checks one part of the definition and returns it in the form the pipeline uses. A problem
 //! is reported with the key it concerns and what is allowed there.
 
-use super::file::{DefinitionFile, FileTable, KernelTable, PackageTable};
+use super::file::{DefinitionFile, FileTable, KernelTable, NetworkSection, PackageTable};
 use super::image::{
     DiskSection, ExtraFile, ExtraFileKind, ImageDefinition, KernelSection, LocalKernel, PackageSelection,
     ALWAYS_EXCLUDE, DEFAULT_INCLUDE,
@@ -286,7 +286,7 @@ fn extra_files(section: &str, files: &[FileTable]) -> Result<Vec<ExtraFile>, Inv
 }
 
 /// `[network.static]`: an IPv4 address with prefix length, and IPv4 gateway and DNS servers.
-fn check_network(network: &super::NetworkSection) -> Result<(), Invalid> {
+fn check_network(network: &NetworkSection) -> Result<(), Invalid> {
     let Some(s) = &network.static_v4 else {
         return Ok(());
     };

@@ -235,4 +235,26 @@ mod tests {
         assert!(d.iter().any(|l| l.starts_with("+ n 3")));
         assert!(drift(&old, &old).is_empty());
     }
+
+    #[test]
+    fn only_an_updatable_lock_is_recorded() {
+        let dir = std::env::temp_dir().join(format!("uvmkit-lock-record-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("img.lock");
+        let def = crate::definition::parse("name = \"m\"\n", Path::new("m.toml")).unwrap();
+        let packages = [pkg("a", "1.0", 'a')];
+        for lock in [
+            LockUse::None,
+            LockUse::ReadOnly(path.clone()),
+            LockUse::Locked(path.clone()),
+        ] {
+            assert!(!record(&lock, &def, &packages).unwrap(), "{lock:?}");
+            assert!(!path.exists(), "{lock:?} wrote the lock");
+        }
+        assert!(record(&LockUse::Update(path.clone()), &def, &packages).unwrap());
+        let written = read(&path).unwrap().unwrap();
+        assert_eq!(written, LockFile::new(&def, &packages));
+        assert_eq!(written.resolution_inputs, resolution_inputs(&def));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
