@@ -10,12 +10,18 @@
 //! - QEMU killed after a sync, boot again: the data disk mounts and the synced file is intact.
 //! - A disk holding someone else's file system is left byte for byte as it was; that VM's SSH
 //!   host keys differ from the first VM's, and the image itself holds no private key.
+//! - A `--restart always` container published on a port serves again after the reboot.
+//! - The engine as users drive it (one more VM, booted in parallel): `-p` tcp and udp, with an
+//!   address, `-P`; containers by name and out through the NAT; `docker build`; `--init`;
+//!   `-m`, `--cpus`, `--pids-limit` set and enforced; `--privileged`; a health check; a clean
+//!   `docker info`; and, as root, a container on a host-only network answering by its address
+//!   in a network namespace the test makes.
 
 mod common;
 
 use common::*;
-use std::io::Write;
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -30,6 +36,18 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 const MEMORY_MIB: u32 = 2048;
 /// The image the test preloads.
 const TEST_IMAGE: &str = "uvmkit-test/busybox:1";
+/// The busybox applets the test image links in /bin: a shell, an HTTP server and netcat for
+/// the network checks, and the tools the scripts run.
+const TEST_IMAGE_APPLETS: [&str; 19] = [
+    "sh", "echo", "cat", "sync", "ls", "httpd", "nc", "mkdir", "sleep", "head", "tr", "seq", "touch", "grep", "wc",
+    "test", "true", "printf", "tail",
+];
+
+/// The test definition's `[docker]` section: dockerd must show each setting in `docker info`
+/// and in the containers it makes.
+const ENGINE_SETTINGS: &str = "[docker]\nregistry-mirrors = [\"https://registry-mirror.test\"]\n\
+insecure-registries = [\"registry.test:5000\"]\nlog-driver = \"json-file\"\n\
+log-opts = { max-size = \"10m\", max-file = \"3\" }\n";
 
 /// What the one build of the test's definition gives.
 struct Built {
@@ -74,7 +92,9 @@ fn built() -> &'static Built {
         );
         assert!(ok, "bsdtar cannot take busybox and docker out of the initrd: {text}");
 
-        write_busybox_image_archive(&extracted.join("bin/busybox"), &dir.join("busybox.tar"));
+        let udp_echo = dir.join("udp-echo");
+        compile_static(&repo_root().join("tests/common/udp_echo.rs"), &udp_echo);
+        write_busybox_image_archive(&extracted.join("bin/busybox"), &udp_echo, &dir.join("busybox.tar"));
         let ssh_key = dir.join("id_ed25519");
         let (ok, text) = run(
             "ssh-keygen",
@@ -94,7 +114,7 @@ fn built() -> &'static Built {
         let public = std::fs::read_to_string(ssh_key.with_extension("pub")).unwrap();
         let mut text = std::fs::read_to_string(&definition).unwrap();
         text.push_str(&format!(
-            "\n[ssh]\nauthorized_keys = [{:?}]\n\n[preload]\nimages = [\"busybox.tar\"]\n",
+            "\n[ssh]\nauthorized_keys = [{:?}]\n\n[preload]\nimages = [\"busybox.tar\"]\n\n{ENGINE_SETTINGS}",
             public.trim()
         ));
         std::fs::write(dir.join("docker.toml"), text).unwrap();
@@ -130,9 +150,39 @@ fn built() -> &'static Built {
     })
 }
 
+/// Compiles the one-file program `source` into a static executable `out` with rustc: for musl
+/// when that target is installed, else for glibc with `crt-static`.
+fn compile_static(source: &Path, out: &Path) {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
+    let mut errors = String::new();
+    for target in [
+        &["--target", "x86_64-unknown-linux-musl"][..],
+        &[
+            "--target",
+            "x86_64-unknown-linux-gnu",
+            "-C",
+            "target-feature=+crt-static",
+        ][..],
+    ] {
+        let built = Command::new(&rustc)
+            .args(["--edition", "2021", "-O", "-C", "strip=symbols", "-o"])
+            .arg(out)
+            .args(target)
+            .arg(source)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {rustc}: {e}"));
+        if built.status.success() {
+            return;
+        }
+        errors.push_str(&String::from_utf8_lossy(&built.stderr));
+    }
+    panic!("cannot compile {} static:\n{errors}", source.display());
+}
+
 /// A `docker save` archive (manifest.json, image config, one layer) holding a static busybox
-/// with links for the applets the test runs. Deterministic, so the build is too.
-fn write_busybox_image_archive(busybox: &Path, out: &Path) {
+/// with links for the applets the test runs, and the static `udp-echo`. Deterministic, so the
+/// build is too.
+fn write_busybox_image_archive(busybox: &Path, udp_echo: &Path, out: &Path) {
     fn header(path: &str, kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
         let mut h = tar::Header::new_ustar();
         h.set_path(path).unwrap();
@@ -146,7 +196,7 @@ fn write_busybox_image_archive(busybox: &Path, out: &Path) {
     }
     let binary = std::fs::read(busybox).unwrap();
     let mut layer = tar::Builder::new(Vec::new());
-    for dir in ["bin/", "data/", "tmp/"] {
+    for dir in ["bin/", "data/", "tmp/", "www/"] {
         let mut h = header(dir, tar::EntryType::Directory, 0o755, 0);
         h.set_cksum();
         layer.append(&h, std::io::empty()).unwrap();
@@ -154,7 +204,11 @@ fn write_busybox_image_archive(busybox: &Path, out: &Path) {
     let mut h = header("bin/busybox", tar::EntryType::Regular, 0o755, binary.len() as u64);
     h.set_cksum();
     layer.append(&h, binary.as_slice()).unwrap();
-    for applet in ["sh", "echo", "cat", "sync", "ls"] {
+    let echo = std::fs::read(udp_echo).unwrap();
+    let mut h = header("bin/udp-echo", tar::EntryType::Regular, 0o755, echo.len() as u64);
+    h.set_cksum();
+    layer.append(&h, echo.as_slice()).unwrap();
+    for applet in TEST_IMAGE_APPLETS {
         let mut h = header(&format!("bin/{applet}"), tar::EntryType::Symlink, 0o777, 0);
         h.set_link_name("busybox").unwrap();
         h.set_cksum();
@@ -387,10 +441,7 @@ impl Vm {
 
     /// Runs the docker client with the VM's client bundle; panics when it fails.
     fn docker(&mut self, bundle: &Path, args: &[&str]) -> String {
-        let out = self.docker_with(
-            &tls_flags(bundle, &bundle.join("cert.pem"), &bundle.join("key.pem")),
-            args,
-        );
+        let out = self.docker_status(bundle, args);
         if !out.status.success() {
             self.guest.fail(&format!(
                 "docker {args:?} failed ({}): {}{}",
@@ -400,6 +451,51 @@ impl Vm {
             ));
         }
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs the docker client with the VM's client bundle and returns what it did, failed or not.
+    fn docker_status(&self, bundle: &Path, args: &[&str]) -> Output {
+        self.docker_with(
+            &tls_flags(bundle, &bundle.join("cert.pem"), &bundle.join("key.pem")),
+            args,
+        )
+    }
+
+    /// `docker inspect --format FORMAT NAME`, trimmed.
+    fn inspect(&mut self, bundle: &Path, name: &str, format: &str) -> String {
+        self.docker(bundle, &["inspect", "--format", format, name])
+            .trim()
+            .to_string()
+    }
+
+    /// Forwards a fresh port on the host's 127.0.0.1 to `guest_port` of the VM (`proto` is
+    /// `tcp` or `udp`) with the QEMU monitor's `hostfwd_add`, as a user adds a NAT rule in
+    /// VirtualBox; returns the host port.
+    fn forward(&mut self, proto: &str, guest_port: u16) -> u16 {
+        let port = match proto {
+            "udp" => UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port(),
+            _ => free_port(),
+        };
+        self.guest
+            .monitor(&format!("hostfwd_add net0 {proto}:127.0.0.1:{port}-:{guest_port}"));
+        port
+    }
+
+    /// Polls `docker inspect --format FORMAT NAME` until it prints `want`.
+    fn wait_for_state(&mut self, bundle: &Path, name: &str, format: &str, want: &str, timeout: Duration) -> f64 {
+        let deadline = Instant::now() + timeout;
+        let mut seen = String::new();
+        while Instant::now() < deadline {
+            seen = self.inspect(bundle, name, format);
+            if seen == want {
+                return self.guest.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        self.guest.fail(&format!(
+            "{name}: {format} is {seen:?}, not {want:?}, after {}s",
+            timeout.as_secs()
+        ))
     }
 
     /// Runs `script` in the test image with the named volume `uvmkit-test-volume` on `/data`.
@@ -443,6 +539,61 @@ impl Vm {
         self.guest.monitor("system_powerdown");
         self.guest.wait_exit(Duration::from_secs(180))
     }
+}
+
+/// A value the test makes up at run time, so that bytes seen later can only have come from
+/// this run's container.
+fn token(what: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("uvmkit-{what}-{}-{nanos:09}", std::process::id())
+}
+
+/// A container script that serves `body` as /index.html with busybox httpd on `port`.
+fn serve(body: &str, port: u16) -> String {
+    format!("echo {body} > /www/index.html && exec httpd -f -p {port} -h /www")
+}
+
+/// `GET /index.html` from 127.0.0.1:`port` on the host, retried for up to `timeout` until a
+/// whole response arrives (QEMU accepts a forwarded connection before the guest does, and
+/// closes it empty when nothing listens there yet); returns the body, or None.
+fn http_get(port: u16, timeout: Duration) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
+            stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let _ = stream.write_all(b"GET /index.html HTTP/1.0\r\nHost: uvmkit-test\r\n\r\n");
+            let mut response = Vec::new();
+            let _ = stream.read_to_end(&mut response);
+            let text = String::from_utf8_lossy(&response);
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                assert!(
+                    head.starts_with("HTTP/1.") && head.contains(" 200 "),
+                    "answer on port {port}:\n{text}"
+                );
+                return Some(body.to_string());
+            }
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A TCP server on the host's 127.0.0.1 that sends `bytes` to every client, then closes the
+/// connection; returns its port. A QEMU user-network guest reaches it as 10.0.2.2.
+fn host_tcp_server(bytes: String) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let _ = stream.write_all(bytes.as_bytes());
+        }
+    });
+    port
 }
 
 fn tls_flags(bundle: &Path, cert: &Path, key: &Path) -> Vec<String> {
@@ -536,6 +687,32 @@ fn docker_host_serves_tls_keeps_state_across_reboots_and_power_loss() {
     assert_eq!(hello.trim(), "hello from a preloaded image");
     vm.docker(&bundle, &["volume", "create", "uvmkit-test-volume"]);
     vm.run_with_volume(&bundle, "echo kept > /data/file && sync");
+    // A container that must come back by itself after the reboot, serving its page.
+    let always_page = token("restarted");
+    vm.docker(
+        &bundle,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "always",
+            "--restart",
+            "always",
+            "-p",
+            "8090:80",
+            TEST_IMAGE,
+            "sh",
+            "-c",
+            &serve(&always_page, 80),
+        ],
+    );
+    let port = vm.forward("tcp", 8090);
+    let served = http_get(port, Duration::from_secs(60));
+    assert_eq!(
+        served.as_deref(),
+        Some(format!("{always_page}\n").as_str()),
+        "--restart always, first boot"
+    );
 
     // Refused: plain HTTP on the TLS port, a certificate from another CA, no certificate.
     let plain = vm.docker_with(&[], &["version"]);
@@ -606,6 +783,21 @@ fn docker_host_serves_tls_keeps_state_across_reboots_and_power_loss() {
     );
     let kept = vm.run_with_volume(&bundle, "cat /data/file");
     assert_eq!(kept.trim(), "kept");
+    let back = vm.wait_for_state(
+        &bundle,
+        "always",
+        "{{.State.Running}}",
+        "true",
+        Duration::from_secs(120),
+    );
+    let port = vm.forward("tcp", 8090);
+    let served = http_get(port, Duration::from_secs(60));
+    assert_eq!(
+        served.as_deref(),
+        Some(format!("{always_page}\n").as_str()),
+        "--restart always after a reboot"
+    );
+    eprintln!("second boot: the --restart always container runs again (by {back:.1}s) and serves its page");
     let log = vm.guest.log();
     assert!(
         log.contains("already loaded"),
@@ -665,4 +857,663 @@ fn a_disk_with_a_foreign_file_system_is_left_untouched() {
     record_host_keys(keys);
     vm.power_off();
     assert_eq!(sha256_file(&disk), before, "the foreign disk was changed");
+}
+
+/// What a Docker user does on a fresh engine, each checked by what it did: published ports
+/// serve the container's bytes from outside the VM, UDP datagrams arrive, containers reach each
+/// other by name and the host through the VM's NAT, `docker build` runs RUN, COPY and ENV,
+/// `--init` is PID 1, limits are in the cgroup and enforced, `--privileged` has every
+/// capability, a health check turns healthy, and `docker info` has nothing to warn about.
+#[test]
+fn the_engine_does_what_docker_users_do() {
+    let b = built();
+    let disk = b.dir.join("engine.raw");
+    blank_disk(&disk, 4 << 30);
+    let (mut vm, _) = boot_direct("docker-engine", &disk);
+    let bundle = vm.fetch_client_bundle();
+    vm.wait_for_preloaded_image(&bundle);
+
+    // A clean engine: no missing cgroup controller, bridge-nf-call or limit support to look into.
+    let warnings = vm.docker(&bundle, &["info", "--format", "{{json .Warnings}}"]);
+    assert!(
+        matches!(warnings.trim(), "null" | "[]"),
+        "docker info warns: {warnings}"
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&vm.docker(&bundle, &["info", "--format", "{{json .}}"])).unwrap();
+    let seen: Vec<String> = [
+        "CgroupVersion",
+        "Driver",
+        "MemoryLimit",
+        "SwapLimit",
+        "CpuCfsQuota",
+        "PidsLimit",
+        "InitBinary",
+    ]
+    .iter()
+    .map(|key| format!("{key}={}", info[key]))
+    .collect();
+    assert_eq!(
+        seen.join(" "),
+        "CgroupVersion=\"2\" Driver=\"overlay2\" MemoryLimit=true SwapLimit=true CpuCfsQuota=true PidsLimit=true \
+         InitBinary=\"docker-init\"",
+        "docker info"
+    );
+    // The definition's [docker] section reached dockerd through /etc/docker/daemon.json.
+    let registry = info["RegistryConfig"].to_string();
+    assert!(
+        registry.contains("https://registry-mirror.test/") && registry.contains("registry.test:5000"),
+        "[docker] registry-mirrors and insecure-registries are not in docker info: {registry}"
+    );
+    assert_eq!(info["LoggingDriver"], "json-file", "[docker] log-driver");
+    let log_config = vm.docker(&bundle, &["create", "--name", "log-config-probe", TEST_IMAGE, "true"]);
+    assert!(!log_config.trim().is_empty());
+    let log_config = vm.docker(
+        &bundle,
+        &[
+            "inspect",
+            "--format",
+            "{{json .HostConfig.LogConfig}}",
+            "log-config-probe",
+        ],
+    );
+    assert!(
+        log_config.contains("\"max-size\":\"10m\"") && log_config.contains("\"max-file\":\"3\""),
+        "[docker] log-opts do not reach containers: {log_config}"
+    );
+    vm.docker(&bundle, &["rm", "log-config-probe"]);
+    // Bridged traffic goes through iptables, so published ports work between containers too
+    // (newer clients no longer show this in docker info).
+    let bridge_nf =
+        vm.ssh("cat /proc/sys/net/bridge/bridge-nf-call-iptables /proc/sys/net/bridge/bridge-nf-call-ip6tables");
+    assert_eq!(bridge_nf, "1\n1\n", "bridge-nf-call-iptables, bridge-nf-call-ip6tables");
+
+    published_ports(&mut vm, &bundle);
+    containers_reach_each_other_and_the_host(&mut vm, &bundle);
+    build_init_and_privileges(&mut vm, &bundle);
+    limits_are_enforced(&mut vm, &bundle);
+    health_check_turns_healthy(&mut vm, &bundle);
+    reachable_by_ip_from_the_host_side(&mut vm, &bundle);
+    vm.power_off();
+}
+
+/// A network namespace of the test's own, deleted when dropped.
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run("ip", &["netns", "delete", &self.0]);
+    }
+}
+
+/// The VirtualBox host-only set-up: a second NIC on a private segment with a static address,
+/// and a macvlan network on that subnet, so that a container started with `--ip` answers by that
+/// address from the other end of the segment. Here the segment is a tap device the test moves
+/// into a network namespace of its own, and the "host side" runs in that namespace; nothing
+/// outside the test's namespace and the VM sees the addresses.
+fn reachable_by_ip_from_the_host_side(vm: &mut Vm, bundle: &Path) {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root || !Path::new("/dev/net/tun").exists() || !have("ip") || !have("curl") {
+        eprintln!("note: the host-only network check needs root, /dev/net/tun, ip and curl (skipping it)");
+        return;
+    }
+    let id = std::process::id();
+    let netns = Netns(format!("uvmkit-test-{id}"));
+    let tap = format!("uvmkt{}", id % 1_000_000);
+    let (ok, text) = run("ip", &["netns", "add", &netns.0]);
+    assert!(ok, "ip netns add: {text}");
+    // The second NIC, hot-plugged as a user adds an adapter, and its host end moved away.
+    vm.guest
+        .monitor(&format!("netdev_add tap,id=net1,ifname={tap},script=no,downscript=no"));
+    vm.guest
+        .monitor("device_add virtio-net-pci,netdev=net1,id=nic1,mac=52:54:00:56:00:02");
+    for args in [
+        vec!["link", "set", tap.as_str(), "netns", netns.0.as_str()],
+        vec![
+            "-n",
+            netns.0.as_str(),
+            "addr",
+            "add",
+            "192.168.56.1/24",
+            "dev",
+            tap.as_str(),
+        ],
+        vec!["-n", netns.0.as_str(), "link", "set", tap.as_str(), "up"],
+        vec!["-n", netns.0.as_str(), "link", "set", "lo", "up"],
+    ] {
+        let (ok, text) = run("ip", &args);
+        assert!(ok, "ip {args:?}: {text}");
+    }
+    let nic = vm.ssh(
+        "for i in $(seq 1 30); do n=$(grep -l 52:54:00:56:00:02 /sys/class/net/*/address) && break; sleep 1; done; \
+         n=${n%/address}; n=${n##*/}; ip addr add 192.168.56.2/24 dev $n && ip link set $n up && echo $n",
+    );
+    let nic = nic.trim();
+    assert!(!nic.is_empty(), "the hot-plugged NIC did not appear");
+    vm.docker(
+        bundle,
+        &[
+            "network",
+            "create",
+            "-d",
+            "macvlan",
+            "--subnet",
+            "192.168.56.0/24",
+            "--gateway",
+            "192.168.56.1",
+            "--ip-range",
+            "192.168.56.128/25",
+            "-o",
+            &format!("parent={nic}"),
+            "hostonly",
+        ],
+    );
+    let page = token("host-only");
+    vm.docker(
+        bundle,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "by-ip",
+            "--network",
+            "hostonly",
+            "--ip",
+            "192.168.56.10",
+            TEST_IMAGE,
+            "sh",
+            "-c",
+            &serve(&page, 80),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let body = loop {
+        let (ok, body) = run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &netns.0,
+                "curl",
+                "-s",
+                "--max-time",
+                "10",
+                "http://192.168.56.10/index.html",
+            ],
+        );
+        if ok {
+            break body;
+        }
+        if Instant::now() > deadline {
+            vm.guest
+                .fail(&format!("192.168.56.10 did not answer from the host side: {body}"));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    assert_eq!(body, format!("{page}\n"), "the container by its host-only address");
+    eprintln!("engine: a container on a macvlan network of the second NIC answers at 192.168.56.10 from the host side");
+}
+
+/// `-p HOST:CONTAINER` for tcp and udp, `-p IP:HOST:CONTAINER`, `-P`: each answers from the
+/// host through a QEMU forward to the VM's port, with the bytes its container serves.
+fn published_ports(vm: &mut Vm, bundle: &Path) {
+    let page = token("published");
+    vm.docker(
+        bundle,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "-p",
+            "8080:80",
+            TEST_IMAGE,
+            "sh",
+            "-c",
+            &serve(&page, 80),
+        ],
+    );
+    let port = vm.forward("tcp", 8080);
+    let body = http_get(port, Duration::from_secs(60));
+    assert_eq!(
+        body.as_deref(),
+        Some(format!("{page}\n").as_str()),
+        "-p 8080:80 from the host"
+    );
+
+    // Bound to the VM's own address, it answers there; bound to 127.0.0.1, only inside the VM.
+    let addresses = vm.ssh("ip -4 -o addr show");
+    let guest_ip = addresses
+        .split_whitespace()
+        .filter_map(|w| w.strip_suffix("/24"))
+        .find(|a| a.starts_with("10.0.2."))
+        .unwrap_or_else(|| panic!("no 10.0.2.x/24 address in the VM: {addresses}"))
+        .to_string();
+    let page_ip = token("published-on-ip");
+    let spec = format!("{guest_ip}:8081:80");
+    vm.docker(
+        bundle,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web-ip",
+            "-p",
+            &spec,
+            TEST_IMAGE,
+            "sh",
+            "-c",
+            &serve(&page_ip, 80),
+        ],
+    );
+    let port = vm.forward("tcp", 8081);
+    let body = http_get(port, Duration::from_secs(60));
+    assert_eq!(body.as_deref(), Some(format!("{page_ip}\n").as_str()), "-p {spec}");
+    let page_lo = token("published-on-loopback");
+    vm.docker(
+        bundle,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web-lo",
+            "-p",
+            "127.0.0.1:8082:80",
+            TEST_IMAGE,
+            "sh",
+            "-c",
+            &serve(&page_lo, 80),
+        ],
+    );
+    let inside = vm.ssh(
+        "for i in $(seq 1 30); do printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc 127.0.0.1 8082 && break; sleep 1; done",
+    );
+    assert!(
+        inside.ends_with(&format!("\r\n\r\n{page_lo}\n")),
+        "-p 127.0.0.1:8082:80 inside the VM: {inside:?}"
+    );
+    let port = vm.forward("tcp", 8082);
+    assert_eq!(
+        http_get(port, Duration::from_secs(5)),
+        None,
+        "-p 127.0.0.1:8082:80 answered from outside the VM"
+    );
+
+    // -P: a port dockerd picks, which `docker port` reports.
+    let page_any = token("published-anywhere");
+    vm.docker(
+        bundle,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web-any",
+            "--expose",
+            "80",
+            "-P",
+            TEST_IMAGE,
+            "sh",
+            "-c",
+            &serve(&page_any, 80),
+        ],
+    );
+    let mapping = vm.docker(bundle, &["port", "web-any", "80/tcp"]);
+    let picked: u16 = mapping
+        .lines()
+        .next()
+        .and_then(|l| l.rsplit_once(':'))
+        .and_then(|(_, p)| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("docker port web-any: {mapping:?}"));
+    assert!(picked >= 1024, "-P picked port {picked}");
+    let port = vm.forward("tcp", picked);
+    let body = http_get(port, Duration::from_secs(60));
+    assert_eq!(
+        body.as_deref(),
+        Some(format!("{page_any}\n").as_str()),
+        "-P (port {picked})"
+    );
+
+    // UDP: a datagram sent to the published port reaches the container (its log shows it), and
+    // the answer finds its way back through the connection tracking of the NAT.
+    let datagram = format!("{}\n", token("datagram"));
+    vm.docker(
+        bundle,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "udp",
+            "-p",
+            "5300:5300/udp",
+            TEST_IMAGE,
+            "udp-echo",
+            "5300",
+        ],
+    );
+    let port = vm.forward("udp", 5300);
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut answer = [0u8; 512];
+    let echoed = loop {
+        socket.send_to(datagram.as_bytes(), ("127.0.0.1", port)).unwrap();
+        if let Ok((len, _)) = socket.recv_from(&mut answer) {
+            break String::from_utf8_lossy(&answer[..len]).into_owned();
+        }
+        if Instant::now() > deadline {
+            vm.guest
+                .fail("no answer to UDP datagrams sent to a published port within 60 s");
+        }
+    };
+    assert_eq!(echoed, datagram, "the UDP answer");
+    let logs = vm.docker(bundle, &["logs", "udp"]);
+    assert!(
+        logs.lines().any(|l| l == datagram.trim_end()),
+        "the datagram is not in the container's log: {logs:?}"
+    );
+    eprintln!("engine: published ports answer (tcp 8080, {spec}, -P {picked}, udp 5300)");
+}
+
+/// By name on a user network, and out through the VM's NAT to a server on the host.
+fn containers_reach_each_other_and_the_host(vm: &mut Vm, bundle: &Path) {
+    let page = token("by-name");
+    vm.docker(bundle, &["network", "create", "uvmkit-net"]);
+    vm.docker(
+        bundle,
+        &[
+            "run",
+            "-d",
+            "--network",
+            "uvmkit-net",
+            "--name",
+            "backend",
+            TEST_IMAGE,
+            "sh",
+            "-c",
+            &serve(&page, 80),
+        ],
+    );
+    let got = vm.docker(
+        bundle,
+        &[
+            "run", "--rm", "--network", "uvmkit-net", TEST_IMAGE, "sh", "-c",
+            "for i in $(seq 1 30); do printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc backend 80 && break; sleep 1; done",
+        ],
+    );
+    assert!(got.ends_with(&format!("\r\n\r\n{page}\n")), "backend by name: {got:?}");
+
+    let greeting = token("from-the-host");
+    let port = host_tcp_server(format!("{greeting}\n"));
+    for network in ["bridge", "uvmkit-net"] {
+        let got = vm.docker(
+            bundle,
+            &[
+                "run",
+                "--rm",
+                "--network",
+                network,
+                TEST_IMAGE,
+                "nc",
+                "10.0.2.2",
+                &port.to_string(),
+            ],
+        );
+        assert_eq!(got, format!("{greeting}\n"), "outbound from a container on {network}");
+    }
+    eprintln!("engine: containers reach each other by name and the host through NAT");
+}
+
+/// `docker build` (FROM, ENV, COPY, RUN), `--init`, `--privileged`.
+fn build_init_and_privileges(vm: &mut Vm, bundle: &Path) {
+    let context = vm.dir.join("build-context");
+    std::fs::create_dir_all(&context).unwrap();
+    let copied = token("copied");
+    std::fs::write(context.join("message.txt"), format!("{copied}\n")).unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM {TEST_IMAGE}\nENV GREETING=hello-from-env\nCOPY message.txt /message.txt\n\
+             RUN mkdir -p /built && echo \"built with $GREETING\" > /built/run.txt\n\
+             CMD [\"sh\", \"-c\", \"cat /message.txt /built/run.txt; echo $GREETING\"]\n"
+        ),
+    )
+    .unwrap();
+    let (has_buildx, _) = run(built().docker.to_str().unwrap(), &["buildx", "version"]);
+    let mut build = Command::new(&built().docker);
+    if !has_buildx {
+        // The engine's own (legacy) builder: this CLI has no BuildKit client.
+        build.env("DOCKER_BUILDKIT", "0");
+    }
+    let out = build
+        .env_remove("DOCKER_HOST")
+        .env("DOCKER_CONFIG", vm.dir.join("docker-config"))
+        .args(tls_flags(bundle, &bundle.join("cert.pem"), &bundle.join("key.pem")))
+        .args(["-H", &format!("tcp://127.0.0.1:{}", vm.docker_port)])
+        .args(["build", "-t", "uvmkit-test/built:1", context.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        vm.guest.fail(&format!(
+            "docker build: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let ran = vm.docker(bundle, &["run", "--rm", "uvmkit-test/built:1"]);
+    assert_eq!(
+        ran,
+        format!("{copied}\nbuilt with hello-from-env\nhello-from-env\n"),
+        "the built image"
+    );
+
+    let pid1 = |vm: &mut Vm, extra: &[&str]| {
+        let mut args = vec!["run", "--rm"];
+        args.extend(extra);
+        args.extend([TEST_IMAGE, "cat", "/proc/1/cmdline"]);
+        vm.docker(bundle, &args).replace('\0', " ").trim().to_string()
+    };
+    assert_eq!(pid1(vm, &[]), "cat /proc/1/cmdline");
+    assert_eq!(pid1(vm, &["--init"]), "/sbin/docker-init -- cat /proc/1/cmdline");
+
+    let caps = |vm: &mut Vm, extra: &[&str]| -> (u64, u64) {
+        let mut args = vec!["run", "--rm"];
+        args.extend(extra);
+        args.extend([TEST_IMAGE, "grep", "-E", "^Cap(Eff|Bnd)", "/proc/self/status"]);
+        let status = vm.docker(bundle, &args);
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .unwrap_or_else(|| panic!("no {name} in {status:?}"))
+        };
+        (field("CapEff:"), field("CapBnd:"))
+    };
+    // Docker's default set: chown, dac_override, fowner, fsetid, kill, setgid, setuid, setpcap,
+    // net_bind_service, net_raw, sys_chroot, mknod, audit_write, setfcap.
+    assert_eq!(caps(vm, &[]), (0xa80425fb, 0xa80425fb), "default capabilities");
+    // --privileged: every capability the engine knows, at least up to CAP_AUDIT_READ (37);
+    // dockerd 20.10 stops there, later ones add perfmon, bpf and checkpoint_restore.
+    let (effective, bounding) = caps(vm, &["--privileged"]);
+    assert_eq!(
+        effective, bounding,
+        "--privileged: not every permitted capability is effective"
+    );
+    assert_eq!(
+        effective & 0x3f_ffff_ffff,
+        0x3f_ffff_ffff,
+        "--privileged CapEff {effective:x}"
+    );
+    eprintln!("engine: docker build, --init and --privileged work");
+}
+
+/// `-m`, `--cpus`, `--pids-limit`: in `docker inspect`, `docker stats` and the container's
+/// cgroup, and enforced.
+fn limits_are_enforced(vm: &mut Vm, bundle: &Path) {
+    vm.docker(
+        bundle,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "limited",
+            "-m",
+            "64m",
+            "--cpus",
+            "0.5",
+            "--pids-limit",
+            "32",
+            TEST_IMAGE,
+            "sleep",
+            "600",
+        ],
+    );
+    assert_eq!(
+        vm.inspect(
+            bundle,
+            "limited",
+            "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}}"
+        ),
+        "67108864 500000000 32"
+    );
+    let cgroup = vm.docker(
+        bundle,
+        &[
+            "exec",
+            "limited",
+            "cat",
+            "/sys/fs/cgroup/memory.max",
+            "/sys/fs/cgroup/cpu.max",
+            "/sys/fs/cgroup/pids.max",
+        ],
+    );
+    assert_eq!(cgroup, "67108864\n50000 100000\n32\n", "the container's cgroup limits");
+    let stats = vm.docker(
+        bundle,
+        &["stats", "--no-stream", "--format", "{{.MemUsage}}", "limited"],
+    );
+    assert!(stats.trim().ends_with("/ 64MiB"), "docker stats: {stats:?}");
+
+    // Memory: a shell doubling a string past 32 MiB is killed by the OOM killer.
+    let out = vm.docker_status(
+        bundle,
+        &[
+            "run",
+            "--name",
+            "oom",
+            "-m",
+            "32m",
+            TEST_IMAGE,
+            "sh",
+            "-c",
+            "x=a; while true; do x=\"$x$x\"; done",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(137), "the memory hog: {out:?}");
+    assert_eq!(
+        vm.inspect(bundle, "oom", "{{.State.OOMKilled}} {{.State.ExitCode}}"),
+        "true 137"
+    );
+
+    // Processes: with --pids-limit 8, the shell and 7 children fill the cgroup; the next fork fails.
+    let out = vm.docker_status(
+        bundle,
+        &[
+            "run",
+            "--rm",
+            "--pids-limit",
+            "8",
+            TEST_IMAGE,
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 20 ]; do sleep 60 & i=$((i+1)); echo $i; done",
+        ],
+    );
+    let started = String::from_utf8_lossy(&out.stdout).lines().count();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(started, 7, "children started under --pids-limit 8: {out:?}");
+    assert!(
+        stderr.contains("can't fork"),
+        "no fork failure under --pids-limit 8: {stderr}"
+    );
+
+    // CPU: a busy loop under --cpus 0.2 is throttled by the CFS bandwidth controller.
+    let stat = vm.docker(
+        bundle,
+        &[
+            "run",
+            "--rm",
+            "--cpus",
+            "0.2",
+            TEST_IMAGE,
+            "sh",
+            "-c",
+            "(while :; do :; done) & sleep 3; cat /sys/fs/cgroup/cpu.stat",
+        ],
+    );
+    let throttled: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("nr_throttled "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("cpu.stat: {stat}"));
+    assert!(
+        throttled > 0,
+        "a busy loop under --cpus 0.2 was never throttled: {stat}"
+    );
+    eprintln!("engine: -m, --cpus and --pids-limit are set and enforced (throttled {throttled} times)");
+}
+
+/// A health check that passes once the container has made its file.
+fn health_check_turns_healthy(vm: &mut Vm, bundle: &Path) {
+    vm.docker(
+        bundle,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "checked",
+            "--health-cmd",
+            "test -f /tmp/ready",
+            "--health-interval",
+            "2s",
+            "--health-retries",
+            "1",
+            TEST_IMAGE,
+            "sh",
+            "-c",
+            "sleep 5; touch /tmp/ready; exec sleep 600",
+        ],
+    );
+    let first = vm.inspect(bundle, "checked", "{{.State.Health.Status}}");
+    assert!(
+        matches!(first.as_str(), "starting" | "unhealthy"),
+        "health before the file exists: {first}"
+    );
+    // Polled as one snapshot, so that the log (its last five checks) is the one from the
+    // moment the status turned: checks that failed before the file existed, then one passing.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let health = loop {
+        let health: serde_json::Value =
+            serde_json::from_str(&vm.inspect(bundle, "checked", "{{json .State.Health}}")).unwrap();
+        if health["Status"] == "healthy" {
+            break health;
+        }
+        if Instant::now() > deadline {
+            vm.guest.fail(&format!("the health check never passed: {health}"));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let codes: Vec<i64> = health["Log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|check| check["ExitCode"].as_i64().unwrap())
+        .collect();
+    assert!(
+        codes.contains(&1) && codes.last() == Some(&0),
+        "health check exit codes: {codes:?}"
+    );
+    eprintln!("engine: the health check turned healthy (exit codes {codes:?})");
 }

@@ -67,6 +67,11 @@ pub struct Paths {
     pub log_dir: PathBuf,
     /// The directory of `<sha256>.loaded` preload markers.
     pub preload_dir: PathBuf,
+    /// The cgroup v2 hierarchy in which each service gets a cgroup of its own, `NAME`, as
+    /// systemd gives each unit one: a service's memory and CPU are then counted apart from
+    /// the others', and dockerd, seeing its own `memory.swap.max`, knows swap limits work.
+    /// None: services stay in the init's cgroup.
+    pub cgroup_root: Option<PathBuf>,
 }
 
 impl Paths {
@@ -75,6 +80,26 @@ impl Paths {
         Paths {
             log_dir: PathBuf::from(SERVICE_LOG_DIR),
             preload_dir: PathBuf::from(PRELOAD_MARKER_DIR),
+            cgroup_root: Some(PathBuf::from(CGROUP_ROOT)),
+        }
+    }
+}
+
+/// Where the init mounts the cgroup v2 hierarchy.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Makes (once) the cgroup `root/NAME` and opens its `cgroup.procs` for the child to move
+/// itself in; a failure is logged and the service runs in the init's cgroup instead.
+fn service_cgroup(root: &Path, name: &str) -> Option<std::os::fd::OwnedFd> {
+    let dir = root.join(name);
+    let opened = fs::create_dir(&dir)
+        .or_else(|err| if dir.is_dir() { Ok(()) } else { Err(err) })
+        .and_then(|()| fs::OpenOptions::new().write(true).open(dir.join("cgroup.procs")));
+    match opened {
+        Ok(file) => Some(file.into()),
+        Err(err) => {
+            log!("service {name}: no cgroup of its own at {}: {err}", dir.display());
+            None
         }
     }
 }
@@ -281,6 +306,7 @@ fn spawn(
     argv: &[String],
     env: &BTreeMap<String, String>,
     limits: Vec<sys::Rlimit>,
+    cgroup_procs: Option<std::os::fd::OwnedFd>,
     output: Arc<OutputLog>,
 ) -> io::Result<(libc::pid_t, JoinHandle<()>)> {
     let (program, args) = argv
@@ -297,7 +323,7 @@ fn spawn(
         .stdin(Stdio::null())
         .stdout(writer.try_clone()?)
         .stderr(writer);
-    sys::start_session_with_limits(&mut command, limits);
+    sys::start_session_with_limits(&mut command, limits, cgroup_procs);
     let child = command.spawn()?;
     // The parent's copies of the pipe's write end must be gone for the reader to see its end.
     drop(command);
@@ -547,10 +573,16 @@ impl Supervisor {
                 log!("service {}: cannot create {}: {err}", service.spec.name, dir.display());
             }
         }
+        let cgroup = self
+            .paths
+            .cgroup_root
+            .as_deref()
+            .and_then(|root| service_cgroup(root, &service.spec.name));
         match spawn(
             &service.spec.command,
             &service.spec.env,
             service.limits.clone(),
+            cgroup,
             service.output.clone(),
         ) {
             Ok((pid, reader)) => {
@@ -697,7 +729,7 @@ impl Supervisor {
             }
             let mut argv = preload.spec.command.clone();
             argv.push(image.path.display().to_string());
-            match spawn(&argv, &BTreeMap::new(), Vec::new(), preload.output.clone()) {
+            match spawn(&argv, &BTreeMap::new(), Vec::new(), None, preload.output.clone()) {
                 Ok((pid, reader)) => {
                     self.readers.push(reader);
                     log!("preload: loading {} (pid {pid})", image.path.display());
@@ -894,6 +926,7 @@ mod tests {
         Paths {
             log_dir: dir.join("log"),
             preload_dir: dir.join("preload"),
+            cgroup_root: None,
         }
     }
 
@@ -1241,6 +1274,28 @@ mod tests {
     }
 
     #[test]
+    fn each_service_moves_itself_into_its_own_cgroup_before_it_runs() {
+        // A stand-in hierarchy with the file the kernel makes in every new cgroup: the child's
+        // write of "0" (itself) lands there.
+        let dir = scratch("cgroup");
+        let mut paths = paths(&dir);
+        paths.cgroup_root = Some(dir.join("cgroup"));
+        fs::create_dir_all(dir.join("cgroup/moved")).unwrap();
+        fs::write(dir.join("cgroup/moved/cgroup.procs"), "").unwrap();
+        let mut supervisor = Supervisor::new(vec![sh("moved", "echo ran")], None, paths);
+        supervisor.poll(Instant::now());
+        assert!(drive(
+            &mut supervisor,
+            Duration::from_secs(5),
+            |_| {},
+            |s| { s.all_settled() && s.pids().is_empty() }
+        ));
+        stop(&mut supervisor);
+        assert_eq!(fs::read_to_string(dir.join("cgroup/moved/cgroup.procs")).unwrap(), "0");
+        assert_eq!(read_log(&dir, "moved"), "ran\n");
+    }
+
+    #[test]
     fn lines_are_split_and_long_lines_cut() {
         let mut lines: Vec<String> = Vec::new();
         let input = format!("one\r\ntwo\n{}\nthree\n\nlast", "x".repeat(20));
@@ -1293,6 +1348,7 @@ mod tests {
                 &["/bin/sleep".to_string(), "5".to_string()],
                 &BTreeMap::new(),
                 Vec::new(),
+                None,
                 output,
             )
             .unwrap();

@@ -311,14 +311,28 @@ pub fn try_wait(pid: libc::pid_t) -> io::Result<Option<libc::c_int>> {
 pub type Rlimit = (libc::c_int, Option<u64>);
 
 /// Makes `command`'s child a session leader (`setsid(2)`) with an empty signal mask and
-/// `limits` applied, between `fork` and `exec`. A limit the kernel refuses fails the spawn.
-pub fn start_session_with_limits(command: &mut std::process::Command, limits: Vec<Rlimit>) {
+/// `limits` applied, between `fork` and `exec`; with `cgroup_procs` (a cgroup's `cgroup.procs`
+/// open for writing) it first moves into that cgroup, so that everything it starts is counted
+/// there from its first instruction. A limit or move the kernel refuses fails the spawn.
+pub fn start_session_with_limits(
+    command: &mut std::process::Command,
+    limits: Vec<Rlimit>,
+    cgroup_procs: Option<std::os::fd::OwnedFd>,
+) {
+    use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     let hook = move || -> io::Result<()> {
         // Only async-signal-safe calls here: this runs in the forked child.
-        // SAFETY: setsid, sigemptyset, sigprocmask and setrlimit are plain system calls on
-        // memory owned by this closure.
+        // SAFETY: write, setsid, sigemptyset, sigprocmask and setrlimit are plain system calls
+        // on memory owned by this closure.
         unsafe {
+            if let Some(fd) = &cgroup_procs {
+                // Documentation/admin-guide/cgroup-v2.rst, "cgroup.procs": writing a PID
+                // migrates that process; the kernel reads 0 as the writer itself.
+                if libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             check(libc::setsid())?;
             let mut set = MaybeUninit::<libc::sigset_t>::uninit();
             check(libc::sigemptyset(set.as_mut_ptr()))?;

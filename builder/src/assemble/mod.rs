@@ -186,6 +186,14 @@ pub fn assemble(inputs: &AssemblyInputs) -> Result<AssembledTree, AssembleError>
         )?;
     }
 
+    // dockerd's settings from `[docker]` (validation refused a `[[files]]` entry for the path).
+    if let Some(json) = &def.docker_daemon_json {
+        tree.insert(
+            &p(crate::definition::DOCKER_DAEMON_JSON),
+            Node::file(FileData::inline(json.clone().into_bytes()), 0o644),
+        )?;
+    }
+
     // The definition's own files come last and win.
     extra_files::add_extra_files(&mut tree, &def.files, inputs.base_dir)
         .map_err(|(path, source)| AssembleError::ExtraFile { path, source })?;

@@ -9,6 +9,7 @@ use super::target::{Format, Target};
 use super::units::{deserialize_mode, deserialize_size};
 use serde::Deserialize;
 use std::path::PathBuf;
+use uvmkit_docker_config::DockerSection;
 use uvmkit_service_spec::ServiceSpec;
 
 /// A whole image definition, as parsed.
@@ -72,6 +73,10 @@ pub struct DefinitionFile {
     /// `[preload]`: container image archives loaded into a service once, on first boot.
     #[serde(default)]
     pub preload: Option<PreloadSection>,
+    /// `[docker]`: dockerd's settings, written as `/etc/docker/daemon.json` (each value is
+    /// checked as it is parsed).
+    #[serde(default)]
+    pub docker: Option<DockerSection>,
 }
 
 /// `[ssh]`: SSH access. sshd itself is a `[[services]]` entry; this says who may log in.

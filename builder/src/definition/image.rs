@@ -56,6 +56,8 @@ pub struct ImageDefinition {
     pub ssh: Option<SshSection>,
     /// `[preload]`: container image archives loaded into a service once, on first boot.
     pub preload: Option<PreloadSection>,
+    /// `[docker]`: dockerd's settings, as the text of `/etc/docker/daemon.json`.
+    pub docker_daemon_json: Option<String>,
 }
 
 impl ImageDefinition {
@@ -92,6 +94,9 @@ pub struct LocalKernel {
     /// The kernel's `.config`, checked against the targets.
     pub config: Option<PathBuf>,
 }
+
+/// Where dockerd reads the settings `[docker]` gives.
+pub const DOCKER_DAEMON_JSON: &str = "/etc/docker/daemon.json";
 
 /// What a package contributes when its `[[packages]]` entry gives no `include`: its programs
 /// and its configuration.

@@ -19,7 +19,7 @@ pub use file::{
 };
 pub use image::{
     DiskSection, ExtraFile, ExtraFileKind, ImageDefinition, KernelSection, LocalKernel, PackageSelection,
-    ALWAYS_EXCLUDE, DEFAULT_INCLUDE,
+    ALWAYS_EXCLUDE, DEFAULT_INCLUDE, DOCKER_DAEMON_JSON,
 };
 pub use target::{Format, Target};
 pub use units::{is_valid_disk_size, parse_size, SizeError};
@@ -127,6 +127,29 @@ mod tests {
 
     fn parse_err(text: &str) -> String {
         parse(text, Path::new("img.toml")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn docker_section_becomes_daemon_json_and_unknown_keys_are_named() {
+        let def = parse(
+            "name = \"d\"\n[docker]\nregistry-mirrors = [\"https://mirror.test\"]\ndns = [\"10.0.2.3\"]\n",
+            Path::new("d.toml"),
+        )
+        .unwrap();
+        let json: serde_json::Value = serde_json::from_str(def.docker_daemon_json.as_deref().unwrap()).unwrap();
+        assert_eq!(json["registry-mirrors"][0], "https://mirror.test");
+        assert_eq!(json["dns"][0], "10.0.2.3");
+        let e = parse_err("name = \"d\"\n[docker]\nregistry-mirorrs = [\"https://m.test\"]\n");
+        assert!(e.contains("img.toml") && e.contains("registry-mirorrs"), "{e}");
+        let e = parse_err("name = \"d\"\n[docker]\ndns = [\"not-an-address\"]\n");
+        assert!(
+            e.contains("img.toml") && e.contains("dns") && e.contains("not-an-address"),
+            "{e}"
+        );
+        let e = parse_err(
+            "name = \"d\"\n[docker]\ndebug = true\n[[files]]\npath = \"/etc/docker/daemon.json\"\ncontents = \"{}\"\n",
+        );
+        assert!(e.contains("files[0].path") && e.contains("[docker]"), "{e}");
     }
 
     #[test]

@@ -5,12 +5,13 @@
 use super::file::{DefinitionFile, FileTable, KernelTable, NetworkSection, PackageTable};
 use super::image::{
     DiskSection, ExtraFile, ExtraFileKind, ImageDefinition, KernelSection, LocalKernel, PackageSelection,
-    ALWAYS_EXCLUDE, DEFAULT_INCLUDE,
+    ALWAYS_EXCLUDE, DEFAULT_INCLUDE, DOCKER_DAEMON_JSON,
 };
 use super::kernel_config::{self, Feature};
 use super::units::is_valid_disk_size;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use std::path::{Component, Path};
+use uvmkit_docker_config::DockerSection;
 use uvmkit_filetree::TreePath;
 
 /// A value that is not acceptable: the key (`disk.size`, `files[0] (/a)`) and why.
@@ -53,6 +54,7 @@ pub(super) fn validate(file: DefinitionFile) -> Result<ImageDefinition, Invalid>
         check_binds(&data.binds)?;
     }
     check_services(&file)?;
+    let docker_daemon_json = docker_daemon_json(file.docker.as_ref(), &files)?;
     Ok(ImageDefinition {
         name: file.name,
         hostname: file.hostname,
@@ -79,7 +81,26 @@ pub(super) fn validate(file: DefinitionFile) -> Result<ImageDefinition, Invalid>
         services: file.services,
         ssh: file.ssh,
         preload: file.preload,
+        docker_daemon_json,
     })
+}
+
+/// `[docker]` as `daemon.json` text; a `[[files]]` entry for the same path would silently
+/// replace it, so the two together are refused.
+fn docker_daemon_json(docker: Option<&DockerSection>, files: &[ExtraFile]) -> Result<Option<String>, Invalid> {
+    let Some(docker) = docker else {
+        return Ok(None);
+    };
+    if let Some(i) = files.iter().position(|f| f.path.as_str() == DOCKER_DAEMON_JSON) {
+        return Err(invalid(
+            &format!("files[{i}].path"),
+            format!("{DOCKER_DAEMON_JSON} is written from [docker]; set dockerd's options there, not in a file"),
+        ));
+    }
+    docker
+        .daemon_json()
+        .map(Some)
+        .map_err(|e| invalid("docker", e.to_string()))
 }
 
 /// `name` names the artifact files.
