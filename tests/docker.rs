@@ -1,6 +1,7 @@
-//! The Docker host, run as a user would run it: `images/docker.toml` with the test's own SSH key
-//! and a container image the test makes (a static busybox) preloaded, booted under QEMU (TCG)
-//! with a blank data disk and user networking that forwards 127.0.0.1 ports to 22 and 2376.
+//! The Docker host, run as a user would run it: `images/docker.toml` (Debian 13) with the test's
+//! own SSH key and a container image the test makes (a static busybox) preloaded, booted under
+//! QEMU (TCG) with a blank data disk and user networking that forwards 127.0.0.1 ports to 22
+//! and 2376.
 //!
 //! - First boot: the client bundle is fetched with scp, `docker --tlsverify version` and
 //!   `docker run` of the preloaded image work, a named volume is written; plain TCP, a foreign
@@ -16,6 +17,9 @@
 //!   `-m`, `--cpus`, `--pids-limit` set and enforced; `--privileged`; a health check; a clean
 //!   `docker info`; and, as root, a container on a host-only network answering by its address
 //!   in a network namespace the test makes.
+//! - `images/docker-bookworm.toml` (Debian 12) builds, boots and serves Docker over TLS too.
+//!
+//! Each definition is built once and shared by its tests; independent VMs boot in parallel.
 
 mod common;
 
@@ -49,8 +53,28 @@ const ENGINE_SETTINGS: &str = "[docker]\nregistry-mirrors = [\"https://registry-
 insecure-registries = [\"registry.test:5000\"]\nlog-driver = \"json-file\"\n\
 log-opts = { max-size = \"10m\", max-file = \"3\" }\n";
 
-/// What the one build of the test's definition gives.
+/// The shipped definitions the tests build.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Definition {
+    /// `images/docker.toml`: Debian 13.
+    Trixie,
+    /// `images/docker-bookworm.toml`: Debian 12.
+    Bookworm,
+}
+
+impl Definition {
+    /// The image's name: the definition's file stem and its artifacts' prefix.
+    fn name(self) -> &'static str {
+        match self {
+            Definition::Trixie => "docker",
+            Definition::Bookworm => "docker-bookworm",
+        }
+    }
+}
+
+/// What the one build of one definition (with the test's key and preload) gives.
 struct Built {
+    definition: Definition,
     dir: PathBuf,
     kernel: PathBuf,
     initrd: PathBuf,
@@ -60,94 +84,117 @@ struct Built {
     docker: PathBuf,
 }
 
-fn built() -> &'static Built {
-    static BUILT: OnceLock<Built> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let dir = test_dir("docker-build");
-        // The shipped definition as it is: it must build, and it provides the busybox the test
-        // image is made from (and a docker client when the host has none).
-        let stock = dir.join("stock");
-        let definition = repo_root().join("images/docker.toml");
-        uvmkit_ok(&[
-            "build",
-            definition.to_str().unwrap(),
-            "--format",
-            "efi",
-            "--quiet",
-            "-o",
-            stock.to_str().unwrap(),
-        ]);
-        let extracted = dir.join("extracted");
-        std::fs::create_dir_all(&extracted).unwrap();
-        let (ok, text) = run(
-            "bsdtar",
-            &[
-                "-xf",
-                stock.join("docker-initrd.img").to_str().unwrap(),
-                "-C",
-                extracted.to_str().unwrap(),
-                "bin/busybox",
-                "usr/bin/docker",
-            ],
-        );
-        assert!(ok, "bsdtar cannot take busybox and docker out of the initrd: {text}");
+fn built(definition: Definition) -> &'static Built {
+    static TRIXIE: OnceLock<Built> = OnceLock::new();
+    static BOOKWORM: OnceLock<Built> = OnceLock::new();
+    let cell = match definition {
+        Definition::Trixie => &TRIXIE,
+        Definition::Bookworm => &BOOKWORM,
+    };
+    cell.get_or_init(|| build(definition))
+}
 
-        let udp_echo = dir.join("udp-echo");
-        compile_static(&repo_root().join("tests/common/udp_echo.rs"), &udp_echo);
-        write_busybox_image_archive(&extracted.join("bin/busybox"), &udp_echo, &dir.join("busybox.tar"));
-        let ssh_key = dir.join("id_ed25519");
-        let (ok, text) = run(
-            "ssh-keygen",
-            &[
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                "uvmkit-test",
-                "-f",
-                ssh_key.to_str().unwrap(),
-            ],
-        );
-        assert!(ok, "ssh-keygen: {text}");
-        let public = std::fs::read_to_string(ssh_key.with_extension("pub")).unwrap();
-        let mut text = std::fs::read_to_string(&definition).unwrap();
-        text.push_str(&format!(
-            "\n[ssh]\nauthorized_keys = [{:?}]\n\n[preload]\nimages = [\"busybox.tar\"]\n\n{ENGINE_SETTINGS}",
-            public.trim()
-        ));
-        std::fs::write(dir.join("docker.toml"), text).unwrap();
-        let out = dir.join("out");
-        let started = Instant::now();
-        uvmkit_ok(&[
-            "build",
-            dir.join("docker.toml").to_str().unwrap(),
-            "--format",
-            "efi",
-            "--quiet",
-            "-o",
-            out.to_str().unwrap(),
-        ]);
-        eprintln!(
-            "docker image with preload built in {:.1}s",
-            started.elapsed().as_secs_f64()
-        );
-        let docker = if have("docker") {
-            PathBuf::from("docker")
-        } else {
-            eprintln!("note: using the image's own docker client");
-            extracted.join("usr/bin/docker")
-        };
-        Built {
-            kernel: out.join("docker-kernel"),
-            initrd: out.join("docker-initrd.img"),
-            uki: out.join("docker.efi"),
-            dir,
-            ssh_key,
-            docker,
-        }
-    })
+fn build(definition: Definition) -> Built {
+    let name = definition.name();
+    let dir = test_dir(&format!("{name}-build"));
+    // The shipped definition as it is: it must build, and it provides the busybox the test
+    // image is made from (and a docker client when the host has none).
+    let stock = dir.join("stock");
+    let started = Instant::now();
+    let definition_path = repo_root().join(format!("images/{name}.toml"));
+    uvmkit_ok(&[
+        "build",
+        definition_path.to_str().unwrap(),
+        "--format",
+        "efi",
+        "--quiet",
+        "-o",
+        stock.to_str().unwrap(),
+    ]);
+    eprintln!(
+        "{name}: shipped definition built in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let extracted = dir.join("extracted");
+    std::fs::create_dir_all(&extracted).unwrap();
+    let stock_initrd = stock.join(format!("{name}-initrd.img"));
+    let (ok, listing) = run("bsdtar", &["-tf", stock_initrd.to_str().unwrap()]);
+    assert!(ok, "bsdtar: {listing}");
+    // Debian 12 ships busybox in /bin, Debian 13 (merged /usr) in /usr/bin.
+    let busybox = ["usr/bin/busybox", "bin/busybox"]
+        .into_iter()
+        .find(|p| listing.lines().any(|l| l == *p))
+        .unwrap_or_else(|| panic!("no busybox in {}", stock_initrd.display()));
+    let (ok, text) = run(
+        "bsdtar",
+        &[
+            "-xf",
+            stock_initrd.to_str().unwrap(),
+            "-C",
+            extracted.to_str().unwrap(),
+            busybox,
+            "usr/bin/docker",
+        ],
+    );
+    assert!(ok, "bsdtar cannot take busybox and docker out of the initrd: {text}");
+
+    let udp_echo = dir.join("udp-echo");
+    compile_static(&repo_root().join("tests/common/udp_echo.rs"), &udp_echo);
+    write_busybox_image_archive(&extracted.join(busybox), &udp_echo, &dir.join("busybox.tar"));
+    let ssh_key = dir.join("id_ed25519");
+    let (ok, text) = run(
+        "ssh-keygen",
+        &[
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "uvmkit-test",
+            "-f",
+            ssh_key.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "ssh-keygen: {text}");
+    let public = std::fs::read_to_string(ssh_key.with_extension("pub")).unwrap();
+    let mut text = std::fs::read_to_string(&definition_path).unwrap();
+    text.push_str(&format!(
+        "\n[ssh]\nauthorized_keys = [{:?}]\n\n[preload]\nimages = [\"busybox.tar\"]\n\n{ENGINE_SETTINGS}",
+        public.trim()
+    ));
+    let test_definition = dir.join(format!("{name}.toml"));
+    std::fs::write(&test_definition, text).unwrap();
+    let out = dir.join("out");
+    let started = Instant::now();
+    uvmkit_ok(&[
+        "build",
+        test_definition.to_str().unwrap(),
+        "--format",
+        "efi",
+        "--quiet",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    eprintln!(
+        "{name}: image with preload built in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let docker = if have("docker") {
+        PathBuf::from("docker")
+    } else {
+        eprintln!("note: using the image's own docker client");
+        extracted.join("usr/bin/docker")
+    };
+    Built {
+        definition,
+        kernel: out.join(format!("{name}-kernel")),
+        initrd: out.join(format!("{name}-initrd.img")),
+        uki: out.join(format!("{name}.efi")),
+        dir,
+        ssh_key,
+        docker,
+    }
 }
 
 /// Compiles the one-file program `source` into a static executable `out` with rustc: for musl
@@ -266,6 +313,7 @@ fn free_port() -> u16 {
 
 /// One booted VM with its forwarded ports.
 struct Vm {
+    built: &'static Built,
     guest: Guest,
     ssh_port: u16,
     docker_port: u16,
@@ -273,8 +321,7 @@ struct Vm {
 }
 
 /// Boots the test's UKI under OVMF with `disk` as the data disk; waits for the ready marker.
-fn boot_uki(name: &str, disk: &Path) -> (Vm, f64) {
-    let b = built();
+fn boot_uki(b: &'static Built, name: &str, disk: &Path) -> (Vm, f64) {
     let dir = test_dir(name);
     let esp = dir.join("esp");
     std::fs::create_dir_all(esp.join("EFI/BOOT")).unwrap();
@@ -287,12 +334,11 @@ fn boot_uki(name: &str, disk: &Path) -> (Vm, f64) {
         "-drive".to_string(),
         format!("if=virtio,format=raw,file={}", disk.display()),
     ]);
-    start(name, dir, args)
+    start(b, name, dir, args)
 }
 
 /// Boots the test's kernel and initrd directly (faster than firmware) with `disk` attached.
-fn boot_direct(name: &str, disk: &Path) -> (Vm, f64) {
-    let b = built();
+fn boot_direct(b: &'static Built, name: &str, disk: &Path) -> (Vm, f64) {
     let dir = test_dir(name);
     let mut args = vec![
         "-kernel".to_string(),
@@ -305,7 +351,7 @@ fn boot_direct(name: &str, disk: &Path) -> (Vm, f64) {
         format!("if=virtio,format=raw,file={}", disk.display()),
     ];
     args.extend(network_args(&dir));
-    start(name, dir, args)
+    start(b, name, dir, args)
 }
 
 /// User networking forwarding two fresh host ports; the ports are written to `dir`.
@@ -320,7 +366,7 @@ fn network_args(dir: &Path) -> Vec<String> {
     ]
 }
 
-fn start(name: &str, dir: PathBuf, args: Vec<String>) -> (Vm, f64) {
+fn start(built: &'static Built, name: &str, dir: PathBuf, args: Vec<String>) -> (Vm, f64) {
     let ports = std::fs::read_to_string(dir.join("ports")).unwrap();
     let (ssh_port, docker_port) = ports.split_once(' ').unwrap();
     let mut guest = Guest::start_with_memory(&dir, MEMORY_MIB, &args);
@@ -328,6 +374,7 @@ fn start(name: &str, dir: PathBuf, args: Vec<String>) -> (Vm, f64) {
     eprintln!("{name}: ready after {ready:.1}s from QEMU start");
     (
         Vm {
+            built,
             guest,
             ssh_port: ssh_port.parse().unwrap(),
             docker_port: docker_port.parse().unwrap(),
@@ -339,7 +386,7 @@ fn start(name: &str, dir: PathBuf, args: Vec<String>) -> (Vm, f64) {
 
 impl Vm {
     fn ssh_options(&self) -> Vec<String> {
-        let b = built();
+        let b = self.built;
         [
             "-i",
             b.ssh_key.to_str().unwrap(),
@@ -426,7 +473,7 @@ impl Vm {
 
     /// Runs the docker client against the VM with `tls` flags and `args`.
     fn docker_with(&self, tls: &[String], args: &[&str]) -> Output {
-        Command::new(&built().docker)
+        Command::new(&self.built.docker)
             .env_remove("DOCKER_HOST")
             .env_remove("DOCKER_CERT_PATH")
             .env_remove("DOCKER_TLS_VERIFY")
@@ -647,12 +694,12 @@ fn foreign_client_certificate(dir: &Path) -> (PathBuf, PathBuf) {
 
 #[test]
 fn docker_host_serves_tls_keeps_state_across_reboots_and_power_loss() {
-    let b = built();
+    let b = built(Definition::Trixie);
     let disk = b.dir.join("data.raw");
     blank_disk(&disk, 4 << 30);
 
     // First boot: a blank disk is partitioned and formatted, the identity made, services started.
-    let (mut vm, ready) = boot_uki("docker-boot-1", &disk);
+    let (mut vm, ready) = boot_uki(b, "docker-boot-1", &disk);
     let log = vm.guest.log();
     for line in [
         "blank; wrote a GPT",
@@ -673,6 +720,7 @@ fn docker_host_serves_tls_keeps_state_across_reboots_and_power_loss() {
     let version = vm.docker(&bundle, &["version", "--format", "{{.Server.Version}} {{.Server.Os}}"]);
     let docker_ready = vm.guest.elapsed();
     assert!(version.trim().ends_with("linux"), "docker version: {version}");
+    assert!(server_major(&version) >= 26, "Debian 13 ships Docker 26: {version}");
     eprintln!(
         "first boot: ready {ready:.1}s, docker version answered at {docker_ready:.1}s: {}",
         version.trim()
@@ -685,6 +733,12 @@ fn docker_host_serves_tls_keeps_state_across_reboots_and_power_loss() {
         &["run", "--rm", TEST_IMAGE, "echo", "hello from a preloaded image"],
     );
     assert_eq!(hello.trim(), "hello from a preloaded image");
+    // `--init` runs the container's command under docker-init (tini) as its PID 1.
+    let init = vm.docker(
+        &bundle,
+        &["run", "--rm", "--init", TEST_IMAGE, "cat", "/proc/1/cmdline"],
+    );
+    assert!(init.starts_with("/sbin/docker-init\0"), "PID 1 with --init: {init:?}");
     vm.docker(&bundle, &["volume", "create", "uvmkit-test-volume"]);
     vm.run_with_volume(&bundle, "echo kept > /data/file && sync");
     // A container that must come back by itself after the reboot, serving its page.
@@ -767,7 +821,7 @@ fn docker_host_serves_tls_keeps_state_across_reboots_and_power_loss() {
 
     // Second boot on the same disk: the same identity, image and volume; nothing loaded twice.
     drop(vm);
-    let (mut vm, ready) = boot_uki("docker-boot-2", &disk);
+    let (mut vm, ready) = boot_uki(b, "docker-boot-2", &disk);
     eprintln!("second boot: ready {ready:.1}s");
     assert_eq!(vm.host_keys(), keys, "the SSH host keys changed across a reboot");
     let bundle = vm.fetch_client_bundle();
@@ -808,7 +862,7 @@ fn docker_host_serves_tls_keeps_state_across_reboots_and_power_loss() {
     vm.ssh("echo synced-before-power-loss > /var/lib/uvmkit/power-loss-check && sync");
     vm.guest.kill();
     drop(vm);
-    let (mut vm, ready) = boot_uki("docker-boot-3", &disk);
+    let (mut vm, ready) = boot_uki(b, "docker-boot-3", &disk);
     eprintln!("after power loss: ready {ready:.1}s");
     assert!(vm.guest.log().contains("data partition"), "{}", vm.guest.log());
     assert_eq!(
@@ -823,7 +877,7 @@ fn docker_host_serves_tls_keeps_state_across_reboots_and_power_loss() {
 
 #[test]
 fn the_image_holds_no_keys_or_certificates() {
-    let b = built();
+    let b = built(Definition::Trixie);
     let (ok, listing) = run("bsdtar", &["-tf", b.initrd.to_str().unwrap()]);
     assert!(ok, "bsdtar: {listing}");
     let secrets: Vec<&str> = listing
@@ -839,13 +893,13 @@ fn the_image_holds_no_keys_or_certificates() {
 
 #[test]
 fn a_disk_with_a_foreign_file_system_is_left_untouched() {
-    let b = built();
+    let b = built(Definition::Trixie);
     let disk = b.dir.join("foreign.raw");
     blank_disk(&disk, 256 << 20);
     let (ok, text) = run("mkfs.ext4", &["-q", "-F", "-L", "not-ours", disk.to_str().unwrap()]);
     assert!(ok, "mkfs.ext4: {text}");
     let before = sha256_file(&disk);
-    let (mut vm, _) = boot_direct("docker-foreign-disk", &disk);
+    let (mut vm, _) = boot_direct(b, "docker-foreign-disk", &disk);
     let log = vm.guest.log();
     assert!(
         log.contains("left alone") || log.contains("not formatted as uvmkit-data"),
@@ -866,10 +920,10 @@ fn a_disk_with_a_foreign_file_system_is_left_untouched() {
 /// capability, a health check turns healthy, and `docker info` has nothing to warn about.
 #[test]
 fn the_engine_does_what_docker_users_do() {
-    let b = built();
+    let b = built(Definition::Trixie);
     let disk = b.dir.join("engine.raw");
     blank_disk(&disk, 4 << 30);
-    let (mut vm, _) = boot_direct("docker-engine", &disk);
+    let (mut vm, _) = boot_direct(b, "docker-engine", &disk);
     let bundle = vm.fetch_client_bundle();
     vm.wait_for_preloaded_image(&bundle);
 
@@ -1279,8 +1333,8 @@ fn build_init_and_privileges(vm: &mut Vm, bundle: &Path) {
         ),
     )
     .unwrap();
-    let (has_buildx, _) = run(built().docker.to_str().unwrap(), &["buildx", "version"]);
-    let mut build = Command::new(&built().docker);
+    let (has_buildx, _) = run(vm.built.docker.to_str().unwrap(), &["buildx", "version"]);
+    let mut build = Command::new(&vm.built.docker);
     if !has_buildx {
         // The engine's own (legacy) builder: this CLI has no BuildKit client.
         build.env("DOCKER_BUILDKIT", "0");
@@ -1516,4 +1570,39 @@ fn health_check_turns_healthy(vm: &mut Vm, bundle: &Path) {
         "health check exit codes: {codes:?}"
     );
     eprintln!("engine: the health check turned healthy (exit codes {codes:?})");
+}
+
+/// The major version in `docker version --format '{{.Server.Version}} ...'` output.
+fn server_major(version: &str) -> u32 {
+    version
+        .split('.')
+        .next()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no server version in {version:?}"))
+}
+
+/// The Debian 12 definition still builds, boots (kernel and initrd, a blank data disk) and
+/// serves its Docker 20.10 engine over TLS to the docker CLI, with the preloaded image.
+#[test]
+fn bookworm_docker_host_serves_tls() {
+    let b = built(Definition::Bookworm);
+    let disk = b.dir.join("data.raw");
+    blank_disk(&disk, 1 << 30);
+    let (mut vm, ready) = boot_direct(b, "docker-bookworm-boot", &disk);
+    let log = vm.guest.log();
+    for line in ["blank; wrote a GPT", "service dockerd ready", "service sshd ready"] {
+        assert!(log.contains(line), "no {line:?} on the console:\n{log}");
+    }
+    let bundle = vm.fetch_client_bundle();
+    let version = vm.docker(&bundle, &["version", "--format", "{{.Server.Version}} {{.Server.Os}}"]);
+    assert_eq!(server_major(&version), 20, "Debian 12 ships Docker 20.10: {version}");
+    assert!(version.trim().ends_with("linux"), "docker version: {version}");
+    eprintln!("bookworm: ready {ready:.1}s, docker version {}", version.trim());
+    vm.wait_for_preloaded_image(&bundle);
+    let hello = vm.docker(&bundle, &["run", "--rm", TEST_IMAGE, "echo", "hello from bookworm"]);
+    assert_eq!(hello.trim(), "hello from bookworm");
+    // Without a client certificate the TLS port answers nothing.
+    let plain = vm.docker_with(&[], &["version"]);
+    assert!(!plain.status.success(), "plain TCP was answered: {plain:?}");
+    vm.power_off();
 }

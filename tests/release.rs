@@ -173,8 +173,11 @@ fn builds_are_reproducible_across_environments_and_carry_an_sbom() {
         assert_eq!(p["downloadLocation"], "NOASSERTION");
         let purl = p["externalRefs"][0]["referenceLocator"].as_str().unwrap();
         assert!(
-            purl.starts_with(&format!("pkg:deb/debian/{}@", input["name"].as_str().unwrap()))
-                && purl.ends_with(&format!("?arch={}", input["architecture"].as_str().unwrap())),
+            // purl percent-encodes '+' in names (Debian 13's linux-image-6.12.x+deb13-amd64).
+            purl.starts_with(&format!(
+                "pkg:deb/debian/{}@",
+                input["name"].as_str().unwrap().replace('+', "%2B")
+            )) && purl.ends_with(&format!("?arch={}", input["architecture"].as_str().unwrap())),
             "{purl}"
         );
         kernels += usize::from(input["role"] == "kernel");

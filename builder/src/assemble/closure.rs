@@ -128,6 +128,23 @@ pub fn add_library_closure(image: &mut FileTree, universe: &FileTree) -> Result<
                     break;
                 }
             }
+            // Debian 13 merged the root into /usr and ships the program interpreter only below
+            // /usr/lib64; the `/lib64 -> usr/lib64` alias comes from base-files, which an image
+            // does not take. The kernel opens PT_INTERP as written, so the alias goes in.
+            if let (None, Some(rest)) = (&placed, lib.strip_prefix("/lib64/")) {
+                let alias = TreePath::new("/lib64").unwrap();
+                if image.get(&alias).is_none() {
+                    let merged = TreePath::new(&format!("/usr/lib64/{rest}"));
+                    if let Some(real) = merged
+                        .ok()
+                        .and_then(|m| copy_with_links(image, universe, &m, &mut report.added))
+                    {
+                        image.insert(&alias, Node::symlink("usr/lib64")).ok();
+                        report.added.push(alias);
+                        placed = Some(real);
+                    }
+                }
+            }
             match placed {
                 Some(real) => {
                     if seen.insert(real.clone()) {

@@ -48,6 +48,9 @@ pub(super) fn select_modules(
 pub struct ModuleIndex {
     /// The kernel release the modules belong to.
     pub release: String,
+    /// Where the modules are in the kernel's files: `lib/modules/RELEASE` or, merged into
+    /// /usr, `usr/lib/modules/RELEASE`.
+    root: TreePath,
     modules: BTreeMap<String, (TreePath, FileData)>,
     builtin: BTreeSet<String>,
 }
@@ -76,14 +79,18 @@ pub struct ModuleSelection {
 }
 
 impl ModuleIndex {
-    /// Indexes the modules under `lib/modules/RELEASE/` of `tree`. Only paths are read.
+    /// Indexes the modules under `lib/modules/RELEASE/` of `tree`, or `usr/lib/modules/RELEASE/`
+    /// where the package is merged into /usr (Debian 13). Only paths are read.
     pub fn from_tree(tree: &FileTree, release: &str) -> Result<ModuleIndex, KernelError> {
-        let root = TreePath::new(&format!("/lib/modules/{release}")).unwrap();
-        if !tree.contains(&root) {
+        let Some(root) = [format!("/lib/modules/{release}"), format!("/usr/lib/modules/{release}")]
+            .iter()
+            .map(|p| TreePath::new(p).unwrap())
+            .find(|p| tree.contains(p))
+        else {
             return Err(KernelError::NoKernel(format!(
-                "no /lib/modules/{release} directory for the kernel's modules"
+                "no /lib/modules/{release} or /usr/lib/modules/{release} directory for the kernel's modules"
             )));
-        }
+        };
         let mut modules = BTreeMap::new();
         let mut builtin = BTreeSet::new();
         for (path, node) in tree.descendants(&root) {
@@ -113,6 +120,7 @@ impl ModuleIndex {
         }
         Ok(ModuleIndex {
             release: release.to_string(),
+            root,
             modules,
             builtin,
         })
@@ -178,7 +186,7 @@ impl ModuleIndex {
             let (path, data) = stored.remove(&name).expect("every selected module was read");
             let rel = path
                 .as_str()
-                .strip_prefix(&format!("lib/modules/{}/", self.release))
+                .strip_prefix(&format!("{}/", self.root.as_str()))
                 .unwrap_or(path.as_str());
             selection.modules.push(SelectedModule {
                 name: name.clone(),

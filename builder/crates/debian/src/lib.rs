@@ -15,6 +15,8 @@
 //! Every function takes bytes or readers and gives back data; fetching and caching belong to
 //! the caller.
 
+#![deny(missing_docs)]
+
 pub mod compression;
 pub mod control;
 pub mod copyright;
