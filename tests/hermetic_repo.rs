@@ -152,7 +152,7 @@ fn make_repo(dir: &Path, tamper_hello: bool, sign_with_other_key: bool) -> Repo 
     );
     packages += &stanza(&libc, "libc6", "2.36-9", None, None);
     // A kernel package: modules with .modinfo dependencies, and a .config meeting the checks.
-    let features = uvmkit::kernelconfig::selected(&[uvmkit::config::Target::Qemu], &[]);
+    let features = uvmkit::definition::kernel_config::selected(&[uvmkit::definition::Target::Qemu], &[]);
     let mut kconfig = String::new();
     let mut files: Vec<(String, Vec<u8>, u32)> =
         vec![(format!("/boot/vmlinuz-{RELEASE}"), b"not a real kernel".to_vec(), 0o644)];
