@@ -237,6 +237,22 @@ mod tests {
         assert_ne!(spdx_id("P", "a+b"), spdx_id("P", "a-b"));
     }
 
+    #[test]
+    fn each_package_names_the_archive_it_came_from() {
+        let mut p = crate::inputs::package::tests::pkg("openssl");
+        p.version = "3.0.16-1~deb12u1".into();
+        p.archive = "bookworm-security".into();
+        let v = deb_package(&p, None);
+        assert_eq!(
+            v["externalRefs"][0]["referenceLocator"],
+            "pkg:deb/debian/openssl@3.0.16-1~deb12u1?arch=amd64&distro=bookworm-security"
+        );
+        assert_eq!(
+            v["comment"],
+            "Debian package from bookworm-security (requested: requested)"
+        );
+    }
+
     fn dep5(license: &str) -> DeclaredLicense {
         let text = format!(
             "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nCopyright: x\nLicense: {license}\n"
