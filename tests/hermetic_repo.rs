@@ -1,6 +1,7 @@
 //! Resolution from a Debian-style repository made and served by the test itself, on
 //! 127.0.0.1: signed with a test key, holding packages the test builds with `dpkg-deb`. No
-//! network beyond loopback. Also: a checksum mismatch, a bad signature and an unreachable
+//! network beyond loopback; a second suite, its security archive, is served as a second mirror.
+//! Also: a checksum mismatch, a bad signature, a suite claiming to be another and an unreachable
 //! mirror each fail with a clear message and the fetch-failure exit code.
 
 mod common;
@@ -233,9 +234,28 @@ fn make_repo(dir: &Path, tamper_hello: bool, sign_with_other_key: bool) -> Repo 
     );
     packages += &stanza(&stub, "systemd-boot-efi", "252-1", None, None);
 
-    // dists/test/main/binary-amd64/Packages.xz and a signed InRelease listing it.
-    let index_dir = work.join("dists/test/main/binary-amd64");
-    write(&index_dir.join("Packages"), &packages);
+    let signer = uvmkit_debian::testing::TestSigner::generate(7);
+    let other = uvmkit_debian::testing::TestSigner::generate(8);
+    publish_suite(
+        &work,
+        "test",
+        "test",
+        &packages,
+        if sign_with_other_key { &other } else { &signer },
+    );
+    let keyring = work.join("test-keyring.gpg");
+    write(&keyring, signer.public_keyring_bytes());
+    Repo {
+        dir: work,
+        signer_keyring: keyring,
+    }
+}
+
+/// Writes `dists/SUITE/main/binary-amd64/Packages.xz` under `root` and an `InRelease` listing
+/// it, signed by `signer`, whose `Suite:` and `Codename:` say `claims`.
+fn publish_suite(root: &Path, suite: &str, claims: &str, packages: &str, signer: &uvmkit_debian::testing::TestSigner) {
+    let index_dir = root.join(format!("dists/{suite}/main/binary-amd64"));
+    write(&index_dir.join("Packages"), packages);
     let st = Command::new("xz")
         .args(["-k", "-f"])
         .arg(index_dir.join("Packages"))
@@ -244,24 +264,40 @@ fn make_repo(dir: &Path, tamper_hello: bool, sign_with_other_key: bool) -> Repo 
     assert!(st.success());
     let xz = std::fs::read(index_dir.join("Packages.xz")).unwrap();
     let release = format!(
-        "Origin: Test\nSuite: test\nCodename: test\nDate: Sat, 01 Jan 2000 00:00:00 UTC\nArchitectures: amd64\nComponents: main\nSHA256:\n {} {} main/binary-amd64/Packages.xz\n",
+        "Origin: Test\nSuite: {claims}\nCodename: {claims}\nDate: Sat, 01 Jan 2000 00:00:00 UTC\nArchitectures: amd64\nComponents: main\nSHA256:\n {} {} main/binary-amd64/Packages.xz\n",
         hex::encode(Sha256::digest(&xz)),
         xz.len()
     );
+    write(
+        &root.join(format!("dists/{suite}/InRelease")),
+        signer.clearsign(&release),
+    );
+}
+
+/// The security archive of the test release, served from `REPO/security` as a second mirror:
+/// `test-security` holding `hello` at `hello_version` (built anew, so its sha256 differs from
+/// the release's), its InRelease signed by the release's key and claiming `claims`.
+fn publish_security(repo: &Repo, hello_version: &str, claims: &str) {
+    let work = repo.dir.join("security");
+    let true_bin = std::fs::read("/usr/bin/true").unwrap();
+    let hello = build_deb(
+        &work,
+        "hello",
+        hello_version,
+        Some("libc6 (>= 2.30)"),
+        &[
+            ("/usr/bin/hello", true_bin, 0o755),
+            (
+                "/etc/hello.conf",
+                format!("fixed in {hello_version}\n").into_bytes(),
+                0o644,
+            ),
+        ],
+        &[],
+    );
+    let packages = stanza(&hello, "hello", hello_version, Some("libc6 (>= 2.30)"), None);
     let signer = uvmkit_debian::testing::TestSigner::generate(7);
-    let other = uvmkit_debian::testing::TestSigner::generate(8);
-    let signed = if sign_with_other_key {
-        other.clearsign(&release)
-    } else {
-        signer.clearsign(&release)
-    };
-    write(&work.join("dists/test/InRelease"), signed);
-    let keyring = work.join("test-keyring.gpg");
-    write(&keyring, signer.public_keyring_bytes());
-    Repo {
-        dir: work,
-        signer_keyring: keyring,
-    }
+    publish_suite(&work, "test-security", claims, &packages, &signer);
 }
 
 /// Serves `root` over HTTP on 127.0.0.1 until the test process ends; returns the base URL.
@@ -292,11 +328,30 @@ fn definition(dir: &Path, mirror: &str, keyring: &Path) -> PathBuf {
     path
 }
 
+/// [`definition`] drawing also from `test-security`, served at `MIRROR/security`.
+fn definition_with_security(dir: &Path, mirror: &str, keyring: &Path) -> PathBuf {
+    let path = definition(dir, mirror, keyring);
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[debian]\n",
+        &format!("[debian]\nsecurity = true\nsecurity_mirror = \"{mirror}/security\"\n"),
+    );
+    write(&path, text);
+    path
+}
+
+/// The `[[package]]` entry of `name` in a lock file's text.
+fn locked<'a>(lock: &'a str, name: &str) -> &'a str {
+    lock.split("[[package]]")
+        .find(|p| p.contains(&format!("name = \"{name}\"\n")))
+        .unwrap_or_else(|| panic!("{name} is not in the lock:\n{lock}"))
+}
+
 fn run_with_cache(args: &[&str], cache: &Path) -> (i32, String) {
     let out = Command::new(uvmkit_bin())
         .args(args)
         .env("UVMKIT_CACHE", cache)
         .env_remove("UVMKIT_DEBIAN_MIRROR")
+        .env_remove("UVMKIT_DEBIAN_SECURITY_MIRROR")
         .output()
         .unwrap();
     (
@@ -380,6 +435,114 @@ fn resolves_fetches_and_inspects_a_signed_local_repository() {
     assert!(
         text.contains("1 package(s) not in the cache (hello 1.0-1)") && text.contains("ftp: is not supported"),
         "{text}"
+    );
+}
+
+#[test]
+fn the_security_archive_wins_at_a_higher_version_and_outdated_reports_its_updates() {
+    if !have("dpkg-deb") || !have("xz") {
+        return;
+    }
+    let dir = test_dir("hermetic-security");
+    let repo = make_repo(&dir.join("repo"), false, false);
+    publish_security(&repo, "1.0-1+sec1", "test-security");
+    let mirror = serve(repo.dir.clone());
+    let def = definition_with_security(&dir, &mirror, &repo.signer_keyring);
+    let cache = dir.join("cache");
+    let image = def.to_str().unwrap();
+    let (code, text) = run_with_cache(&["fetch", image, "--quiet"], &cache);
+    assert_eq!(code, 0, "uvmkit fetch: {text}");
+    assert!(text.contains("security archive from the image definition"), "{text}");
+
+    // hello is in both suites: the security archive's 1.0-1+sec1 > 1.0-1 is taken, from there;
+    // libc6 is only in the release.
+    let lock = std::fs::read_to_string(dir.join("hermetic.lock")).unwrap();
+    let hello = locked(&lock, "hello");
+    assert!(
+        hello.contains("version = \"1.0-1+sec1\"") && hello.contains("archive = \"test-security\""),
+        "{hello}"
+    );
+    assert!(
+        hello.contains("filename = \"pool/hello_1.0-1+sec1_amd64.deb\""),
+        "{hello}"
+    );
+    assert!(locked(&lock, "libc6").contains("archive = \"test\""), "{lock}");
+    // The .deb came from the security mirror: its bytes are the security build's.
+    let sha = hello
+        .lines()
+        .find_map(|l| l.strip_prefix("sha256 = \""))
+        .unwrap()
+        .trim_end_matches('"');
+    let served = std::fs::read(repo.dir.join("security/pool/hello_1.0-1+sec1_amd64.deb")).unwrap();
+    assert_eq!(sha, hex::encode(Sha256::digest(&served)));
+    let (code, text) = run_with_cache(&["inspect", image, "--quiet"], &cache);
+    assert_eq!(code, 0, "uvmkit inspect: {text}");
+    let line = text.lines().find(|l| l.trim_start().starts_with("hello ")).unwrap();
+    assert!(line.contains("1.0-1+sec1") && line.contains("test-security"), "{line}");
+
+    // Nothing newer yet: exit 0 and an empty report.
+    let (code, text) = run_with_cache(&["outdated", image, "--quiet"], &cache);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("0 of 5 locked packages have newer versions"), "{text}");
+
+    // The security archive publishes a newer hello: reported as a security update (exit 11),
+    // in JSON too; the lock is not touched.
+    publish_security(&repo, "1.0-1+sec2", "test-security");
+    let (code, text) = run_with_cache(&["outdated", image, "--quiet"], &cache);
+    assert_eq!(code, 11, "{text}");
+    let line = text.lines().find(|l| l.trim_start().starts_with("hello ")).unwrap();
+    assert!(
+        line.contains("1.0-1+sec1 (test-security) -> 1.0-1+sec2 (test-security)") && line.ends_with("security"),
+        "{line}"
+    );
+    let out = Command::new(uvmkit_bin())
+        .args(["outdated", image, "--json"])
+        .env("UVMKIT_CACHE", &cache)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(11));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    let outdated = report["outdated"].as_array().unwrap();
+    assert_eq!(outdated.len(), 1, "{report}");
+    assert_eq!(outdated[0]["name"], "hello");
+    assert_eq!(outdated[0]["locked"], "1.0-1+sec1");
+    assert_eq!(outdated[0]["available"], "1.0-1+sec2");
+    assert_eq!(outdated[0]["available_archive"], "test-security");
+    assert_eq!(outdated[0]["security"], true);
+    assert_eq!(report["archives"], serde_json::json!(["test", "test-security"]));
+    assert_eq!(std::fs::read_to_string(dir.join("hermetic.lock")).unwrap(), lock);
+
+    // --refresh takes the update into the lock; then nothing is outdated again.
+    let (code, text) = run_with_cache(&["fetch", image, "--refresh", "--quiet"], &cache);
+    assert_eq!(code, 0, "{text}");
+    let lock = std::fs::read_to_string(dir.join("hermetic.lock")).unwrap();
+    assert!(locked(&lock, "hello").contains("version = \"1.0-1+sec2\""), "{lock}");
+    let (code, text) = run_with_cache(&["outdated", image, "--quiet"], &cache);
+    assert_eq!(code, 0, "{text}");
+}
+
+#[test]
+fn a_suite_whose_inrelease_claims_another_suite_is_refused() {
+    if !have("dpkg-deb") || !have("xz") {
+        return;
+    }
+    let dir = test_dir("hermetic-wrong-suite");
+    let repo = make_repo(&dir.join("repo"), false, false);
+    // Validly signed, but it says it is the release, not its security archive.
+    publish_security(&repo, "1.0-1+sec1", "test");
+    let mirror = serve(repo.dir.clone());
+    let def = definition_with_security(&dir, &mirror, &repo.signer_keyring);
+    let (code, text) = run_with_cache(&["fetch", def.to_str().unwrap(), "--quiet"], &dir.join("cache"));
+    assert_eq!(code, 3, "{text}");
+    assert!(
+        text.contains(
+            "security/dists/test-security/InRelease is signed for suite test (codename test), not test-security"
+        ),
+        "{text}"
+    );
+    assert!(
+        !dir.join("hermetic.lock").exists(),
+        "a refused archive must not be locked"
     );
 }
 

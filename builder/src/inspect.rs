@@ -2,7 +2,7 @@
 
 use crate::assemble::AssembleError;
 use crate::definition::LoadedDefinition;
-use crate::inputs::ResolvedInputs;
+use crate::inputs::{describe_mirrors, ResolvedInputs};
 use crate::pipeline::assemble_image;
 use crate::publish::human_bytes;
 use uvmkit_filetree::NodeKind;
@@ -11,16 +11,17 @@ use uvmkit_filetree::NodeKind;
 /// kernel and its modules; with `files`, every file of the image.
 pub fn print(loaded: &LoadedDefinition, inputs: &ResolvedInputs, files: bool) -> Result<(), AssembleError> {
     let def = &loaded.definition;
-    match &inputs.mirror {
-        Some(m) => println!("image {} (mirror from {})", def.name, m.origin),
+    match describe_mirrors(&inputs.mirrors) {
+        Some(m) => println!("image {} ({m})", def.name),
         None => println!("image {} (pinned by its lock, all in the cache)", def.name),
     }
     println!("\npackages ({}):", inputs.packages.len());
     for p in &inputs.packages {
         println!(
-            "  {:<32} {:<28} {:>10}  {:?}: {}",
+            "  {:<32} {:<28} {:<20} {:>10}  {:?}: {}",
             p.name,
             p.version,
+            p.archive,
             human_bytes(p.size),
             p.role,
             p.reason

@@ -50,6 +50,16 @@ enum Command {
         #[arg(long)]
         files: bool,
     },
+    /// Report the locked packages that have newer versions in the definition's archives
+    /// (security updates marked). Exits 0 when none do, 10 when some do, 11 when at least
+    /// one of them is a security update.
+    Outdated {
+        #[command(flatten)]
+        inputs: InputArgs,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Kernel tools.
     #[command(subcommand)]
     Kernel(KernelCommand),
@@ -189,18 +199,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger_init();
     let result = match cli.command {
-        Command::Build(args) => build(&args),
-        Command::Fetch(args) => fetch(&args),
-        Command::Bundle { inputs, output } => write_bundle(&inputs, &output),
-        Command::Inspect { inputs, files } => inspect(&inputs, files),
+        Command::Build(args) => build(&args).map(|()| 0),
+        Command::Fetch(args) => fetch(&args).map(|()| 0),
+        Command::Bundle { inputs, output } => write_bundle(&inputs, &output).map(|()| 0),
+        Command::Inspect { inputs, files } => inspect(&inputs, files).map(|()| 0),
+        Command::Outdated { inputs, json } => outdated(&inputs, json),
         Command::Kernel(KernelCommand::Check {
             config,
             targets,
             features,
-        }) => kernel_check(&config, targets, &features),
+        }) => kernel_check(&config, targets, &features).map(|()| 0),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code())
@@ -342,10 +353,8 @@ fn fetch(args: &InputArgs) -> Result<(), Failure> {
         human_bytes(resolved.downloaded_bytes),
         resolved.kernel.release,
         resolved.modules.modules.len(),
-        match &resolved.mirror {
-            Some(m) => format!("mirror from {}", m.origin),
-            None => "all pinned by the lock and in the cache, no mirror needed".into(),
-        },
+        uvmkit::inputs::describe_mirrors(&resolved.mirrors)
+            .unwrap_or_else(|| "all pinned by the lock and in the cache, no mirror needed".into()),
         start.elapsed().as_secs_f64()
     );
     Ok(())
@@ -377,6 +386,51 @@ fn inspect(args: &InputArgs, files: bool) -> Result<(), Failure> {
     let resolved = uvmkit::inputs::resolve(&loaded.definition, &loaded.base_dir, &input_options(args, image, false))
         .map_err(CommandError::from)?;
     Ok(uvmkit::inspect::print(&loaded, &resolved, files).map_err(CommandError::from)?)
+}
+
+/// `uvmkit outdated`: the report, and the exit code that tells a pipeline what it found.
+fn outdated(args: &InputArgs, json: bool) -> Result<u8, Failure> {
+    let image = image_arg(args)?;
+    let loaded = load(image)?;
+    let report =
+        uvmkit::inputs::outdated::outdated(&loaded.definition, &loaded.base_dir, &input_options(args, image, false))
+            .map_err(CommandError::from)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("serialises"));
+    } else {
+        println!(
+            "image {}: {} of {} locked packages have newer versions in {} ({} security update(s))",
+            report.image,
+            report.outdated.len(),
+            report.locked_packages,
+            report.archives.join(", "),
+            report.security_updates()
+        );
+        for p in &report.outdated {
+            println!(
+                "  {:<32} {} ({}) -> {} ({}){}",
+                p.name,
+                p.locked,
+                p.locked_archive,
+                p.available,
+                p.available_archive,
+                if p.security { "  security" } else { "" }
+            );
+        }
+        if report.lock_stale {
+            println!("note: the definition changed since the lock was written; a build resolves again");
+        }
+        if !report.outdated.is_empty() {
+            println!("run `uvmkit fetch --refresh {}` to update the lock", image.display());
+        }
+    }
+    Ok(if report.security_updates() > 0 {
+        exit::SECURITY_UPDATES
+    } else if report.outdated.is_empty() {
+        0
+    } else {
+        exit::UPDATES
+    })
 }
 
 /// `uvmkit kernel check`.

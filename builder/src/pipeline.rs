@@ -33,6 +33,10 @@ pub mod exit {
     pub const FETCH: u8 = 3;
     /// Assembling, encoding or writing failed.
     pub const BUILD: u8 = 4;
+    /// `uvmkit outdated`: locked packages have newer versions, none of them a security update.
+    pub const UPDATES: u8 = 10;
+    /// `uvmkit outdated`: at least one locked package has a security update.
+    pub const SECURITY_UPDATES: u8 = 11;
 }
 
 /// Options of one build.

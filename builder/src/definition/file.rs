@@ -9,6 +9,7 @@ use super::target::{Format, Target};
 use super::units::{deserialize_mode, deserialize_size};
 use serde::Deserialize;
 use std::path::PathBuf;
+use uvmkit_debian::archives::{ArchiveKind, Selection};
 use uvmkit_docker_config::DockerSection;
 use uvmkit_service_spec::ServiceSpec;
 
@@ -174,7 +175,7 @@ fn default_formats() -> Vec<Format> {
     vec![Format::Efi]
 }
 
-/// `[debian]`: the archive the kernel and packages come from.
+/// `[debian]`: the archives the kernel and packages come from.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DebianSection {
@@ -187,10 +188,23 @@ pub struct DebianSection {
     /// Debian architecture (`amd64`).
     #[serde(default = "default_architecture")]
     pub architecture: String,
-    /// Mirror URL; when absent, `UVMKIT_DEBIAN_MIRROR` or the host's apt sources.
+    /// Mirror URL of the release (also `-updates` and `-backports`); when absent,
+    /// `UVMKIT_DEBIAN_MIRROR` or the host's apt sources.
     pub mirror: Option<String>,
-    /// An OpenPGP keyring to verify the archive with instead of the built-in Debian keys.
+    /// An OpenPGP keyring to verify every archive with instead of the built-in Debian keys.
     pub keyring: Option<PathBuf>,
+    /// Also draw from `SUITE-updates` (stable updates between point releases).
+    #[serde(default)]
+    pub updates: bool,
+    /// Also draw from `SUITE-security`, from the security archive.
+    #[serde(default)]
+    pub security: bool,
+    /// Packages taken from `SUITE-backports`, and only these.
+    #[serde(default)]
+    pub backports: Vec<String>,
+    /// Mirror URL of the security archive; when absent, `UVMKIT_DEBIAN_SECURITY_MIRROR` or
+    /// the host's apt source for a `*-security` suite.
+    pub security_mirror: Option<String>,
 }
 
 impl Default for DebianSection {
@@ -201,7 +215,49 @@ impl Default for DebianSection {
             architecture: default_architecture(),
             mirror: None,
             keyring: None,
+            updates: false,
+            security: false,
+            backports: Vec::new(),
+            security_mirror: None,
         }
+    }
+}
+
+/// One archive an image draws packages from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebianArchive {
+    /// Which archive of the release it is.
+    pub kind: ArchiveKind,
+    /// Its suite (`bookworm-security`).
+    pub suite: String,
+    /// Which of its packages may be used.
+    pub selection: Selection,
+}
+
+impl DebianSection {
+    /// The archives to draw from, the release first (among equal versions the first wins),
+    /// then `-updates`, `-security` and `-backports` as the keys ask.
+    pub fn archives(&self) -> Vec<DebianArchive> {
+        let mut out = vec![(ArchiveKind::Release, Selection::Every)];
+        if self.updates {
+            out.push((ArchiveKind::Updates, Selection::Every));
+        }
+        if self.security {
+            out.push((ArchiveKind::Security, Selection::Every));
+        }
+        if !self.backports.is_empty() {
+            out.push((
+                ArchiveKind::Backports,
+                Selection::Only(self.backports.iter().cloned().collect()),
+            ));
+        }
+        out.into_iter()
+            .map(|(kind, selection)| DebianArchive {
+                kind,
+                suite: kind.suite(&self.suite),
+                selection,
+            })
+            .collect()
     }
 }
 

@@ -14,8 +14,8 @@ pub mod units;
 mod validate;
 
 pub use file::{
-    DataDiskSection, DebianSection, InitSection, InitrdSection, IsoSection, NetworkSection, PreloadSection, SshSection,
-    StaticNetwork,
+    DataDiskSection, DebianArchive, DebianSection, InitSection, InitrdSection, IsoSection, NetworkSection,
+    PreloadSection, SshSection, StaticNetwork,
 };
 pub use image::{
     DiskSection, ExtraFile, ExtraFileKind, ImageDefinition, KernelSection, LocalKernel, PackageSelection,
@@ -160,6 +160,41 @@ mod tests {
         assert_eq!(def.debian.suite, "bookworm");
         assert_eq!(def.kernel.package, "linux-image-amd64");
         assert_eq!(def.disk.size, 8 << 30);
+    }
+
+    #[test]
+    fn debian_archives_follow_the_release() {
+        let def = parse("name = \"m\"\n[debian]\nsuite = \"trixie\"\n", Path::new("m.toml")).unwrap();
+        let suites: Vec<String> = def.debian.archives().into_iter().map(|a| a.suite).collect();
+        assert_eq!(
+            suites,
+            ["trixie"],
+            "a definition without the keys draws from its suite alone"
+        );
+        let def = parse(
+            "name = \"m\"\n[debian]\nsuite = \"trixie\"\nupdates = true\nsecurity = true\nbackports = [\"linux-image-amd64\"]\nsecurity_mirror = \"http://127.0.0.1/s\"\n",
+            Path::new("m.toml"),
+        )
+        .unwrap();
+        let archives = def.debian.archives();
+        let suites: Vec<&str> = archives.iter().map(|a| a.suite.as_str()).collect();
+        assert_eq!(
+            suites,
+            ["trixie", "trixie-updates", "trixie-security", "trixie-backports"]
+        );
+        assert_eq!(
+            archives[3].selection,
+            uvmkit_debian::archives::Selection::Only(["linux-image-amd64".to_string()].into())
+        );
+        let e = parse_err("name = \"m\"\n[debian]\nsuite = \"trixie-security\"\nsecurity = true\n");
+        assert!(e.contains("debian.suite") && e.contains("release name"), "{e}");
+        let e = parse_err("name = \"m\"\n[debian]\nsecurity_mirror = \"http://x/\"\n");
+        assert!(
+            e.contains("debian.security_mirror") && e.contains("security = true"),
+            "{e}"
+        );
+        let e = parse_err("name = \"m\"\n[debian]\nbackports = [\"Bad Name\"]\n");
+        assert!(e.contains("debian.backports[0]"), "{e}");
     }
 
     #[test]

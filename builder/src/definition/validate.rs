@@ -38,6 +38,7 @@ pub(super) fn validate(file: DefinitionFile) -> Result<ImageDefinition, Invalid>
     if let Some(label) = &file.iso.volume_label {
         check_volume_label(label)?;
     }
+    check_debian(&file.debian)?;
     let kernel = kernel_section(&file.kernel)?;
     let packages = file
         .packages
@@ -101,6 +102,38 @@ fn docker_daemon_json(docker: Option<&DockerSection>, files: &[ExtraFile]) -> Re
         .daemon_json()
         .map(Some)
         .map_err(|e| invalid("docker", e.to_string()))
+}
+
+/// `[debian]`: the release's other archives are named after it, so it must be a release name;
+/// `security_mirror` only serves `security = true`; `backports` are package names.
+fn check_debian(debian: &super::DebianSection) -> Result<(), Invalid> {
+    let derived = debian.updates || debian.security || !debian.backports.is_empty();
+    if derived && debian.suite.contains(['-', '/']) {
+        return Err(invalid(
+            "debian.suite",
+            format!(
+                "{:?} is not a release name; with updates, security or backports, name the release \
+                 (\"bookworm\") and its -updates, -security and -backports suites follow from it",
+                debian.suite
+            ),
+        ));
+    }
+    if debian.security_mirror.is_some() && !debian.security {
+        return Err(invalid(
+            "debian.security_mirror",
+            "is set, but security = false takes nothing from the security archive; set security = true or remove it"
+                .into(),
+        ));
+    }
+    for (i, name) in debian.backports.iter().enumerate() {
+        if !uvmkit_debian::control::valid_package_name(name) {
+            return Err(invalid(
+                &format!("debian.backports[{i}]"),
+                format!("{name:?} is not a Debian package name (lowercase letters, digits, '+', '-', '.')"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `name` names the artifact files.

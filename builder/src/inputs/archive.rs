@@ -1,12 +1,17 @@
-//! The archive index: Debian's signed `InRelease`, verified against the archive keyring, and
-//! the `Packages` indexes it lists, fetched into the cache and checked by the sha256 it gives
+//! The archive indexes: for every archive the definition draws from (the release, and
+//! `-updates`, `-security`, `-backports` as `[debian]` asks), Debian's signed `InRelease`,
+//! verified against the archive keyring and checked to be the suite asked for, and the
+//! `Packages` indexes it lists, fetched into the cache and checked by the sha256 it gives
 //! (Debian's repository format, "Release files" and "Packages indices").
 
 use super::error::InputError;
+use super::mirror::archive_host;
 use super::sources::{InputSources, LockUse};
+use crate::definition::DebianArchive;
 use std::fs::File;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
+use uvmkit_debian::archives::ArchivePackages;
 use uvmkit_debian::control::{ControlError, PackageIndex};
 use uvmkit_debian::release::{Release, ReleaseError};
 use uvmkit_debian::signature::{verify_inrelease, Keyring, SignatureError};
@@ -43,6 +48,24 @@ pub enum ArchiveError {
         url: String,
         /// What parsing it reported.
         source: ReleaseError,
+    },
+    /// The signed `InRelease` is for another suite than the one asked for (a mirror serving
+    /// the wrong file, or an attempt to pass one suite's index off as another's).
+    #[error(
+        "{url} is signed for suite {} (codename {}), not {asked}; the mirror serves the wrong archive \
+         there (check [debian] mirror or security_mirror) or is tampered with",
+        suite.as_deref().unwrap_or("(none)"),
+        codename.as_deref().unwrap_or("(none)")
+    )]
+    WrongSuite {
+        /// The `InRelease` URL.
+        url: String,
+        /// The suite the definition asks for.
+        asked: String,
+        /// The file's `Suite:`.
+        suite: Option<String>,
+        /// The file's `Codename:`.
+        codename: Option<String>,
     },
     /// `InRelease` does not list a `Packages` index the definition needs.
     #[error("{url} lists no {index}; check [debian] suite, components and architecture")]
@@ -83,32 +106,54 @@ pub enum IndexFault {
     Parse(#[from] ControlError),
 }
 
-/// A verified archive index: the `Packages` files of every component, parsed only when a
-/// resolution is not already cached for their digests.
-pub(super) struct ArchiveIndex {
+/// One archive's verified `Packages` files, parsed only when a resolution is not already
+/// cached for their digests.
+pub(super) struct ArchiveFiles {
+    /// The archive.
+    pub(super) archive: DebianArchive,
     /// (component, blob path, sha256) of each `Packages.xz`.
     pub(super) files: Vec<(String, PathBuf, String)>,
 }
 
+/// Every archive's verified index files, in the definition's order (the release first).
+pub(super) struct ArchiveIndex {
+    /// The archives.
+    pub(super) archives: Vec<ArchiveFiles>,
+}
+
 impl ArchiveIndex {
-    /// Parses and merges the components' indexes.
-    pub(super) fn parse(&self) -> Result<PackageIndex, ArchiveError> {
-        let mut merged: Option<PackageIndex> = None;
-        for (component, path, _) in &self.files {
-            let bad = |source: IndexFault| ArchiveError::Index {
-                component: component.clone(),
-                blob: path.clone(),
-                source,
-            };
-            let xz = std::fs::read(path).map_err(|e| bad(e.into()))?;
-            let text = uvmkit_debian::compression::decompress_named("Packages.xz", &xz).map_err(|e| bad(e.into()))?;
-            let index = PackageIndex::parse_bytes(&text).map_err(|e| bad(e.into()))?;
-            match &mut merged {
-                Some(m) => m.merge(index),
-                None => merged = Some(index),
+    /// `(suite, sha256)` of every index file, in order: what a resolution depends on.
+    pub(super) fn digests(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.archives.iter().flat_map(|a| {
+            a.files
+                .iter()
+                .map(|(_, _, sha)| (a.archive.suite.as_str(), sha.as_str()))
+        })
+    }
+
+    /// Parses each archive's components into one index per archive, tagged with its suite.
+    pub(super) fn parse(&self) -> Result<Vec<ArchivePackages>, ArchiveError> {
+        let mut out = Vec::new();
+        for a in &self.archives {
+            let mut merged = PackageIndex::default();
+            for (component, path, _) in &a.files {
+                let bad = |source: IndexFault| ArchiveError::Index {
+                    component: format!("{}/{component}", a.archive.suite),
+                    blob: path.clone(),
+                    source,
+                };
+                let xz = std::fs::read(path).map_err(|e| bad(e.into()))?;
+                let text =
+                    uvmkit_debian::compression::decompress_named("Packages.xz", &xz).map_err(|e| bad(e.into()))?;
+                merged.merge(PackageIndex::parse_bytes(&text).map_err(|e| bad(e.into()))?);
             }
+            out.push(ArchivePackages {
+                suite: a.archive.suite.clone(),
+                selection: a.archive.selection.clone(),
+                index: merged,
+            });
         }
-        Ok(merged.unwrap_or_default())
+        Ok(out)
     }
 }
 
@@ -125,24 +170,34 @@ fn keyring(src: &InputSources) -> Result<Keyring, InputError> {
     Ok(Keyring::from_bytes(&bytes).map_err(|source| ArchiveError::Keyring { path, source })?)
 }
 
-/// Fetches (or reuses from the cache) and verifies the archive index.
+/// Why the archive indexes are being fetched, for the error when no mirror is configured.
+fn why_needed(src: &InputSources) -> &'static str {
+    if src.opts.lock == LockUse::None {
+        "no lock file is used"
+    } else if src.opts.refresh {
+        "--refresh resolves again"
+    } else {
+        "no current lock file pins the packages"
+    }
+}
+
+/// Fetches (or reuses from the cache) and verifies every archive's index.
 pub(super) fn load_index(src: &InputSources) -> Result<ArchiveIndex, InputError> {
-    let (deb, opts, cache) = (&src.def.debian, src.opts, &src.cache);
-    let mirror = src.mirror.get(|| {
-        let why = if opts.lock == LockUse::None {
-            "no lock file is used"
-        } else if opts.refresh {
-            "--refresh resolves again"
-        } else {
-            "no current lock file pins the packages"
-        };
-        format!("the archive index of {} ({why})", deb.suite)
-    })?;
-    let base = mirror.url.trim_end_matches('/');
-    let inrelease_url = format!("{base}/dists/{}/InRelease", deb.suite);
     let keyring = keyring(src)?;
-    // A recent InRelease from this URL is reused (always, offline); otherwise it is fetched.
-    let cached = cache.get_ref("inrelease", &inrelease_url)?.and_then(|d| {
+    let archives = src
+        .def
+        .debian
+        .archives()
+        .into_iter()
+        .map(|archive| load_archive(src, &keyring, archive))
+        .collect::<Result<_, _>>()?;
+    Ok(ArchiveIndex { archives })
+}
+
+/// The signed `InRelease` at `url`: a recent cached copy (always, offline), else fetched.
+fn inrelease_bytes(src: &InputSources, url: &str) -> Result<Vec<u8>, InputError> {
+    let (opts, cache) = (src.opts, &src.cache);
+    let cached = cache.get_ref("inrelease", url)?.and_then(|d| {
         let path = cache.path_of(&d);
         let age = std::fs::metadata(&path)
             .ok()?
@@ -153,21 +208,32 @@ pub(super) fn load_index(src: &InputSources) -> Result<ArchiveIndex, InputError>
         let usable = opts.offline || (!opts.refresh && age < INDEX_MAX_AGE);
         usable.then(|| std::fs::read(&path).ok()).flatten()
     });
-    let inrelease = match cached {
-        Some(bytes) => bytes,
-        None => {
-            let bytes = src.fetcher.fetch_bytes(&inrelease_url)?;
-            let digest = cache.put_bytes(&bytes, None)?;
-            cache.set_ref("inrelease", &inrelease_url, &digest)?;
-            // Reusing the blob later depends on its age: mark it as fetched now.
-            let _ = File::options()
-                .write(true)
-                .open(cache.path_of(&digest))
-                .and_then(|f| f.set_modified(SystemTime::now()));
-            bytes
-        }
-    };
-    let signed = verify_inrelease(&inrelease, &keyring).map_err(|source| ArchiveError::Signature {
+    if let Some(bytes) = cached {
+        return Ok(bytes);
+    }
+    let bytes = src.fetcher.fetch_bytes(url)?;
+    let digest = cache.put_bytes(&bytes, None)?;
+    cache.set_ref("inrelease", url, &digest)?;
+    // Reusing the blob later depends on its age: mark it as fetched now.
+    let _ = File::options()
+        .write(true)
+        .open(cache.path_of(&digest))
+        .and_then(|f| f.set_modified(SystemTime::now()));
+    Ok(bytes)
+}
+
+/// One archive: its `InRelease` verified and checked to be `archive.suite`, then its
+/// components' `Packages.xz`.
+fn load_archive(src: &InputSources, keyring: &Keyring, archive: DebianArchive) -> Result<ArchiveFiles, InputError> {
+    let (deb, cache) = (&src.def.debian, &src.cache);
+    let suite = &archive.suite;
+    let mirror = src.mirror.get(archive_host(archive.kind), || {
+        format!("the archive index of {suite} ({})", why_needed(src))
+    })?;
+    let base = mirror.url.trim_end_matches('/');
+    let inrelease_url = format!("{base}/dists/{suite}/InRelease");
+    let inrelease = inrelease_bytes(src, &inrelease_url)?;
+    let signed = verify_inrelease(&inrelease, keyring).map_err(|source| ArchiveError::Signature {
         url: inrelease_url.clone(),
         source,
     })?;
@@ -176,6 +242,19 @@ pub(super) fn load_index(src: &InputSources) -> Result<ArchiveIndex, InputError>
         source,
     };
     let release = Release::parse(&signed).map_err(release_error)?;
+    // apt checks the same: the signed file must say it is the suite the source names, by
+    // its `Suite` (`stable-security`) or its `Codename` (`bookworm-security`); otherwise a
+    // validly signed index of another suite (an older one, or `-backports` for the release)
+    // could be served in its place.
+    if release.suite.as_deref() != Some(suite.as_str()) && release.codename.as_deref() != Some(suite.as_str()) {
+        return Err(ArchiveError::WrongSuite {
+            url: inrelease_url,
+            asked: suite.clone(),
+            suite: release.suite.clone(),
+            codename: release.codename.clone(),
+        }
+        .into());
+    }
     let mut files = Vec::new();
     for component in &deb.components {
         let index = format!("{component}/binary-{}/Packages.xz", deb.architecture);
@@ -184,7 +263,7 @@ pub(super) fn load_index(src: &InputSources) -> Result<ArchiveIndex, InputError>
             index: index.clone(),
         })?;
         let fetch_path = release.fetch_path(&index).map_err(release_error)?;
-        let url = format!("{base}/dists/{}/{fetch_path}", deb.suite);
+        let url = format!("{base}/dists/{suite}/{fetch_path}");
         let expected: Sha256Digest = entry.sha256.parse().map_err(|_| ArchiveError::BadDigest {
             url: inrelease_url.clone(),
             index: index.clone(),
@@ -194,5 +273,5 @@ pub(super) fn load_index(src: &InputSources) -> Result<ArchiveIndex, InputError>
             .fetch_to_cache(&url, &expected, Some(entry.size), cache, &Progress::hidden())?;
         files.push((component.clone(), blob, entry.sha256.clone()));
     }
-    Ok(ArchiveIndex { files })
+    Ok(ArchiveFiles { archive, files })
 }

@@ -558,6 +558,7 @@ mod tests {
             source: None,
             maintainer: None,
             homepage: None,
+            archive: "bookworm".into(),
         };
         LockFile {
             version: lock::LOCK_VERSION,

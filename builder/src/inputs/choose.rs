@@ -12,6 +12,7 @@ use super::sources::{InputSources, LockUse};
 use crate::definition::{Format, ImageDefinition};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use uvmkit_debian::archives::{merge_archives, ArchivesError};
 use uvmkit_debian::control::{Package, PackageIndex};
 use uvmkit_debian::resolve::{Request, Resolver};
 
@@ -21,12 +22,15 @@ pub enum ResolveError {
     /// A requested package or a dependency cannot be satisfied.
     #[error(transparent)]
     Packages(#[from] uvmkit_debian::resolve::ResolveError),
+    /// A `[debian] backports` package is not in the backports archive.
+    #[error(transparent)]
+    Archives(#[from] ArchivesError),
     /// The kernel package (or a `linux-image-*` package it depends on) is not in the archive.
     #[error("kernel package {name} is not in {suite}/{components}")]
     KernelPackage {
         /// The package.
         name: String,
-        /// `[debian] suite`.
+        /// The suites searched, comma-separated.
         suite: String,
         /// `[debian] components`, comma-separated.
         components: String,
@@ -36,7 +40,7 @@ pub enum ResolveError {
     BootLoader {
         /// The package.
         name: String,
-        /// `[debian] suite`.
+        /// The suites searched, comma-separated.
         suite: String,
     },
 }
@@ -52,7 +56,7 @@ pub(super) fn choose_packages(src: &InputSources) -> Result<Vec<FetchedPackage>,
         .as_ref()
         .filter(|l| l.resolution_inputs == lock::resolution_inputs(src.def));
     match (lock.as_ref(), current) {
-        (_, Some(lock)) if !src.opts.refresh => Ok(lock.packages.clone()),
+        (_, Some(lock)) if !src.opts.refresh => Ok(lock::pinned_packages(lock, src.def)),
         (None, _) if locked => Err(LockError::Missing {
             path: lock_path.to_path_buf(),
         }
@@ -87,7 +91,7 @@ fn resolve_from_index(src: &InputSources) -> Result<Vec<FetchedPackage>, InputEr
     match cached {
         Some(p) => Ok(p),
         None => {
-            let index = archive.parse()?;
+            let index = merge_archives(archive.parse()?).map_err(ResolveError::from)?;
             let packages = resolve_packages(src.def, &index)?;
             let digest = cache.put_bytes(&serde_json::to_vec(&packages).expect("serialises"), None)?;
             cache.set_ref("resolution", &key, &digest)?;
@@ -100,13 +104,16 @@ fn resolve_from_index(src: &InputSources) -> Result<Vec<FetchedPackage>, InputEr
 /// decides what is resolved.
 fn resolution_key(def: &ImageDefinition, index: &ArchiveIndex) -> String {
     let mut key = format!(
-        "v1\narch={}\nkernel={}\nlocal-kernel={}\n",
+        "v2\narch={}\nkernel={}\nlocal-kernel={}\n",
         def.debian.architecture,
         def.kernel.package,
         def.kernel.local.is_some()
     );
-    for (_, _, sha) in &index.files {
-        key.push_str(&format!("index={sha}\n"));
+    for (suite, sha) in index.digests() {
+        key.push_str(&format!("index={suite} {sha}\n"));
+    }
+    for name in &def.debian.backports {
+        key.push_str(&format!("backport={name}\n"));
     }
     for p in &def.packages {
         key.push_str(&format!("package={}\n", p.name));
@@ -119,7 +126,10 @@ fn resolution_key(def: &ImageDefinition, index: &ArchiveIndex) -> String {
 /// `linux-image-*` dependencies only: the rest serve installing a kernel on a Debian system),
 /// and the boot loaders the formats need (without dependencies: only their files are used).
 fn resolve_packages(def: &ImageDefinition, index: &PackageIndex) -> Result<Vec<FetchedPackage>, ResolveError> {
-    let resolver = Resolver::new(index, &def.debian.architecture);
+    let suites: Vec<String> = def.debian.archives().into_iter().map(|a| a.suite).collect();
+    let suites = suites.join(",");
+    let resolver = Resolver::new(index, &def.debian.architecture)
+        .with_origin(format!("{suites} ({})", def.debian.components.join(",")));
     let mut out: BTreeMap<String, FetchedPackage> = BTreeMap::new();
     let fetched = |p: &Package, role: Role, reason: String| FetchedPackage {
         name: p.name.clone(),
@@ -133,6 +143,7 @@ fn resolve_packages(def: &ImageDefinition, index: &PackageIndex) -> Result<Vec<F
         source: Some(p.source.clone()).filter(|s| !s.is_empty()),
         maintainer: p.maintainer.clone(),
         homepage: p.homepage.clone(),
+        archive: p.archive.clone(),
     };
     if !def.packages.is_empty() {
         let requests: Vec<Request> = def.packages.iter().map(|p| Request::new(p.name.clone())).collect();
@@ -153,7 +164,7 @@ fn resolve_packages(def: &ImageDefinition, index: &PackageIndex) -> Result<Vec<F
                 .best(&name, constraint.as_ref())
                 .ok_or_else(|| ResolveError::KernelPackage {
                     name: name.clone(),
-                    suite: def.debian.suite.clone(),
+                    suite: suites.clone(),
                     components: def.debian.components.join(","),
                 })?;
             for group in &pkg.depends {
@@ -175,7 +186,7 @@ fn resolve_packages(def: &ImageDefinition, index: &PackageIndex) -> Result<Vec<F
     for name in loaders {
         let pkg = resolver.best(name, None).ok_or_else(|| ResolveError::BootLoader {
             name: name.to_string(),
-            suite: def.debian.suite.clone(),
+            suite: suites.clone(),
         })?;
         out.entry(name.to_string())
             .or_insert_with(|| fetched(pkg, Role::Bootloader, "boot loader".into()));

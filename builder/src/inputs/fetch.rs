@@ -1,8 +1,9 @@
 //! Downloading the chosen `.deb`s: each is looked up in the cache and re-hashed there (on up
-//! to `jobs` threads); only the missing or damaged ones are fetched from the mirror, checked
-//! against the sha256 the archive index gives.
+//! to `jobs` threads); only the missing or damaged ones are fetched, from the mirror of the
+//! archive each was taken from, checked against the sha256 the archive index gives.
 
 use super::error::InputError;
+use super::mirror::archive_host;
 use super::package::FetchedPackage;
 use super::sources::InputSources;
 use super::unpack::PackageError;
@@ -11,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use uvmkit_fetch::cache::{ContentCache, Sha256Digest};
 use uvmkit_fetch::http::{Download, Progress};
+use uvmkit_fetch::mirror::ArchiveHost;
 use uvmkit_fetch::FetchError;
 
 /// The cached `.deb` of each package (verified by sha256), downloading from the mirror only
@@ -41,23 +43,39 @@ pub(super) fn fetch_packages(
     if opts.offline {
         return Err(InputError::Offline(missing.iter().map(describe).collect()));
     }
-    let mirror = src.mirror.get(|| {
-        let names: Vec<String> = missing
+    // Each archive's packages come from its mirror: the security archive's from its own.
+    let archives = src.def.debian.archives();
+    let host_of = |p: &FetchedPackage| {
+        archives
             .iter()
-            .map(|&i| format!("{} {}", packages[i].name, packages[i].version))
+            .find(|a| a.suite == p.archive)
+            .map_or(ArchiveHost::Release, |a| archive_host(a.kind))
+    };
+    let mut downloads: Vec<Download> = Vec::new();
+    for host in [ArchiveHost::Release, ArchiveHost::Security] {
+        let wanted: Vec<usize> = missing
+            .iter()
+            .copied()
+            .filter(|&i| host_of(&packages[i]) == host)
             .collect();
-        format!("{} package(s) not in the cache ({})", missing.len(), names.join(", "))
-    })?;
-    let base = mirror.url.trim_end_matches('/');
-    let downloads: Vec<Download> = missing
-        .iter()
-        .map(|&i| Download {
+        if wanted.is_empty() {
+            continue;
+        }
+        let mirror = src.mirror.get(host, || {
+            let names: Vec<String> = wanted
+                .iter()
+                .map(|&i| format!("{} {}", packages[i].name, packages[i].version))
+                .collect();
+            format!("{} package(s) not in the cache ({})", wanted.len(), names.join(", "))
+        })?;
+        let base = mirror.url.trim_end_matches('/');
+        downloads.extend(wanted.iter().map(|&i| Download {
             url: format!("{base}/{}", packages[i].filename),
             sha256: digests[i],
             size: Some(packages[i].size),
             label: format!("{} {}", packages[i].name, packages[i].version),
-        })
-        .collect();
+        }));
+    }
     let progress = if opts.quiet {
         Progress::hidden()
     } else {

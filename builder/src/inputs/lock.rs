@@ -73,6 +73,12 @@ pub enum LockError {
         /// One line per package that differs (`+ name version (reason)`, `- ...`, `~ ...`).
         changes: Vec<String>,
     },
+    /// `outdated`, and there is no lock file to compare.
+    #[error("{}: there is no lock to compare; run `uvmkit fetch` on the definition first", path.as_deref().map_or("(no lock file is used)".into(), |p| p.display().to_string()))]
+    NothingToCompare {
+        /// Where the lock file was looked for.
+        path: Option<PathBuf>,
+    },
     /// `--locked`, and there is no lock file.
     #[error("--locked: there is no {}; build once without --locked to create it", path.display())]
     Missing {
@@ -95,6 +101,19 @@ pub fn resolution_inputs(def: &ImageDefinition) -> String {
         d.architecture,
         d.components.join(",")
     );
+    // Only a definition that draws from more than its release says so, so the locks of
+    // definitions from before several archives stay current.
+    let archives = d.archives();
+    if archives.len() > 1 {
+        let suites: Vec<&str> = archives.iter().map(|a| a.suite.as_str()).collect();
+        let mut pins = d.backports.clone();
+        pins.sort();
+        text.push_str(&format!(
+            "archives={}\nbackports={}\n",
+            suites.join(","),
+            pins.join(",")
+        ));
+    }
     text.push_str(&format!(
         "kernel={}\nlocal-kernel={}\n",
         def.kernel.package,
@@ -105,6 +124,16 @@ pub fn resolution_inputs(def: &ImageDefinition) -> String {
     text.push_str(&format!("packages={}\n", names.join(",")));
     text.push_str(&format!("iso={}\n", def.formats.contains(&Format::Iso)));
     hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// The packages `lock` pins, each with its archive: the release suite of `def` where the
+/// lock (written before images drew from several archives) does not say.
+pub fn pinned_packages(lock: &LockFile, def: &ImageDefinition) -> Vec<FetchedPackage> {
+    let mut packages = lock.packages.clone();
+    for p in packages.iter_mut().filter(|p| p.archive.is_empty()) {
+        p.archive = def.debian.suite.clone();
+    }
+    packages
 }
 
 /// Reads the lock at `path`, if there is one.
@@ -202,6 +231,7 @@ mod tests {
             source: None,
             maintainer: Some("Someone <s@example.org>".into()),
             homepage: None,
+            archive: "bookworm".into(),
         }
     }
 

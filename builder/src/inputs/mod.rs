@@ -7,7 +7,8 @@
 //! with a manifest ([`unpack`]), so a warm build neither downloads, decompresses nor parses
 //! the archive again. Then the kernel ([`kernel`]) and its modules ([`modules`]), the boot
 //! loaders' files ([`boot_files`]) and the packages' licenses ([`licenses`]) are taken from
-//! the unpacked trees. [`bundle`] carries all of it to a machine without a network.
+//! the unpacked trees. [`bundle`] carries all of it to a machine without a network, and
+//! [`outdated`] says which pinned packages the archives have newer versions of.
 
 pub mod archive;
 pub mod boot_files;
@@ -22,6 +23,7 @@ mod licenses;
 pub mod lock;
 mod mirror;
 pub mod modules;
+pub mod outdated;
 pub mod package;
 pub mod sources;
 pub mod unpack;
@@ -44,14 +46,15 @@ use unpack::PackageError;
 use uvmkit_debian::copyright::DeclaredLicense;
 use uvmkit_fetch::cache::ContentCache;
 use uvmkit_fetch::http::Fetcher;
-use uvmkit_fetch::mirror::MirrorSource;
+use uvmkit_fetch::mirror::{ArchiveHost, MirrorSource};
 use uvmkit_filetree::{FileData, FileTree};
 
 /// Everything a build needs, fetched and verified.
 pub struct ResolvedInputs {
-    /// The mirror and where it came from; `None` when nothing had to be fetched (a current
-    /// lock pinned the packages and the cache held them all), so no mirror was looked up.
-    pub mirror: Option<MirrorSource>,
+    /// The mirrors used (release, security) and where they came from; empty when nothing had
+    /// to be fetched (a current lock pinned the packages and the cache held them all), so no
+    /// mirror was looked up.
+    pub mirrors: Vec<(ArchiveHost, MirrorSource)>,
     /// Every package fetched, sorted by name.
     pub packages: Vec<FetchedPackage>,
     /// The license each package declares in a machine-readable `copyright` file, by name;
@@ -95,7 +98,7 @@ pub fn resolve(def: &ImageDefinition, base_dir: &Path, opts: &InputOptions) -> R
     let src = InputSources {
         def,
         base_dir,
-        mirror: MirrorLookup::new(def.debian.mirror.as_deref()),
+        mirror: MirrorLookup::new(&def.debian),
         cache: ContentCache::open(&opts.cache_dir)?,
         fetcher: Fetcher::new(opts.offline)?,
         opts,
@@ -112,7 +115,7 @@ pub fn resolve(def: &ImageDefinition, base_dir: &Path, opts: &InputOptions) -> R
     let modules = modules::select_modules(def, &kernel, &module_tree)?;
     let (uki_stub, isolinux) = boot_files::boot_files(&unpacked.loaders)?;
     Ok(ResolvedInputs {
-        mirror: src.mirror.into_used(),
+        mirrors: src.mirror.into_used(),
         packages,
         licenses: unpacked.licenses.finish(),
         requested: unpacked.requested,
@@ -123,6 +126,19 @@ pub fn resolve(def: &ImageDefinition, base_dir: &Path, opts: &InputOptions) -> R
         isolinux,
         downloaded_bytes,
     })
+}
+
+/// "mirror from X" (and "security archive from Y") for people, or `None` when no mirror was
+/// needed.
+pub fn describe_mirrors(mirrors: &[(ArchiveHost, MirrorSource)]) -> Option<String> {
+    let parts: Vec<String> = mirrors
+        .iter()
+        .map(|(host, m)| match host {
+            ArchiveHost::Release => format!("mirror from {}", m.origin),
+            ArchiveHost::Security => format!("security archive from {}", m.origin),
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 /// Unpacks (once per `.deb`, through the cache) every package and sorts the trees by role.

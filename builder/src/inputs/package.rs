@@ -43,6 +43,11 @@ pub struct FetchedPackage {
     pub maintainer: Option<String>,
     /// Homepage.
     pub homepage: Option<String>,
+    /// The archive (suite) it was taken from (`bookworm-security`); it also says which
+    /// mirror serves the `.deb`. Locks written before images drew from several archives lack
+    /// it: read from those, it is the release suite.
+    #[serde(default)]
+    pub archive: String,
 }
 
 /// One fetched package's files.
@@ -74,6 +79,7 @@ pub(crate) mod tests {
             source: None,
             maintainer: None,
             homepage: None,
+            archive: "bookworm".into(),
         }
     }
 }

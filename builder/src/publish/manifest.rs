@@ -17,7 +17,7 @@ pub fn manifest_json(loaded: &LoadedDefinition, report: &BuildReport, epoch: u64
             json!({
                 "name": p.name, "version": p.version, "architecture": p.architecture,
                 "filename": p.filename, "sha256": p.sha256, "size": p.size,
-                "role": p.role, "reason": p.reason,
+                "role": p.role, "reason": p.reason, "archive": p.archive,
             })
         })
         .collect();

@@ -1,7 +1,8 @@
 //! `NAME.spdx.json`: a software bill of materials of a build, in SPDX 2.3 JSON.
 //!
 //! One SPDX package per Debian package that went in (with its `.deb` sha256 and a
-//! `pkg:deb/debian/...` purl) and one per artifact (with the artifact's sha256); the document
+//! `pkg:deb/debian/...` purl whose `distro` qualifier, like the package's comment, names the
+//! archive it came from) and one per artifact (with the artifact's sha256); the document
 //! describes the artifacts, and each artifact contains the packages it is built from.
 //! A package's `licenseDeclared` is what its machine-readable `copyright` file states
 //! (`NOASSERTION` for a free-form one); every `LicenseRef-` used is declared with its text in
@@ -141,12 +142,22 @@ fn deb_package(p: &FetchedPackage, license: Option<&DeclaredLicense>) -> Value {
         Some(m) if !m.is_empty() => format!("Organization: {m}"),
         _ => "NOASSERTION".into(),
     };
-    let purl = format!(
+    // purl qualifiers are sorted by key (purl specification, "qualifiers"); `distro` names
+    // the archive (suite) the package was taken from, such as `bookworm-security`.
+    let mut purl = format!(
         "pkg:deb/debian/{}@{}?arch={}",
         purl_escape(&p.name),
         purl_escape(&p.version),
         purl_escape(&p.architecture)
     );
+    if !p.archive.is_empty() {
+        purl.push_str(&format!("&distro={}", purl_escape(&p.archive)));
+    }
+    let from = if p.archive.is_empty() {
+        String::new()
+    } else {
+        format!(" from {}", p.archive)
+    };
     let mut v = json!({
         "SPDXID": spdx_id("Package-deb", &p.name),
         "name": p.name,
@@ -159,7 +170,7 @@ fn deb_package(p: &FetchedPackage, license: Option<&DeclaredLicense>) -> Value {
         "licenseDeclared": license.map_or("NOASSERTION", |l| l.expression.as_str()),
         "copyrightText": "NOASSERTION",
         "externalRefs": [{ "referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": purl }],
-        "comment": format!("Debian package ({:?}: {})", p.role, p.reason).to_lowercase(),
+        "comment": format!("Debian package{from} ({}: {})", format!("{:?}", p.role).to_lowercase(), p.reason),
     });
     if let Some(src) = &p.source {
         v["sourceInfo"] = json!(format!("built from Debian source package {src}"));
@@ -224,6 +235,22 @@ mod tests {
         assert_eq!(purl_escape("1:2.3+dfsg-1~b1"), "1%3A2.3%2Bdfsg-1~b1");
         assert!(spdx_id("Package-deb", "libstdc++6").starts_with("SPDXRef-Package-deb-libstdc--6-"));
         assert_ne!(spdx_id("P", "a+b"), spdx_id("P", "a-b"));
+    }
+
+    #[test]
+    fn each_package_names_the_archive_it_came_from() {
+        let mut p = crate::inputs::package::tests::pkg("openssl");
+        p.version = "3.0.16-1~deb12u1".into();
+        p.archive = "bookworm-security".into();
+        let v = deb_package(&p, None);
+        assert_eq!(
+            v["externalRefs"][0]["referenceLocator"],
+            "pkg:deb/debian/openssl@3.0.16-1~deb12u1?arch=amd64&distro=bookworm-security"
+        );
+        assert_eq!(
+            v["comment"],
+            "Debian package from bookworm-security (requested: requested)"
+        );
     }
 
     fn dep5(license: &str) -> DeclaredLicense {

@@ -480,7 +480,7 @@ fn arch_matches(pattern: &str, arch: &str) -> bool {
 
 /// Policy 5.6.7: at least two characters, lowercase letters, digits, `+`, `-`, `.`, starting
 /// with an alphanumeric.
-fn valid_package_name(name: &str) -> bool {
+pub fn valid_package_name(name: &str) -> bool {
     let b = name.as_bytes();
     !b.is_empty()
         && b[0].is_ascii_alphanumeric()
@@ -531,6 +531,9 @@ pub struct Package {
     pub maintainer: Option<String>,
     /// `Homepage`, when present.
     pub homepage: Option<String>,
+    /// The archive (suite) whose index listed the stanza (`bookworm-security`), once the
+    /// caller named it with [`PackageIndex::in_archive`]; empty until then.
+    pub archive: String,
 }
 
 impl Package {
@@ -622,6 +625,7 @@ impl Package {
             maintainer: single("Maintainer").map(str::to_string),
             homepage: single("Homepage").map(str::to_string),
             architecture,
+            archive: String::new(),
         })
     }
 }
@@ -668,6 +672,20 @@ impl PackageIndex {
                 .into_iter()
                 .filter(|p| !seen.contains(&(p.name.clone(), p.architecture.clone(), p.sha256.clone()))),
         );
+    }
+
+    /// Records `archive` (the suite this index belongs to) as every stanza's
+    /// [`Package::archive`].
+    pub fn in_archive(mut self, archive: &str) -> PackageIndex {
+        for p in &mut self.packages {
+            p.archive = archive.to_string();
+        }
+        self
+    }
+
+    /// Keeps only the stanzas for which `keep` is true.
+    pub fn retain(&mut self, keep: impl FnMut(&Package) -> bool) {
+        self.packages.retain(keep);
     }
 
     /// All packages, in index order.

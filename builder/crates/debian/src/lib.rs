@@ -8,6 +8,8 @@
 //! - [`copyright`]: the license a machine-readable `copyright` file declares, in SPDX terms;
 //! - [`release`]: the `Release` file that lists the indices of a suite with their hashes;
 //! - [`signature`]: checking an `InRelease` file's OpenPGP signature against a keyring;
+//! - [`archives`]: one release drawn from several archives (`-updates`, `-security`,
+//!   `-backports`), merged as apt chooses among them;
 //! - [`resolve`]: closing a set of requested packages over `Depends` and `Pre-Depends`;
 //! - [`deb`]: streaming the contents of a `.deb` with path-safety checks;
 //! - [`compression`]: the `.gz`, `.xz` and `.zst` decoders indices and members use.
@@ -17,6 +19,7 @@
 
 #![deny(missing_docs)]
 
+pub mod archives;
 pub mod compression;
 pub mod control;
 pub mod copyright;

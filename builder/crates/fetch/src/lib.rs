@@ -29,6 +29,10 @@ use cache::Sha256Digest;
 /// The environment variable that names the Debian mirror when the image definition does not.
 pub const MIRROR_ENV: &str = "UVMKIT_DEBIAN_MIRROR";
 
+/// The environment variable that names the Debian security archive (`SUITE-security`) when
+/// the image definition does not.
+pub const SECURITY_MIRROR_ENV: &str = "UVMKIT_DEBIAN_SECURITY_MIRROR";
+
 /// The environment variable that overrides the cache directory.
 pub const CACHE_ENV: &str = "UVMKIT_CACHE";
 
@@ -179,6 +183,19 @@ pub enum FetchError {
         searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
     )]
     NoMirror {
+        /// The apt source files and globs that were searched.
+        searched: Vec<PathBuf>,
+    },
+    /// The definition takes `SUITE-security`, no security archive was given and the host's
+    /// apt sources name none.
+    #[error(
+        "no Debian security archive is configured for [debian] security = true: set \
+         `security_mirror = \"http://HOST/debian-security\"` under [debian] in the image definition, \
+         or the environment variable {SECURITY_MIRROR_ENV}. (The host's apt sources were searched \
+         too: {} name no `deb` entry for a `*-security` suite.)",
+        searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    NoSecurityMirror {
         /// The apt source files and globs that were searched.
         searched: Vec<PathBuf>,
     },

@@ -1,11 +1,17 @@
-//! Where the Debian mirror comes from.
+//! Where the Debian mirror and the Debian security archive come from.
 //!
-//! In order: the image definition's `mirror`, the environment variable
-//! `UVMKIT_DEBIAN_MIRROR`, then the host's apt sources: deb822 files
-//! (`/etc/apt/sources.list.d/*.sources`, sources.list(5) "DEB822-STYLE FORMAT"), then one-line
-//! entries in `/etc/apt/sources.list` and `/etc/apt/sources.list.d/*.list` ("ONE-LINE-STYLE
-//! FORMAT"). From apt sources only a `deb` entry for a plain release suite counts (`bookworm`,
-//! `stable`, not `bookworm-security` or `bookworm-updates`), with a URI uvmkit can fetch.
+//! The release mirror (which also serves `SUITE-updates` and `SUITE-backports`), in order:
+//! the image definition's `mirror`, the environment variable `UVMKIT_DEBIAN_MIRROR`, then the
+//! host's apt sources: deb822 files (`/etc/apt/sources.list.d/*.sources`, sources.list(5)
+//! "DEB822-STYLE FORMAT"), then one-line entries in `/etc/apt/sources.list` and
+//! `/etc/apt/sources.list.d/*.list` ("ONE-LINE-STYLE FORMAT"). From apt sources only a `deb`
+//! entry for a plain release suite counts (`bookworm`, `stable`, not `bookworm-security` or
+//! `bookworm-updates`), with a URI uvmkit can fetch.
+//!
+//! The security archive (`SUITE-security`, published apart from the release mirror), in the
+//! same order: `security_mirror`, `UVMKIT_DEBIAN_SECURITY_MIRROR`, then the first apt entry
+//! whose suites include a `*-security` suite.
+//!
 //! There is no built-in fallback: with nothing found, the error says how to set one.
 
 use std::fmt;
@@ -14,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use reqwest::Url;
 
-use crate::{FetchError, Result, MIRROR_ENV};
+use crate::{FetchError, Result, MIRROR_ENV, SECURITY_MIRROR_ENV};
 
 /// A Debian mirror and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,17 +29,19 @@ pub struct MirrorSource {
     pub url: String,
     /// Where the URL came from, for messages ("mirror from …").
     pub origin: MirrorOrigin,
-    /// The release suite the apt entry was for, when it came from apt sources.
+    /// The suite the apt entry was for, when it came from apt sources.
     pub suite: Option<String>,
 }
 
 /// Where a mirror URL came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MirrorOrigin {
-    /// The image definition's `[debian] mirror`.
+    /// The image definition's `[debian] mirror` or `security_mirror`.
     ImageDefinition,
     /// The `UVMKIT_DEBIAN_MIRROR` environment variable.
     Environment,
+    /// The `UVMKIT_DEBIAN_SECURITY_MIRROR` environment variable.
+    SecurityEnvironment,
     /// An apt source file of the host.
     AptSources(PathBuf),
 }
@@ -43,7 +51,35 @@ impl fmt::Display for MirrorOrigin {
         match self {
             MirrorOrigin::ImageDefinition => f.write_str("the image definition"),
             MirrorOrigin::Environment => write!(f, "{MIRROR_ENV}"),
+            MirrorOrigin::SecurityEnvironment => write!(f, "{SECURITY_MIRROR_ENV}"),
             MirrorOrigin::AptSources(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// Which archive a mirror is looked up for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ArchiveHost {
+    /// The release mirror: `SUITE`, `SUITE-updates`, `SUITE-backports`.
+    Release,
+    /// The security archive: `SUITE-security`.
+    Security,
+}
+
+impl ArchiveHost {
+    /// The environment variable naming this archive's mirror.
+    pub fn env_var(self) -> &'static str {
+        match self {
+            ArchiveHost::Release => MIRROR_ENV,
+            ArchiveHost::Security => SECURITY_MIRROR_ENV,
+        }
+    }
+
+    /// Whether an apt entry for `suite` serves this archive.
+    fn serves(self, suite: &str) -> bool {
+        match self {
+            ArchiveHost::Release => is_plain_release(suite),
+            ArchiveHost::Security => is_security_suite(suite),
         }
     }
 }
@@ -54,12 +90,32 @@ pub fn discover_debian_mirror(explicit: Option<&str>) -> Result<MirrorSource> {
     discover_in(Path::new("/"), std::env::var(MIRROR_ENV).ok(), explicit)
 }
 
+/// The mirror of `host`'s archive: `explicit` (from the image definition), else its
+/// environment variable ([`ArchiveHost::env_var`]), else the host's apt sources.
+pub fn discover_archive_mirror(host: ArchiveHost, explicit: Option<&str>) -> Result<MirrorSource> {
+    discover_archive_in(Path::new("/"), host, std::env::var(host.env_var()).ok(), explicit)
+}
+
 /// [`discover_debian_mirror`] with the file system root and the environment value given, for
 /// tests and chroots.
 pub fn discover_in(root: &Path, env: Option<String>, explicit: Option<&str>) -> Result<MirrorSource> {
+    discover_archive_in(root, ArchiveHost::Release, env, explicit)
+}
+
+/// [`discover_archive_mirror`] with the file system root and the environment value given.
+pub fn discover_archive_in(
+    root: &Path,
+    host: ArchiveHost,
+    env: Option<String>,
+    explicit: Option<&str>,
+) -> Result<MirrorSource> {
+    let env_origin = match host {
+        ArchiveHost::Release => MirrorOrigin::Environment,
+        ArchiveHost::Security => MirrorOrigin::SecurityEnvironment,
+    };
     let given = [
         (explicit.map(str::to_string), MirrorOrigin::ImageDefinition),
-        (env, MirrorOrigin::Environment),
+        (env, env_origin),
     ];
     for (value, origin) in given {
         let Some(value) = value.map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) else {
@@ -100,7 +156,7 @@ pub fn discover_in(root: &Path, env: Option<String>, explicit: Option<&str>) -> 
                 continue;
             }
         };
-        if let Some(found) = pick(parse(&text)) {
+        if let Some(found) = pick(parse(&text), host) {
             let (url, suite) = found;
             return Ok(MirrorSource {
                 url,
@@ -109,12 +165,14 @@ pub fn discover_in(root: &Path, env: Option<String>, explicit: Option<&str>) -> 
             });
         }
     }
-    Err(FetchError::NoMirror {
-        searched: vec![
-            list_d.join("*.sources"),
-            apt.join("sources.list"),
-            list_d.join("*.list"),
-        ],
+    let searched = vec![
+        list_d.join("*.sources"),
+        apt.join("sources.list"),
+        list_d.join("*.list"),
+    ];
+    Err(match host {
+        ArchiveHost::Release => FetchError::NoMirror { searched },
+        ArchiveHost::Security => FetchError::NoSecurityMirror { searched },
     })
 }
 
@@ -125,10 +183,10 @@ struct AptEntry {
     suites: Vec<String>,
 }
 
-/// The first fetchable URI of the first entry with a plain release suite, and that suite.
-fn pick(entries: Vec<AptEntry>) -> Option<(String, String)> {
+/// The first fetchable URI of the first entry with a suite of `host`'s archive, and that suite.
+fn pick(entries: Vec<AptEntry>, host: ArchiveHost) -> Option<(String, String)> {
     entries.into_iter().find_map(|entry| {
-        let suite = entry.suites.iter().find(|s| is_plain_release(s))?.clone();
+        let suite = entry.suites.iter().find(|s| host.serves(s))?.clone();
         let url = entry.uris.iter().find_map(|u| check_url(u).ok())?;
         Some((url, suite))
     })
@@ -138,6 +196,14 @@ fn pick(entries: Vec<AptEntry>) -> Option<(String, String)> {
 /// `bookworm-backports`, the old `bookworm/updates`, nor a flat repository's `./`.
 fn is_plain_release(suite: &str) -> bool {
     !suite.is_empty() && !suite.contains(['-', '/', '$']) && suite != "."
+}
+
+/// `bookworm-security`, `trixie-security`: the security archive's suites (the old
+/// `bookworm/updates` layout ended with Debian 10 and is not looked for).
+fn is_security_suite(suite: &str) -> bool {
+    suite
+        .strip_suffix("-security")
+        .is_some_and(|release| is_plain_release(release))
 }
 
 /// The URL without a trailing `/`, or why it cannot serve as a mirror.
@@ -422,6 +488,59 @@ Components: main contrib
             ),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn the_security_archive_comes_from_its_own_key_variable_or_a_security_entry() {
+        let t = TestDir::new("mirror-security");
+        write(&t.0, "etc/apt/sources.list.d/debian.sources", DEB822);
+        let m = discover_archive_in(&t.0, ArchiveHost::Security, None, None).unwrap();
+        assert_eq!(m.url, "http://example.org/debian-security");
+        assert_eq!(m.suite.as_deref(), Some("bookworm-security"));
+        let m = discover_archive_in(&t.0, ArchiveHost::Security, Some("http://127.0.0.3/s/".into()), None).unwrap();
+        assert_eq!(
+            (m.url.as_str(), &m.origin),
+            ("http://127.0.0.3/s", &MirrorOrigin::SecurityEnvironment)
+        );
+        assert_eq!(m.origin.to_string(), "UVMKIT_DEBIAN_SECURITY_MIRROR");
+        let m = discover_archive_in(
+            &t.0,
+            ArchiveHost::Security,
+            Some("http://127.0.0.3/s".into()),
+            Some("http://example.org/def-security"),
+        )
+        .unwrap();
+        assert_eq!(m.origin, MirrorOrigin::ImageDefinition);
+        // Release entries do not serve the security archive.
+        let plain = TestDir::new("mirror-security-none");
+        write(
+            &plain.0,
+            "etc/apt/sources.list",
+            "deb http://example.org/debian bookworm main\ndeb http://example.org/debian bookworm-updates main\n",
+        );
+        let e = discover_archive_in(&plain.0, ArchiveHost::Security, None, None).unwrap_err();
+        assert!(matches!(e, FetchError::NoSecurityMirror { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("security_mirror") && msg.contains("UVMKIT_DEBIAN_SECURITY_MIRROR"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn security_suites() {
+        for s in ["bookworm-security", "trixie-security", "stable-security"] {
+            assert!(is_security_suite(s), "{s}");
+        }
+        for s in [
+            "bookworm",
+            "bookworm-updates",
+            "bookworm/updates",
+            "-security",
+            "a-b-security",
+        ] {
+            assert!(!is_security_suite(s), "{s}");
+        }
     }
 
     #[test]
