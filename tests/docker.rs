@@ -74,7 +74,6 @@ impl Definition {
 
 /// What the one build of one definition (with the test's key and preload) gives.
 struct Built {
-    definition: Definition,
     dir: PathBuf,
     kernel: PathBuf,
     initrd: PathBuf,
@@ -187,7 +186,6 @@ fn build(definition: Definition) -> Built {
         extracted.join("usr/bin/docker")
     };
     Built {
-        definition,
         kernel: out.join(format!("{name}-kernel")),
         initrd: out.join(format!("{name}-initrd.img")),
         uki: out.join(format!("{name}.efi")),

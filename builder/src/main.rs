@@ -1,8 +1,9 @@
 //! The `uvmkit` command.
-
 //!
 //! Parses the command line, calls the library (`uvmkit::pipeline` for the stages) and turns
 //! its typed errors into the exit codes the README documents.
+
+#![deny(missing_docs)]
 
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};

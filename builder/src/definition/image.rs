@@ -96,7 +96,7 @@ pub struct LocalKernel {
 }
 
 /// Where dockerd reads the settings `[docker]` gives.
-pub const DOCKER_DAEMON_JSON: &str = "/etc/docker/daemon.json";
+pub const DOCKER_DAEMON_JSON: &str = uvmkit_docker_config::DAEMON_JSON_PATH;
 
 /// What a package contributes when its `[[packages]]` entry gives no `include`: its programs
 /// and its configuration.

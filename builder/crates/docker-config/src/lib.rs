@@ -23,6 +23,8 @@
 //! are refused too: dockerd will not start when a setting is given both as a flag and in the
 //! file.
 
+#![deny(missing_docs)]
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
