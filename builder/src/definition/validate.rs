@@ -92,7 +92,8 @@ fn docker_daemon_json(docker: Option<&DockerSection>, files: &[ExtraFile]) -> Re
     let Some(docker) = docker else {
         return Ok(None);
     };
-    if let Some(i) = files.iter().position(|f| f.path.as_str() == DOCKER_DAEMON_JSON) {
+    let daemon_json = TreePath::new(DOCKER_DAEMON_JSON).expect("an absolute path");
+    if let Some(i) = files.iter().position(|f| f.path == daemon_json) {
         return Err(invalid(
             &format!("files[{i}].path"),
             format!("{DOCKER_DAEMON_JSON} is written from [docker]; set dockerd's options there, not in a file"),
