@@ -165,6 +165,13 @@ fn builds_are_reproducible_across_environments_and_carry_an_sbom() {
             .unwrap_or_else(|| panic!("SBOM lacks {name}"))
     };
     let mut kernels = 0;
+    // The release minimal.toml names (`suite = "..."`); its -updates and -security come too.
+    let release = read(&a.join("minimal.toml"))
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("suite = \""))
+        .and_then(|l| l.split('"').next())
+        .expect("minimal.toml names its suite")
+        .to_string();
     for input in manifest["inputs"].as_array().unwrap() {
         let p = find(input["name"].as_str().unwrap());
         assert_eq!(p["versionInfo"], input["version"]);
@@ -172,13 +179,35 @@ fn builds_are_reproducible_across_environments_and_carry_an_sbom() {
         assert_eq!(p["checksums"][0]["checksumValue"], input["sha256"]);
         assert_eq!(p["downloadLocation"], "NOASSERTION");
         let purl = p["externalRefs"][0]["referenceLocator"].as_str().unwrap();
+        // The archive each package came from (minimal.toml takes -updates and -security too)
+        // is in the manifest, the purl's `distro` qualifier and the package comment.
+        let archive = input["archive"].as_str().unwrap();
+        assert!(
+            [
+                release.clone(),
+                format!("{release}-updates"),
+                format!("{release}-security")
+            ]
+            .iter()
+            .any(|a| a == archive),
+            "{} from {archive}",
+            input["name"]
+        );
         assert!(
             // purl percent-encodes '+' in names (Debian 13's linux-image-6.12.x+deb13-amd64).
             purl.starts_with(&format!(
                 "pkg:deb/debian/{}@",
                 input["name"].as_str().unwrap().replace('+', "%2B")
-            )) && purl.ends_with(&format!("?arch={}", input["architecture"].as_str().unwrap())),
+            )) && purl.ends_with(&format!(
+                "?arch={}&distro={archive}",
+                input["architecture"].as_str().unwrap()
+            )),
             "{purl}"
+        );
+        assert!(
+            p["comment"].as_str().unwrap().contains(&format!("from {archive} (")),
+            "{}",
+            p["comment"]
         );
         kernels += usize::from(input["role"] == "kernel");
     }
