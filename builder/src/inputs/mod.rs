@@ -38,14 +38,11 @@ pub use sources::{InputOptions, LockUse};
 
 use crate::definition::ImageDefinition;
 use licenses::LicenseCollector;
-use mirror::MirrorLookup;
 use sources::InputSources;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use unpack::PackageError;
 use uvmkit_debian::copyright::DeclaredLicense;
-use uvmkit_fetch::cache::ContentCache;
-use uvmkit_fetch::http::Fetcher;
 use uvmkit_fetch::mirror::{ArchiveHost, MirrorSource};
 use uvmkit_filetree::{FileData, FileTree};
 
@@ -95,14 +92,7 @@ struct UnpackedPackages {
 /// when something has to be fetched: not when a current lock pins the packages and the cache
 /// holds them all.
 pub fn resolve(def: &ImageDefinition, base_dir: &Path, opts: &InputOptions) -> Result<ResolvedInputs, InputError> {
-    let src = InputSources {
-        def,
-        base_dir,
-        mirror: MirrorLookup::new(&def.debian),
-        cache: ContentCache::open(&opts.cache_dir)?,
-        fetcher: Fetcher::new(opts.offline)?,
-        opts,
-    };
+    let src = InputSources::open(def, base_dir, opts)?;
     let packages = choose::choose_packages(&src)?;
     let (deb_paths, downloaded_bytes) = fetch::fetch_packages(&src, &packages)?;
     let unpacked = unpack_all(&src, &packages, &deb_paths)?;

@@ -9,7 +9,6 @@ use super::archive;
 use super::choose::ResolveError;
 use super::error::InputError;
 use super::lock::{self, LockError};
-use super::mirror::MirrorLookup;
 use super::sources::{InputOptions, InputSources};
 use crate::definition::ImageDefinition;
 use serde::Serialize;
@@ -17,8 +16,6 @@ use std::path::Path;
 use uvmkit_debian::archives::{is_security_suite, merge_archives};
 use uvmkit_debian::resolve::Resolver;
 use uvmkit_debian::DebVersion;
-use uvmkit_fetch::cache::ContentCache;
-use uvmkit_fetch::http::Fetcher;
 
 /// A locked package with a newer version available.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -69,14 +66,7 @@ pub fn outdated(def: &ImageDefinition, base_dir: &Path, opts: &InputOptions) -> 
         refresh: !opts.offline,
         ..opts.clone()
     };
-    let src = InputSources {
-        def,
-        base_dir,
-        mirror: MirrorLookup::new(&def.debian),
-        cache: ContentCache::open(&opts.cache_dir)?,
-        fetcher: Fetcher::new(opts.offline)?,
-        opts: &refreshed,
-    };
+    let src = InputSources::open(def, base_dir, &refreshed)?;
     let index = archive::load_index(&src)?;
     let merged = merge_archives(index.parse()?).map_err(ResolveError::from)?;
     let resolver = Resolver::new(&merged, &def.debian.architecture);

@@ -1,6 +1,7 @@
 //! Where the inputs of one resolution come from: the definition, the Debian mirror (looked up
 //! on first use), the content cache and the downloader, with the command's options.
 
+use super::error::InputError;
 use super::mirror::MirrorLookup;
 use crate::definition::ImageDefinition;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,25 @@ pub(super) struct InputSources<'a> {
     pub(super) fetcher: Fetcher,
     /// The command's options.
     pub(super) opts: &'a InputOptions,
+}
+
+impl<'a> InputSources<'a> {
+    /// Opens the cache and the downloader for resolving `def` with `opts`; the mirror is
+    /// looked up on first use.
+    pub(super) fn open(
+        def: &'a ImageDefinition,
+        base_dir: &'a Path,
+        opts: &'a InputOptions,
+    ) -> Result<InputSources<'a>, InputError> {
+        Ok(InputSources {
+            def,
+            base_dir,
+            mirror: MirrorLookup::new(&def.debian),
+            cache: ContentCache::open(&opts.cache_dir)?,
+            fetcher: Fetcher::new(opts.offline)?,
+            opts,
+        })
+    }
 }
 
 /// Options of the inputs stage.
