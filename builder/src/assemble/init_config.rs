@@ -5,11 +5,8 @@
 use super::preload::PreloadedImage;
 use crate::definition::ImageDefinition;
 use crate::inputs::ModuleSelection;
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use uvmkit_init_config::{
-    DataDiskSection, InitConfig, ModuleSpec, NetworkSection, PreloadImage, PreloadSection, RootMode, StaticSection,
-};
+use uvmkit_init_config::{DataDiskSection, InitConfig, ModuleSpec, PreloadImage, PreloadSection, RootMode};
 
 /// `/etc/uvmkit/init.toml` as text.
 pub fn init_config(
@@ -18,8 +15,6 @@ pub fn init_config(
     modules: &ModuleSelection,
     preloaded: &[PreloadedImage],
 ) -> String {
-    // Validation has checked every address of the definition.
-    let ipv4 = |text: &String| -> Ipv4Addr { text.parse().expect("validated IPv4 address") };
     let config = InitConfig {
         hostname: def.hostname.clone(),
         root: if def.init.root_on_tmpfs {
@@ -38,15 +33,7 @@ pub fn init_config(
                 depends: m.depends.clone(),
             })
             .collect(),
-        network: def.network.as_ref().map(|network| NetworkSection {
-            dhcp: network.dhcp,
-            timeout: network.timeout,
-            static_v4: network.static_v4.as_ref().map(|s| StaticSection {
-                address: s.address.clone(),
-                gateway: s.gateway.as_ref().map(ipv4),
-                dns: s.dns.iter().map(ipv4).collect(),
-            }),
-        }),
+        network: def.network.clone(),
         data_disk: def.data_disk.as_ref().map(|data| DataDiskSection {
             format_blank: data.format_blank,
             binds: data.binds.iter().map(PathBuf::from).collect(),
@@ -73,6 +60,7 @@ pub fn init_config(
 mod tests {
     use super::*;
     use crate::definition as config;
+    use std::net::Ipv4Addr;
     use std::path::Path;
 
     fn definition(text: &str) -> ImageDefinition {

@@ -3,9 +3,7 @@
 //! kind per `[[files]]` entry, the kernel features it selects), so no later stage checks or
 //! converts it again.
 
-use super::file::{
-    DataDiskSection, DebianSection, InitSection, InitrdSection, IsoSection, NetworkSection, PreloadSection, SshSection,
-};
+use super::file::{DataDiskSection, DebianSection, InitSection, InitrdSection, IsoSection, PreloadSection, SshSection};
 use super::kernel_config::Feature;
 use super::target::{Format, Target};
 use globset::GlobSet;
@@ -47,7 +45,7 @@ pub struct ImageDefinition {
     /// Settings for the init (PID 1).
     pub init: InitSection,
     /// `[network]`: the init configures the network; absent, the network stays down.
-    pub network: Option<NetworkSection>,
+    pub network: Option<uvmkit_init_config::NetworkSection>,
     /// `[data_disk]`: the init keeps state on the data disk; absent, it only looks for it.
     pub data_disk: Option<DataDiskSection>,
     /// `[[services]]`: programs the init starts in order, waits for and supervises.

@@ -48,9 +48,7 @@ pub(super) fn validate(file: DefinitionFile) -> Result<ImageDefinition, Invalid>
         .collect::<Result<Vec<_>, _>>()?;
     let files = extra_files("files", &file.files)?;
     let data_files = extra_files("disk.data_files", &file.disk.data_files)?;
-    if let Some(network) = &file.network {
-        check_network(network)?;
-    }
+    let network = file.network.as_ref().map(network_section).transpose()?;
     if let Some(data) = &file.data_disk {
         check_binds(&data.binds)?;
     }
@@ -77,7 +75,7 @@ pub(super) fn validate(file: DefinitionFile) -> Result<ImageDefinition, Invalid>
         },
         iso: file.iso,
         init: file.init,
-        network: file.network,
+        network,
         data_disk: file.data_disk,
         services: file.services,
         ssh: file.ssh,
@@ -341,10 +339,21 @@ fn extra_files(section: &str, files: &[FileTable]) -> Result<Vec<ExtraFile>, Inv
 }
 
 /// `[network.static]`: an IPv4 address with prefix length, and IPv4 gateway and DNS servers.
-fn check_network(network: &NetworkSection) -> Result<(), Invalid> {
-    let Some(s) = &network.static_v4 else {
-        return Ok(());
+/// The section in the init's own types (`uvmkit-init-config`), the addresses parsed.
+fn network_section(network: &NetworkSection) -> Result<uvmkit_init_config::NetworkSection, Invalid> {
+    let static_v4 = match &network.static_v4 {
+        None => None,
+        Some(s) => Some(static_network(s)?),
     };
+    Ok(uvmkit_init_config::NetworkSection {
+        dhcp: network.dhcp,
+        timeout: network.timeout,
+        static_v4,
+    })
+}
+
+/// `[network.static]`, checked and parsed.
+fn static_network(s: &super::StaticNetwork) -> Result<uvmkit_init_config::StaticSection, Invalid> {
     let address_ok = s
         .address
         .split_once('/')
@@ -358,12 +367,15 @@ fn check_network(network: &NetworkSection) -> Result<(), Invalid> {
             ),
         ));
     }
-    for ip in s.gateway.iter().chain(&s.dns) {
-        if ip.parse::<std::net::Ipv4Addr>().is_err() {
-            return Err(invalid("network.static", format!("{ip:?} is not an IPv4 address")));
-        }
-    }
-    Ok(())
+    let ipv4 = |ip: &String| {
+        ip.parse::<std::net::Ipv4Addr>()
+            .map_err(|_| invalid("network.static", format!("{ip:?} is not an IPv4 address")))
+    };
+    Ok(uvmkit_init_config::StaticSection {
+        address: s.address.clone(),
+        gateway: s.gateway.as_ref().map(ipv4).transpose()?,
+        dns: s.dns.iter().map(ipv4).collect::<Result<_, _>>()?,
+    })
 }
 
 /// `[data_disk] binds`: plain absolute paths whose last components differ (each names its
