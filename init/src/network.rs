@@ -87,6 +87,7 @@ mod tests {
                 gateway: Some(Ipv4Addr::new(192, 168, 1, 1)),
                 dns: vec![Ipv4Addr::new(1, 1, 1, 1)],
             }),
+            interfaces: vec![],
         };
         let config = net_config(&section, "docker");
         assert!(!config.dhcp);

@@ -349,6 +349,7 @@ fn network_section(network: &NetworkSection) -> Result<uvmkit_init_config::Netwo
         dhcp: network.dhcp,
         timeout: network.timeout,
         static_v4,
+        interfaces: Vec::new(),
     })
 }
 

@@ -9,7 +9,7 @@ use std::path::{Component, Path, PathBuf};
 use thiserror::Error;
 use uvmkit_service_spec::{check_command, check_services, ServiceError};
 
-use crate::InitConfig;
+use crate::{InitConfig, InterfaceSection};
 
 /// A value of the configuration that cannot be used; the message names the key and says what
 /// is expected.
@@ -50,6 +50,14 @@ pub enum InitConfigError {
     InvalidStaticAddress {
         /// The rejected value.
         address: String,
+    },
+    /// A `[[network.interfaces]]` entry cannot be used.
+    #[error("[[network.interfaces]] entry {index}: {problem}")]
+    InvalidInterface {
+        /// The entry's position, from 1.
+        index: usize,
+        /// What is wrong and what is expected.
+        problem: String,
     },
     /// A `[data_disk] binds` entry is not an absolute path with a last component, or two
     /// entries share their last component.
@@ -109,6 +117,15 @@ impl InitConfig {
             return Err(InitConfigError::InvalidStaticAddress {
                 address: address.address.clone(),
             });
+        }
+        let interfaces = self
+            .network
+            .as_ref()
+            .map(|n| n.interfaces.as_slice())
+            .unwrap_or_default();
+        for (i, interface) in interfaces.iter().enumerate() {
+            check_interface(interface, &interfaces[..i])
+                .map_err(|problem| InitConfigError::InvalidInterface { index: i + 1, problem })?;
         }
         let binds = self.data_disk.as_ref().map(|d| d.binds.as_slice()).unwrap_or_default();
         for (i, bind) in binds.iter().enumerate() {
@@ -344,4 +361,41 @@ mod tests {
         ));
         assert_eq!(toml::from_str::<InitConfig>(&good).unwrap().check_services(), Ok(()));
     }
+}
+
+/// One `[[network.interfaces]]` entry, against the entries before it.
+fn check_interface(interface: &InterfaceSection, earlier: &[InterfaceSection]) -> Result<(), String> {
+    match (&interface.name, &interface.mac) {
+        (Some(_), Some(_)) | (None, None) => {
+            return Err("give exactly one of `name` (such as \"eth1\") or `mac`".into());
+        }
+        (Some(name), None) if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) => {
+            return Err(format!(
+                "name {name:?} is not an interface name (1 to 15 characters, no '/' or space)"
+            ));
+        }
+        (None, Some(mac)) if interface.mac_bytes().is_none() => {
+            return Err(format!(
+                "mac {mac:?} must be six hex pairs separated by ':', such as \"52:54:00:12:34:56\""
+            ));
+        }
+        _ => {}
+    }
+    if let Some(address) = &interface.address {
+        if interface.address_and_prefix().is_none() {
+            return Err(format!(
+                "address {address:?} must be an IPv4 address with a prefix length, such as \"192.168.56.2/24\""
+            ));
+        }
+    } else if interface.gateway.is_some() || !interface.dns.is_empty() {
+        return Err("`gateway` and `dns` need a fixed `address` (with DHCP the server gives them)".into());
+    }
+    let same = |other: &InterfaceSection| {
+        (interface.name.is_some() && other.name == interface.name)
+            || (interface.mac_bytes().is_some() && other.mac_bytes() == interface.mac_bytes())
+    };
+    if earlier.iter().any(same) {
+        return Err("another entry already names this interface".into());
+    }
+    Ok(())
 }

@@ -150,6 +150,10 @@ pub struct NetworkSection {
     /// A fixed address for the first Ethernet interface.
     #[serde(default, rename = "static", skip_serializing_if = "Option::is_none")]
     pub static_v4: Option<StaticSection>,
+    /// Settings for particular interfaces (a second NIC on a host-only network, say); an
+    /// interface listed here is configured only as its entry says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<InterfaceSection>,
 }
 
 impl Default for NetworkSection {
@@ -158,8 +162,70 @@ impl Default for NetworkSection {
             dhcp: true,
             timeout: default_network_timeout(),
             static_v4: None,
+            interfaces: Vec::new(),
         }
     }
+}
+
+/// `[[network.interfaces]]`: one Ethernet interface, picked by its kernel name or its MAC
+/// address, with a fixed IPv4 address or (without `address`) DHCP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceSection {
+    /// The kernel's name for the interface, such as `eth1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The interface's MAC address, `52:54:00:12:34:56` (either case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// Address and prefix length, `192.168.56.2/24`; without it the interface uses DHCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// A default gateway through this interface (only with `address`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+    /// DNS servers for `/etc/resolv.conf` (only with `address`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<Ipv4Addr>,
+}
+
+impl InterfaceSection {
+    /// The address and prefix length of `address`, if it is `A.B.C.D/N` with N at most 32.
+    pub fn address_and_prefix(&self) -> Option<(Ipv4Addr, u8)> {
+        parse_cidr(self.address.as_deref()?)
+    }
+
+    /// The MAC address as six bytes, if `mac` is six colon-separated hex pairs.
+    pub fn mac_bytes(&self) -> Option<[u8; 6]> {
+        parse_mac(self.mac.as_deref()?)
+    }
+
+    /// Whether this entry is for the interface `name` with hardware address `mac`.
+    pub fn matches(&self, name: &str, mac: [u8; 6]) -> bool {
+        match (&self.name, self.mac_bytes()) {
+            (Some(n), _) => n == name,
+            (None, Some(m)) => m == mac,
+            (None, None) => false,
+        }
+    }
+}
+
+/// `A.B.C.D/N` with N at most 32.
+fn parse_cidr(text: &str) -> Option<(Ipv4Addr, u8)> {
+    let (addr, prefix) = text.split_once('/')?;
+    let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
+    Some((addr.parse().ok()?, prefix))
+}
+
+/// Six colon-separated pairs of hex digits.
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut bytes = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut bytes {
+        let part = parts.next().filter(|p| p.len() == 2)?;
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(bytes)
 }
 
 /// `[network.static]`: a fixed IPv4 configuration.
@@ -179,9 +245,7 @@ pub struct StaticSection {
 impl StaticSection {
     /// The address and prefix length of `address`, if it is `A.B.C.D/N` with N at most 32.
     pub fn address_and_prefix(&self) -> Option<(Ipv4Addr, u8)> {
-        let (addr, prefix) = self.address.split_once('/')?;
-        let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
-        Some((addr.parse().ok()?, prefix))
+        parse_cidr(&self.address)
     }
 }
 
@@ -265,6 +329,13 @@ mod tests {
                     gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
                     dns: vec![Ipv4Addr::new(10, 0, 2, 3), Ipv4Addr::new(1, 1, 1, 1)],
                 }),
+                interfaces: vec![InterfaceSection {
+                    name: Some("eth1".into()),
+                    mac: None,
+                    address: Some("192.168.56.2/24".into()),
+                    gateway: None,
+                    dns: vec![],
+                }],
             }),
             data_disk: Some(DataDiskSection {
                 format_blank: true,
@@ -416,5 +487,52 @@ mod tests {
         assert_eq!(CONFIG_PATH, "/etc/uvmkit/init.toml");
         // GPT partition names hold 36 UTF-16 units, ext4 volume names 16 bytes.
         assert!(DATA_LABEL.len() <= 16);
+    }
+
+    #[test]
+    fn interface_entries_are_checked_and_matched() {
+        let entry = |name: Option<&str>, mac: Option<&str>, address: Option<&str>| InterfaceSection {
+            name: name.map(Into::into),
+            mac: mac.map(Into::into),
+            address: address.map(Into::into),
+            gateway: None,
+            dns: vec![],
+        };
+        let with = |interfaces: Vec<InterfaceSection>| InitConfig {
+            network: Some(NetworkSection {
+                interfaces,
+                ..NetworkSection::default()
+            }),
+            ..InitConfig::default()
+        };
+        assert!(with(vec![entry(Some("eth1"), None, Some("192.168.56.2/24"))])
+            .check_base()
+            .is_ok());
+        let by_mac = entry(None, Some("52:54:00:AB:cd:01"), None);
+        assert!(by_mac.matches("eth7", [0x52, 0x54, 0, 0xab, 0xcd, 1]));
+        assert!(!by_mac.matches("eth7", [0x52, 0x54, 0, 0xab, 0xcd, 2]));
+        for (bad, says) in [
+            (vec![entry(None, None, None)], "exactly one of"),
+            (
+                vec![entry(Some("eth1"), Some("52:54:00:00:00:01"), None)],
+                "exactly one of",
+            ),
+            (vec![entry(None, Some("52:54:00:00:00"), None)], "six hex pairs"),
+            (vec![entry(Some("eth1"), None, Some("192.168.56.2"))], "prefix length"),
+            (
+                vec![entry(Some("eth1"), None, None), entry(Some("eth1"), None, None)],
+                "already names",
+            ),
+        ] {
+            let err = with(bad).check_base().unwrap_err().to_string();
+            assert!(err.contains(says) && err.contains("[[network.interfaces]]"), "{err}");
+        }
+        let mut gateway_without_address = entry(Some("eth1"), None, None);
+        gateway_without_address.gateway = Some(Ipv4Addr::new(192, 168, 56, 1));
+        let err = with(vec![gateway_without_address])
+            .check_base()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("need a fixed `address`"), "{err}");
     }
 }
