@@ -363,6 +363,15 @@ mod tests {
     }
 }
 
+/// Checks a list of `[[network.interfaces]]` entries (the image's, or an instance's).
+pub fn check_interfaces(interfaces: &[InterfaceSection]) -> Result<(), InitConfigError> {
+    for (i, interface) in interfaces.iter().enumerate() {
+        check_interface(interface, &interfaces[..i])
+            .map_err(|problem| InitConfigError::InvalidInterface { index: i + 1, problem })?;
+    }
+    Ok(())
+}
+
 /// One `[[network.interfaces]]` entry, against the entries before it.
 fn check_interface(interface: &InterfaceSection, earlier: &[InterfaceSection]) -> Result<(), String> {
     match (&interface.name, &interface.mac) {

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 pub use uvmkit_service_spec::{Readiness, RestartPolicy, RlimitValue, ServiceError, ServiceSpec};
 
-pub use check::InitConfigError;
+pub use check::{check_interfaces, InitConfigError};
 
 /// Where the builder puts the configuration inside the image.
 pub const CONFIG_PATH: &str = "/etc/uvmkit/init.toml";
