@@ -18,8 +18,8 @@ pub use file::{
     PreloadSection, SshSection, StaticNetwork,
 };
 pub use image::{
-    DiskSection, ExtraFile, ExtraFileKind, ImageDefinition, KernelSection, LocalKernel, PackageSelection,
-    ALWAYS_EXCLUDE, DEFAULT_INCLUDE, DOCKER_DAEMON_JSON,
+    DiskSection, ExtraFile, ExtraFileKind, FormatsError, ImageDefinition, KernelSection, LocalKernel, PackageSelection,
+    VmSection, ALWAYS_EXCLUDE, DEFAULT_INCLUDE, DOCKER_DAEMON_JSON,
 };
 pub use target::{Format, Target};
 pub use units::{is_valid_disk_size, parse_size, SizeError};

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 
 pub use ova::{write_ova, OvaLayout};
 pub use ovf::{ovf_descriptor, OvfDisk, VirtualMachine};
-pub use vagrant::{write_libvirt_box, write_virtualbox_box};
+pub use vagrant::{write_libvirt_box, write_virtualbox_box, VIRTUALBOX_DISK};
 
 /// Why a package could not be written.
 #[derive(Debug, thiserror::Error)]

@@ -26,8 +26,8 @@ use crate::Result;
 
 const GIB: u64 = 1 << 30;
 
-/// The VMDK's member name in a VirtualBox box.
-const VIRTUALBOX_DISK: &str = "box-disk001.vmdk";
+/// The VMDK's member name in a VirtualBox box (its descriptor names this file).
+pub const VIRTUALBOX_DISK: &str = "box-disk001.vmdk";
 
 /// Writes the `virtualbox` box of `vm` to `out`: `metadata.json`, `Vagrantfile`, `box.ovf`
 /// and the streamOptimized VMDK at `vmdk` (`capacity` bytes virtual size).
