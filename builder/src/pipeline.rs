@@ -1,7 +1,8 @@
 //! `uvmkit build`, `fetch` and `bundle` as one straight line each: definition → inputs
 //! ([`crate::inputs`], the only network access) → file tree ([`crate::assemble`]) → initrd, UKI,
-//! disks, appliance packages and ISO ([`crate::encode`]) → artifacts, `SHA256SUMS`, `manifest.json` and the SBOM
-//! ([`crate::publish`]) → the lock file. This module wires the stages and does nothing else.
+//! disks, appliance packages and ISO ([`crate::encode`]) → artifacts, `SHA256SUMS`,
+//! `manifest.json` and the SBOM ([`crate::publish`]) → the lock file. This module wires the
+//! stages and does nothing else.
 
 use crate::assemble::{self, AssembleError, AssembledTree, AssemblyInputs};
 use crate::definition::{ConfigError, Format, FormatsError, LoadedDefinition};
