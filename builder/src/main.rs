@@ -112,11 +112,11 @@ struct BuildArgs {
     /// Output directory.
     #[arg(long, short = 'o', default_value = "out")]
     output: PathBuf,
-    /// Formats to write, comma-separated (efi, iso, raw, vhdx, vmdk, vmdk-stream); default:
-    /// the definition's `formats`.
+    /// Formats to write, comma-separated (efi, iso, raw, vhdx, vmdk, vmdk-stream, qcow2, ova,
+    /// vagrant-virtualbox, vagrant-libvirt); default: the definition's `formats`.
     #[arg(long, value_delimiter = ',', value_parser = parse_format)]
     format: Vec<Format>,
-    /// Virtual disk size for raw, VHDX and VMDK (such as 64GiB); default: `[disk] size`.
+    /// Virtual disk size for the disk images and packages (such as 64GiB); default: `[disk] size`.
     #[arg(long, value_parser = parse_disk_size)]
     disk_size: Option<u64>,
     /// Print a machine-readable summary (artifacts, sizes, sha256) on stdout.
@@ -133,7 +133,7 @@ fn parse_target(s: &str) -> Result<Target, String> {
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
-    Format::from_name(s).ok_or_else(|| format!("unknown format {s:?}; use efi, iso, raw, vhdx, vmdk or vmdk-stream"))
+    Format::from_name(s).ok_or_else(|| format!("unknown format {s:?}; use one of {}", Format::names()))
 }
 
 fn parse_disk_size(s: &str) -> Result<u64, String> {

@@ -1,10 +1,12 @@
 //! `uvmkit build`, `fetch` and `bundle` as one straight line each: definition → inputs
 //! ([`crate::inputs`], the only network access) → file tree ([`crate::assemble`]) → initrd, UKI,
-//! disks and ISO ([`crate::encode`]) → artifacts, `SHA256SUMS`, `manifest.json` and the SBOM
-//! ([`crate::publish`]) → the lock file. This module wires the stages and does nothing else.
+//! disks, appliance packages and ISO ([`crate::encode`]) → artifacts, `SHA256SUMS`,
+//! `manifest.json` and the SBOM ([`crate::publish`]) → the lock file. This module wires the
+//! stages and does nothing else.
 
 use crate::assemble::{self, AssembleError, AssembledTree, AssemblyInputs};
-use crate::definition::{ConfigError, Format, LoadedDefinition};
+use crate::definition::{ConfigError, Format, FormatsError, LoadedDefinition};
+use crate::encode::appliance::{self, PackageInputs};
 use crate::encode::disk::{self, DiskInputs};
 use crate::encode::iso::{self, IsoInputs};
 use crate::encode::{self, EncodeError};
@@ -57,6 +59,9 @@ pub struct BuildOptions {
 /// Why a build failed; [`BuildError::exit_code`] tells the command what to exit with.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// The definition cannot be written in a format asked for (`--format`).
+    #[error(transparent)]
+    Formats(#[from] FormatsError),
     /// Fetching or verifying inputs, or recording them in the lock, failed.
     #[error(transparent)]
     Inputs(#[from] InputError),
@@ -75,6 +80,7 @@ impl BuildError {
     /// The exit code of this failure (see [`exit`]).
     pub fn exit_code(&self) -> u8 {
         match self {
+            BuildError::Formats(_) => exit::BAD_INPUT,
             BuildError::Inputs(e) => input_exit_code(e),
             BuildError::Assemble(_) | BuildError::Encode(_) | BuildError::Publish(_) => exit::BUILD,
         }
@@ -222,6 +228,7 @@ struct Staged {
 /// `uvmkit build`: runs every stage for `loaded`, then records its packages in the lock.
 pub fn build(loaded: &LoadedDefinition, opts: &BuildOptions) -> Result<BuildReport, BuildError> {
     let def = &loaded.definition;
+    def.check_formats(&opts.formats)?;
     let mut phases = Phases::new(opts.inputs.quiet);
 
     // Inputs: the only stage that touches the network.
@@ -340,7 +347,8 @@ fn encode_boot_files(
     })
 }
 
-/// The GPT disk, laid out once and written in each disk format asked for.
+/// The GPT disk, laid out once and written in each disk format asked for, then packaged in
+/// each appliance format.
 fn encode_disks(
     loaded: &LoadedDefinition,
     staged: &Staged,
@@ -369,10 +377,22 @@ fn encode_disks(
             human_bytes(image.allocated_bytes())
         ),
     );
+    let scratch_dir = out.scratch_dir("packages").map_err(PublishError::OutputDir)?;
     for format in disk_formats {
         let file_name = disk::disk_file_name(&loaded.definition.name, format);
         let path = out.staging_path(&file_name);
-        disk::write_disk(&image, format, &loaded.definition, seed, &path, &file_name)?;
+        if format.is_package() {
+            let inputs = PackageInputs {
+                definition: &loaded.definition,
+                disk: &image,
+                seed,
+                epoch: opts.epoch,
+                scratch_dir: &scratch_dir,
+            };
+            appliance::write_package(&inputs, format, &path)?;
+        } else {
+            disk::write_disk(&image, format, &loaded.definition, seed, &path, &file_name)?;
+        }
         let a = out
             .publish(&file_name, format.name())
             .map_err(publish::io_error(format.name()))?;

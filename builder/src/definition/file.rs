@@ -56,6 +56,9 @@ pub struct DefinitionFile {
     /// ISO settings.
     #[serde(default)]
     pub iso: IsoSection,
+    /// The virtual machine an OVA or Vagrant box describes.
+    #[serde(default)]
+    pub vm: VmTable,
     /// Settings for the init (PID 1).
     #[serde(default)]
     pub init: InitSection,
@@ -383,6 +386,9 @@ pub struct DiskTable {
     /// Write a fixed (fully allocated) VHDX instead of a dynamic one.
     #[serde(default)]
     pub vhdx_fixed: bool,
+    /// Store the qcow2 image's clusters deflate-compressed (also the libvirt box's image).
+    #[serde(default)]
+    pub qcow2_compressed: bool,
     /// Files placed on the data partition (`uvmkit-data`), paths relative to its root.
     #[serde(default)]
     pub data_files: Vec<FileTable>,
@@ -394,6 +400,7 @@ impl Default for DiskTable {
             size: default_disk_size(),
             vhdx_block_size: default_vhdx_block(),
             vhdx_fixed: false,
+            qcow2_compressed: false,
             data_files: vec![],
         }
     }
@@ -405,6 +412,34 @@ fn default_disk_size() -> u64 {
 fn default_vhdx_block() -> u64 {
     // 1 MiB, as Microsoft recommends for Linux guests: small files for sparse ext4 layouts.
     1 << 20
+}
+
+/// `[vm]`: the virtual hardware an OVA or a Vagrant box asks for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmTable {
+    /// Virtual CPUs.
+    #[serde(default = "default_vm_cpus")]
+    pub cpus: u32,
+    /// Memory, such as `"2GiB"`.
+    #[serde(default = "default_vm_memory", deserialize_with = "deserialize_size")]
+    pub memory: u64,
+}
+
+impl Default for VmTable {
+    fn default() -> Self {
+        VmTable {
+            cpus: default_vm_cpus(),
+            memory: default_vm_memory(),
+        }
+    }
+}
+
+fn default_vm_cpus() -> u32 {
+    2
+}
+fn default_vm_memory() -> u64 {
+    2 << 30
 }
 
 /// `[iso]`: the hybrid ISO.

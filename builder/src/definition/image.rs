@@ -42,6 +42,8 @@ pub struct ImageDefinition {
     pub disk: DiskSection,
     /// ISO settings (the label, when given, is ISO 9660 d-characters).
     pub iso: IsoSection,
+    /// `[vm]`: the virtual hardware an OVA or a Vagrant box asks for.
+    pub vm: VmSection,
     /// Settings for the init (PID 1).
     pub init: InitSection,
     /// `[network]`: the init configures the network; absent, the network stays down.
@@ -59,6 +61,16 @@ pub struct ImageDefinition {
 }
 
 impl ImageDefinition {
+    /// Whether this definition can be written in every one of `formats`: a Vagrant box needs
+    /// a key to log in with, as the image has no passwords.
+    pub fn check_formats(&self, formats: &[Format]) -> Result<(), FormatsError> {
+        let has_key = self.ssh.as_ref().is_some_and(|ssh| !ssh.authorized_keys.is_empty());
+        match formats.iter().find(|f| f.is_vagrant_box()) {
+            Some(&format) if !has_key => Err(FormatsError::VagrantWithoutKey { format }),
+            _ => Ok(()),
+        }
+    }
+
     /// The ISO volume label: `[iso] volume_label`, else the image name in upper case with
     /// `-` and `.` as `_` (ISO 9660 d-characters).
     pub fn iso_volume_label(&self) -> String {
@@ -67,6 +79,31 @@ impl ImageDefinition {
             .clone()
             .unwrap_or_else(|| self.name.to_ascii_uppercase().replace(['-', '.'], "_"))
     }
+}
+
+/// Why a definition cannot be written in a format asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatsError {
+    /// A Vagrant box was asked for, but nothing lets Vagrant log in.
+    #[error(
+        "format {} needs a login key: Vagrant logs in as root over SSH and the image has no \
+         passwords; add your public key to [ssh] authorized_keys (and an sshd service), then \
+         set config.ssh.private_key_path to its private half",
+        format.name()
+    )]
+    VagrantWithoutKey {
+        /// The Vagrant format.
+        format: Format,
+    },
+}
+
+/// `[vm]`: the virtual hardware an OVA or a Vagrant box asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VmSection {
+    /// Virtual CPUs (1 to 128).
+    pub cpus: u32,
+    /// Memory in MiB (at least 128).
+    pub memory_mib: u64,
 }
 
 /// `[kernel]`: a Debian kernel package, or a local kernel with its modules.
@@ -177,6 +214,8 @@ pub struct DiskSection {
     pub vhdx_block_size: u32,
     /// Write a fixed (fully allocated) VHDX instead of a dynamic one.
     pub vhdx_fixed: bool,
+    /// Store the qcow2 image's clusters deflate-compressed.
+    pub qcow2_compressed: bool,
     /// Files placed on the data partition (`uvmkit-data`), paths relative to its root.
     pub data_files: Vec<ExtraFile>,
 }

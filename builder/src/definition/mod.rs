@@ -18,8 +18,8 @@ pub use file::{
     PreloadSection, SshSection, StaticNetwork,
 };
 pub use image::{
-    DiskSection, ExtraFile, ExtraFileKind, ImageDefinition, KernelSection, LocalKernel, PackageSelection,
-    ALWAYS_EXCLUDE, DEFAULT_INCLUDE, DOCKER_DAEMON_JSON,
+    DiskSection, ExtraFile, ExtraFileKind, FormatsError, ImageDefinition, KernelSection, LocalKernel, PackageSelection,
+    VmSection, ALWAYS_EXCLUDE, DEFAULT_INCLUDE, DOCKER_DAEMON_JSON,
 };
 pub use target::{Format, Target};
 pub use units::{is_valid_disk_size, parse_size, SizeError};
@@ -257,6 +257,63 @@ mod tests {
         assert!(e.contains("\"x\" is not an IPv4 address"), "{e}");
         let e = parse_err("name = \"m\"\n[data_disk]\nbinds = [\"/a/x\", \"/b/x\"]\n");
         assert!(e.contains("data_disk.binds[1]"), "{e}");
+    }
+
+    #[test]
+    fn vm_section_and_package_formats() {
+        let def = parse("name = \"m\"\n", Path::new("m.toml")).unwrap();
+        assert_eq!(
+            def.vm,
+            VmSection {
+                cpus: 2,
+                memory_mib: 2048
+            }
+        );
+        assert!(!def.disk.qcow2_compressed);
+        let def = parse(
+            "name = \"m\"\nformats = [\"qcow2\", \"ova\"]\n[vm]\ncpus = 4\nmemory = \"3GiB\"\n[disk]\nqcow2_compressed = true\n",
+            Path::new("m.toml"),
+        )
+        .unwrap();
+        assert_eq!(def.formats, [Format::Qcow2, Format::Ova]);
+        assert_eq!(
+            def.vm,
+            VmSection {
+                cpus: 4,
+                memory_mib: 3072
+            }
+        );
+        assert!(def.disk.qcow2_compressed);
+        let e = parse_err("name = \"m\"\n[vm]\ncpus = 0\n");
+        assert!(e.contains("`vm.cpus`: 0: use 1 to 128"), "{e}");
+        let e = parse_err("name = \"m\"\n[vm]\nmemory = \"64MiB\"\n");
+        assert!(e.contains("`vm.memory`"), "{e}");
+        let e = parse_err("name = \"m\"\n[vm]\ndisks = 2\n");
+        assert!(e.contains("disks"), "{e}");
+    }
+
+    #[test]
+    fn vagrant_boxes_need_a_login_key() {
+        let e = parse_err("name = \"m\"\nformats = [\"raw\", \"vagrant-libvirt\"]\n");
+        assert!(e.contains("`formats`: format vagrant-libvirt needs a login key"), "{e}");
+        assert!(e.contains("[ssh] authorized_keys"), "{e}");
+        let def = parse(
+            "name = \"m\"\nformats = [\"vagrant-virtualbox\"]\n[ssh]\nauthorized_keys = [\"ssh-ed25519 AAAA k\"]\n",
+            Path::new("m.toml"),
+        )
+        .unwrap();
+        assert_eq!(def.check_formats(&[Format::VagrantLibvirt]), Ok(()));
+        let keyless = parse("name = \"m\"\n", Path::new("m.toml")).unwrap();
+        assert_eq!(keyless.check_formats(&[Format::Qcow2, Format::Ova]), Ok(()));
+        assert_eq!(
+            keyless.check_formats(&[Format::VagrantVirtualbox]),
+            Err(FormatsError::VagrantWithoutKey {
+                format: Format::VagrantVirtualbox
+            })
+        );
+        for format in Format::ALL {
+            assert_eq!(Format::from_name(format.name()), Some(format));
+        }
     }
 
     const TWO_SERVICES: &str = r#"name = "m"

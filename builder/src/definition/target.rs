@@ -53,17 +53,29 @@ pub enum Format {
     Vmdk,
     /// `NAME-stream.vmdk`, streamOptimized.
     VmdkStream,
+    /// `NAME.qcow2`, QEMU/KVM (libvirt, Lima, podman machine).
+    Qcow2,
+    /// `NAME.ova`, an OVF appliance for VMware and VirtualBox.
+    Ova,
+    /// `NAME-virtualbox.box`, a Vagrant box for the `virtualbox` provider.
+    VagrantVirtualbox,
+    /// `NAME-libvirt.box`, a Vagrant box for the `libvirt` provider.
+    VagrantLibvirt,
 }
 
 impl Format {
     /// Every format, in the order they are built.
-    pub const ALL: [Format; 6] = [
+    pub const ALL: [Format; 10] = [
         Format::Efi,
         Format::Iso,
         Format::Raw,
         Format::Vhdx,
         Format::Vmdk,
         Format::VmdkStream,
+        Format::Qcow2,
+        Format::Ova,
+        Format::VagrantVirtualbox,
+        Format::VagrantLibvirt,
     ];
 
     /// The name used in definitions and on the command line.
@@ -75,6 +87,10 @@ impl Format {
             Format::Vhdx => "vhdx",
             Format::Vmdk => "vmdk",
             Format::VmdkStream => "vmdk-stream",
+            Format::Qcow2 => "qcow2",
+            Format::Ova => "ova",
+            Format::VagrantVirtualbox => "vagrant-virtualbox",
+            Format::VagrantLibvirt => "vagrant-libvirt",
         }
     }
 
@@ -83,8 +99,24 @@ impl Format {
         Format::ALL.into_iter().find(|f| f.name() == name)
     }
 
-    /// True for the formats that hold a GPT disk.
+    /// True for the formats that hold a GPT disk (as a disk image or inside a package).
     pub fn is_disk(self) -> bool {
-        matches!(self, Format::Raw | Format::Vhdx | Format::Vmdk | Format::VmdkStream)
+        !matches!(self, Format::Efi | Format::Iso)
+    }
+
+    /// True for the packages that carry a disk image with a description of the VM around it
+    /// (an OVA, Vagrant boxes).
+    pub fn is_package(self) -> bool {
+        matches!(self, Format::Ova | Format::VagrantVirtualbox | Format::VagrantLibvirt)
+    }
+
+    /// True for the Vagrant boxes, which need a login key (`[ssh] authorized_keys`).
+    pub fn is_vagrant_box(self) -> bool {
+        matches!(self, Format::VagrantVirtualbox | Format::VagrantLibvirt)
+    }
+
+    /// Every format's name, comma-separated, for messages.
+    pub fn names() -> String {
+        Format::ALL.map(Format::name).join(", ")
     }
 }

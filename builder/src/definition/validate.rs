@@ -2,9 +2,9 @@
 //! checks one part of the definition and returns it in the form the pipeline uses. A problem
 //! is reported with the key it concerns and what is allowed there.
 
-use super::file::{DefinitionFile, FileTable, KernelTable, NetworkSection, PackageTable};
+use super::file::{DefinitionFile, FileTable, KernelTable, NetworkSection, PackageTable, VmTable};
 use super::image::{
-    DiskSection, ExtraFile, ExtraFileKind, ImageDefinition, KernelSection, LocalKernel, PackageSelection,
+    DiskSection, ExtraFile, ExtraFileKind, ImageDefinition, KernelSection, LocalKernel, PackageSelection, VmSection,
     ALWAYS_EXCLUDE, DEFAULT_INCLUDE, DOCKER_DAEMON_JSON,
 };
 use super::kernel_config::{self, Feature};
@@ -54,7 +54,8 @@ pub(super) fn validate(file: DefinitionFile) -> Result<ImageDefinition, Invalid>
     }
     check_services(&file)?;
     let docker_daemon_json = docker_daemon_json(file.docker.as_ref(), &files)?;
-    Ok(ImageDefinition {
+    let vm = vm_section(&file.vm)?;
+    let definition = ImageDefinition {
         name: file.name,
         hostname: file.hostname,
         cmdline: file.cmdline,
@@ -71,9 +72,11 @@ pub(super) fn validate(file: DefinitionFile) -> Result<ImageDefinition, Invalid>
             size: file.disk.size,
             vhdx_block_size: disk_checked,
             vhdx_fixed: file.disk.vhdx_fixed,
+            qcow2_compressed: file.disk.qcow2_compressed,
             data_files,
         },
         iso: file.iso,
+        vm,
         init: file.init,
         network,
         data_disk: file.data_disk,
@@ -81,6 +84,31 @@ pub(super) fn validate(file: DefinitionFile) -> Result<ImageDefinition, Invalid>
         ssh: file.ssh,
         preload: file.preload,
         docker_daemon_json,
+    };
+    definition
+        .check_formats(&definition.formats)
+        .map_err(|e| invalid("formats", e.to_string()))?;
+    Ok(definition)
+}
+
+/// `[vm]`: a plausible number of CPUs and a whole number of MiB of memory, enough for the
+/// kernel and the initrd it unpacks.
+fn vm_section(vm: &VmTable) -> Result<VmSection, Invalid> {
+    if !(1..=128).contains(&vm.cpus) {
+        return Err(invalid("vm.cpus", format!("{}: use 1 to 128", vm.cpus)));
+    }
+    if vm.memory < (128 << 20) || !vm.memory.is_multiple_of(1 << 20) || vm.memory > (1 << 40) {
+        return Err(invalid(
+            "vm.memory",
+            format!(
+                "{} bytes: use a whole number of MiB from 128MiB to 1TiB, such as \"2GiB\"",
+                vm.memory
+            ),
+        ));
+    }
+    Ok(VmSection {
+        cpus: vm.cpus,
+        memory_mib: vm.memory >> 20,
     })
 }
 
@@ -179,7 +207,7 @@ fn check_targets_formats_features(file: &DefinitionFile) -> Result<Vec<&'static 
     if file.formats.is_empty() {
         return Err(invalid(
             "formats",
-            "name at least one of \"efi\", \"iso\", \"raw\", \"vhdx\", \"vmdk\", \"vmdk-stream\"".into(),
+            format!("name at least one of {}", super::Format::names()),
         ));
     }
     for feature in &file.features {

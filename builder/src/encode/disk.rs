@@ -1,6 +1,6 @@
 //! The GPT disk: an EFI system partition holding the UKI as the removable-media boot path
 //! (UEFI 2.10, 3.5.1.1: `\EFI\BOOT\BOOTX64.EFI`) and the ext4 data partition the init finds
-//! by its label, laid out once and written as raw, VHDX or VMDK.
+//! by its label, laid out once and written as raw, VHDX, VMDK or qcow2.
 
 use super::{io_error, EncodeError};
 use crate::assemble::add_extra_files;
@@ -100,6 +100,10 @@ pub fn disk_file_name(name: &str, format: Format) -> String {
         Format::Vhdx => format!("{name}.vhdx"),
         Format::Vmdk => format!("{name}.vmdk"),
         Format::VmdkStream => format!("{name}-stream.vmdk"),
+        Format::Qcow2 => format!("{name}.qcow2"),
+        Format::Ova => format!("{name}.ova"),
+        Format::VagrantVirtualbox => format!("{name}-virtualbox.box"),
+        Format::VagrantLibvirt => format!("{name}-libvirt.box"),
         Format::Efi | Format::Iso => unreachable!("not a disk format"),
     }
 }
@@ -142,7 +146,17 @@ pub fn write_disk(
             uvmkit_vdisk::write_vmdk_stream(disk, &vmdk, &mut w).map_err(refused)?;
             w.flush().map_err(io_error(what))?;
         }
-        Format::Raw | Format::Efi | Format::Iso => unreachable!("not written here"),
+        Format::Qcow2 => {
+            let o = uvmkit_vdisk::Qcow2Options {
+                compressed: def.disk.qcow2_compressed,
+            };
+            let mut w = BufWriter::with_capacity(1 << 20, &mut f);
+            uvmkit_vdisk::write_qcow2(disk, &o, &mut w).map_err(refused)?;
+            w.flush().map_err(io_error(what))?;
+        }
+        Format::Raw | Format::Efi | Format::Iso | Format::Ova | Format::VagrantVirtualbox | Format::VagrantLibvirt => {
+            unreachable!("not written here")
+        }
     }
     Ok(())
 }

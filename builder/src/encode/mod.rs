@@ -1,9 +1,11 @@
 //! Encoding the assembled tree into the bytes a machine boots, one crate per format: the
 //! initrd ([`initrd`]), the Unified Kernel Image ([`uki`]), the GPT disk with its ESP and
-//! ext4 data partition as raw, VHDX and VMDK ([`disk`]), and the hybrid ISO ([`iso`]). Every
+//! ext4 data partition as raw, VHDX, VMDK and qcow2 ([`disk`]), the OVA and Vagrant boxes
+//! around that disk ([`appliance`]), and the hybrid ISO ([`iso`]). Every
 //! writer takes what it encodes and the path to write; publishing the result is the next
 //! stage's work.
 
+pub mod appliance;
 pub mod disk;
 pub mod initrd;
 pub mod iso;
@@ -48,6 +50,14 @@ pub enum EncodeError {
         format: &'static str,
         /// What the writer reported.
         source: uvmkit_vdisk::Error,
+    },
+    /// An OVA or Vagrant box could not be packaged.
+    #[error("{format}: {source}")]
+    Appliance {
+        /// The format (`ova`, `vagrant-virtualbox`...).
+        format: &'static str,
+        /// What the packager reported.
+        source: uvmkit_appliance::Error,
     },
     /// The ISO needs the ISOLINUX packages, which were not fetched.
     #[error("ISO: the isolinux packages were not fetched")]

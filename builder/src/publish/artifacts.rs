@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 pub struct Artifact {
     /// File name in the output directory.
     pub name: String,
-    /// What it is: `efi`, `kernel`, `initrd`, `iso`, `raw`, `vhdx`, `vmdk`, `vmdk-stream`.
+    /// What it is: `efi`, `kernel`, `initrd`, `iso`, or a disk format (`raw`, `vhdx`, `vmdk`,
+    /// `vmdk-stream`, `qcow2`, `ova`, `vagrant-virtualbox`, `vagrant-libvirt`).
     pub kind: String,
     /// Size in bytes (the apparent size, for sparse files).
     pub size: u64,

@@ -1,4 +1,4 @@
-//! Virtual-disk container formats: raw, VHDX and VMDK.
+//! Virtual-disk container formats: raw, VHDX, VMDK and qcow2.
 //!
 //! Every writer takes a [`SparseImage`] (the whole virtual disk) and streams it into one
 //! container format, storing only the blocks that hold data. A block whose bytes are all zero
@@ -12,9 +12,12 @@
 //! - [`vhdx`]: Hyper-V VHDX, dynamic or fixed (MS-VHDX).
 //! - [`vmdk`]: VMware monolithicSparse (Workstation, Fusion, VirtualBox) and streamOptimized
 //!   (ESXi, OVA) (VMware Virtual Disk Format 1.1 / 5.0).
+//! - [`qcow2`]: QEMU qcow2 version 3, plain or deflate-compressed (qemu's
+//!   `docs/interop/qcow2.txt`).
 
 #![deny(missing_docs)]
 
+pub mod qcow2;
 pub mod raw;
 pub mod vhdx;
 pub mod vmdk;
@@ -24,6 +27,7 @@ mod sink;
 use std::io;
 use std::path::PathBuf;
 
+pub use qcow2::{write_qcow2, Qcow2Options};
 pub use raw::write_raw;
 pub use uvmkit_disk::SparseImage;
 pub use vhdx::{write_vhdx, VhdxOptions};
@@ -36,7 +40,7 @@ pub struct WriteStats {
     pub virtual_size: u64,
     /// The output file's length in bytes (holes included; see the writer's docs).
     pub file_size: u64,
-    /// Data blocks stored: VHDX payload blocks, VMDK grains, or raw 4 KiB pages.
+    /// Data blocks stored: VHDX payload blocks, VMDK grains, qcow2 clusters, or raw 4 KiB pages.
     pub data_blocks: u64,
 }
 

@@ -11,7 +11,8 @@ use std::path::Path;
 
 use uvmkit_disk::SparseImage;
 use uvmkit_vdisk::{
-    write_raw, write_vhdx, write_vmdk_sparse, write_vmdk_stream, VhdxOptions, VmdkAdapter, VmdkOptions, WriteStats,
+    write_qcow2, write_raw, write_vhdx, write_vmdk_sparse, write_vmdk_stream, Qcow2Options, VhdxOptions, VmdkAdapter,
+    VmdkOptions, WriteStats,
 };
 
 const MIB: u64 = 1 << 20;
@@ -155,6 +156,28 @@ fn all_formats(size: u64, vhdx_variants: &[(u32, bool)]) {
         "{stats:?}"
     );
     check(&path, "vmdk", &raw, size, Some("streamOptimized"));
+
+    // qcow2 stores the same 64 KiB clusters the VMDK grains are.
+    for compressed in [false, true] {
+        let path = dir.path().join(format!("disk-{compressed}.qcow2"));
+        let stats = write_qcow2(&img, &Qcow2Options { compressed }, &mut File::create(&path).unwrap()).unwrap();
+        assert_eq!(stats.data_blocks, grains, "{}", path.display());
+        assert_eq!(stats.file_size, std::fs::metadata(&path).unwrap().len());
+        // Clusters, header and L1, at most one L2 table per 512 MiB, and the refcount table
+        // with one block per 2 GiB of file.
+        let metadata = 2 + size.div_ceil(512 * MIB) + 1 + (grains + 64).div_ceil(32768);
+        assert!(stats.file_size <= (grains + metadata) * (64 << 10), "{stats:?}");
+        check(&path, "qcow2", &raw, size, None);
+        let (ok, text) = qemu_img(&["check", "--output=json", "-f", "qcow2", path.to_str().unwrap()]);
+        assert!(
+            ok && !text.contains("\"leaks\""),
+            "qemu-img check {}:\n{text}",
+            path.display()
+        );
+        if compressed {
+            assert!(text.contains("\"compressed-clusters\": "), "{text}");
+        }
+    }
 }
 
 #[test]
@@ -233,6 +256,11 @@ fn outputs_are_deterministic() {
     assert_eq!(a, b);
     let (a, b) = twice(|out| write_vmdk_stream(&img, &vmdk, out.get_mut()).unwrap());
     assert_eq!(a, b);
+
+    for compressed in [false, true] {
+        let (a, b) = twice(|out| write_qcow2(&img, &Qcow2Options { compressed }, out).unwrap());
+        assert_eq!(a, b);
+    }
 
     let ra = dir.path().join("a.raw");
     let rb = dir.path().join("b.raw");
