@@ -5,9 +5,10 @@
 //! stages and does nothing else.
 
 use crate::assemble::{self, AssembleError, AssembledTree, AssemblyInputs};
-use crate::definition::{ConfigError, Format, FormatsError, LoadedDefinition};
+use crate::definition::{ConfigError, EspLayout, Format, FormatsError, ImageDefinition, LoadedDefinition};
 use crate::encode::appliance::{self, PackageInputs};
 use crate::encode::disk::{self, DiskInputs};
+use crate::encode::esp::EspBoot;
 use crate::encode::iso::{self, IsoInputs};
 use crate::encode::{self, EncodeError};
 use crate::inputs::bundle::{self, BundleError, BundleReport};
@@ -219,6 +220,7 @@ pub fn bundle(loaded: &LoadedDefinition, opts: &InputOptions, output: &Path) -> 
 struct Staged {
     initrd_name: String,
     initrd_path: PathBuf,
+    initrd: FileData,
     uki_name: String,
     uki: FileData,
     uki_layout: uvmkit_uki::UkiLayout,
@@ -261,13 +263,16 @@ pub fn build(loaded: &LoadedDefinition, opts: &BuildOptions) -> Result<BuildRepo
     let mut out = ArtifactDir::create(&opts.out_dir).map_err(PublishError::OutputDir)?;
     let seed = identity_seed(loaded, &inputs, opts.epoch);
     let staged = encode_boot_files(loaded, &inputs, tree, &out, opts.epoch, &mut phases)?;
-    encode_disks(loaded, &staged, &mut out, opts, seed, &mut phases)?;
+    let esp_boot = |format: Format| esp_boot(def, esp_layout(def), &inputs, &staged, format);
+    if let Some(format) = opts.formats.iter().copied().find(|f| f.is_disk()) {
+        encode_disks(loaded, &esp_boot(format)?, &mut out, opts, seed, &mut phases)?;
+    }
     if opts.formats.contains(&Format::Iso) {
         let name = format!("{}.iso", def.name);
         let iso_inputs = IsoInputs {
             definition: def,
             inputs: &inputs,
-            uki: &staged.uki,
+            esp: &esp_boot(Format::Iso)?,
             uki_layout: &staged.uki_layout,
             initrd_path: &staged.initrd_path,
             seed,
@@ -332,6 +337,7 @@ fn encode_boot_files(
             human_bytes(initrd_stats.compressed_bytes)
         ),
     );
+    let initrd = FileData::host_file(&initrd_path).map_err(encode::io_error("initrd"))?;
     let uki_name = format!("{}.efi", def.name);
     let uki_path = out.staging_path(&uki_name);
     let uki_layout = encode::uki::write_uki(def, inputs, &initrd_path, &uki_path)?;
@@ -340,6 +346,7 @@ fn encode_boot_files(
     Ok(Staged {
         initrd_name,
         initrd_path,
+        initrd,
         uki_name,
         uki,
         uki_layout,
@@ -347,24 +354,49 @@ fn encode_boot_files(
     })
 }
 
+/// What the ESP of the disk images and the ISO holds: the one place the layout is chosen.
+fn esp_layout(def: &ImageDefinition) -> EspLayout {
+    def.boot.loader
+}
+
+/// The ESP's contents in `layout` for `format` (which names the artifact in an error when the
+/// signed chain was not fetched).
+fn esp_boot<'a>(
+    def: &'a ImageDefinition,
+    layout: EspLayout,
+    inputs: &'a ResolvedInputs,
+    staged: &'a Staged,
+    format: Format,
+) -> Result<EspBoot<'a>, EncodeError> {
+    Ok(match layout {
+        EspLayout::Uki => EspBoot::Uki { uki: &staged.uki },
+        EspLayout::Shim => EspBoot::Shim {
+            chain: inputs
+                .shim_chain
+                .as_ref()
+                .ok_or(EncodeError::NoShimChain { format: format.name() })?,
+            kernel: &inputs.kernel.image,
+            initrd: &staged.initrd,
+            cmdline: &def.cmdline,
+        },
+    })
+}
+
 /// The GPT disk, laid out once and written in each disk format asked for, then packaged in
 /// each appliance format.
 fn encode_disks(
     loaded: &LoadedDefinition,
-    staged: &Staged,
+    esp: &EspBoot,
     out: &mut ArtifactDir,
     opts: &BuildOptions,
     seed: [u8; 32],
     phases: &mut Phases,
 ) -> Result<(), BuildError> {
     let disk_formats: Vec<Format> = opts.formats.iter().copied().filter(|f| f.is_disk()).collect();
-    if disk_formats.is_empty() {
-        return Ok(());
-    }
     let image = disk::build_disk_image(&DiskInputs {
         definition: &loaded.definition,
         base_dir: &loaded.base_dir,
-        uki: &staged.uki,
+        esp: &esp.files(),
         size: opts.disk_size,
         seed,
         epoch: opts.epoch,
@@ -372,9 +404,10 @@ fn encode_disks(
     phases.done(
         "disk layout",
         format!(
-            "{} virtual, {} allocated",
+            "{} virtual, {} allocated, ESP boots {}",
             human_bytes(image.size()),
-            human_bytes(image.allocated_bytes())
+            human_bytes(image.allocated_bytes()),
+            esp.layout().name()
         ),
     );
     let scratch_dir = out.scratch_dir("packages").map_err(PublishError::OutputDir)?;

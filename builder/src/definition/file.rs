@@ -59,6 +59,9 @@ pub struct DefinitionFile {
     /// The virtual machine an OVA or Vagrant box describes.
     #[serde(default)]
     pub vm: VmTable,
+    /// How the disk images and the ISO boot under UEFI.
+    #[serde(default)]
+    pub boot: BootSection,
     /// Settings for the init (PID 1).
     #[serde(default)]
     pub init: InitSection,
@@ -448,6 +451,41 @@ fn default_vm_memory() -> u64 {
 pub struct IsoSection {
     /// Volume label (ISO 9660 d-characters, at most 32); default: the image name in upper case.
     pub volume_label: Option<String>,
+}
+
+/// `[boot]`: what UEFI firmware starts from the ESP of the disk images and of the ISO. (The
+/// `efi` artifact is always the UKI, and the ISO's BIOS path is always ISOLINUX.)
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootSection {
+    /// `shim` (Debian's signed chain, Secure Boot with Microsoft's keys) or `uki`.
+    #[serde(default)]
+    pub loader: EspLayout,
+}
+
+/// What the ESP holds as the removable-media boot path `\EFI\BOOT\BOOTX64.EFI` (UEFI 2.10,
+/// 3.5.1.1), and so what Secure Boot firmware has to trust.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EspLayout {
+    /// Debian's `shim-signed` (signed by Microsoft's third-party UEFI CA), which verifies
+    /// Debian's signed GRUB, which verifies the Debian-signed kernel and loads the initrd: boots
+    /// with Secure Boot on under firmware that trusts that CA, and with it off.
+    #[default]
+    Shim,
+    /// The Unified Kernel Image alone: boots with Secure Boot off (or once signed with keys the
+    /// firmware trusts).
+    Uki,
+}
+
+impl EspLayout {
+    /// The name used in definitions.
+    pub fn name(self) -> &'static str {
+        match self {
+            EspLayout::Shim => "shim",
+            EspLayout::Uki => "uki",
+        }
+    }
 }
 
 /// `[init]`: how the init brings the system up.

@@ -3,7 +3,10 @@
 //! kind per `[[files]]` entry, the kernel features it selects), so no later stage checks or
 //! converts it again.
 
-use super::file::{DataDiskSection, DebianSection, InitSection, InitrdSection, IsoSection, PreloadSection, SshSection};
+use super::file::EspLayout;
+use super::file::{
+    BootSection, DataDiskSection, DebianSection, InitSection, InitrdSection, IsoSection, PreloadSection, SshSection,
+};
 use super::kernel_config::Feature;
 use super::target::{Format, Target};
 use globset::GlobSet;
@@ -44,6 +47,9 @@ pub struct ImageDefinition {
     pub iso: IsoSection,
     /// `[vm]`: the virtual hardware an OVA or a Vagrant box asks for.
     pub vm: VmSection,
+    /// What UEFI starts from the disk images' and the ISO's ESP (with `shim`, the command line
+    /// passes through GRUB unchanged: no `\\` or `'`, balanced `"`).
+    pub boot: BootSection,
     /// Settings for the init (PID 1).
     pub init: InitSection,
     /// `[network]`: the init configures the network; absent, the network stays down.
@@ -78,6 +84,12 @@ impl ImageDefinition {
             .volume_label
             .clone()
             .unwrap_or_else(|| self.name.to_ascii_uppercase().replace(['-', '.'], "_"))
+    }
+
+    /// Whether `formats` boot through Debian's signed shim chain: `[boot] loader = "shim"` and
+    /// a disk image or the ISO among them (the `efi` artifact is the UKI either way).
+    pub fn boots_through_shim(&self, formats: &[Format]) -> bool {
+        self.boot.loader == EspLayout::Shim && formats.iter().any(|f| f.is_disk() || *f == Format::Iso)
     }
 }
 

@@ -14,8 +14,8 @@ pub mod units;
 mod validate;
 
 pub use file::{
-    DataDiskSection, DebianArchive, DebianSection, InitSection, InitrdSection, IsoSection, NetworkSection,
-    PreloadSection, SshSection, StaticNetwork,
+    BootSection, DataDiskSection, DebianArchive, DebianSection, EspLayout, InitSection, InitrdSection, IsoSection,
+    NetworkSection, PreloadSection, SshSection, StaticNetwork,
 };
 pub use image::{
     DiskSection, ExtraFile, ExtraFileKind, FormatsError, ImageDefinition, KernelSection, LocalKernel, PackageSelection,
@@ -434,5 +434,26 @@ ready = { http_unix = "/var/run/docker.sock" }
             (Path::new("vmlinuz"), Path::new("mods"))
         );
         assert_eq!(local.config, None);
+    }
+
+    #[test]
+    fn the_boot_loader_defaults_to_shim_and_the_command_line_must_survive_grub() {
+        let def = parse("name = \"m\"\nformats = [\"efi\", \"raw\"]\n", Path::new("m.toml")).unwrap();
+        assert_eq!(def.boot.loader, EspLayout::Shim);
+        assert!(def.boots_through_shim(&def.formats));
+        assert!(!def.boots_through_shim(&[Format::Efi]));
+        let def = parse(
+            "name = \"m\"\ncmdline = \"a='b'\"\n[boot]\nloader = \"uki\"\n",
+            Path::new("m.toml"),
+        )
+        .unwrap();
+        assert_eq!(def.boot.loader, EspLayout::Uki);
+        assert!(!def.boots_through_shim(&Format::ALL));
+        let e = parse_err("name = \"m\"\ncmdline = \"a='b'\"\n");
+        assert!(e.contains("`cmdline`") && e.contains("loader = \"uki\""), "{e}");
+        let e = parse_err("name = \"m\"\ncmdline = 'a=\"b c'\n");
+        assert!(e.contains("unbalanced"), "{e}");
+        let e = parse_err("name = \"m\"\n[boot]\nloader = \"grub\"\n");
+        assert!(e.contains("boot.loader") || e.contains("grub"), "{e}");
     }
 }

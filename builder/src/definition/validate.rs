@@ -2,7 +2,7 @@
 //! checks one part of the definition and returns it in the form the pipeline uses. A problem
 //! is reported with the key it concerns and what is allowed there.
 
-use super::file::{DefinitionFile, FileTable, KernelTable, NetworkSection, PackageTable, VmTable};
+use super::file::{DefinitionFile, EspLayout, FileTable, KernelTable, NetworkSection, PackageTable, VmTable};
 use super::image::{
     DiskSection, ExtraFile, ExtraFileKind, ImageDefinition, KernelSection, LocalKernel, PackageSelection, VmSection,
     ALWAYS_EXCLUDE, DEFAULT_INCLUDE, DOCKER_DAEMON_JSON,
@@ -39,6 +39,9 @@ pub(super) fn validate(file: DefinitionFile) -> Result<ImageDefinition, Invalid>
         check_volume_label(label)?;
     }
     check_debian(&file.debian)?;
+    if file.boot.loader == EspLayout::Shim {
+        check_cmdline_for_grub(&file.cmdline)?;
+    }
     let kernel = kernel_section(&file.kernel)?;
     let packages = file
         .packages
@@ -77,6 +80,7 @@ pub(super) fn validate(file: DefinitionFile) -> Result<ImageDefinition, Invalid>
         },
         iso: file.iso,
         vm,
+        boot: file.boot,
         init: file.init,
         network,
         data_disk: file.data_disk,
@@ -110,6 +114,30 @@ fn vm_section(vm: &VmTable) -> Result<VmSection, Invalid> {
         cpus: vm.cpus,
         memory_mib: vm.memory >> 20,
     })
+}
+
+/// With `[boot] loader = "shim"`, GRUB's `linux` command hands the kernel the command line,
+/// rebuilt from its arguments (grub-core/lib/cmdline.c): an argument with a space is wrapped in
+/// double quotes, and GRUB releases before 2.12 also backslash-escape every `\\`, `'` and `"`.
+/// So `foo="a b"` is re-expressed as one argument GRUB quotes again, while a backslash, a single
+/// quote or an unbalanced double quote could reach the kernel changed.
+fn check_cmdline_for_grub(cmdline: &str) -> Result<(), Invalid> {
+    let refuse = |what: &str| {
+        invalid(
+            "cmdline",
+            format!(
+                "{what}, which GRUB would pass to the kernel changed; remove it, or set [boot] \
+                 loader = \"uki\" (the UKI passes the command line as it is)"
+            ),
+        )
+    };
+    if let Some(c) = cmdline.chars().find(|c| matches!(c, '\\' | '\'')) {
+        return Err(refuse(&format!("{cmdline:?} holds {c:?}")));
+    }
+    if cmdline.matches('"').count() % 2 != 0 {
+        return Err(refuse(&format!("{cmdline:?} has an unbalanced '\"'")));
+    }
+    Ok(())
 }
 
 /// `[docker]` as `daemon.json` text; a `[[files]]` entry for the same path would silently

@@ -1,6 +1,6 @@
-//! The GPT disk: an EFI system partition holding the UKI as the removable-media boot path
-//! (UEFI 2.10, 3.5.1.1: `\EFI\BOOT\BOOTX64.EFI`) and the ext4 data partition the init finds
-//! by its label, laid out once and written as raw, VHDX, VMDK or qcow2.
+//! The GPT disk: an EFI system partition holding the removable-media boot path (UEFI 2.10,
+//! 3.5.1.1: `\EFI\BOOT\BOOTX64.EFI`, the UKI or shim, see [`super::esp`]) and the ext4 data
+//! partition the init finds by its label, laid out once and written as raw, VHDX, VMDK or qcow2.
 
 use super::{io_error, EncodeError};
 use crate::assemble::add_extra_files;
@@ -12,7 +12,7 @@ use uvmkit_disk::esp::{build_esp, EspFile, EspOptions};
 use uvmkit_disk::guid::Guid;
 use uvmkit_disk::layout::{build_disk, room_for_last, DiskLayout, PartitionSpec};
 use uvmkit_disk::SparseImage;
-use uvmkit_filetree::{FileData, FileTree};
+use uvmkit_filetree::FileTree;
 
 /// The label the init looks for to find its data partition.
 pub use uvmkit_init_config::DATA_LABEL;
@@ -23,8 +23,8 @@ pub struct DiskInputs<'a> {
     pub definition: &'a ImageDefinition,
     /// The directory `data_files` paths start from.
     pub base_dir: &'a Path,
-    /// The UKI, the ESP's boot file.
-    pub uki: &'a FileData,
+    /// The ESP's files ([`super::esp::EspBoot::files`]).
+    pub esp: &'a [EspFile],
     /// The disk's virtual size in bytes (a whole number of MiB, at least 64 MiB).
     pub size: u64,
     /// The seed disk and file system identifiers derive from.
@@ -37,10 +37,7 @@ pub struct DiskInputs<'a> {
 pub fn build_disk_image(inputs: &DiskInputs) -> Result<SparseImage, EncodeError> {
     let (seed, epoch) = (&inputs.seed, inputs.epoch);
     let esp = build_esp(
-        &[EspFile {
-            path: "EFI/BOOT/BOOTX64.EFI".into(),
-            source: inputs.uki.clone(),
-        }],
+        inputs.esp,
         &EspOptions {
             size_bytes: None,
             volume_id: u32::from_le_bytes(seed[..4].try_into().unwrap()),

@@ -1,7 +1,9 @@
 //! The hybrid ISO (ECMA-119 with El Torito, and an MBR for USB disks): BIOS boots ISOLINUX,
-//! which loads the kernel and initrd from ISO 9660; UEFI boots the UKI from the El Torito EFI
-//! image. The kernel and initrd are stored once: the ISO 9660 records point into the EFI image.
+//! which loads the kernel and initrd from ISO 9660; UEFI boots the El Torito EFI image, which
+//! holds what the disk's ESP holds ([`super::esp`]: the UKI, or shim, GRUB and the kernel). The
+//! kernel and initrd are stored once: the ISO 9660 records point into the EFI image.
 
+use super::esp::{EspBoot, GRUB_CFG_PATH, INITRD_PATH, KERNEL_PATH};
 use super::{io_error, EncodeError};
 use crate::definition::ImageDefinition;
 use crate::inputs::ResolvedInputs;
@@ -9,7 +11,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use uvmkit_disk::esp::{build_esp, EspFile, EspOptions};
-use uvmkit_disk::SparseImage;
+use uvmkit_disk::{ExtentData, SparseImage};
 use uvmkit_filetree::FileData;
 
 /// What the ISO is made of.
@@ -18,9 +20,9 @@ pub struct IsoInputs<'a> {
     pub definition: &'a ImageDefinition,
     /// The kernel and the ISOLINUX files.
     pub inputs: &'a ResolvedInputs,
-    /// The UKI, written to a file.
-    pub uki: &'a FileData,
-    /// Where the UKI's sections lie in it.
+    /// What the EFI image holds.
+    pub esp: &'a EspBoot<'a>,
+    /// Where the UKI's sections lie in it (with [`EspBoot::Uki`]).
     pub uki_layout: &'a uvmkit_uki::UkiLayout,
     /// The initrd file.
     pub initrd_path: &'a Path,
@@ -32,17 +34,15 @@ pub struct IsoInputs<'a> {
 
 /// Writes the ISO to `path`.
 pub fn write_iso(iso: &IsoInputs, path: &Path) -> Result<(), EncodeError> {
-    let (def, inputs, uki, seed, epoch) = (iso.definition, iso.inputs, iso.uki, iso.seed, iso.epoch);
+    let (def, inputs, seed, epoch) = (iso.definition, iso.inputs, iso.seed, iso.epoch);
     let isolinux = inputs.isolinux.as_ref().ok_or(EncodeError::NoIsolinux)?;
     let err = io_error("ISO");
-    // The El Torito EFI image: a small FAT holding the UKI as the removable-media boot path.
+    // The El Torito EFI image: a small FAT holding the ESP's files.
+    let esp_files = iso.esp.files();
     let efi_img = build_esp(
-        &[EspFile {
-            path: "EFI/BOOT/BOOTX64.EFI".into(),
-            source: uki.clone(),
-        }],
+        &esp_files,
         &EspOptions {
-            size_bytes: Some(fat_size_for(uki.len())),
+            size_bytes: Some(fat_size_for(esp_files.iter().map(|f| f.source.len()).sum())),
             volume_id: u32::from_le_bytes(seed[4..8].try_into().unwrap()),
             label: "UVMKIT_EFI".into(),
             mtime: epoch,
@@ -55,10 +55,24 @@ pub fn write_iso(iso: &IsoInputs, path: &Path) -> Result<(), EncodeError> {
     );
     let bytes = |d: &FileData| d.read_all().map_err(io_error("ISO"));
     let initrd = FileData::host_file(iso.initrd_path).map_err(&err)?;
-    // The BIOS path reads the kernel and initrd from ISO 9660; the UEFI path reads the UKI
-    // from the FAT image, which holds the same bytes as its .linux and .initrd sections. Both
-    // are 4 KiB-aligned in the FAT image, so the ISO 9660 records point at them: stored once.
-    let aliases = shared_boot_files(&efi_img, uki, iso.uki_layout, &inputs.kernel.image, &initrd);
+    // The BIOS path reads the kernel and initrd from ISO 9660, the UEFI path the same bytes
+    // from the FAT image (as the UKI's .linux and .initrd sections, or as files). Every file
+    // there is 4 KiB-aligned, so the ISO 9660 records point at them: stored once. With shim,
+    // GRUB's `grub.cfg` is listed too: GRUB may see the CD as one ISO 9660 device rather than
+    // the El Torito image it was started from, and then reads its `$prefix` there.
+    let mut wanted = vec![
+        (KERNEL_PATH, inputs.kernel.image.clone()),
+        (INITRD_PATH, initrd.clone()),
+    ];
+    let aliases = match iso.esp {
+        EspBoot::Uki { uki } => uki_aliases(&efi_img, uki, iso.uki_layout, &inputs.kernel.image, &initrd),
+        EspBoot::Shim { .. } => {
+            if let Some(cfg) = esp_files.iter().find(|f| f.path == GRUB_CFG_PATH) {
+                wanted.push((GRUB_CFG_PATH, cfg.source.clone()));
+            }
+            file_aliases(&efi_img, &esp_files, &[KERNEL_PATH, INITRD_PATH, GRUB_CFG_PATH])
+        }
+    };
     let mut files = vec![
         uvmkit_iso::IsoFile {
             path: "isolinux/isolinux.cfg".into(),
@@ -71,18 +85,14 @@ pub fn write_iso(iso: &IsoInputs, path: &Path) -> Result<(), EncodeError> {
             mode: 0o644,
         },
     ];
-    if aliases.is_empty() {
-        log::warn!(
-            "ISO: the UKI's sections are not 2 KiB-aligned in the EFI image; storing the kernel and initrd twice"
-        );
+    for (path, data) in wanted {
+        if aliases.iter().any(|a| a.path == path) {
+            continue;
+        }
+        log::warn!("ISO: {path} does not lie 2 KiB-aligned in the EFI image; storing it twice");
         files.push(uvmkit_iso::IsoFile {
-            path: "boot/vmlinuz".into(),
-            data: inputs.kernel.image.clone(),
-            mode: 0o644,
-        });
-        files.push(uvmkit_iso::IsoFile {
-            path: "boot/initrd.img".into(),
-            data: initrd,
+            path: path.into(),
+            data,
             mode: 0o644,
         });
     }
@@ -107,25 +117,50 @@ pub fn write_iso(iso: &IsoInputs, path: &Path) -> Result<(), EncodeError> {
     Ok(())
 }
 
+/// Where in `efi_img` the contents of `file` start: the extent `build_esp` made of it (the
+/// same host file, or the same bytes in memory).
+fn offset_in_image(efi_img: &SparseImage, file: &FileData) -> Option<u64> {
+    efi_img.extents().find_map(|e| {
+        let same = match (&e.data, file) {
+            (ExtentData::HostFile { path, offset: 0, len }, FileData::HostFile { path: p, size }) => {
+                path == p && len == size
+            }
+            (ExtentData::Bytes(b), FileData::Inline(i)) => std::sync::Arc::ptr_eq(b, i),
+            _ => false,
+        };
+        same.then_some(e.offset)
+    })
+}
+
+/// ISO 9660 records at `paths` for the ESP files of the same paths, pointing at their bytes in
+/// `efi_img`; a file that does not start on a 2 KiB ISO block gets none (it is then stored).
+fn file_aliases(efi_img: &SparseImage, files: &[EspFile], paths: &[&str]) -> Vec<uvmkit_iso::EfiAlias> {
+    paths
+        .iter()
+        .filter_map(|&path| {
+            let file = files.iter().find(|f| f.path == path)?;
+            let offset = offset_in_image(efi_img, &file.source)?;
+            (offset % uvmkit_iso::SECTOR == 0).then(|| uvmkit_iso::EfiAlias {
+                path: path.into(),
+                offset,
+                len: file.source.len(),
+                mode: 0o644,
+            })
+        })
+        .collect()
+}
+
 /// ISO 9660 records for `/boot/vmlinuz` and `/boot/initrd.img` that point into the EFI image
 /// where the UKI's `.linux` and `.initrd` sections lie; empty when they are not where a 2 KiB
 /// ISO block can point (then the files are stored separately).
-fn shared_boot_files(
+fn uki_aliases(
     efi_img: &SparseImage,
     uki: &FileData,
     layout: &uvmkit_uki::UkiLayout,
     kernel: &FileData,
     initrd: &FileData,
 ) -> Vec<uvmkit_iso::EfiAlias> {
-    let FileData::HostFile { path: uki_path, .. } = uki else {
-        return vec![];
-    };
-    let Some(uki_start) = efi_img.extents().find_map(|e| match &e.data {
-        uvmkit_disk::ExtentData::HostFile { path, offset: 0, len } if path == uki_path && *len == uki.len() => {
-            Some(e.offset)
-        }
-        _ => None,
-    }) else {
+    let Some(uki_start) = offset_in_image(efi_img, uki) else {
         return vec![];
     };
     let mut aliases = Vec::new();
@@ -150,7 +185,7 @@ fn shared_boot_files(
     aliases
 }
 
-/// A FAT image just large enough for `payload` bytes (FAT32 needs at least 65525 clusters).
+/// A FAT image just large enough for `payload` bytes of files (FAT32 needs at least 65525 clusters).
 fn fat_size_for(payload: u64) -> u64 {
     let want = payload + payload / 16 + (4 << 20);
     let mib = want.div_ceil(1 << 20).max(34);

@@ -1,12 +1,14 @@
 //! Encoding the assembled tree into the bytes a machine boots, one crate per format: the
-//! initrd ([`initrd`]), the Unified Kernel Image ([`uki`]), the GPT disk with its ESP and
-//! ext4 data partition as raw, VHDX, VMDK and qcow2 ([`disk`]), the OVA and Vagrant boxes
-//! around that disk ([`appliance`]), and the hybrid ISO ([`iso`]). Every
+//! initrd ([`initrd`]), the Unified Kernel Image ([`uki`]), what the ESP holds ([`esp`]: the
+//! UKI, or Debian's signed shim chain), the GPT disk with its ESP and ext4 data partition as
+//! raw, VHDX, VMDK and qcow2 ([`disk`]), the OVA and Vagrant boxes around that disk
+//! ([`appliance`]), and the hybrid ISO ([`iso`]). Every
 //! writer takes what it encodes and the path to write; publishing the result is the next
 //! stage's work.
 
 pub mod appliance;
 pub mod disk;
+pub mod esp;
 pub mod initrd;
 pub mod iso;
 pub mod uki;
@@ -62,6 +64,13 @@ pub enum EncodeError {
     /// The ISO needs the ISOLINUX packages, which were not fetched.
     #[error("ISO: the isolinux packages were not fetched")]
     NoIsolinux,
+    /// `[boot] loader = "shim"`, but the signed chain's packages were not fetched (the
+    /// definition's `formats` have no disk image or ISO, and `--format` asked for one).
+    #[error("{format}: the shim chain's packages were not fetched; add {format} to the definition's formats")]
+    NoShimChain {
+        /// The format being built.
+        format: &'static str,
+    },
     /// The ISO's El Torito EFI image could not be made.
     #[error("ISO EFI image: {0}")]
     IsoEfiImage(#[source] uvmkit_disk::esp::EspError),

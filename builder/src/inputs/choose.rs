@@ -4,7 +4,7 @@
 //! error naming the changes.
 
 use super::archive::{self, ArchiveIndex};
-use super::boot_files::{ISOLINUX_PACKAGES, STUB_PACKAGE};
+use super::boot_files::{ISOLINUX_PACKAGES, SHIM_CHAIN_PACKAGES, STUB_PACKAGE};
 use super::error::InputError;
 use super::lock::{self, LockError};
 use super::package::{FetchedPackage, Role};
@@ -119,12 +119,15 @@ fn resolution_key(def: &ImageDefinition, index: &ArchiveIndex) -> String {
         key.push_str(&format!("package={}\n", p.name));
     }
     key.push_str(&format!("iso={}\n", def.formats.contains(&Format::Iso)));
+    key.push_str(&format!("shim={}\n", def.boots_through_shim(&def.formats)));
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
 /// The packages to fetch: the definition's with their dependencies, the kernel (following its
 /// `linux-image-*` dependencies only: the rest serve installing a kernel on a Debian system),
-/// and the boot loaders the formats need (without dependencies: only their files are used).
+/// and the boot loaders the formats need (without dependencies: only their files are used; the
+/// signed chain's packages depend on `grub-common`, `mokutil` and the like, which serve
+/// installing it on a Debian system).
 fn resolve_packages(def: &ImageDefinition, index: &PackageIndex) -> Result<Vec<FetchedPackage>, ResolveError> {
     let suites: Vec<String> = def.debian.archives().into_iter().map(|a| a.suite).collect();
     let suites = suites.join(",");
@@ -182,6 +185,9 @@ fn resolve_packages(def: &ImageDefinition, index: &PackageIndex) -> Result<Vec<F
     let mut loaders = vec![STUB_PACKAGE];
     if def.formats.contains(&Format::Iso) {
         loaders.extend(ISOLINUX_PACKAGES);
+    }
+    if def.boots_through_shim(&def.formats) {
+        loaders.extend(SHIM_CHAIN_PACKAGES);
     }
     for name in loaders {
         let pkg = resolver.best(name, None).ok_or_else(|| ResolveError::BootLoader {

@@ -3,6 +3,7 @@
 //! verification (the command's exit codes 2 and 3).
 
 use super::archive::ArchiveError;
+use super::boot_files::BootFilesError;
 use super::choose::ResolveError;
 use super::kernel::KernelError;
 use super::lock::LockError;
@@ -27,6 +28,9 @@ pub enum InputError {
     /// The kernel is unusable or lacks options the image needs.
     #[error(transparent)]
     Kernel(#[from] KernelError),
+    /// The boot loaders cannot boot the kernel (the signed chain and an unsigned kernel).
+    #[error(transparent)]
+    BootFiles(#[from] BootFilesError),
     /// A local file the definition names could not be read.
     #[error("{what}: {source}")]
     Read {

@@ -123,6 +123,11 @@ pub fn resolution_inputs(def: &ImageDefinition) -> String {
     names.sort();
     text.push_str(&format!("packages={}\n", names.join(",")));
     text.push_str(&format!("iso={}\n", def.formats.contains(&Format::Iso)));
+    // Only a definition that boots through the signed chain says so, so the locks of
+    // definitions that need none of its packages stay current.
+    if def.boots_through_shim(&def.formats) {
+        text.push_str("shim=true\n");
+    }
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 

@@ -7,7 +7,7 @@
 //! with a manifest ([`unpack`]), so a warm build neither downloads, decompresses nor parses
 //! the archive again. Then the kernel ([`kernel`]) and its modules ([`modules`]), the boot
 //! loaders' files ([`boot_files`]) and the packages' licenses ([`licenses`]) are taken from
-//! the unpacked trees. [`bundle`] carries all of it to a machine without a network, and
+//! the unpacked trees (the signed shim chain checks that the kernel is signed). [`bundle`] carries all of it to a machine without a network, and
 //! [`outdated`] says which pinned packages the archives have newer versions of.
 
 pub mod archive;
@@ -28,7 +28,9 @@ pub mod package;
 pub mod sources;
 pub mod unpack;
 
-pub use boot_files::{IsolinuxFiles, ISOLINUX_PACKAGES, STUB_PACKAGE, STUB_PATH};
+pub use boot_files::{
+    BootFiles, IsolinuxFiles, ShimChain, ISOLINUX_PACKAGES, SHIM_CHAIN_PACKAGES, STUB_PACKAGE, STUB_PATH,
+};
 pub use error::InputError;
 pub use init::INIT_BINARY;
 pub use kernel::Kernel;
@@ -69,6 +71,9 @@ pub struct ResolvedInputs {
     pub uki_stub: FileData,
     /// ISOLINUX files, when an ISO is built.
     pub isolinux: Option<IsolinuxFiles>,
+    /// Debian's signed shim, MOK manager and GRUB, when disk images or the ISO boot through
+    /// them (`[boot] loader = "shim"`).
+    pub shim_chain: Option<ShimChain>,
     /// Bytes downloaded in this run.
     pub downloaded_bytes: u64,
 }
@@ -103,7 +108,15 @@ pub fn resolve(def: &ImageDefinition, base_dir: &Path, opts: &InputOptions) -> R
     };
     kernel::check_kernel_config(def, &kernel)?;
     let modules = modules::select_modules(def, &kernel, &module_tree)?;
-    let (uki_stub, isolinux) = boot_files::boot_files(&unpacked.loaders)?;
+    let BootFiles {
+        uki_stub,
+        isolinux,
+        shim_chain,
+    } = boot_files::boot_files(&unpacked.loaders)?;
+    if shim_chain.is_some() {
+        let package = def.kernel.local.is_none().then_some(def.kernel.package.as_str());
+        boot_files::check_kernel_signed(&kernel, package)?;
+    }
     Ok(ResolvedInputs {
         mirrors: src.mirror.into_used(),
         packages,
@@ -114,6 +127,7 @@ pub fn resolve(def: &ImageDefinition, base_dir: &Path, opts: &InputOptions) -> R
         modules,
         uki_stub,
         isolinux,
+        shim_chain,
         downloaded_bytes,
     })
 }
