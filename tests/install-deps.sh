@@ -13,7 +13,7 @@ qemu_version=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
 $sudo apt-get install -y -q --allow-downgrades \
   qemu-system-x86 "qemu-utils=${qemu_version}" ovmf \
   xorriso genisoimage libarchive-tools dosfstools mtools gdisk fdisk cpio zstd xz-utils e2fsprogs binutils \
-  isolinux syslinux-common systemd-boot-efi dpkg-dev openssh-client openssl dnsmasq-base iproute2 gpg gpgv curl
+  isolinux syslinux-common systemd-boot-efi sbsigntool osslsigncode dpkg-dev openssh-client openssl dnsmasq-base iproute2 gpg gpgv curl
 if command -v rustup >/dev/null; then
   rustup target add x86_64-unknown-linux-musl \
     || echo "note: no musl target; the init is built for glibc with +crt-static instead"
