@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use uvmkit::definition::kernel_config::{self, MissingOption};
 use uvmkit::definition::{self, parse_size, Format, LoadedDefinition, Target};
+use uvmkit::encode::uki::{SignerError, UkiSigner};
 use uvmkit::inputs::bundle::{self, UnpackedBundle};
 use uvmkit::inputs::lock::lock_path;
 use uvmkit::inputs::{InputOptions, LockUse};
@@ -126,6 +127,14 @@ struct BuildArgs {
     /// and imported into the cache first.
     #[arg(long, value_name = "FILE")]
     bundle: Option<PathBuf>,
+    /// Sign the UKI (the .efi, and the one on the disks' ESP and in the ISO) for Secure Boot
+    /// with this RSA private key: PEM, PKCS #8 or PKCS #1, unencrypted. Needs --sign-cert.
+    #[arg(long, value_name = "KEY.pem", env = "UVMKIT_SIGN_KEY", requires = "sign_cert")]
+    sign_key: Option<PathBuf>,
+    /// The PEM certificate of --sign-key (firmware boots the UKI when it is in `db`), followed
+    /// by any intermediate certificates up to the one in `db`.
+    #[arg(long, value_name = "CERT.pem", env = "UVMKIT_SIGN_CERT", requires = "sign_key")]
+    sign_cert: Option<PathBuf>,
 }
 
 fn parse_target(s: &str) -> Result<Target, String> {
@@ -155,6 +164,9 @@ enum Failure {
     /// `--disk-size` is not a valid disk size.
     #[error("--disk-size {0}: use a whole number of MiB, at least 64MiB")]
     DiskSize(u64),
+    /// `--sign-key` or `--sign-cert` cannot be used.
+    #[error(transparent)]
+    Signer(SignerError),
     /// `SOURCE_DATE_EPOCH` is not a number.
     #[error("SOURCE_DATE_EPOCH={0:?} is not a number of seconds")]
     Epoch(String),
@@ -300,6 +312,11 @@ fn build(args: &BuildArgs) -> Result<(), Failure> {
         Some(u) => u.definition.clone(),
         None => image_arg(&args.inputs)?.to_path_buf(),
     };
+    // The key is checked before anything is fetched or built.
+    let signer = match (&args.sign_key, &args.sign_cert) {
+        (Some(key), Some(cert)) => Some(UkiSigner::load(key, cert).map_err(Failure::Signer)?),
+        _ => None,
+    };
     let loaded = load(&definition)?;
     let def = &loaded.definition;
     let formats = if args.format.is_empty() {
@@ -320,6 +337,7 @@ fn build(args: &BuildArgs) -> Result<(), Failure> {
             quiet: args.inputs.quiet || args.json,
             ..input_options(&args.inputs, &definition, unpacked.is_some())
         },
+        signer,
     };
     let report = pipeline::build(&loaded, &opts)?;
     if args.json {
@@ -333,6 +351,12 @@ fn build(args: &BuildArgs) -> Result<(), Failure> {
                 a.name,
                 human_bytes(a.size),
                 &a.sha256[..16]
+            );
+        }
+        if let Some(s) = &report.uki_signature {
+            eprintln!(
+                "  UKI signed by {} (certificate sha256 {})",
+                s.subject, s.certificate_sha256
             );
         }
         eprintln!("  SHA256SUMS, manifest.json");

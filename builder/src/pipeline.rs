@@ -55,6 +55,8 @@ pub struct BuildOptions {
     pub epoch: u64,
     /// Input resolution options.
     pub inputs: InputOptions,
+    /// The key and certificate the UKI is signed with (`--sign-key`, `--sign-cert`).
+    pub signer: Option<encode::uki::UkiSigner>,
 }
 
 /// Why a build failed; [`BuildError::exit_code`] tells the command what to exit with.
@@ -262,8 +264,9 @@ pub fn build(loaded: &LoadedDefinition, opts: &BuildOptions) -> Result<BuildRepo
     // The encoders, writing into the output directory's staging area.
     let mut out = ArtifactDir::create(&opts.out_dir).map_err(PublishError::OutputDir)?;
     let seed = identity_seed(loaded, &inputs, opts.epoch);
-    let staged = encode_boot_files(loaded, &inputs, tree, &out, opts.epoch, &mut phases)?;
-    let esp_boot = |format: Format| esp_boot(def, esp_layout(def), &inputs, &staged, format);
+    let staged = encode_boot_files(loaded, &inputs, tree, &out, opts, &mut phases)?;
+    let layout = esp_layout(def, opts);
+    let esp_boot = |format: Format| esp_boot(def, layout, &inputs, &staged, format);
     if let Some(format) = opts.formats.iter().copied().find(|f| f.is_disk()) {
         encode_disks(loaded, &esp_boot(format)?, &mut out, opts, seed, &mut phases)?;
     }
@@ -306,6 +309,7 @@ pub fn build(loaded: &LoadedDefinition, opts: &BuildOptions) -> Result<BuildRepo
         initrd_entries: staged.initrd_stats.entries as usize,
         initrd_uncompressed: staged.initrd_stats.uncompressed_bytes,
         downloaded_bytes: inputs.downloaded_bytes,
+        uki_signature: opts.signer.as_ref().map(|s| s.signature()),
         timings: phases.timings.clone(),
     };
     publish::write_summaries(&opts.out_dir, &out, loaded, &report, opts.epoch)?;
@@ -321,10 +325,10 @@ fn encode_boot_files(
     inputs: &ResolvedInputs,
     tree: &uvmkit_filetree::FileTree,
     out: &ArtifactDir,
-    epoch: u64,
+    opts: &BuildOptions,
     phases: &mut Phases,
 ) -> Result<Staged, BuildError> {
-    let def = &loaded.definition;
+    let (def, epoch) = (&loaded.definition, opts.epoch);
     let initrd_name = format!("{}-initrd.img", def.name);
     let initrd_path = out.staging_path(&initrd_name);
     let initrd_stats = encode::initrd::write_initrd(tree, def, epoch, &initrd_path)?;
@@ -340,9 +344,15 @@ fn encode_boot_files(
     let initrd = FileData::host_file(&initrd_path).map_err(encode::io_error("initrd"))?;
     let uki_name = format!("{}.efi", def.name);
     let uki_path = out.staging_path(&uki_name);
-    let uki_layout = encode::uki::write_uki(def, inputs, &initrd_path, &uki_path)?;
+    let uki_layout = encode::uki::write_uki(def, inputs, &initrd_path, &uki_path, opts.signer.as_ref())?;
     let uki = FileData::host_file(&uki_path).map_err(encode::io_error("UKI"))?;
-    phases.done("UKI", human_bytes(uki.len()));
+    match &opts.signer {
+        Some(s) => phases.done(
+            "UKI",
+            format!("{}, signed by {}", human_bytes(uki.len()), s.signature().subject),
+        ),
+        None => phases.done("UKI", human_bytes(uki.len())),
+    }
     Ok(Staged {
         initrd_name,
         initrd_path,
@@ -354,9 +364,14 @@ fn encode_boot_files(
     })
 }
 
-/// What the ESP of the disk images and the ISO holds: the one place the layout is chosen.
-fn esp_layout(def: &ImageDefinition) -> EspLayout {
-    def.boot.loader
+/// What the ESP of the disk images and the ISO holds: the one place the layout is chosen. A
+/// UKI signed with the user's key boots directly (the user's `db` trusts it; shim would not
+/// be needed), otherwise `[boot] loader` decides.
+fn esp_layout(def: &ImageDefinition, opts: &BuildOptions) -> EspLayout {
+    match opts.signer {
+        Some(_) => EspLayout::Uki,
+        None => def.boot.loader,
+    }
 }
 
 /// The ESP's contents in `layout` for `format` (which names the artifact in an error when the

@@ -28,6 +28,9 @@ pub enum EncodeError {
     /// The UKI writer refused the stub, kernel or sections.
     #[error("UKI: {0}")]
     Uki(#[from] uvmkit_uki::UkiError),
+    /// The UKI could not be signed.
+    #[error("signing the UKI: {0}")]
+    Sign(#[from] uvmkit_authenticode::SignError),
     /// The disk's EFI system partition could not be made.
     #[error("EFI system partition: {0}")]
     Esp(#[source] uvmkit_disk::esp::EspError),

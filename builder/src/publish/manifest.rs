@@ -39,6 +39,8 @@ pub fn manifest_json(loaded: &LoadedDefinition, report: &BuildReport, epoch: u64
         "initrd": { "entries": report.initrd_entries, "uncompressed_bytes": report.initrd_uncompressed },
         "inputs": inputs,
         "artifacts": artifacts,
+        // The certificate that signed the UKI (every copy: .efi, the ESP, the ISO), or null.
+        "uki_signature": report.uki_signature,
     });
     let mut text = serde_json::to_string_pretty(&value).expect("JSON serialises");
     text.push('\n');

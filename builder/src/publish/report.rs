@@ -1,6 +1,7 @@
 //! What a build produced, for the command's summary (`--json`), `manifest.json` and the SBOM.
 
 use super::artifacts::Artifact;
+use crate::encode::uki::UkiSignature;
 use crate::inputs::FetchedPackage;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -37,6 +38,8 @@ pub struct BuildReport {
     pub initrd_uncompressed: u64,
     /// Bytes downloaded.
     pub downloaded_bytes: u64,
+    /// Who signed the UKI (`--sign-key`), or `None` when it is unsigned.
+    pub uki_signature: Option<UkiSignature>,
     /// Phase timings.
     pub timings: Vec<Timing>,
 }

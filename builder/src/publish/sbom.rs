@@ -279,6 +279,7 @@ mod tests {
             initrd_entries: 0,
             initrd_uncompressed: 0,
             downloaded_bytes: 0,
+            uki_signature: None,
             timings: vec![],
         };
         let doc: Value = serde_json::from_str(&spdx_json(&report, 0)).unwrap();
