@@ -3,8 +3,7 @@
 //! Most storage drivers finish probing before `finit_module(2)` returns (the kernel waits for
 //! the asynchronous work a module's init starts), but not all: NVMe scans its namespaces from a
 //! workqueue after the controller goes live, `sd` attaches a disk some time after its SCSI
-//! device appears, libata probes links from its error handler, and Hyper-V's storvsc binds when
-//! the host offers the VMBus channel. Before deciding that there is no data disk, boot watches
+//! device appears, and Hyper-V's storvsc binds when the host offers the VMBus channel. Before deciding that there is no data disk, boot watches
 //! sysfs until nothing has changed for a quiet period and no probe is visibly in progress, up
 //! to a bound; [`SettleWatch`] makes that decision from snapshots, so it is tested without a
 //! kernel.
@@ -96,10 +95,10 @@ fn read_trimmed(path: &Path) -> Option<String> {
 /// Reads the storage view from a sysfs tree mounted at `sys` (`/sys`).
 ///
 /// In progress: a SCSI disk (`type` 0, SBC direct access; 14, reduced block commands) with no
-/// block device yet (sd is attaching it); an ATA device whose class is still `unknown` (libata
-/// has not probed its link: see `ata_class_names` in drivers/ata/libata-transport.c); an NVMe
-/// controller whose `state` is not `live`, or is live without namespaces for less than the
-/// quiet period (namespace scanning follows the controller going live).
+/// block device yet (sd is attaching it), and an NVMe controller whose `state` is not yet
+/// `live`; its namespaces follow within the quiet period. libata's link probing finishes
+/// before its module's load returns, and its sysfs `class` of an empty port stays `unknown`,
+/// so ATA devices are not looked at.
 pub fn snapshot(sys: &Path) -> StorageSnapshot {
     let mut block = sorted_names(&sys.join("class/block"));
     block.retain(|n| !(n.starts_with("loop") || n.starts_with("ram") || n.starts_with("zram")));
@@ -110,12 +109,6 @@ pub fn snapshot(sys: &Path) -> StorageSnapshot {
         let kind = read_trimmed(&device.join("type"));
         if matches!(kind.as_deref(), Some("0" | "14")) && !device.join("block").exists() {
             probing.push(format!("scsi {name} has no disk yet"));
-        }
-    }
-    for name in sorted_names(&sys.join("class/ata_device")) {
-        let class = read_trimmed(&sys.join("class/ata_device").join(&name).join("class"));
-        if class.as_deref() == Some("unknown") {
-            probing.push(format!("ata {name} is being probed"));
         }
     }
     for name in sorted_names(&sys.join("class/nvme")) {
@@ -315,10 +308,7 @@ mod tests {
             fs::create_dir_all(sys.join("class/nvme").join(name)).unwrap();
             fs::write(sys.join("class/nvme").join(name).join("state"), format!("{state}\n")).unwrap();
         }
-        assert_eq!(
-            snapshot(&sys).probing,
-            ["ata dev1.0 is being probed", "nvme0 is connecting"]
-        );
+        assert_eq!(snapshot(&sys).probing, ["nvme0 is connecting"]);
         fs::remove_dir_all(&sys).unwrap();
     }
 
