@@ -1,8 +1,9 @@
 //! Finding the persistent data partition: the partition whose ext4 label, or whose GPT
 //! partition name, is `uvmkit-data` (uvmkit's disk images carry one).
 //!
-//! Disks behind SCSI and SATA controllers are probed asynchronously after their driver loads,
-//! so the search polls `/sys/class/block` for a short while before giving up.
+//! Disks behind SCSI, SATA and NVMe controllers may appear after their driver loads, so the
+//! search polls `/sys/class/block` until the partition appears or storage enumeration settles
+//! ([`crate::storage`]), within a bound, before it decides there is none.
 //!
 //! With `[data_disk]` in the configuration the partition is mounted at [`DATA_MOUNT_POINT`] and the
 //! configured directories (`/var/lib/docker`, ...) are bind-mounted from it. When no data
@@ -25,6 +26,7 @@ use uvmkit_ext4::{build_ext4, Ext4Error, Ext4Options, FileTree};
 use uvmkit_init_config::{DATA_LABEL, DATA_MOUNT_POINT};
 
 use crate::log;
+use crate::storage::{self, SettleWatch, Verdict, QUIET_PERIOD, SETTLE_LIMIT};
 use crate::sys;
 
 /// How much of each end of a disk must read as zeros for it to count as blank.
@@ -115,6 +117,9 @@ pub struct DataPartition {
     pub matched_by: &'static str,
     /// Size in bytes.
     pub size: u64,
+    /// The drivers from the disk to its controller (`sd, mptsas (PCI 0000:00:04.0)`), when
+    /// sysfs shows them.
+    pub controller: Option<String>,
 }
 
 /// The volume name of an ext2/3/4 superblock, given the first 2048 bytes of a device
@@ -157,6 +162,7 @@ fn probe(name: &str) -> Option<DataPartition> {
         device,
         matched_by,
         size: sectors * 512,
+        controller: storage::controller(Path::new("/sys"), name),
     })
 }
 
@@ -177,6 +183,44 @@ pub fn find(wait: Duration) -> Option<DataPartition> {
             return None;
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Looks for the data partition until it appears or storage enumeration settles, at most
+/// [`SETTLE_LIMIT`]; logs how the wait ended when the partition did not turn up.
+pub fn find_after_settle() -> Option<DataPartition> {
+    let started = Instant::now();
+    let mut watch = SettleWatch::new(started, QUIET_PERIOD, SETTLE_LIMIT);
+    loop {
+        if let Some(found) = find(Duration::ZERO) {
+            return Some(found);
+        }
+        let seen = storage::snapshot(Path::new("/sys"));
+        let disks = seen.block.join(" ");
+        match watch.observe(Instant::now(), seen) {
+            Verdict::Waiting => std::thread::sleep(Duration::from_millis(100)),
+            Verdict::Settled => {
+                log!(
+                    "storage settled after {} ms; block devices: {}",
+                    started.elapsed().as_millis(),
+                    if disks.is_empty() { "none" } else { &disks }
+                );
+                return None;
+            }
+            Verdict::TimedOut(probing) => {
+                log!(
+                    "storage still changing after {} s ({}); block devices: {}; going on",
+                    SETTLE_LIMIT.as_secs(),
+                    if probing.is_empty() {
+                        "devices kept appearing".to_string()
+                    } else {
+                        probing.join(", ")
+                    },
+                    if disks.is_empty() { "none" } else { &disks }
+                );
+                return None;
+            }
+        }
     }
 }
 
@@ -431,9 +475,10 @@ fn format_disk(name: &str) -> Result<Option<DataPartition>, DataDiskError> {
     }
     drop(disk);
     log!(
-        "disk {name}: blank; wrote a GPT and an ext4 {DATA_LABEL} partition of {} MiB in {} ms",
+        "disk {name}: blank; wrote a GPT and an ext4 {DATA_LABEL} partition of {} MiB in {} ms (controller: {})",
         (end - start) >> 20,
-        started.elapsed().as_millis()
+        started.elapsed().as_millis(),
+        storage::controller(Path::new("/sys"), name).unwrap_or_else(|| "unknown".into())
     );
     Ok(find(Duration::from_secs(5)))
 }
@@ -461,7 +506,10 @@ pub fn mount_state(partition: Option<&DataPartition>, binds: &[PathBuf]) {
         let device = p.device.to_str()?;
         match sys::mount(Some(device), target, Some("ext4"), flags, None) {
             Ok(()) => {
-                log!("data partition {device} mounted on {DATA_MOUNT_POINT}");
+                log!(
+                    "data partition {device} mounted on {DATA_MOUNT_POINT} (controller: {})",
+                    p.controller.as_deref().unwrap_or("unknown")
+                );
                 Some(())
             }
             Err(err) => {

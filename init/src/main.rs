@@ -7,6 +7,7 @@
 
 #![deny(missing_docs)]
 
+mod clock;
 mod config;
 mod datadisk;
 mod identity;
@@ -18,7 +19,9 @@ mod pid1;
 mod power;
 mod rootfs;
 mod services;
+mod shares;
 mod shutdown;
+mod storage;
 mod sys;
 
 use std::ffi::OsStr;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use uvmkit_init_config::{InitConfig, RootMode, CONFIG_PATH, DATA_LABEL};
 
+use crate::clock;
 use crate::config;
 use crate::datadisk;
 use crate::identity;
@@ -21,11 +22,9 @@ use crate::network;
 use crate::power::PowerButtons;
 use crate::rootfs;
 use crate::services::{Paths, Supervisor};
+use crate::shares;
 use crate::shutdown::{self, Action};
 use crate::sys;
-
-/// How long boot waits for the data partition to appear when the image keeps state on it.
-const DATA_DISK_WAIT: Duration = Duration::from_secs(3);
 
 /// How often input devices are rescanned for a power button.
 const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
@@ -224,6 +223,8 @@ fn boot(config: &InitConfig, buttons: &mut PowerButtons) {
         let dir = Path::new("/lib/modules").join(&release);
         modules::load_all(&config.modules, &dir);
     }
+    // After the modules: a hypervisor's PTP clock is one of them.
+    clock::start();
 
     // DHCP runs while the data disk is looked for.
     let network = config
@@ -231,23 +232,23 @@ fn boot(config: &InitConfig, buttons: &mut PowerButtons) {
         .as_ref()
         .map(|section| network::start(section, &config.hostname));
 
-    // Storage controllers that scan their buses asynchronously (AHCI, SCSI, Hyper-V storvsc) may
-    // add disks after their modules load: an image that keeps state there gives them time. For
-    // one that only reports the partition, a single look is enough (virtio disks appear while
-    // their module loads).
-    let wait = if config.data_disk.is_some() {
-        DATA_DISK_WAIT
+    // Some storage controllers add disks after their modules load (NVMe namespaces, sd
+    // attaching SCSI disks, Hyper-V storvsc): an image that keeps state there waits, bounded,
+    // for enumeration to settle. For one that only reports the partition a single look is
+    // enough.
+    let found = if config.data_disk.is_some() {
+        datadisk::find_after_settle()
     } else {
-        Duration::ZERO
+        datadisk::find(Duration::ZERO)
     };
-    let found = datadisk::find(wait);
     match &found {
         Some(p) => log!(
-            "data partition {} ({} {}, {} MiB)",
+            "data partition {} ({} {}, {} MiB) on controller {}",
             p.device.display(),
             p.matched_by,
             DATA_LABEL,
-            p.size >> 20
+            p.size >> 20,
+            p.controller.as_deref().unwrap_or("unknown")
         ),
         None => log!("no data partition labelled {} found; state stays in memory", DATA_LABEL),
     }
@@ -260,6 +261,8 @@ fn boot(config: &InitConfig, buttons: &mut PowerButtons) {
     if config.data_disk.as_ref().is_some_and(|d| d.identity) {
         identity::ensure(&config.hostname, &addresses);
     }
+    // After the network (SMB shares need it), before the services that use the folders.
+    shares::mount_all(&config.shares);
 
     buttons.rescan();
 }

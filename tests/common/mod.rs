@@ -267,3 +267,72 @@ impl Drop for Guest {
         let _ = self.child.wait();
     }
 }
+
+/// A TCP port on 127.0.0.1 that is free now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Writes a `docker save` archive (manifest.json, image config, one layer) tagged `tag`, holding
+/// the static `busybox` as /bin/busybox with links for `applets`. Deterministic.
+pub fn write_busybox_archive(busybox: &Path, applets: &[&str], tag: &str, out: &Path) {
+    use sha2::{Digest, Sha256};
+    fn header(path: &str, kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(path).unwrap();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_cksum();
+        h
+    }
+    let binary = std::fs::read(busybox).unwrap();
+    let mut layer = tar::Builder::new(Vec::new());
+    for dir in ["bin/", "tmp/"] {
+        layer
+            .append(&header(dir, tar::EntryType::Directory, 0o755, 0), std::io::empty())
+            .unwrap();
+    }
+    let h = header("bin/busybox", tar::EntryType::Regular, 0o755, binary.len() as u64);
+    layer.append(&h, binary.as_slice()).unwrap();
+    for applet in applets {
+        let mut h = header(&format!("bin/{applet}"), tar::EntryType::Symlink, 0o777, 0);
+        h.set_link_name("busybox").unwrap();
+        h.set_cksum();
+        layer.append(&h, std::io::empty()).unwrap();
+    }
+    let layer = layer.into_inner().unwrap();
+    let layer_id = hex::encode(Sha256::digest(&layer));
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "2023-11-14T22:13:20Z",
+        "config": { "Env": ["PATH=/bin"], "Cmd": ["/bin/sh"] },
+        "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{layer_id}")] },
+    })
+    .to_string();
+    let config_id = hex::encode(Sha256::digest(config.as_bytes()));
+    let manifest = serde_json::json!([{
+        "Config": format!("{config_id}.json"),
+        "RepoTags": [tag],
+        "Layers": [format!("{layer_id}/layer.tar")],
+    }])
+    .to_string();
+    let mut archive = tar::Builder::new(std::fs::File::create(out).unwrap());
+    for (path, bytes) in [
+        (format!("{layer_id}/layer.tar"), layer.as_slice()),
+        (format!("{config_id}.json"), config.as_bytes()),
+        ("manifest.json".to_string(), manifest.as_bytes()),
+    ] {
+        let h = header(&path, tar::EntryType::Regular, 0o644, bytes.len() as u64);
+        archive.append(&h, bytes).unwrap();
+    }
+    archive.into_inner().unwrap().flush().unwrap();
+}

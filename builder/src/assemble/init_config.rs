@@ -51,6 +51,7 @@ pub fn init_config(
                 })
                 .collect(),
         }),
+        shares: def.shares.clone(),
     };
     let text = toml::to_string(&config).expect("the init configuration serializes as TOML");
     format!("# Written by uvmkit build; read by the init (PID 1) at boot.\n{text}")
@@ -92,5 +93,25 @@ mod tests {
         let data = config.data_disk.unwrap();
         assert!(data.format_blank && !data.identity);
         assert_eq!(data.binds, [PathBuf::from("/var/lib/docker")]);
+    }
+
+    #[test]
+    fn init_config_carries_the_shares() {
+        let def = definition(
+            "name = \"t\"\n[[shares]]\nsource = \"work\"\npath = \"/mnt/work\"\ntype = \"9p\"\noptions = [\"ro\"]\n",
+        );
+        let text = init_config(&def, "6.1", &ModuleSelection::default(), &[]);
+        let config: InitConfig = toml::from_str(&text).unwrap();
+        assert_eq!(config.check_base(), Ok(()));
+        let share = &config.shares[0];
+        assert_eq!(
+            (
+                share.source.as_str(),
+                share.path.as_path(),
+                share.kind.fs_type(),
+                share.options.as_slice()
+            ),
+            ("work", Path::new("/mnt/work"), "9p", &["ro".to_string()][..])
+        );
     }
 }

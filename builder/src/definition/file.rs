@@ -84,6 +84,9 @@ pub struct DefinitionFile {
     /// checked as it is parsed).
     #[serde(default)]
     pub docker: Option<DockerSection>,
+    /// `[[shares]]`: folders the hypervisor shares, mounted by the init at boot.
+    #[serde(default)]
+    pub shares: Vec<uvmkit_init_config::ShareSection>,
 }
 
 /// `[ssh]`: SSH access. sshd itself is a `[[services]]` entry; this says who may log in.

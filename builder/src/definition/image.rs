@@ -64,6 +64,8 @@ pub struct ImageDefinition {
     pub preload: Option<PreloadSection>,
     /// `[docker]`: dockerd's settings, as the text of `/etc/docker/daemon.json`.
     pub docker_daemon_json: Option<String>,
+    /// `[[shares]]`: folders the hypervisor shares, mounted by the init at boot (checked).
+    pub shares: Vec<uvmkit_init_config::ShareSection>,
 }
 
 impl ImageDefinition {

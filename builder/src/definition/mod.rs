@@ -238,6 +238,21 @@ mod tests {
     }
 
     #[test]
+    fn shares_are_parsed_and_checked_with_the_key_named() {
+        let def = parse(
+            "name = \"m\"\n[[shares]]\nsource = \"work\"\npath = \"/mnt/work\"\ntype = \"virtiofs\"\n",
+            Path::new("m.toml"),
+        )
+        .unwrap();
+        assert_eq!(def.shares.len(), 1);
+        assert_eq!(def.shares[0].kind.fs_type(), "virtiofs");
+        let e = parse_err("name = \"m\"\n[[shares]]\nsource = \"work\"\npath = \"mnt\"\ntype = \"9p\"\n");
+        assert!(e.contains("shares") && e.contains("absolute"), "{e}");
+        let e = parse_err("name = \"m\"\n[[shares]]\nsource = \"work\"\npath = \"/mnt\"\ntype = \"9p\"\ntag = \"x\"\n");
+        assert!(e.contains("tag"), "{e}");
+    }
+
+    #[test]
     fn network_and_data_disk_sections() {
         let def = parse("name = \"m\"\n", Path::new("m.toml")).unwrap();
         assert!(def.network.is_none() && def.data_disk.is_none());

@@ -56,6 +56,7 @@ pub(super) fn validate(file: DefinitionFile) -> Result<ImageDefinition, Invalid>
         check_binds(&data.binds)?;
     }
     check_services(&file)?;
+    check_shares(&file.shares)?;
     let docker_daemon_json = docker_daemon_json(file.docker.as_ref(), &files)?;
     let vm = vm_section(&file.vm)?;
     let definition = ImageDefinition {
@@ -88,6 +89,7 @@ pub(super) fn validate(file: DefinitionFile) -> Result<ImageDefinition, Invalid>
         ssh: file.ssh,
         preload: file.preload,
         docker_daemon_json,
+        shares: file.shares,
     };
     definition
         .check_formats(&definition.formats)
@@ -138,6 +140,15 @@ fn check_cmdline_for_grub(cmdline: &str) -> Result<(), Invalid> {
         return Err(refuse(&format!("{cmdline:?} has an unbalanced '\"'")));
     }
     Ok(())
+}
+
+/// `[[shares]]`: checked by the rules the init applies when it reads them back.
+fn check_shares(shares: &[uvmkit_init_config::ShareSection]) -> Result<(), Invalid> {
+    let config = uvmkit_init_config::InitConfig {
+        shares: shares.to_vec(),
+        ..uvmkit_init_config::InitConfig::default()
+    };
+    config.check_base().map_err(|e| invalid("shares", e.to_string()))
 }
 
 /// `[docker]` as `daemon.json` text; a `[[files]]` entry for the same path would silently

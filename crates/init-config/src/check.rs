@@ -9,7 +9,7 @@ use std::path::{Component, Path, PathBuf};
 use thiserror::Error;
 use uvmkit_service_spec::{check_command, check_services, ServiceError};
 
-use crate::{InitConfig, InterfaceSection};
+use crate::{InitConfig, InterfaceSection, ShareKind, ShareSection};
 
 /// A value of the configuration that cannot be used; the message names the key and says what
 /// is expected.
@@ -69,6 +69,16 @@ pub enum InitConfigError {
     InvalidBind {
         /// The rejected entry.
         bind: PathBuf,
+    },
+    /// A `[[shares]]` entry cannot be used.
+    #[error("[[shares]] entry {index} ({share:?}): {problem}")]
+    InvalidShare {
+        /// The entry's position, from 1.
+        index: usize,
+        /// Its `source`.
+        share: String,
+        /// What is wrong and what is expected.
+        problem: String,
     },
     /// A `[[services]]` entry has a bad value.
     #[error(transparent)]
@@ -135,6 +145,13 @@ impl InitConfig {
                 return Err(InitConfigError::InvalidBind { bind: bind.clone() });
             }
         }
+        for (i, share) in self.shares.iter().enumerate() {
+            check_share(share, &self.shares[..i]).map_err(|problem| InitConfigError::InvalidShare {
+                index: i + 1,
+                share: share.source.clone(),
+                problem,
+            })?;
+        }
         Ok(())
     }
 
@@ -177,6 +194,29 @@ impl InitConfig {
         }
         Ok(())
     }
+}
+
+/// One `[[shares]]` entry, given the entries before it.
+fn check_share(share: &ShareSection, earlier: &[ShareSection]) -> Result<(), String> {
+    if share.source.is_empty() || share.source.contains(['\0', ',']) {
+        return Err("source must name the share (its tag, folder name or //server/share) without ','".into());
+    }
+    if share.kind == ShareKind::Cifs && !share.source.starts_with("//") {
+        return Err("a cifs source is //server/share".into());
+    }
+    if !is_plain_absolute(&share.path) || share.path == Path::new("/") {
+        return Err(format!(
+            "path {:?} must be an absolute directory below / without '.' or '..'",
+            share.path.display()
+        ));
+    }
+    if earlier.iter().any(|other| other.path == share.path) {
+        return Err(format!("path {:?} is also another share's path", share.path.display()));
+    }
+    if let Some(option) = share.options.iter().find(|o| o.is_empty() || o.contains(['\0', ','])) {
+        return Err(format!("option {option:?} must be one non-empty option without ','"));
+    }
+    Ok(())
 }
 
 /// Whether `path` is absolute and made of plain names only (no `.` or `..`).

@@ -78,6 +78,9 @@ pub struct InitConfig {
     /// Container image archives loaded once a service is ready (`[preload]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preload: Option<PreloadSection>,
+    /// Folders the hypervisor shares, mounted at boot (`[[shares]]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<ShareSection>,
 }
 
 impl Default for InitConfig {
@@ -92,6 +95,7 @@ impl Default for InitConfig {
             data_disk: None,
             services: Vec::new(),
             preload: None,
+            shares: Vec::new(),
         }
     }
 }
@@ -288,6 +292,64 @@ pub struct PreloadImage {
     pub sha256: String,
 }
 
+/// `[[shares]]`: a folder the hypervisor shares with the VM, mounted at boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareSection {
+    /// What the hypervisor calls the share: the mount tag of a 9p or virtiofs device (QEMU's
+    /// `mount_tag=` or `tag=`), a VirtualBox shared folder's name, or `//server/share` for
+    /// SMB (Hyper-V hosts share folders that way).
+    pub source: String,
+    /// Where it is mounted: an absolute path, made if missing.
+    pub path: PathBuf,
+    /// The file system that reaches it.
+    #[serde(rename = "type")]
+    pub kind: ShareKind,
+    /// Mount options as `mount -o` takes them (`ro`, `username=me`, `cache=loose`), after the
+    /// type's defaults.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+}
+
+/// The file systems host folders are shared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShareKind {
+    /// 9P2000.L over virtio (QEMU `-virtfs`, `virtio-9p-pci`).
+    #[serde(rename = "9p")]
+    NineP,
+    /// virtio-fs (QEMU with virtiofsd, cloud-hypervisor, libkrun).
+    #[serde(rename = "virtiofs")]
+    Virtiofs,
+    /// VirtualBox shared folders (needs the vboxguest device).
+    #[serde(rename = "vboxsf")]
+    Vboxsf,
+    /// SMB/CIFS, the way Hyper-V hosts share folders; needs the network.
+    #[serde(rename = "cifs")]
+    Cifs,
+}
+
+impl ShareKind {
+    /// The file system type `mount(2)` takes.
+    pub fn fs_type(self) -> &'static str {
+        match self {
+            ShareKind::NineP => "9p",
+            ShareKind::Virtiofs => "virtiofs",
+            ShareKind::Vboxsf => "vboxsf",
+            ShareKind::Cifs => "cifs",
+        }
+    }
+
+    /// The options used unless the entry's own say otherwise: 9p over virtio with the
+    /// protocol version Linux file semantics need and a 512 KiB message size
+    /// (Documentation/filesystems/9p.rst).
+    pub fn default_options(self) -> &'static [&'static str] {
+        match self {
+            ShareKind::NineP => &["trans=virtio", "version=9p2000.L", "msize=524288"],
+            ShareKind::Virtiofs | ShareKind::Vboxsf | ShareKind::Cifs => &[],
+        }
+    }
+}
+
 fn default_true() -> bool {
     true
 }
@@ -370,6 +432,12 @@ mod tests {
                     sha256: "0123456789abcdef".repeat(4),
                 }],
             }),
+            shares: vec![ShareSection {
+                source: "work".into(),
+                path: "/mnt/work".into(),
+                kind: ShareKind::NineP,
+                options: vec!["ro".into()],
+            }],
         }
     }
 
@@ -487,6 +555,61 @@ mod tests {
         assert_eq!(CONFIG_PATH, "/etc/uvmkit/init.toml");
         // GPT partition names hold 36 UTF-16 units, ext4 volume names 16 bytes.
         assert!(DATA_LABEL.len() <= 16);
+    }
+
+    #[test]
+    fn share_entries_are_checked_with_messages_naming_them() {
+        let share = |source: &str, path: &str, kind: ShareKind, options: &[&str]| ShareSection {
+            source: source.into(),
+            path: path.into(),
+            kind,
+            options: options.iter().map(|o| o.to_string()).collect(),
+        };
+        let with = |shares: Vec<ShareSection>| InitConfig {
+            shares,
+            ..InitConfig::default()
+        };
+        let good = with(vec![
+            share("work", "/mnt/work", ShareKind::NineP, &["cache=loose"]),
+            share("//host/users", "/mnt/users", ShareKind::Cifs, &["guest"]),
+        ]);
+        assert_eq!(good.check_base(), Ok(()));
+        let text = toml::to_string(&good).unwrap();
+        assert!(text.contains("[[shares]]") && text.contains("type = \"9p\""), "{text}");
+        assert_eq!(toml::from_str::<InitConfig>(&text).unwrap(), good);
+        for (bad, says) in [
+            (vec![share("", "/mnt/a", ShareKind::NineP, &[])], "source must name"),
+            (
+                vec![share("work", "mnt/a", ShareKind::NineP, &[])],
+                "absolute directory",
+            ),
+            (vec![share("work", "/", ShareKind::Virtiofs, &[])], "absolute directory"),
+            (
+                vec![share("work", "/mnt/../etc", ShareKind::Vboxsf, &[])],
+                "absolute directory",
+            ),
+            (
+                vec![share("host/users", "/mnt/u", ShareKind::Cifs, &[])],
+                "//server/share",
+            ),
+            (
+                vec![share("a", "/mnt/a", ShareKind::NineP, &["ro,exec"])],
+                "without ','",
+            ),
+            (
+                vec![
+                    share("a", "/mnt/a", ShareKind::NineP, &[]),
+                    share("b", "/mnt/a", ShareKind::Virtiofs, &[]),
+                ],
+                "another share's path",
+            ),
+        ] {
+            let err = with(bad).check_base().unwrap_err().to_string();
+            assert!(err.starts_with("[[shares]] entry ") && err.contains(says), "{err}");
+        }
+        let err =
+            toml::from_str::<InitConfig>("[[shares]]\nsource = \"a\"\npath = \"/a\"\ntype = \"nfs\"\n").unwrap_err();
+        assert!(err.to_string().contains("nfs"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,247 @@
+//! Host folders in containers, end to end: `images/docker.toml` with a `[[shares]]` entry for
+//! a 9p share, booted in QEMU with `-virtfs`; a file the host writes after boot is read by a
+//! container through `docker run -v /mnt/work:/app` over the TLS Docker API, as users map
+//! their project directory.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const READY: &str = "uvmkit-init: ready";
+const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+const IMAGE: &str = "uvmkit-test/busybox:shares";
+
+/// What the build gives: kernel, initrd, the SSH key, and the docker client (the host's, or
+/// the image's own when the host has none).
+struct Built {
+    kernel: PathBuf,
+    initrd: PathBuf,
+    key: PathBuf,
+    client: PathBuf,
+}
+
+/// Builds the Docker image with the test's SSH key, a preloaded busybox image and the share.
+fn build(dir: &Path) -> Built {
+    let definition_path = repo_root().join("images/docker.toml");
+    // The shipped image's busybox makes the container image.
+    let stock = dir.join("stock");
+    uvmkit_ok(&[
+        "build",
+        definition_path.to_str().unwrap(),
+        "--format",
+        "efi",
+        "--quiet",
+        "-o",
+        stock.to_str().unwrap(),
+    ]);
+    let extracted = dir.join("extracted");
+    std::fs::create_dir_all(&extracted).unwrap();
+    let initrd = stock.join("docker-initrd.img");
+    let (ok, text) = run(
+        "bsdtar",
+        &[
+            "-xf",
+            initrd.to_str().unwrap(),
+            "-C",
+            extracted.to_str().unwrap(),
+            "usr/bin/busybox",
+            "usr/bin/docker",
+        ],
+    );
+    assert!(ok, "bsdtar cannot take busybox and docker out of the initrd: {text}");
+    write_busybox_archive(
+        &extracted.join("usr/bin/busybox"),
+        &["sh", "cat", "ls"],
+        IMAGE,
+        &dir.join("busybox.tar"),
+    );
+    let key = dir.join("id_ed25519");
+    let (ok, text) = run(
+        "ssh-keygen",
+        &[
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "uvmkit-test",
+            "-f",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "ssh-keygen: {text}");
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let mut text = std::fs::read_to_string(&definition_path).unwrap();
+    text.push_str(&format!(
+        "\n[ssh]\nauthorized_keys = [{:?}]\n\n[preload]\nimages = [\"busybox.tar\"]\n\n\
+         [[shares]]\nsource = \"work\"\npath = \"/mnt/work\"\ntype = \"9p\"\n",
+        public.trim()
+    ));
+    let definition = dir.join("docker.toml");
+    std::fs::write(&definition, text).unwrap();
+    let out = dir.join("out");
+    uvmkit_ok(&[
+        "build",
+        definition.to_str().unwrap(),
+        "--format",
+        "efi",
+        "--quiet",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let _ = std::fs::remove_dir_all(&stock);
+    let client = if have("docker") {
+        PathBuf::from("docker")
+    } else {
+        extracted.join("usr/bin/docker")
+    };
+    Built {
+        kernel: out.join("docker-kernel"),
+        initrd: out.join("docker-initrd.img"),
+        key,
+        client,
+    }
+}
+
+fn ssh_options(key: &Path, dir: &Path) -> Vec<String> {
+    [
+        "-i",
+        key.to_str().unwrap(),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        &format!("UserKnownHostsFile={}", dir.join("known_hosts").display()),
+        "-o",
+        "ConnectTimeout=20",
+        "-o",
+        "LogLevel=ERROR",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn docker(client: &Path, bundle: &Path, dir: &Path, port: u16, args: &[&str]) -> Output {
+    Command::new(client)
+        .env_remove("DOCKER_HOST")
+        .env_remove("DOCKER_CERT_PATH")
+        .env_remove("DOCKER_TLS_VERIFY")
+        .env("DOCKER_CONFIG", dir.join("docker-config"))
+        .arg("--tlsverify")
+        .arg(format!("--tlscacert={}", bundle.join("ca.pem").display()))
+        .arg(format!("--tlscert={}", bundle.join("cert.pem").display()))
+        .arg(format!("--tlskey={}", bundle.join("key.pem").display()))
+        .args(["-H", &format!("tcp://127.0.0.1:{port}")])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_host_file_reaches_a_container_through_a_9p_share() {
+    let dir = test_dir("host-folders");
+    let started = Instant::now();
+    let built = build(&dir);
+    eprintln!(
+        "docker image with a share built in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let shared = dir.join("work");
+    std::fs::create_dir_all(&shared).unwrap();
+    let disk = dir.join("data.raw");
+    std::fs::File::create(&disk).unwrap().set_len(4 << 30).unwrap();
+    let (ssh_port, docker_port) = (free_port(), free_port());
+    let args: Vec<String> = vec![
+        "-kernel".into(),
+        built.kernel.display().to_string(),
+        "-initrd".into(),
+        built.initrd.display().to_string(),
+        "-append".into(),
+        "console=ttyS0 quiet".into(),
+        "-drive".into(),
+        format!("if=virtio,format=raw,file={}", disk.display()),
+        "-netdev".into(),
+        format!("user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22,hostfwd=tcp:127.0.0.1:{docker_port}-:2376"),
+        "-device".into(),
+        "virtio-net-pci,netdev=net0".into(),
+        "-virtfs".into(),
+        format!("local,path={},mount_tag=work,security_model=none", shared.display()),
+    ];
+    let mut guest = Guest::start_with_memory(&dir, 2048, &args);
+    let ready = guest.wait_for(READY, BOOT_TIMEOUT);
+    let log = guest.log();
+    let mounted = log
+        .lines()
+        .find(|l| l.contains("share work (9p) mounted on /mnt/work"))
+        .unwrap_or_else(|| guest.fail("the 9p share was not mounted"))
+        .to_string();
+    eprintln!("ready after {ready:.1}s; {}", mounted.trim());
+
+    // Written after boot, so only the live share can carry it.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let token = format!("uvmkit-host-folder-{}-{nanos:09}", std::process::id());
+    std::fs::write(shared.join("FILE"), format!("{token}\n")).unwrap();
+
+    let bundle = dir.join("client");
+    let out = Command::new("scp")
+        .args(ssh_options(&built.key, &dir))
+        .args([
+            "-r",
+            "-P",
+            &ssh_port.to_string(),
+            "root@127.0.0.1:/var/lib/uvmkit/identity/tls/client",
+            bundle.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        guest.fail(&format!(
+            "scp of the client bundle: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !docker(&built.client, &bundle, &dir, docker_port, &["image", "inspect", IMAGE])
+        .status
+        .success()
+    {
+        if Instant::now() > deadline {
+            guest.fail(&format!("{IMAGE} was not loaded within 300 s"));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let read = docker(
+        &built.client,
+        &bundle,
+        &dir,
+        docker_port,
+        &["run", "--rm", "-v", "/mnt/work:/app", IMAGE, "cat", "/app/FILE"],
+    );
+    if !read.status.success() {
+        guest.fail(&format!(
+            "docker run -v /mnt/work:/app: {}{}",
+            String::from_utf8_lossy(&read.stdout),
+            String::from_utf8_lossy(&read.stderr)
+        ));
+    }
+    assert_eq!(String::from_utf8_lossy(&read.stdout).trim(), token);
+    eprintln!(
+        "a container read the host's file through the share at {:.1}s",
+        guest.elapsed()
+    );
+    guest.kill();
+    std::fs::remove_file(&disk).unwrap();
+}
