@@ -22,3 +22,6 @@ pub mod publish;
 
 pub mod inspect;
 pub mod pipeline;
+
+pub mod connect;
+pub mod instance;

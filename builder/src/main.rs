@@ -8,11 +8,14 @@
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use uvmkit::connect::shell::Shell;
+use uvmkit::connect::{ConnectError, ConnectOptions};
 use uvmkit::definition::kernel_config::{self, MissingOption};
 use uvmkit::definition::{self, parse_size, Format, LoadedDefinition, Target};
 use uvmkit::inputs::bundle::{self, UnpackedBundle};
 use uvmkit::inputs::lock::lock_path;
 use uvmkit::inputs::{InputOptions, LockUse};
+use uvmkit::instance::{parse_docker_setting, parse_interface, InstanceError, InstanceFlags, VolumeFormat};
 use uvmkit::pipeline::{self, exit, BuildOptions, CommandError, DEFAULT_EPOCH};
 use uvmkit::publish::human_bytes;
 use uvmkit_fetch::cache::ContentCache;
@@ -64,6 +67,100 @@ enum Command {
     /// Kernel tools.
     #[command(subcommand)]
     Kernel(KernelCommand),
+    /// Write a settings volume for one VM (hostname, SSH keys, addresses, engine settings,
+    /// CA certificates, images to preload): attach it as a disk or CD, and the VM's init
+    /// applies it at every boot.
+    Instance(InstanceArgs),
+    /// Connect the Docker CLI to a VM: check its SSH host key, fetch its client certificate
+    /// over SSH into a Docker context, and print the environment lines for your shell.
+    Connect(ConnectArgs),
+    /// Print the environment lines for a context `uvmkit connect` made (no SSH).
+    Env(EnvArgs),
+}
+
+#[derive(Args)]
+struct InstanceArgs {
+    /// The volume to write.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: PathBuf,
+    /// iso (a CD/DVD), raw, vhdx or vmdk (a disk); default: the output's extension.
+    #[arg(long, value_parser = parse_volume_format)]
+    format: Option<VolumeFormat>,
+    /// A uvmkit.toml to start from; its relative paths are relative to its own directory.
+    /// Flags apply over it.
+    #[arg(long, value_name = "FILE.toml")]
+    settings: Option<PathBuf>,
+    /// The VM's host name.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// A public key file (FILE.pub) whose keys may log in as root; repeatable.
+    #[arg(long = "ssh-key", value_name = "FILE.pub")]
+    ssh_keys: Vec<PathBuf>,
+    /// A fixed address for an interface (by name or MAC):
+    /// NAME=ADDRESS/PREFIX[,gw=GATEWAY][,dns=SERVER]... or NAME=dhcp; repeatable.
+    #[arg(long = "interface", value_name = "NAME=ADDR/PREFIX,gw=..,dns=..", value_parser = parse_interface)]
+    interfaces: Vec<uvmkit_init_config::InterfaceSection>,
+    /// A PEM file of CA certificates whose client certificates dockerd accepts too.
+    #[arg(long, value_name = "FILE.pem")]
+    client_ca: Option<PathBuf>,
+    /// A PEM file of a CA the VM trusts (a TLS-inspecting proxy, a private registry);
+    /// repeatable.
+    #[arg(long = "ca-cert", value_name = "FILE.pem")]
+    ca_certs: Vec<PathBuf>,
+    /// A `docker save` archive loaded into the engine at boot; repeatable.
+    #[arg(long, value_name = "FILE.tar")]
+    preload: Vec<PathBuf>,
+    /// An engine setting, KEY=VALUE with a daemon.json key and a TOML value
+    /// (`mtu=1400`, `'dns=["10.0.2.3"]'`) or a plain string (`log-driver=local`); repeatable.
+    #[arg(long = "docker-setting", value_name = "KEY=VALUE", value_parser = parse_docker_setting)]
+    docker_settings: Vec<(String, toml::Value)>,
+}
+
+#[derive(Args)]
+struct ConnectArgs {
+    /// The VM's address or host name, as this machine reaches it.
+    host: String,
+    /// The VM's SSH port.
+    #[arg(long, short = 'p', default_value_t = 22)]
+    port: u16,
+    /// The login name.
+    #[arg(long, short = 'u', default_value = "root")]
+    user: String,
+    /// The SSH private key to log in with (default: your ssh client's keys and agent).
+    #[arg(long, short = 'i', value_name = "KEY")]
+    identity: Option<PathBuf>,
+    /// The Docker context's name (default: uvmkit-HOST, with -PORT for a non-default
+    /// --docker-port).
+    #[arg(long)]
+    name: Option<String>,
+    /// The VM's SSH host key fingerprint (SHA256:..., as its console prints it); without it
+    /// the key pinned by an earlier connect is required, or the first one seen is trusted.
+    #[arg(long, value_name = "SHA256:...")]
+    fingerprint: Option<String>,
+    /// The engine's TLS port as this machine reaches it (a forwarded port).
+    #[arg(long, default_value_t = uvmkit::connect::DOCKER_TLS_PORT)]
+    docker_port: u16,
+    /// The syntax of the environment lines: bash, zsh, fish, powershell or cmd (default: your
+    /// shell; PowerShell on Windows).
+    #[arg(long, value_parser = parse_shell)]
+    shell: Option<Shell>,
+}
+
+#[derive(Args)]
+struct EnvArgs {
+    /// The context's name, as `uvmkit connect` printed it.
+    name: String,
+    /// bash, zsh, fish, powershell or cmd (default: your shell; PowerShell on Windows).
+    #[arg(long, value_parser = parse_shell)]
+    shell: Option<Shell>,
+}
+
+fn parse_volume_format(s: &str) -> Result<VolumeFormat, String> {
+    VolumeFormat::from_name(s).ok_or_else(|| format!("unknown format {s:?}; use iso, raw, vhdx or vmdk"))
+}
+
+fn parse_shell(s: &str) -> Result<Shell, String> {
+    Shell::from_name(s).ok_or_else(|| format!("unknown shell {s:?}; use bash, zsh, fish, powershell or cmd"))
 }
 
 #[derive(Subcommand)]
@@ -146,6 +243,18 @@ enum Failure {
     /// A library call failed.
     #[error(transparent)]
     Command(CommandError),
+    /// `uvmkit instance` failed.
+    #[error(transparent)]
+    Instance(InstanceError),
+    /// `uvmkit connect` or `uvmkit env` failed.
+    #[error(transparent)]
+    Connect(ConnectError),
+    /// No Docker config directory could be found.
+    #[error("cannot find the Docker config directory: set DOCKER_CONFIG (or HOME, USERPROFILE on Windows)")]
+    NoDockerConfig,
+    /// No uvmkit config directory could be found.
+    #[error("cannot find a directory for uvmkit's pinned host keys: set UVMKIT_CONFIG (or HOME, APPDATA on Windows)")]
+    NoUvmkitConfig,
     /// No definition was named.
     #[error("name the image definition (IMAGE.toml)")]
     NoImage,
@@ -185,6 +294,8 @@ impl Failure {
     fn exit_code(&self) -> u8 {
         match self {
             Failure::Command(e) => e.exit_code(),
+            Failure::Instance(e) => e.exit_code(),
+            Failure::Connect(e) => e.exit_code(),
             _ => exit::BAD_INPUT,
         }
     }
@@ -210,6 +321,9 @@ fn main() -> ExitCode {
             targets,
             features,
         }) => kernel_check(&config, targets, &features).map(|()| 0),
+        Command::Instance(args) => instance(&args).map(|()| 0),
+        Command::Connect(args) => connect(&args).map(|()| 0),
+        Command::Env(args) => env(&args).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -463,4 +577,82 @@ fn kernel_check(config: &Path, targets: Vec<Target>, features: &[String]) -> Res
         missing,
         needed_by: names,
     })
+}
+
+/// `uvmkit instance`.
+fn instance(args: &InstanceArgs) -> Result<(), Failure> {
+    let format = match args.format {
+        Some(f) => f,
+        None => VolumeFormat::from_path(&args.output)
+            .ok_or_else(|| Failure::Instance(InstanceError::NoFormat(args.output.clone())))?,
+    };
+    let flags = InstanceFlags {
+        settings: args.settings.clone(),
+        hostname: args.hostname.clone(),
+        ssh_keys: args.ssh_keys.clone(),
+        interfaces: args.interfaces.clone(),
+        client_ca: args.client_ca.clone(),
+        ca_certificates: args.ca_certs.clone(),
+        preload: args.preload.clone(),
+        docker_settings: args.docker_settings.clone(),
+    };
+    let plan = uvmkit::instance::plan(&flags).map_err(Failure::Instance)?;
+    let written =
+        uvmkit::instance::write(&plan, format, &args.output, source_date_epoch()?).map_err(Failure::Instance)?;
+    let size = uvmkit::instance::human_size;
+    eprintln!(
+        "wrote {}: {} settings volume {}, {} file(s) ({}), {} file{}; sha256 {}",
+        written.path.display(),
+        written.format.name(),
+        uvmkit_instance_config::VOLUME_LABEL,
+        written.files,
+        std::iter::once(uvmkit_instance_config::SETTINGS_FILE.to_string())
+            .chain(plan.files.iter().map(|f| f.path.clone()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        size(written.file_size),
+        if written.virtual_size != written.file_size {
+            format!(" ({} virtual)", size(written.virtual_size))
+        } else {
+            String::new()
+        },
+        &written.sha256[..16]
+    );
+    Ok(())
+}
+
+fn docker_config() -> Result<PathBuf, Failure> {
+    uvmkit::connect::context::docker_config_dir().ok_or(Failure::NoDockerConfig)
+}
+
+/// `uvmkit connect`.
+fn connect(args: &ConnectArgs) -> Result<(), Failure> {
+    let options = ConnectOptions {
+        host: args.host.clone(),
+        ssh_port: args.port,
+        user: args.user.clone(),
+        identity: args.identity.clone(),
+        name: args.name.clone(),
+        fingerprint: args.fingerprint.clone(),
+        docker_port: args.docker_port,
+        docker_config: docker_config()?,
+        uvmkit_config: uvmkit::connect::uvmkit_config_dir().ok_or(Failure::NoUvmkitConfig)?,
+        ssh: "ssh".into(),
+        keyscan: "ssh-keyscan".into(),
+    };
+    let connected = uvmkit::connect::connect(&options, &mut |line| eprintln!("{line}")).map_err(Failure::Connect)?;
+    let shell = args.shell.unwrap_or_else(Shell::detect);
+    print!(
+        "{}",
+        uvmkit::connect::shell::env_lines(shell, &connected.name, &connected.docker_host, &connected.cert_path)
+    );
+    Ok(())
+}
+
+/// `uvmkit env`.
+fn env(args: &EnvArgs) -> Result<(), Failure> {
+    let shell = args.shell.unwrap_or_else(Shell::detect);
+    let lines = uvmkit::connect::env(&docker_config()?, &args.name, shell).map_err(Failure::Connect)?;
+    print!("{lines}");
+    Ok(())
 }
