@@ -6,19 +6,34 @@
 #![deny(missing_docs)]
 
 use clap::{Args, Parser, Subcommand};
-use std::path::{Path, PathBuf};
+#[cfg(unix)]
+use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use uvmkit::connect::shell::Shell;
 use uvmkit::connect::{ConnectError, ConnectOptions};
+#[cfg(unix)]
 use uvmkit::definition::kernel_config::{self, MissingOption};
+#[cfg(unix)]
 use uvmkit::definition::{self, parse_size, Format, LoadedDefinition, Target};
+#[cfg(unix)]
 use uvmkit::inputs::bundle::{self, UnpackedBundle};
+#[cfg(unix)]
 use uvmkit::inputs::lock::lock_path;
+#[cfg(unix)]
 use uvmkit::inputs::{InputOptions, LockUse};
 use uvmkit::instance::{parse_docker_setting, parse_interface, InstanceError, InstanceFlags, VolumeFormat};
+#[cfg(unix)]
 use uvmkit::pipeline::{self, exit, BuildOptions, CommandError, DEFAULT_EPOCH};
+#[cfg(unix)]
 use uvmkit::publish::human_bytes;
+#[cfg(unix)]
 use uvmkit_fetch::cache::ContentCache;
+
+/// `SOURCE_DATE_EPOCH` when unset: 1980-01-01, as `uvmkit::pipeline::DEFAULT_EPOCH` (the
+/// pipeline is not built on Windows).
+#[cfg(not(unix))]
+const DEFAULT_EPOCH: u64 = 315_532_800;
 
 #[derive(Parser)]
 #[command(
@@ -33,10 +48,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    #[cfg(unix)]
     /// Build the artifacts of an image definition.
     Build(BuildArgs),
+    #[cfg(unix)]
     /// Resolve and cache every input of an image definition, and say what and how much.
     Fetch(InputArgs),
+    #[cfg(unix)]
     /// Write an offline bundle: the definition, its lock, every pinned .deb and the local files
     /// it references, in one tar file (`uvmkit build --offline --bundle FILE` builds from it).
     Bundle {
@@ -46,6 +64,7 @@ enum Command {
         #[arg(long, short = 'o')]
         output: PathBuf,
     },
+    #[cfg(unix)]
     /// Print the resolved inputs: packages with versions, files per package, modules, kernel.
     Inspect {
         #[command(flatten)]
@@ -54,6 +73,7 @@ enum Command {
         #[arg(long)]
         files: bool,
     },
+    #[cfg(unix)]
     /// Report the locked packages that have newer versions in the definition's archives
     /// (security updates marked). Exits 0 when none do, 10 when some do, 11 when at least
     /// one of them is a security update.
@@ -64,6 +84,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    #[cfg(unix)]
     /// Kernel tools.
     #[command(subcommand)]
     Kernel(KernelCommand),
@@ -76,6 +97,10 @@ enum Command {
     Connect(ConnectArgs),
     /// Print the environment lines for a context `uvmkit connect` made (no SSH).
     Env(EnvArgs),
+    /// The build commands, which need a Linux or macOS host.
+    #[cfg(not(unix))]
+    #[command(external_subcommand)]
+    NeedsUnix(Vec<String>),
 }
 
 #[derive(Args)]
@@ -163,6 +188,7 @@ fn parse_shell(s: &str) -> Result<Shell, String> {
     Shell::from_name(s).ok_or_else(|| format!("unknown shell {s:?}; use bash, zsh, fish, powershell or cmd"))
 }
 
+#[cfg(unix)]
 #[derive(Subcommand)]
 enum KernelCommand {
     /// Check a kernel .config against what the targets and features need.
@@ -178,6 +204,7 @@ enum KernelCommand {
     },
 }
 
+#[cfg(unix)]
 #[derive(Args)]
 struct InputArgs {
     /// The image definition (TOML); with `build --bundle`, the bundle's definition is used.
@@ -202,6 +229,7 @@ struct InputArgs {
     locked: bool,
 }
 
+#[cfg(unix)]
 #[derive(Args)]
 struct BuildArgs {
     #[command(flatten)]
@@ -225,14 +253,17 @@ struct BuildArgs {
     bundle: Option<PathBuf>,
 }
 
+#[cfg(unix)]
 fn parse_target(s: &str) -> Result<Target, String> {
     Target::from_name(s).ok_or_else(|| format!("unknown target {s:?}; use hyperv, vmware, virtualbox or qemu"))
 }
 
+#[cfg(unix)]
 fn parse_format(s: &str) -> Result<Format, String> {
     Format::from_name(s).ok_or_else(|| format!("unknown format {s:?}; use efi, iso, raw, vhdx, vmdk or vmdk-stream"))
 }
 
+#[cfg(unix)]
 fn parse_disk_size(s: &str) -> Result<u64, String> {
     parse_size(s).map_err(|e| e.to_string())
 }
@@ -240,6 +271,7 @@ fn parse_disk_size(s: &str) -> Result<u64, String> {
 /// Why the command failed: the library's errors, and the command line's own.
 #[derive(Debug, thiserror::Error)]
 enum Failure {
+    #[cfg(unix)]
     /// A library call failed.
     #[error(transparent)]
     Command(CommandError),
@@ -252,21 +284,29 @@ enum Failure {
     /// No Docker config directory could be found.
     #[error("cannot find the Docker config directory: set DOCKER_CONFIG (or HOME, USERPROFILE on Windows)")]
     NoDockerConfig,
+    /// A build command on a host that cannot build.
+    #[cfg(not(unix))]
+    #[error("uvmkit {0} needs a Linux or macOS host; on Windows, uvmkit runs instance, connect and env")]
+    NeedsUnix(String),
     /// No uvmkit config directory could be found.
     #[error("cannot find a directory for uvmkit's pinned host keys: set UVMKIT_CONFIG (or HOME, APPDATA on Windows)")]
     NoUvmkitConfig,
+    #[cfg(unix)]
     /// No definition was named.
     #[error("name the image definition (IMAGE.toml)")]
     NoImage,
+    #[cfg(unix)]
     /// Both a definition and a bundle were named.
     #[error("give either IMAGE or --bundle, not both")]
     ImageAndBundle,
+    #[cfg(unix)]
     /// `--disk-size` is not a valid disk size.
     #[error("--disk-size {0}: use a whole number of MiB, at least 64MiB")]
     DiskSize(u64),
     /// `SOURCE_DATE_EPOCH` is not a number.
     #[error("SOURCE_DATE_EPOCH={0:?} is not a number of seconds")]
     Epoch(String),
+    #[cfg(unix)]
     /// `kernel check`: the `.config` cannot be read.
     #[error("cannot read {}: {source}", path.display())]
     KernelConfig {
@@ -275,9 +315,11 @@ enum Failure {
         /// What reading it reported.
         source: std::io::Error,
     },
+    #[cfg(unix)]
     /// `kernel check --feature` names no feature.
     #[error("unknown feature {0:?}; known: {known}", known = kernel_config::feature_names().join(", "))]
     UnknownFeature(String),
+    #[cfg(unix)]
     /// `kernel check`: the kernel lacks options.
     #[error("{} lacks {} option(s) that {} need", path.display(), missing.len(), needed_by.join(", "))]
     KernelLacks {
@@ -293,14 +335,16 @@ enum Failure {
 impl Failure {
     fn exit_code(&self) -> u8 {
         match self {
+            #[cfg(unix)]
             Failure::Command(e) => e.exit_code(),
             Failure::Instance(e) => e.exit_code(),
             Failure::Connect(e) => e.exit_code(),
-            _ => exit::BAD_INPUT,
+            _ => 2, // bad input, as `uvmkit::pipeline::exit::BAD_INPUT`
         }
     }
 }
 
+#[cfg(unix)]
 impl<E: Into<CommandError>> From<E> for Failure {
     fn from(e: E) -> Self {
         Failure::Command(e.into())
@@ -311,11 +355,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger_init();
     let result = match cli.command {
+        #[cfg(unix)]
         Command::Build(args) => build(&args).map(|()| 0),
+        #[cfg(unix)]
         Command::Fetch(args) => fetch(&args).map(|()| 0),
+        #[cfg(unix)]
         Command::Bundle { inputs, output } => write_bundle(&inputs, &output).map(|()| 0),
+        #[cfg(unix)]
         Command::Inspect { inputs, files } => inspect(&inputs, files).map(|()| 0),
+        #[cfg(unix)]
         Command::Outdated { inputs, json } => outdated(&inputs, json),
+        #[cfg(unix)]
         Command::Kernel(KernelCommand::Check {
             config,
             targets,
@@ -324,6 +374,8 @@ fn main() -> ExitCode {
         Command::Instance(args) => instance(&args).map(|()| 0),
         Command::Connect(args) => connect(&args).map(|()| 0),
         Command::Env(args) => env(&args).map(|()| 0),
+        #[cfg(not(unix))]
+        Command::NeedsUnix(args) => Err(Failure::NeedsUnix(args.first().cloned().unwrap_or_default())),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -352,19 +404,23 @@ fn env_logger_init() {
     let _ = log::set_logger(&LOGGER).map(|()| log::set_max_level(log::LevelFilter::Warn));
 }
 
+#[cfg(unix)]
 fn load(path: &Path) -> Result<LoadedDefinition, Failure> {
     Ok(definition::load(path).map_err(CommandError::from)?)
 }
 
+#[cfg(unix)]
 /// The definition named on the command line.
 fn image_arg(args: &InputArgs) -> Result<&Path, Failure> {
     args.image.as_deref().ok_or(Failure::NoImage)
 }
 
+#[cfg(unix)]
 fn cache_dir(args: &InputArgs) -> PathBuf {
     args.cache.clone().unwrap_or_else(ContentCache::default_dir)
 }
 
+#[cfg(unix)]
 /// Input options for the definition at `definition` (its lock file is beside it); a bundle's
 /// lock is only read.
 fn input_options(args: &InputArgs, definition: &Path, from_bundle: bool) -> InputOptions {
@@ -392,6 +448,7 @@ fn source_date_epoch() -> Result<u64, Failure> {
     }
 }
 
+#[cfg(unix)]
 /// Unpacks `--bundle FILE` into a temporary directory, importing its verified blobs.
 fn open_bundle(file: &Path, args: &InputArgs) -> Result<UnpackedBundle, Failure> {
     if args.image.is_some() {
@@ -402,6 +459,7 @@ fn open_bundle(file: &Path, args: &InputArgs) -> Result<UnpackedBundle, Failure>
     Ok(bundle::import_bundle(file, &cache, &dir)?)
 }
 
+#[cfg(unix)]
 /// `uvmkit build`.
 fn build(args: &BuildArgs) -> Result<(), Failure> {
     // Kept until the build is done: the bundle's local files are read from it.
@@ -454,6 +512,7 @@ fn build(args: &BuildArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+#[cfg(unix)]
 /// `uvmkit fetch`.
 fn fetch(args: &InputArgs) -> Result<(), Failure> {
     let image = image_arg(args)?;
@@ -475,6 +534,7 @@ fn fetch(args: &InputArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+#[cfg(unix)]
 /// `uvmkit bundle`.
 fn write_bundle(args: &InputArgs, output: &Path) -> Result<(), Failure> {
     let image = image_arg(args)?;
@@ -494,6 +554,7 @@ fn write_bundle(args: &InputArgs, output: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
+#[cfg(unix)]
 /// `uvmkit inspect`.
 fn inspect(args: &InputArgs, files: bool) -> Result<(), Failure> {
     let image = image_arg(args)?;
@@ -503,6 +564,7 @@ fn inspect(args: &InputArgs, files: bool) -> Result<(), Failure> {
     Ok(uvmkit::inspect::print(&loaded, &resolved, files).map_err(CommandError::from)?)
 }
 
+#[cfg(unix)]
 /// `uvmkit outdated`: the report, and the exit code that tells a pipeline what it found.
 fn outdated(args: &InputArgs, json: bool) -> Result<u8, Failure> {
     let image = image_arg(args)?;
@@ -548,6 +610,7 @@ fn outdated(args: &InputArgs, json: bool) -> Result<u8, Failure> {
     })
 }
 
+#[cfg(unix)]
 /// `uvmkit kernel check`.
 fn kernel_check(config: &Path, targets: Vec<Target>, features: &[String]) -> Result<(), Failure> {
     let text = std::fs::read_to_string(config).map_err(|source| Failure::KernelConfig {
