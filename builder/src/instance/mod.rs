@@ -390,7 +390,10 @@ pub fn write(
         let path = path.to_path_buf();
         move |source| InstanceError::Write { path, source }
     };
-    File::open(&temp)
+    // FlushFileBuffers, behind sync_all on Windows, needs a handle open for writing.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&temp)
         .and_then(|f| f.sync_all())
         .map_err(write_error(&temp))?;
     let sha256 = sha256_file(&temp).map_err(write_error(&temp))?;
