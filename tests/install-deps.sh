@@ -14,10 +14,14 @@ $sudo apt-get install -y -q --allow-downgrades \
   qemu-system-x86 "qemu-utils=${qemu_version}" ovmf \
   xorriso genisoimage libarchive-tools dosfstools mtools gdisk fdisk cpio zstd xz-utils e2fsprogs binutils \
   isolinux syslinux-common systemd-boot-efi dpkg-dev sbsigntool osslsigncode openssh-client openssl dnsmasq-base iproute2 gpg gpgv curl \
-  libxml2-utils
+  libxml2-utils gcc-mingw-w64-x86-64 wine wine64
 if command -v rustup >/dev/null; then
   rustup target add x86_64-unknown-linux-musl \
     || echo "note: no musl target; the init is built for glibc with +crt-static instead"
+  # uvmkit.exe for Windows hosts (instance, connect, env), linked with mingw-w64 and run
+  # under Wine by tests/windows.rs.
+  rustup target add x86_64-pc-windows-gnu \
+    || echo "note: no x86_64-pc-windows-gnu target; the Windows build is not checked"
 fi
 # The SPDX validator the release test runs on every SBOM (a Python package, not in Debian 12).
 python3 -m pip install -q --disable-pip-version-check spdx-tools 2>/dev/null \

@@ -20,6 +20,9 @@ const LAYERS: &[&[&str]] = &[
     // Wires the stages together; `inspect` prints what `pipeline` assembles.
     &["pipeline"],
     &["inspect"],
+    // Commands beside the build: the per-VM settings volume, and the Docker CLI's connection
+    // to a running VM. They use the format crates, never the stages.
+    &["instance", "connect"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

@@ -6,17 +6,36 @@
 #![deny(missing_docs)]
 
 use clap::{Args, Parser, Subcommand};
-use std::path::{Path, PathBuf};
+#[cfg(unix)]
+use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use uvmkit::connect::shell::Shell;
+use uvmkit::connect::{ConnectError, ConnectOptions};
+#[cfg(unix)]
 use uvmkit::definition::kernel_config::{self, MissingOption};
+#[cfg(unix)]
 use uvmkit::definition::{self, parse_size, Format, LoadedDefinition, Target};
+#[cfg(unix)]
 use uvmkit::encode::uki::{SignerError, UkiSigner};
+#[cfg(unix)]
 use uvmkit::inputs::bundle::{self, UnpackedBundle};
+#[cfg(unix)]
 use uvmkit::inputs::lock::lock_path;
+#[cfg(unix)]
 use uvmkit::inputs::{InputOptions, LockUse};
+use uvmkit::instance::{parse_docker_setting, parse_interface, InstanceError, InstanceFlags, VolumeFormat};
+#[cfg(unix)]
 use uvmkit::pipeline::{self, exit, BuildOptions, CommandError, DEFAULT_EPOCH};
+#[cfg(unix)]
 use uvmkit::publish::human_bytes;
+#[cfg(unix)]
 use uvmkit_fetch::cache::ContentCache;
+
+/// `SOURCE_DATE_EPOCH` when unset: 1980-01-01, as `uvmkit::pipeline::DEFAULT_EPOCH` (the
+/// pipeline is not built on Windows).
+#[cfg(not(unix))]
+const DEFAULT_EPOCH: u64 = 315_532_800;
 
 #[derive(Parser)]
 #[command(
@@ -31,10 +50,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    #[cfg(unix)]
     /// Build the artifacts of an image definition.
     Build(BuildArgs),
+    #[cfg(unix)]
     /// Resolve and cache every input of an image definition, and say what and how much.
     Fetch(InputArgs),
+    #[cfg(unix)]
     /// Write an offline bundle: the definition, its lock, every pinned .deb and the local files
     /// it references, in one tar file (`uvmkit build --offline --bundle FILE` builds from it).
     Bundle {
@@ -44,6 +66,7 @@ enum Command {
         #[arg(long, short = 'o')]
         output: PathBuf,
     },
+    #[cfg(unix)]
     /// Print the resolved inputs: packages with versions, files per package, modules, kernel.
     Inspect {
         #[command(flatten)]
@@ -52,6 +75,7 @@ enum Command {
         #[arg(long)]
         files: bool,
     },
+    #[cfg(unix)]
     /// Report the locked packages that have newer versions in the definition's archives
     /// (security updates marked). Exits 0 when none do, 10 when some do, 11 when at least
     /// one of them is a security update.
@@ -62,11 +86,111 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    #[cfg(unix)]
     /// Kernel tools.
     #[command(subcommand)]
     Kernel(KernelCommand),
+    /// Write a settings volume for one VM (hostname, SSH keys, addresses, engine settings,
+    /// CA certificates, images to preload): attach it as a disk or CD, and the VM's init
+    /// applies it at every boot.
+    Instance(InstanceArgs),
+    /// Connect the Docker CLI to a VM: check its SSH host key, fetch its client certificate
+    /// over SSH into a Docker context, and print the environment lines for your shell.
+    Connect(ConnectArgs),
+    /// Print the environment lines for a context `uvmkit connect` made (no SSH).
+    Env(EnvArgs),
+    /// The build commands, which need a Linux or macOS host.
+    #[cfg(not(unix))]
+    #[command(external_subcommand)]
+    NeedsUnix(Vec<String>),
 }
 
+#[derive(Args)]
+struct InstanceArgs {
+    /// The volume to write.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: PathBuf,
+    /// iso (a CD/DVD), raw, vhdx or vmdk (a disk); default: the output's extension.
+    #[arg(long, value_parser = parse_volume_format)]
+    format: Option<VolumeFormat>,
+    /// A uvmkit.toml to start from; its relative paths are relative to its own directory.
+    /// Flags apply over it.
+    #[arg(long, value_name = "FILE.toml")]
+    settings: Option<PathBuf>,
+    /// The VM's host name.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// A public key file (FILE.pub) whose keys may log in as root; repeatable.
+    #[arg(long = "ssh-key", value_name = "FILE.pub")]
+    ssh_keys: Vec<PathBuf>,
+    /// A fixed address for an interface (by name or MAC):
+    /// NAME=ADDRESS/PREFIX[,gw=GATEWAY][,dns=SERVER]... or NAME=dhcp; repeatable.
+    #[arg(long = "interface", value_name = "NAME=ADDR/PREFIX,gw=..,dns=..", value_parser = parse_interface)]
+    interfaces: Vec<uvmkit_init_config::InterfaceSection>,
+    /// A PEM file of CA certificates whose client certificates dockerd accepts too.
+    #[arg(long, value_name = "FILE.pem")]
+    client_ca: Option<PathBuf>,
+    /// A PEM file of a CA the VM trusts (a TLS-inspecting proxy, a private registry);
+    /// repeatable.
+    #[arg(long = "ca-cert", value_name = "FILE.pem")]
+    ca_certs: Vec<PathBuf>,
+    /// A `docker save` archive loaded into the engine at boot; repeatable.
+    #[arg(long, value_name = "FILE.tar")]
+    preload: Vec<PathBuf>,
+    /// An engine setting, KEY=VALUE with a daemon.json key and a TOML value
+    /// (`mtu=1400`, `'dns=["10.0.2.3"]'`) or a plain string (`log-driver=local`); repeatable.
+    #[arg(long = "docker-setting", value_name = "KEY=VALUE", value_parser = parse_docker_setting)]
+    docker_settings: Vec<(String, toml::Value)>,
+}
+
+#[derive(Args)]
+struct ConnectArgs {
+    /// The VM's address or host name, as this machine reaches it.
+    host: String,
+    /// The VM's SSH port.
+    #[arg(long, short = 'p', default_value_t = 22)]
+    port: u16,
+    /// The login name.
+    #[arg(long, short = 'u', default_value = "root")]
+    user: String,
+    /// The SSH private key to log in with (default: your ssh client's keys and agent).
+    #[arg(long, short = 'i', value_name = "KEY")]
+    identity: Option<PathBuf>,
+    /// The Docker context's name (default: uvmkit-HOST, with -PORT for a non-default
+    /// --docker-port).
+    #[arg(long)]
+    name: Option<String>,
+    /// The VM's SSH host key fingerprint (SHA256:..., as its console prints it); without it
+    /// the key pinned by an earlier connect is required, or the first one seen is trusted.
+    #[arg(long, value_name = "SHA256:...")]
+    fingerprint: Option<String>,
+    /// The engine's TLS port as this machine reaches it (a forwarded port).
+    #[arg(long, default_value_t = uvmkit::connect::DOCKER_TLS_PORT)]
+    docker_port: u16,
+    /// The syntax of the environment lines: bash, zsh, fish, powershell or cmd (default: your
+    /// shell; PowerShell on Windows).
+    #[arg(long, value_parser = parse_shell)]
+    shell: Option<Shell>,
+}
+
+#[derive(Args)]
+struct EnvArgs {
+    /// The context's name, as `uvmkit connect` printed it.
+    name: String,
+    /// bash, zsh, fish, powershell or cmd (default: your shell; PowerShell on Windows).
+    #[arg(long, value_parser = parse_shell)]
+    shell: Option<Shell>,
+}
+
+fn parse_volume_format(s: &str) -> Result<VolumeFormat, String> {
+    VolumeFormat::from_name(s).ok_or_else(|| format!("unknown format {s:?}; use iso, raw, vhdx or vmdk"))
+}
+
+fn parse_shell(s: &str) -> Result<Shell, String> {
+    Shell::from_name(s).ok_or_else(|| format!("unknown shell {s:?}; use bash, zsh, fish, powershell or cmd"))
+}
+
+#[cfg(unix)]
 #[derive(Subcommand)]
 enum KernelCommand {
     /// Check a kernel .config against what the targets and features need.
@@ -82,6 +206,7 @@ enum KernelCommand {
     },
 }
 
+#[cfg(unix)]
 #[derive(Args)]
 struct InputArgs {
     /// The image definition (TOML); with `build --bundle`, the bundle's definition is used.
@@ -106,6 +231,7 @@ struct InputArgs {
     locked: bool,
 }
 
+#[cfg(unix)]
 #[derive(Args)]
 struct BuildArgs {
     #[command(flatten)]
@@ -137,14 +263,17 @@ struct BuildArgs {
     sign_cert: Option<PathBuf>,
 }
 
+#[cfg(unix)]
 fn parse_target(s: &str) -> Result<Target, String> {
     Target::from_name(s).ok_or_else(|| format!("unknown target {s:?}; use hyperv, vmware, virtualbox or qemu"))
 }
 
+#[cfg(unix)]
 fn parse_format(s: &str) -> Result<Format, String> {
     Format::from_name(s).ok_or_else(|| format!("unknown format {s:?}; use one of {}", Format::names()))
 }
 
+#[cfg(unix)]
 fn parse_disk_size(s: &str) -> Result<u64, String> {
     parse_size(s).map_err(|e| e.to_string())
 }
@@ -152,15 +281,35 @@ fn parse_disk_size(s: &str) -> Result<u64, String> {
 /// Why the command failed: the library's errors, and the command line's own.
 #[derive(Debug, thiserror::Error)]
 enum Failure {
+    #[cfg(unix)]
     /// A library call failed.
     #[error(transparent)]
     Command(CommandError),
+    /// `uvmkit instance` failed.
+    #[error(transparent)]
+    Instance(InstanceError),
+    /// `uvmkit connect` or `uvmkit env` failed.
+    #[error(transparent)]
+    Connect(ConnectError),
+    /// No Docker config directory could be found.
+    #[error("cannot find the Docker config directory: set DOCKER_CONFIG (or HOME, USERPROFILE on Windows)")]
+    NoDockerConfig,
+    /// A build command on a host that cannot build.
+    #[cfg(not(unix))]
+    #[error("uvmkit {0} needs a Linux or macOS host; on Windows, uvmkit runs instance, connect and env")]
+    NeedsUnix(String),
+    /// No uvmkit config directory could be found.
+    #[error("cannot find a directory for uvmkit's pinned host keys: set UVMKIT_CONFIG (or HOME, APPDATA on Windows)")]
+    NoUvmkitConfig,
+    #[cfg(unix)]
     /// No definition was named.
     #[error("name the image definition (IMAGE.toml)")]
     NoImage,
+    #[cfg(unix)]
     /// Both a definition and a bundle were named.
     #[error("give either IMAGE or --bundle, not both")]
     ImageAndBundle,
+    #[cfg(unix)]
     /// `--disk-size` is not a valid disk size.
     #[error("--disk-size {0}: use a whole number of MiB, at least 64MiB")]
     DiskSize(u64),
@@ -170,6 +319,7 @@ enum Failure {
     /// `SOURCE_DATE_EPOCH` is not a number.
     #[error("SOURCE_DATE_EPOCH={0:?} is not a number of seconds")]
     Epoch(String),
+    #[cfg(unix)]
     /// `kernel check`: the `.config` cannot be read.
     #[error("cannot read {}: {source}", path.display())]
     KernelConfig {
@@ -178,9 +328,11 @@ enum Failure {
         /// What reading it reported.
         source: std::io::Error,
     },
+    #[cfg(unix)]
     /// `kernel check --feature` names no feature.
     #[error("unknown feature {0:?}; known: {known}", known = kernel_config::feature_names().join(", "))]
     UnknownFeature(String),
+    #[cfg(unix)]
     /// `kernel check`: the kernel lacks options.
     #[error("{} lacks {} option(s) that {} need", path.display(), missing.len(), needed_by.join(", "))]
     KernelLacks {
@@ -196,12 +348,16 @@ enum Failure {
 impl Failure {
     fn exit_code(&self) -> u8 {
         match self {
+            #[cfg(unix)]
             Failure::Command(e) => e.exit_code(),
-            _ => exit::BAD_INPUT,
+            Failure::Instance(e) => e.exit_code(),
+            Failure::Connect(e) => e.exit_code(),
+            _ => 2, // bad input, as `uvmkit::pipeline::exit::BAD_INPUT`
         }
     }
 }
 
+#[cfg(unix)]
 impl<E: Into<CommandError>> From<E> for Failure {
     fn from(e: E) -> Self {
         Failure::Command(e.into())
@@ -212,16 +368,27 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger_init();
     let result = match cli.command {
+        #[cfg(unix)]
         Command::Build(args) => build(&args).map(|()| 0),
+        #[cfg(unix)]
         Command::Fetch(args) => fetch(&args).map(|()| 0),
+        #[cfg(unix)]
         Command::Bundle { inputs, output } => write_bundle(&inputs, &output).map(|()| 0),
+        #[cfg(unix)]
         Command::Inspect { inputs, files } => inspect(&inputs, files).map(|()| 0),
+        #[cfg(unix)]
         Command::Outdated { inputs, json } => outdated(&inputs, json),
+        #[cfg(unix)]
         Command::Kernel(KernelCommand::Check {
             config,
             targets,
             features,
         }) => kernel_check(&config, targets, &features).map(|()| 0),
+        Command::Instance(args) => instance(&args).map(|()| 0),
+        Command::Connect(args) => connect(&args).map(|()| 0),
+        Command::Env(args) => env(&args).map(|()| 0),
+        #[cfg(not(unix))]
+        Command::NeedsUnix(args) => Err(Failure::NeedsUnix(args.first().cloned().unwrap_or_default())),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -250,19 +417,23 @@ fn env_logger_init() {
     let _ = log::set_logger(&LOGGER).map(|()| log::set_max_level(log::LevelFilter::Warn));
 }
 
+#[cfg(unix)]
 fn load(path: &Path) -> Result<LoadedDefinition, Failure> {
     Ok(definition::load(path).map_err(CommandError::from)?)
 }
 
+#[cfg(unix)]
 /// The definition named on the command line.
 fn image_arg(args: &InputArgs) -> Result<&Path, Failure> {
     args.image.as_deref().ok_or(Failure::NoImage)
 }
 
+#[cfg(unix)]
 fn cache_dir(args: &InputArgs) -> PathBuf {
     args.cache.clone().unwrap_or_else(ContentCache::default_dir)
 }
 
+#[cfg(unix)]
 /// Input options for the definition at `definition` (its lock file is beside it); a bundle's
 /// lock is only read.
 fn input_options(args: &InputArgs, definition: &Path, from_bundle: bool) -> InputOptions {
@@ -290,6 +461,7 @@ fn source_date_epoch() -> Result<u64, Failure> {
     }
 }
 
+#[cfg(unix)]
 /// Unpacks `--bundle FILE` into a temporary directory, importing its verified blobs.
 fn open_bundle(file: &Path, args: &InputArgs) -> Result<UnpackedBundle, Failure> {
     if args.image.is_some() {
@@ -300,6 +472,7 @@ fn open_bundle(file: &Path, args: &InputArgs) -> Result<UnpackedBundle, Failure>
     Ok(bundle::import_bundle(file, &cache, &dir)?)
 }
 
+#[cfg(unix)]
 /// `uvmkit build`.
 fn build(args: &BuildArgs) -> Result<(), Failure> {
     // Kept until the build is done: the bundle's local files are read from it.
@@ -364,6 +537,7 @@ fn build(args: &BuildArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+#[cfg(unix)]
 /// `uvmkit fetch`.
 fn fetch(args: &InputArgs) -> Result<(), Failure> {
     let image = image_arg(args)?;
@@ -385,6 +559,7 @@ fn fetch(args: &InputArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+#[cfg(unix)]
 /// `uvmkit bundle`.
 fn write_bundle(args: &InputArgs, output: &Path) -> Result<(), Failure> {
     let image = image_arg(args)?;
@@ -404,6 +579,7 @@ fn write_bundle(args: &InputArgs, output: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
+#[cfg(unix)]
 /// `uvmkit inspect`.
 fn inspect(args: &InputArgs, files: bool) -> Result<(), Failure> {
     let image = image_arg(args)?;
@@ -413,6 +589,7 @@ fn inspect(args: &InputArgs, files: bool) -> Result<(), Failure> {
     Ok(uvmkit::inspect::print(&loaded, &resolved, files).map_err(CommandError::from)?)
 }
 
+#[cfg(unix)]
 /// `uvmkit outdated`: the report, and the exit code that tells a pipeline what it found.
 fn outdated(args: &InputArgs, json: bool) -> Result<u8, Failure> {
     let image = image_arg(args)?;
@@ -458,6 +635,7 @@ fn outdated(args: &InputArgs, json: bool) -> Result<u8, Failure> {
     })
 }
 
+#[cfg(unix)]
 /// `uvmkit kernel check`.
 fn kernel_check(config: &Path, targets: Vec<Target>, features: &[String]) -> Result<(), Failure> {
     let text = std::fs::read_to_string(config).map_err(|source| Failure::KernelConfig {
@@ -487,4 +665,82 @@ fn kernel_check(config: &Path, targets: Vec<Target>, features: &[String]) -> Res
         missing,
         needed_by: names,
     })
+}
+
+/// `uvmkit instance`.
+fn instance(args: &InstanceArgs) -> Result<(), Failure> {
+    let format = match args.format {
+        Some(f) => f,
+        None => VolumeFormat::from_path(&args.output)
+            .ok_or_else(|| Failure::Instance(InstanceError::NoFormat(args.output.clone())))?,
+    };
+    let flags = InstanceFlags {
+        settings: args.settings.clone(),
+        hostname: args.hostname.clone(),
+        ssh_keys: args.ssh_keys.clone(),
+        interfaces: args.interfaces.clone(),
+        client_ca: args.client_ca.clone(),
+        ca_certificates: args.ca_certs.clone(),
+        preload: args.preload.clone(),
+        docker_settings: args.docker_settings.clone(),
+    };
+    let plan = uvmkit::instance::plan(&flags).map_err(Failure::Instance)?;
+    let written =
+        uvmkit::instance::write(&plan, format, &args.output, source_date_epoch()?).map_err(Failure::Instance)?;
+    let size = uvmkit::instance::human_size;
+    eprintln!(
+        "wrote {}: {} settings volume {}, {} file(s) ({}), {} file{}; sha256 {}",
+        written.path.display(),
+        written.format.name(),
+        uvmkit_instance_config::VOLUME_LABEL,
+        written.files,
+        std::iter::once(uvmkit_instance_config::SETTINGS_FILE.to_string())
+            .chain(plan.files.iter().map(|f| f.path.clone()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        size(written.file_size),
+        if written.virtual_size != written.file_size {
+            format!(" ({} virtual)", size(written.virtual_size))
+        } else {
+            String::new()
+        },
+        &written.sha256[..16]
+    );
+    Ok(())
+}
+
+fn docker_config() -> Result<PathBuf, Failure> {
+    uvmkit::connect::context::docker_config_dir().ok_or(Failure::NoDockerConfig)
+}
+
+/// `uvmkit connect`.
+fn connect(args: &ConnectArgs) -> Result<(), Failure> {
+    let options = ConnectOptions {
+        host: args.host.clone(),
+        ssh_port: args.port,
+        user: args.user.clone(),
+        identity: args.identity.clone(),
+        name: args.name.clone(),
+        fingerprint: args.fingerprint.clone(),
+        docker_port: args.docker_port,
+        docker_config: docker_config()?,
+        uvmkit_config: uvmkit::connect::uvmkit_config_dir().ok_or(Failure::NoUvmkitConfig)?,
+        ssh: "ssh".into(),
+        keyscan: "ssh-keyscan".into(),
+    };
+    let connected = uvmkit::connect::connect(&options, &mut |line| eprintln!("{line}")).map_err(Failure::Connect)?;
+    let shell = args.shell.unwrap_or_else(Shell::detect);
+    print!(
+        "{}",
+        uvmkit::connect::shell::env_lines(shell, &connected.name, &connected.docker_host, &connected.cert_path)
+    );
+    Ok(())
+}
+
+/// `uvmkit env`.
+fn env(args: &EnvArgs) -> Result<(), Failure> {
+    let shell = args.shell.unwrap_or_else(Shell::detect);
+    let lines = uvmkit::connect::env(&docker_config()?, &args.name, shell).map_err(Failure::Connect)?;
+    print!("{lines}");
+    Ok(())
 }

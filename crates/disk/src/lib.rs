@@ -25,7 +25,7 @@ pub use gpt::{build_gpt, first_usable_lba, last_usable_lba, protective_mbr, GptE
 pub use guid::{Guid, GuidError};
 pub use layout::{build_disk, room_for_last, DiskLayout, LayoutError, PartitionSpec, PlacedPartition};
 pub use mbr::ChsGeometry;
-pub use sparse::{Extent, ExtentData, SparseError, SparseImage};
+pub use sparse::{read_exact_at, Extent, ExtentData, SparseError, SparseImage};
 
 /// Helpers the format tests share: the test kit, and writing an image out.
 #[cfg(test)]

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -318,9 +317,32 @@ impl SparseImage {
                         open = Some((path.clone(), f));
                     }
                     let file = &open.as_ref().unwrap().1;
-                    file.read_exact_at(dst, *file_off)
+                    read_exact_at(file, dst, *file_off)
                         .map_err(|e| io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display())))?;
                 }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Fills `buf` from `file` at `offset`, on every host: `pread(2)` on Unix; on Windows
+/// `seek_read` (which also moves the file's cursor, harmless here: every read names its
+/// offset), repeated until the buffer is full because it may return fewer bytes.
+pub fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+    }
+    #[cfg(windows)]
+    {
+        let mut done = 0;
+        while done < buf.len() {
+            match std::os::windows::fs::FileExt::seek_read(file, &mut buf[done..], offset + done as u64) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file ended early")),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(())

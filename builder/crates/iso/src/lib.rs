@@ -139,7 +139,9 @@ pub struct EfiAlias {
 /// How to write the image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IsoOptions {
-    /// Volume identifier: 1 to 32 of `A`–`Z`, `0`–`9`, `_` (ECMA-119 d-characters).
+    /// Volume identifier: 1 to 32 of `A`–`Z`, `0`–`9`, `_` (ECMA-119 d-characters) and `-`
+    /// (an a-character, which Linux's blkid and isofs, Windows and macOS all show as is; a
+    /// settings volume's label `UVMKIT-CFG` needs it).
     pub volume_id: String,
     /// Seconds since the Unix epoch for every date in the image (`SOURCE_DATE_EPOCH`).
     pub epoch: i64,
@@ -173,7 +175,7 @@ pub struct IsoStats {
 #[derive(Debug, thiserror::Error)]
 pub enum IsoError {
     /// The volume identifier has characters ISO 9660 does not allow or the wrong length.
-    #[error("volume id {0:?} is not valid: use 1 to 32 characters of A-Z, 0-9 and _")]
+    #[error("volume id {0:?} is not valid: use 1 to 32 characters of A-Z, 0-9, _ and -")]
     InvalidVolumeId(String),
     /// A path that cannot be placed in the image.
     #[error("path {path:?} cannot go on the ISO: {reason}")]
@@ -503,7 +505,7 @@ fn check_volume_id(id: &str) -> Result<(), IsoError> {
     let ok = (1..=32).contains(&id.len())
         && id
             .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     if ok {
         Ok(())
     } else {

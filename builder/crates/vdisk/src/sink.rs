@@ -3,7 +3,6 @@
 
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use uvmkit_disk::{ExtentData, SparseImage};
@@ -58,7 +57,7 @@ pub(crate) fn for_each_piece(
                     if buf.len() < n {
                         buf.resize(PIECE as usize, 0);
                     }
-                    file.read_exact_at(&mut buf[..n], file_offset + rel)
+                    uvmkit_disk::read_exact_at(file, &mut buf[..n], file_offset + rel)
                         .map_err(|e| read_error(off, path, e))?;
                     f(off, &buf[..n])?;
                 }
