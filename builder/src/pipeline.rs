@@ -296,7 +296,8 @@ pub fn build(loaded: &LoadedDefinition, opts: &BuildOptions) -> Result<BuildRepo
         downloaded_bytes: inputs.downloaded_bytes,
         timings: phases.timings.clone(),
     };
-    publish::write_summaries(&opts.out_dir, &out, loaded, &report, opts.epoch)?;
+    publish::write_summaries(&out, loaded, &report, opts.epoch)?;
+    out.commit().map_err(publish::io_error("the output directory"))?;
 
     // The lock, once the build succeeded.
     lock::record(&opts.inputs.lock, def, &report.packages).map_err(InputError::from)?;
