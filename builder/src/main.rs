@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use uvmkit::definition::kernel_config::{self, MissingOption};
-use uvmkit::definition::{self, parse_size, Format, LoadedDefinition, Target};
+use uvmkit::definition::{self, parse_size, DiskSizeError, Format, LoadedDefinition, Target};
 use uvmkit::inputs::bundle::{self, UnpackedBundle};
 use uvmkit::inputs::lock::lock_path;
 use uvmkit::inputs::{InputOptions, LockUse};
@@ -152,9 +152,9 @@ enum Failure {
     /// Both a definition and a bundle were named.
     #[error("give either IMAGE or --bundle, not both")]
     ImageAndBundle,
-    /// `--disk-size` is not a valid disk size.
-    #[error("--disk-size {0}: use a whole number of MiB, at least 64MiB")]
-    DiskSize(u64),
+    /// `--disk-size` (or `[disk] size` with `--format`) is not a size the formats allow.
+    #[error("disk size: {0}")]
+    DiskSize(DiskSizeError),
     /// `SOURCE_DATE_EPOCH` is not a number.
     #[error("SOURCE_DATE_EPOCH={0:?} is not a number of seconds")]
     Epoch(String),
@@ -308,9 +308,8 @@ fn build(args: &BuildArgs) -> Result<(), Failure> {
         args.format.clone()
     };
     let disk_size = args.disk_size.unwrap_or(def.disk.size);
-    if !definition::is_valid_disk_size(disk_size) {
-        return Err(Failure::DiskSize(disk_size));
-    }
+    // Checked against the formats of this build before anything is fetched.
+    definition::check_disk_size(disk_size, &formats).map_err(Failure::DiskSize)?;
     let opts = BuildOptions {
         out_dir: args.output.clone(),
         formats,
