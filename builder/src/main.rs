@@ -100,6 +100,10 @@ struct InputArgs {
     /// Parallel downloads.
     #[arg(long, default_value_t = 4)]
     jobs: usize,
+    /// Accept a signed archive index past its Valid-Until, or older than one seen before for
+    /// the same archive (to build from a deliberate snapshot of a mirror).
+    #[arg(long)]
+    allow_old_index: bool,
     /// Refuse to build unless IMAGE.lock exists and a fresh resolution matches it.
     #[arg(long)]
     locked: bool,
@@ -259,6 +263,7 @@ fn input_options(args: &InputArgs, definition: &Path, from_bundle: bool) -> Inpu
         cache_dir: cache_dir(args),
         offline: args.offline,
         refresh: args.refresh,
+        allow_old_index: args.allow_old_index,
         quiet: args.quiet,
         jobs: args.jobs.max(1),
         lock: if args.locked {
@@ -284,7 +289,11 @@ fn open_bundle(file: &Path, args: &InputArgs) -> Result<UnpackedBundle, Failure>
         return Err(Failure::ImageAndBundle);
     }
     let cache = ContentCache::open(&cache_dir(args)).map_err(CommandError::Cache)?;
-    let dir = std::env::temp_dir().join(format!("uvmkit-bundle-{}", std::process::id()));
+    // A new name: import_bundle creates the directory itself and refuses one that exists.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let dir = std::env::temp_dir().join(format!("uvmkit-bundle-{}-{nanos}", std::process::id()));
     Ok(bundle::import_bundle(file, &cache, &dir)?)
 }
 
