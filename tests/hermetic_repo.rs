@@ -612,3 +612,175 @@ fn malformed_definitions_name_file_line_and_key() {
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("missing.toml"), "{text}");
 }
+
+/// Signs `dists/SUITE/InRelease` under `root` again for the `Packages.xz` already there, with
+/// `Date: date` and `fields` (such as `Valid-Until: ...\n`) added.
+fn resign(root: &Path, suite: &str, date: &str, fields: &str) {
+    let xz = std::fs::read(root.join(format!("dists/{suite}/main/binary-amd64/Packages.xz"))).unwrap();
+    let release = format!(
+        "Origin: Test\nSuite: {suite}\nCodename: {suite}\nDate: {date}\n{fields}Architectures: amd64\nComponents: main\nSHA256:\n {} {} main/binary-amd64/Packages.xz\n",
+        hex::encode(Sha256::digest(&xz)),
+        xz.len()
+    );
+    let signer = uvmkit_debian::testing::TestSigner::generate(7);
+    write(
+        &root.join(format!("dists/{suite}/InRelease")),
+        signer.clearsign(&release),
+    );
+}
+
+#[test]
+fn an_index_older_than_one_seen_before_or_expired_is_refused_unless_allowed() {
+    if !have("dpkg-deb") || !have("xz") {
+        return;
+    }
+    let dir = test_dir("hermetic-replay");
+    let repo = make_repo(&dir.join("repo"), false, false);
+    let mirror = serve(repo.dir.clone());
+    let def = definition(&dir, &mirror, &repo.signer_keyring);
+    let (image, cache) = (def.to_str().unwrap(), dir.join("cache"));
+    resign(&repo.dir, "test", "Sun, 02 Jan 2000 00:00:00 UTC", "");
+    let (code, text) = run_with_cache(&["fetch", image, "--quiet"], &cache);
+    assert_eq!(code, 0, "{text}");
+    // A mirror replaying the older, validly signed index of the day before.
+    resign(&repo.dir, "test", "Sat, 01 Jan 2000 00:00:00 UTC", "");
+    let (code, text) = run_with_cache(&["fetch", image, "--refresh", "--quiet"], &cache);
+    assert_eq!(code, 3, "{text}");
+    assert!(
+        text.contains("dists/test/InRelease is dated Sat, 01 Jan 2000 00:00:00 UTC, older than the index of Sun, 02 Jan 2000 00:00:00 UTC")
+            && text.contains("--allow-old-index"),
+        "{text}"
+    );
+    let (code, text) = run_with_cache(&["fetch", image, "--refresh", "--allow-old-index", "--quiet"], &cache);
+    assert_eq!(code, 0, "a deliberate snapshot: {text}");
+    // The snapshot did not lower the bar for later builds.
+    let (code, text) = run_with_cache(&["fetch", image, "--refresh", "--quiet"], &cache);
+    assert_eq!(code, 3, "{text}");
+    // A newer index past its Valid-Until.
+    resign(
+        &repo.dir,
+        "test",
+        "Mon, 03 Jan 2000 00:00:00 UTC",
+        "Valid-Until: Mon, 10 Jan 2000 00:00:00 UTC\n",
+    );
+    let (code, text) = run_with_cache(&["fetch", image, "--refresh", "--quiet"], &cache);
+    assert_eq!(code, 3, "{text}");
+    assert!(
+        text.contains("expired at Mon, 10 Jan 2000 00:00:00 UTC (its Valid-Until)"),
+        "{text}"
+    );
+    let (code, text) = run_with_cache(&["fetch", image, "--refresh", "--allow-old-index", "--quiet"], &cache);
+    assert_eq!(code, 0, "{text}");
+}
+
+#[test]
+fn damaged_cache_blobs_are_repaired_and_hostile_packages_refused() {
+    if !have("dpkg-deb") || !have("xz") {
+        return;
+    }
+    let dir = test_dir("hermetic-blobs");
+    let repo = make_repo(&dir.join("repo"), false, false);
+    let mirror = serve(repo.dir.clone());
+    let def = definition(&dir, &mirror, &repo.signer_keyring);
+    let (image, cache) = (def.to_str().unwrap(), dir.join("cache"));
+    let (code, text) = run_with_cache(&["fetch", image, "--quiet"], &cache);
+    assert_eq!(code, 0, "{text}");
+    // A flipped byte in the unpacked EFI stub: detected before the build reads it, and
+    // repaired by unpacking again (de-duplication does not keep the damaged blob).
+    let stub = hex::encode(Sha256::digest(b"MZ stub"));
+    let blob = cache.join("blobs/sha256").join(&stub[..2]).join(&stub);
+    assert_eq!(std::fs::read(&blob).unwrap(), b"MZ stub");
+    std::fs::write(&blob, b"MZ stuB").unwrap();
+    let (code, text) = run_with_cache(&["fetch", image, "--quiet"], &cache);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("systemd-boot-efi 252-1 are incomplete or damaged; unpacking it again"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read(&blob).unwrap(), b"MZ stub", "the damaged blob was kept");
+
+    // A lock without the stub's package: an error naming it and what to do, not a panic.
+    let lock_path = dir.join("hermetic.lock");
+    let lock = std::fs::read_to_string(&lock_path).unwrap();
+    let kept: Vec<&str> = lock
+        .split("[[package]]")
+        .filter(|p| !p.contains("name = \"systemd-boot-efi\"\n"))
+        .collect();
+    std::fs::write(&lock_path, kept.join("[[package]]")).unwrap();
+    let out = dir.join("out");
+    let (code, text) = run_with_cache(&["build", image, "-o", out.to_str().unwrap(), "--quiet"], &cache);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("no systemd-boot-efi package is pinned") && text.contains("fetch --refresh"),
+        "{text}"
+    );
+    assert!(!text.contains("panicked"), "{text}");
+    std::fs::write(&lock_path, &lock).unwrap();
+
+    // A package that unpacks to more than [debian] max_unpacked_size, from a fresh cache.
+    let text_def = std::fs::read_to_string(&def).unwrap();
+    std::fs::write(
+        &def,
+        text_def.replace("[debian]\n", "[debian]\nmax_unpacked_size = 1024\n"),
+    )
+    .unwrap();
+    let (code, text) = run_with_cache(&["fetch", image, "--quiet"], &dir.join("cache2"));
+    assert_eq!(code, 3, "{text}");
+    assert!(
+        text.contains("unpacks to more than 1024 bytes ([debian] max_unpacked_size)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn local_sources_outside_the_definition_and_oversized_disks_are_refused_before_any_fetch() {
+    let dir = test_dir("hermetic-outside");
+    std::fs::write(dir.join("inside.txt"), b"fine").unwrap();
+    let _ = std::fs::remove_file(dir.join("escape"));
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("escape")).unwrap();
+    // Nothing listens on port 9: reaching the mirror would fail with exit 3, not 2.
+    let base = "name = \"x\"\nformats = [\"efi\", \"raw\"]\n[debian]\nmirror = \"http://127.0.0.1:9\"\n";
+    let def = dir.join("x.toml");
+    for (source, needle) in [
+        ("../x", "leaves the definition's directory"),
+        ("/etc/passwd", "is absolute or leaves the definition's directory"),
+        ("escape", "leads through a symbolic link to /etc/passwd"),
+    ] {
+        write(
+            &def,
+            format!("{base}[[files]]\npath = \"/etc/x\"\nsource = \"{source}\"\n"),
+        );
+        let (code, text) = run_with_cache(&["build", def.to_str().unwrap(), "-o", "unused"], &dir.join("cache"));
+        assert_eq!(code, 2, "{source}: {text}");
+        assert!(
+            text.contains("files[0] (/etc/x)") && text.contains(needle),
+            "{source}: {text}"
+        );
+    }
+    for (size, args, needle) in [
+        (
+            "16GiB",
+            &["--disk-size", "15TiB"][..],
+            "15TiB is larger than any build allows",
+        ),
+        (
+            "16GiB",
+            &["--format", "vmdk", "--disk-size", "3TiB"][..],
+            "3TiB is larger than the vmdk format allows",
+        ),
+        ("1024TiB", &[][..], "1024TiB is larger than any build allows"),
+    ] {
+        write(&def, format!("{base}[disk]\nsize = \"{size}\"\n"));
+        let mut all = vec!["build", def.to_str().unwrap(), "-o", "unused"];
+        all.extend_from_slice(args);
+        let started = std::time::Instant::now();
+        let (code, text) = run_with_cache(&all, &dir.join("cache"));
+        assert_eq!(code, 2, "{args:?}: {text}");
+        assert!(text.contains(needle), "{args:?}: {text}");
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "refused only after {:?}",
+            started.elapsed()
+        );
+    }
+}

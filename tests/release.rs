@@ -352,6 +352,13 @@ fn bundle_builds_offline_without_any_network_and_refuses_tampering() {
             read(&offline.join("SHA256SUMS")),
             "the offline build differs from the online one"
         );
+        // Release pipelines compare every output: the manifest names the definition as the
+        // online build does (the bundle's definition keeps its file name).
+        assert_eq!(
+            read(&online.join("manifest.json")),
+            read(&offline.join("manifest.json")),
+            "the offline build's manifest.json differs from the online one"
+        );
         assert_eq!(
             read(&online.join("minimal.spdx.json")),
             read(&offline.join("minimal.spdx.json")),

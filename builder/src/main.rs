@@ -15,7 +15,7 @@ use uvmkit::connect::{ConnectError, ConnectOptions};
 #[cfg(unix)]
 use uvmkit::definition::kernel_config::{self, MissingOption};
 #[cfg(unix)]
-use uvmkit::definition::{self, parse_size, Format, LoadedDefinition, Target};
+use uvmkit::definition::{self, parse_size, DiskSizeError, Format, LoadedDefinition, Target};
 #[cfg(unix)]
 use uvmkit::encode::uki::{SignerError, UkiSigner};
 #[cfg(unix)]
@@ -226,6 +226,10 @@ struct InputArgs {
     /// Parallel downloads.
     #[arg(long, default_value_t = 4)]
     jobs: usize,
+    /// Accept a signed archive index past its Valid-Until, or older than one seen before for
+    /// the same archive (to build from a deliberate snapshot of a mirror).
+    #[arg(long)]
+    allow_old_index: bool,
     /// Refuse to build unless IMAGE.lock exists and a fresh resolution matches it.
     #[arg(long)]
     locked: bool,
@@ -310,9 +314,10 @@ enum Failure {
     #[error("give either IMAGE or --bundle, not both")]
     ImageAndBundle,
     #[cfg(unix)]
-    /// `--disk-size` is not a valid disk size.
-    #[error("--disk-size {0}: use a whole number of MiB, at least 64MiB")]
-    DiskSize(u64),
+    /// `--disk-size` (or `[disk] size` with `--format`) is not a size the formats allow.
+    #[error("disk size: {0}")]
+    DiskSize(DiskSizeError),
+    #[cfg(unix)]
     /// `--sign-key` or `--sign-cert` cannot be used.
     #[error(transparent)]
     Signer(SignerError),
@@ -442,6 +447,7 @@ fn input_options(args: &InputArgs, definition: &Path, from_bundle: bool) -> Inpu
         cache_dir: cache_dir(args),
         offline: args.offline,
         refresh: args.refresh,
+        allow_old_index: args.allow_old_index,
         quiet: args.quiet,
         jobs: args.jobs.max(1),
         lock: if args.locked {
@@ -468,7 +474,11 @@ fn open_bundle(file: &Path, args: &InputArgs) -> Result<UnpackedBundle, Failure>
         return Err(Failure::ImageAndBundle);
     }
     let cache = ContentCache::open(&cache_dir(args)).map_err(CommandError::Cache)?;
-    let dir = std::env::temp_dir().join(format!("uvmkit-bundle-{}", std::process::id()));
+    // A new name: import_bundle creates the directory itself and refuses one that exists.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let dir = std::env::temp_dir().join(format!("uvmkit-bundle-{}-{nanos}", std::process::id()));
     Ok(bundle::import_bundle(file, &cache, &dir)?)
 }
 
@@ -498,9 +508,8 @@ fn build(args: &BuildArgs) -> Result<(), Failure> {
         args.format.clone()
     };
     let disk_size = args.disk_size.unwrap_or(def.disk.size);
-    if !definition::is_valid_disk_size(disk_size) {
-        return Err(Failure::DiskSize(disk_size));
-    }
+    // Checked against the formats of this build before anything is fetched.
+    definition::check_disk_size(disk_size, &formats).map_err(Failure::DiskSize)?;
     let opts = BuildOptions {
         out_dir: args.output.clone(),
         formats,

@@ -312,7 +312,8 @@ pub fn build(loaded: &LoadedDefinition, opts: &BuildOptions) -> Result<BuildRepo
         uki_signature: opts.signer.as_ref().map(|s| s.signature()),
         timings: phases.timings.clone(),
     };
-    publish::write_summaries(&opts.out_dir, &out, loaded, &report, opts.epoch)?;
+    publish::write_summaries(&out, loaded, &report, opts.epoch)?;
+    out.commit().map_err(publish::io_error("the output directory"))?;
 
     // The lock, once the build succeeded.
     lock::record(&opts.inputs.lock, def, &report.packages).map_err(InputError::from)?;

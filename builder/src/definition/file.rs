@@ -214,6 +214,16 @@ pub struct DebianSection {
     /// Mirror URL of the security archive; when absent, `UVMKIT_DEBIAN_SECURITY_MIRROR` or
     /// the host's apt source for a `*-security` suite.
     pub security_mirror: Option<String>,
+    /// The most bytes one package may unpack to; a `.deb` that expands beyond it is refused
+    /// (an archive can compress a huge file into a few bytes).
+    #[serde(default = "default_max_unpacked_size", deserialize_with = "deserialize_size")]
+    pub max_unpacked_size: u64,
+}
+
+/// 4 GiB: more than any Debian package a utility VM takes unpacks to (the generic kernel with
+/// its modules is about 400 MiB).
+fn default_max_unpacked_size() -> u64 {
+    4 << 30
 }
 
 impl Default for DebianSection {
@@ -228,6 +238,7 @@ impl Default for DebianSection {
             security: false,
             backports: Vec::new(),
             security_mirror: None,
+            max_unpacked_size: default_max_unpacked_size(),
         }
     }
 }
@@ -326,6 +337,10 @@ pub struct PackageTable {
     /// always left out.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Let setuid or setgid files and device nodes of this package into the image (refused
+    /// otherwise: a package has no business giving a utility VM new privileged programs).
+    #[serde(default)]
+    pub allow_setuid_and_devices: bool,
 }
 
 /// `[[files]]`: one node added to the image. Exactly one of `contents`, `source`,

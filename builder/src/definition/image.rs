@@ -179,6 +179,8 @@ pub struct PackageSelection {
     pub include_set: GlobSet,
     /// The entry's `exclude` globs and [`ALWAYS_EXCLUDE`], compiled.
     pub exclude_set: GlobSet,
+    /// `allow_setuid_and_devices`: setuid/setgid files and device nodes may be taken.
+    pub allow_setuid_and_devices: bool,
 }
 
 impl PackageSelection {

@@ -22,7 +22,7 @@ pub use image::{
     VmSection, ALWAYS_EXCLUDE, DEFAULT_INCLUDE, DOCKER_DAEMON_JSON,
 };
 pub use target::{Format, Target};
-pub use units::{is_valid_disk_size, parse_size, SizeError};
+pub use units::{check_disk_size, is_valid_disk_size, parse_size, DiskSizeError, SizeError, MAX_DISK_SIZE};
 pub use uvmkit_service_spec::{Readiness, RestartPolicy, RlimitValue, ServiceSpec};
 
 use std::path::{Path, PathBuf};
@@ -88,12 +88,46 @@ pub fn load(path: &Path) -> Result<LoadedDefinition, ConfigError> {
     } else {
         base_dir
     };
+    check_sources_stay_inside(&definition, &base_dir, path)?;
     Ok(LoadedDefinition {
         definition,
         path: path.to_path_buf(),
         base_dir,
         source_text: text,
     })
+}
+
+/// Refuses a `[[files]]` or `[disk] data_files` `source` or `directory` that a symbolic link
+/// leads out of the definition's directory: only files beside the definition go into an image
+/// (validation already refused absolute paths and `..`). A path that does not exist is left
+/// for assembly to report.
+fn check_sources_stay_inside(def: &ImageDefinition, base_dir: &Path, path: &Path) -> Result<(), ConfigError> {
+    let Ok(root) = base_dir.canonicalize() else {
+        return Ok(());
+    };
+    let sections = [("files", &def.files), ("disk.data_files", &def.disk.data_files)];
+    for (section, list) in sections {
+        for (i, f) in list.iter().enumerate() {
+            let (ExtraFileKind::Source(p) | ExtraFileKind::Directory(p)) = &f.kind else {
+                continue;
+            };
+            let Ok(real) = base_dir.join(p).canonicalize() else {
+                continue;
+            };
+            if !real.starts_with(&root) {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    key: format!("{section}[{i}] ({})", f.path),
+                    message: format!(
+                        "{:?} leads through a symbolic link to {}, outside the definition's directory; host files outside it are never taken into an image: copy the file beside the definition",
+                        p.display().to_string(),
+                        real.display()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Parses and validates definition text; `path` is used in messages only.

@@ -8,7 +8,8 @@ use super::image::{
     ALWAYS_EXCLUDE, DEFAULT_INCLUDE, DOCKER_DAEMON_JSON,
 };
 use super::kernel_config::{self, Feature};
-use super::units::is_valid_disk_size;
+use super::target::Format;
+use super::units::check_disk_size;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use std::path::{Component, Path};
 use uvmkit_docker_config::DockerSection;
@@ -34,7 +35,7 @@ pub(super) fn validate(file: DefinitionFile) -> Result<ImageDefinition, Invalid>
     check_hostname(&file.hostname)?;
     let kernel_features = check_targets_formats_features(&file)?;
     check_initrd(file.initrd.compression_level)?;
-    let disk_checked = check_disk(file.disk.size, file.disk.vhdx_block_size)?;
+    let disk_checked = check_disk(file.disk.size, file.disk.vhdx_block_size, &file.formats)?;
     if let Some(label) = &file.iso.volume_label {
         check_volume_label(label)?;
     }
@@ -274,13 +275,8 @@ fn check_initrd(level: i32) -> Result<(), Invalid> {
 }
 
 /// `[disk] size` and `vhdx_block_size`; returns the block size as the VHDX writer takes it.
-fn check_disk(size: u64, block_size: u64) -> Result<u32, Invalid> {
-    if !is_valid_disk_size(size) {
-        return Err(invalid(
-            "disk.size",
-            format!("{size} bytes: a disk must be a whole number of MiB and at least 64MiB"),
-        ));
-    }
+fn check_disk(size: u64, block_size: u64, formats: &[Format]) -> Result<u32, Invalid> {
+    check_disk_size(size, formats).map_err(|e| invalid("disk.size", e.to_string()))?;
     // MS-VHDX 2.6.2.1: BlockSize is a power of two from 1 MB to 256 MB.
     if !block_size.is_power_of_two() || !((1 << 20)..=(256 << 20)).contains(&block_size) {
         return Err(invalid(
@@ -353,6 +349,7 @@ fn package_selection(i: usize, p: &PackageTable) -> Result<PackageSelection, Inv
         include_set: glob_set(&key, &include)?,
         exclude_set: glob_set(&key, &exclude)?,
         include,
+        allow_setuid_and_devices: p.allow_setuid_and_devices,
     })
 }
 
@@ -385,6 +382,17 @@ fn extra_files(section: &str, files: &[FileTable]) -> Result<Vec<ExtraFile>, Inv
             ));
         }
         let kind = kinds.remove(0);
+        if let ExtraFileKind::Source(p) | ExtraFileKind::Directory(p) = &kind {
+            if !stays_inside(p) {
+                return Err(invalid(
+                    &key,
+                    format!(
+                        "{:?} is absolute or leaves the definition's directory; copy the file beside the definition and name it by a relative path (host files outside it are never taken into an image)",
+                        p.display().to_string()
+                    ),
+                ));
+            }
+        }
         let path = TreePath::new(&f.path)
             .ok()
             .filter(|_| f.path.starts_with('/'))
@@ -403,6 +411,15 @@ fn extra_files(section: &str, files: &[FileTable]) -> Result<Vec<ExtraFile>, Inv
         });
     }
     Ok(out)
+}
+
+/// Whether a host path, relative to the definition's directory, stays inside it as written:
+/// relative, and without `..` (symbolic links are followed when the definition is loaded).
+pub(super) fn stays_inside(path: &Path) -> bool {
+    !path.as_os_str().is_empty()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
 }
 
 /// `[network.static]`: an IPv4 address with prefix length, and IPv4 gateway and DNS servers.

@@ -67,6 +67,37 @@ pub enum ArchiveError {
         /// The file's `Codename:`.
         codename: Option<String>,
     },
+    /// The signed `InRelease` is past its `Valid-Until` (a mirror replaying an old index, or
+    /// one that stopped updating).
+    #[error("{url} expired at {valid_until} (its Valid-Until); the mirror serves a stale or replayed index: use an up-to-date mirror, or pass --allow-old-index to build from this snapshot deliberately")]
+    Expired {
+        /// The `InRelease` URL.
+        url: String,
+        /// Its `Valid-Until`, as written.
+        valid_until: String,
+    },
+    /// The signed `InRelease` is older than one seen before for the same archive (a mirror
+    /// rolled back, or an attacker replaying an old signed index with known-vulnerable
+    /// packages).
+    #[error("{url} is dated {date}, older than the index of {seen} this cache saw before; the mirror rolled back or replays an old index: use an up-to-date mirror, or pass --allow-old-index to build from this snapshot deliberately")]
+    Rollback {
+        /// The `InRelease` URL.
+        url: String,
+        /// Its `Date`, as written.
+        date: String,
+        /// The newest `Date` seen before, as written.
+        seen: String,
+    },
+    /// `Date` or `Valid-Until` is not a date.
+    #[error("{url}: {field} {value:?} is not an RFC 2822 date")]
+    BadDate {
+        /// The `InRelease` URL.
+        url: String,
+        /// `Date` or `Valid-Until`.
+        field: &'static str,
+        /// The value, as written.
+        value: String,
+    },
     /// `InRelease` does not list a `Packages` index the definition needs.
     #[error("{url} lists no {index}; check [debian] suite, components and architecture")]
     NotListed {
@@ -222,6 +253,64 @@ fn inrelease_bytes(src: &InputSources, url: &str) -> Result<Vec<u8>, InputError>
     Ok(bytes)
 }
 
+/// Cache references from an `InRelease` URL to the newest `Date` seen there.
+const SEEN_DATES: &str = "inrelease-date";
+
+/// Refuses an index past its `Valid-Until`, or dated before the newest one this cache saw for
+/// the same `InRelease` URL (apt's checks against replayed indexes, "Date" and "Valid-Until"
+/// in Debian's repository format), unless `--allow-old-index`; then records its `Date`.
+fn check_freshness(src: &InputSources, url: &str, release: &Release) -> Result<(), InputError> {
+    let parse = |field: &'static str, value: &str| {
+        uvmkit_debian::release::parse_date(value).ok_or_else(|| ArchiveError::BadDate {
+            url: url.to_string(),
+            field,
+            value: value.to_string(),
+        })
+    };
+    let allow_old = src.opts.allow_old_index;
+    if let Some(valid_until) = &release.valid_until {
+        let until = parse("Valid-Until", valid_until)?;
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if now > until && !allow_old {
+            return Err(ArchiveError::Expired {
+                url: url.to_string(),
+                valid_until: valid_until.clone(),
+            }
+            .into());
+        }
+    }
+    let Some(date_text) = &release.date else {
+        return Ok(());
+    };
+    let date = parse("Date", date_text)?;
+    let cache = &src.cache;
+    let seen = cache
+        .get_ref(SEEN_DATES, url)?
+        .and_then(|d| std::fs::read_to_string(cache.path_of(&d)).ok())
+        .and_then(|text| Some((uvmkit_debian::release::parse_date(&text)?, text)));
+    if let Some((seen, seen_text)) = &seen {
+        if date < *seen {
+            if !allow_old {
+                return Err(ArchiveError::Rollback {
+                    url: url.to_string(),
+                    date: date_text.clone(),
+                    seen: seen_text.clone(),
+                }
+                .into());
+            }
+            // A deliberate snapshot does not lower what later builds expect.
+            return Ok(());
+        }
+    }
+    if seen.as_ref().is_none_or(|(s, _)| date > *s) {
+        let digest = cache.put_bytes(date_text.as_bytes(), None)?;
+        cache.set_ref(SEEN_DATES, url, &digest)?;
+    }
+    Ok(())
+}
+
 /// One archive: its `InRelease` verified and checked to be `archive.suite`, then its
 /// components' `Packages.xz`.
 fn load_archive(src: &InputSources, keyring: &Keyring, archive: DebianArchive) -> Result<ArchiveFiles, InputError> {
@@ -255,6 +344,7 @@ fn load_archive(src: &InputSources, keyring: &Keyring, archive: DebianArchive) -
         }
         .into());
     }
+    check_freshness(src, &inrelease_url, &release)?;
     let mut files = Vec::new();
     for component in &deb.components {
         let index = format!("{component}/binary-{}/Packages.xz", deb.architecture);

@@ -93,17 +93,31 @@ pub enum BootFilesError {
 }
 
 /// The boot loaders' files from the boot loader packages' trees (by package name): the UKI
-/// stub always, ISOLINUX and the signed chain when their packages were fetched.
-pub(super) fn boot_files(loader_trees: &BTreeMap<String, FileTree>) -> Result<BootFiles, PackageError> {
-    let stub_tree = &loader_trees[STUB_PACKAGE];
+/// stub always, ISOLINUX when an ISO is built (`iso`), the signed chain when its packages were
+/// fetched.
+pub(super) fn boot_files(loader_trees: &BTreeMap<String, FileTree>, iso: bool) -> Result<BootFiles, PackageError> {
+    // A hand-edited (or damaged) lock can leave the stub's package out; it is outside input,
+    // so its absence is an error that says what to do, never a panic.
+    let stub_tree = loader_trees.get(STUB_PACKAGE).ok_or(PackageError::NotPinned {
+        package: STUB_PACKAGE,
+        needed_for: "the UKI stub every image boots through",
+    })?;
     let uki_stub = file_in(stub_tree, STUB_PATH, STUB_PACKAGE)?;
-    let isolinux = match (loader_trees.get("isolinux"), loader_trees.get("syslinux-common")) {
-        (Some(iso), Some(common)) => Some(IsolinuxFiles {
-            isolinux_bin: file_in(iso, "/usr/lib/ISOLINUX/isolinux.bin", "isolinux")?,
-            isohdpfx: file_in(iso, "/usr/lib/ISOLINUX/isohdpfx.bin", "isolinux")?,
+    let isolinux = if iso {
+        let [iso_tree, common] = ISOLINUX_PACKAGES.map(|name| {
+            loader_trees.get(name).ok_or(PackageError::NotPinned {
+                package: name,
+                needed_for: "the ISO's BIOS boot",
+            })
+        });
+        let (iso_tree, common) = (iso_tree?, common?);
+        Some(IsolinuxFiles {
+            isolinux_bin: file_in(iso_tree, "/usr/lib/ISOLINUX/isolinux.bin", "isolinux")?,
+            isohdpfx: file_in(iso_tree, "/usr/lib/ISOLINUX/isohdpfx.bin", "isolinux")?,
             ldlinux_c32: file_in(common, "/usr/lib/syslinux/modules/bios/ldlinux.c32", "syslinux-common")?,
-        }),
-        _ => None,
+        })
+    } else {
+        None
     };
     let shim_chain = match (
         loader_trees.get(SHIM_PACKAGE),
@@ -192,14 +206,15 @@ pub fn has_authenticode_signature(head: &[u8]) -> bool {
 
 /// The file of `tree` at `path`, or an error naming the package that should have had it.
 fn file_in(tree: &FileTree, path: &str, package: &str) -> Result<FileData, PackageError> {
-    let tp = TreePath::new(path).expect("static path");
+    let missing = || PackageError::MissingFile {
+        package: package.to_string(),
+        path: path.to_string(),
+    };
+    let tp = TreePath::new(path).map_err(|_| missing())?;
     let real = tree.resolve(&tp).unwrap_or(tp);
     match tree.get(&real).map(|n| &n.kind) {
         Some(NodeKind::File(d)) => Ok(d.clone()),
-        _ => Err(PackageError::MissingFile {
-            package: package.to_string(),
-            path: path.to_string(),
-        }),
+        _ => Err(missing()),
     }
 }
 

@@ -5,6 +5,8 @@
 //! - `SHA256SUMS`: the sha256 of every other regular member (`sha256sum -c` format);
 //! - `blobs/sha256/HEX`: every pinned `.deb`, named by its sha256;
 //! - `definition.toml`: the image definition, byte for byte;
+//! - `definition-name`: the definition's own file name (`minimal.toml`), which an imported
+//!   definition gets back, so a build from the bundle names it as the online build does;
 //! - `image.lock`: its lock file;
 //! - the local files the definition references (`[preload] images`, `[[files]]` and `[disk] data_files` `source`
 //!   and `directory`, `[kernel] path`, `modules_dir` and `config`, `[debian] keyring`), at their
@@ -13,7 +15,12 @@
 //!   error naming them.
 //!
 //! Importing checks every member against `SHA256SUMS`, and every blob against its name, before
-//! it is used: a tampered bundle is refused, naming the member.
+//! it is used: a tampered bundle is refused, naming the member. It unpacks into a fresh private
+//! directory (created new, mode 0700) and writes nothing outside it, even for a bundle it then
+//! refuses: every file is created new without following links (`O_EXCL | O_NOFOLLOW`), no member
+//! is written through a symbolic link, and a member named twice, a hard link, a device, a member
+//! `SHA256SUMS` lists as a file that is something else, and a symbolic link leading out of the
+//! bundle are refused.
 
 use super::lock::{self, LockFile};
 use crate::atomic_file::temporary_beside;
@@ -28,6 +35,8 @@ use uvmkit_fetch::FetchError;
 
 /// The bundle member holding the definition.
 pub const DEFINITION: &str = "definition.toml";
+/// The bundle member holding the definition's file name.
+pub const DEFINITION_NAME: &str = "definition-name";
 /// The bundle member holding the lock file.
 pub const LOCK: &str = "image.lock";
 /// The bundle member listing the other members' sha256.
@@ -247,7 +256,7 @@ pub fn write_bundle(
             why: "the path is absolute or leaves the definition's directory".into(),
         })?;
         let top = name.split('/').next().unwrap_or_default();
-        if [SUMS, DEFINITION, LOCK, "blobs"].contains(&top) {
+        if [SUMS, DEFINITION, DEFINITION_NAME, LOCK, "blobs"].contains(&top) {
             return Err(BundleError::Unbundlable {
                 key,
                 path,
@@ -257,6 +266,9 @@ pub fn write_bundle(
         add_local(&mut members, &name, &loaded.base_dir.join(&path))?;
     }
     members.insert(DEFINITION.into(), Member::Bytes(loaded.source_text.as_bytes().to_vec()));
+    if let Some(name) = loaded.path.file_name().and_then(|n| n.to_str()) {
+        members.insert(DEFINITION_NAME.into(), Member::Bytes(name.as_bytes().to_vec()));
+    }
     members.insert(LOCK.into(), Member::Bytes(lock::render(lock).into_bytes()));
     let mut blobs = 0;
     for p in &lock.packages {
@@ -364,13 +376,13 @@ impl Drop for UnpackedBundle {
     }
 }
 
-/// Unpacks `bundle` into the fresh directory `dir`, importing every blob into `cache` after
-/// verifying its sha256, and checking every other member against `SHA256SUMS`.
+/// Unpacks `bundle` into the directory `dir`, which it creates (it must not exist), importing
+/// every blob into `cache` after verifying its sha256, and checking every other member against
+/// `SHA256SUMS`.
 pub fn import_bundle(bundle: &Path, cache: &ContentCache, dir: &Path) -> Result<UnpackedBundle, BundleError> {
-    if dir.exists() {
-        fs::remove_dir_all(dir).map_err(io_err(dir))?;
-    }
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    use std::os::unix::fs::DirBuilderExt;
+    // Created new and private: a directory someone prepared (with links in it) is never used.
+    fs::DirBuilder::new().mode(0o700).create(dir).map_err(io_err(dir))?;
     // Dropped on error: the directory is removed.
     let mut unpacked = UnpackedBundle {
         dir: dir.to_path_buf(),
@@ -378,8 +390,44 @@ pub fn import_bundle(bundle: &Path, cache: &ContentCache, dir: &Path) -> Result<
         blobs: 0,
     };
     unpacked.blobs = unpack(bundle, cache, dir)?;
+    if let Some(name) = original_name(bundle, dir)? {
+        let named = dir.join(&name);
+        // Renamed only onto a free name: never over another member.
+        if fs::symlink_metadata(&named).is_ok() {
+            return Err(BundleError::Malformed {
+                bundle: bundle.to_path_buf(),
+                message: format!("{DEFINITION_NAME} names {name}, which is another member"),
+            });
+        }
+        fs::rename(&unpacked.definition, &named).map_err(io_err(&named))?;
+        unpacked.definition = named;
+    }
     fs::rename(dir.join(LOCK), lock::lock_path(&unpacked.definition)).map_err(io_err(dir))?;
     Ok(unpacked)
+}
+
+/// The definition's file name the verified `definition-name` member gives, if there is one: a
+/// plain `NAME.toml`.
+fn original_name(bundle: &Path, dir: &Path) -> Result<Option<String>, BundleError> {
+    let path = dir.join(DEFINITION_NAME);
+    let name = match fs::read_to_string(&path) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    let plain = name.ends_with(".toml")
+        && !name.starts_with('.')
+        && !name.contains('/')
+        && name.len() > ".toml".len()
+        && name != LOCK;
+    if !plain {
+        return Err(BundleError::Malformed {
+            bundle: bundle.to_path_buf(),
+            message: format!("{DEFINITION_NAME} {name:?} is not a plain NAME.toml file name"),
+        });
+    }
+    fs::remove_file(&path).map_err(io_err(&path))?;
+    Ok(Some(name))
 }
 
 fn unpack(bundle: &Path, cache: &ContentCache, dir: &Path) -> Result<usize, BundleError> {
@@ -390,7 +438,7 @@ fn unpack(bundle: &Path, cache: &ContentCache, dir: &Path) -> Result<usize, Bund
     let file = File::open(bundle).map_err(io_err(bundle))?;
     let mut archive = tar::Archive::new(BufReader::new(file));
     let mut sums: Option<BTreeMap<String, String>> = None;
-    let mut seen: Vec<String> = Vec::new();
+    let mut seen: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     let mut blobs = 0;
     for entry in archive.entries().map_err(|e| malformed(e.to_string()))? {
         let mut entry = entry.map_err(|e| malformed(format!("not a readable tar: {e}")))?;
@@ -402,6 +450,9 @@ fn unpack(bundle: &Path, cache: &ContentCache, dir: &Path) -> Result<usize, Bund
             ))
         })?;
         let kind = entry.header().entry_type();
+        if name == SUMS && sums.is_some() || seen.contains(&name) {
+            return Err(malformed(format!("member {name} appears more than once")));
+        }
         if name == SUMS {
             let mut text = String::new();
             entry
@@ -424,13 +475,32 @@ fn unpack(bundle: &Path, cache: &ContentCache, dir: &Path) -> Result<usize, Bund
         };
         let target = dir.join(&name);
         refuse_symlinked_parents(dir, &name).map_err(malformed)?;
+        if kind != tar::EntryType::Regular && sums.contains_key(&name) {
+            return Err(malformed(format!(
+                "{SUMS} lists {name} as a file, but the member is of type {kind:?}"
+            )));
+        }
         match kind {
-            tar::EntryType::Directory => fs::create_dir_all(&target).map_err(io_err(&target))?,
+            tar::EntryType::Directory => match fs::symlink_metadata(&target) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return Err(malformed(format!("member {name} appears more than once"))),
+                Err(_) => {
+                    create_parents(dir, &name)?;
+                    fs::create_dir(&target).map_err(io_err(&target))?;
+                }
+            },
             tar::EntryType::Symlink => {
                 let link = entry
                     .link_name()
                     .map_err(|e| malformed(e.to_string()))?
                     .ok_or_else(|| malformed(format!("symlink {name} has no target")))?;
+                if !link_stays_inside(&name, &link) {
+                    return Err(malformed(format!(
+                        "symlink {name} leads out of the bundle (to {:?}); a bundle carries its local files itself",
+                        link.display().to_string()
+                    )));
+                }
+                create_parents(dir, &name)?;
                 std::os::unix::fs::symlink(&*link, &target).map_err(io_err(&target))?;
             }
             tar::EntryType::Regular => {
@@ -458,7 +528,9 @@ fn unpack(bundle: &Path, cache: &ContentCache, dir: &Path) -> Result<usize, Bund
                         Err(e) => return Err(BundleError::Cache(e)),
                     }
                 } else {
-                    let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
+                    // No setuid or setgid bits on unpacked local files.
+                    let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
+                    create_parents(dir, &name)?;
                     let actual = write_member(&mut entry, &target, mode)?;
                     if &actual != expected {
                         let _ = fs::remove_file(&target);
@@ -472,10 +544,10 @@ fn unpack(bundle: &Path, cache: &ContentCache, dir: &Path) -> Result<usize, Bund
             }
             other => return Err(malformed(format!("member {name} is of unsupported type {other:?}"))),
         }
-        seen.push(name);
+        seen.insert(name);
     }
     let sums = sums.ok_or_else(|| malformed(format!("no {SUMS} member; this is not a uvmkit bundle")))?;
-    let missing: Vec<&String> = sums.keys().filter(|k| !seen.contains(k)).collect();
+    let missing: Vec<&String> = sums.keys().filter(|k| !seen.contains(*k)).collect();
     if !missing.is_empty() {
         return Err(malformed(format!("members listed in {SUMS} are missing: {missing:?}")));
     }
@@ -485,6 +557,48 @@ fn unpack(bundle: &Path, cache: &ContentCache, dir: &Path) -> Result<usize, Bund
         }
     }
     Ok(blobs)
+}
+
+/// Whether the symbolic link member `name` pointing at `link` resolves inside the bundle: a
+/// relative target whose `..` never climbs above the bundle's root (links inside the bundle
+/// are checked as they are made, so following them stays inside too).
+fn link_stays_inside(name: &str, link: &Path) -> bool {
+    let mut depth = name.split('/').count() as i64 - 1;
+    for c in link.components() {
+        match c {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
+}
+
+/// Creates the missing parent directories of member `name` below `dir`, one at a time, never
+/// through a symbolic link.
+fn create_parents(dir: &Path, name: &str) -> Result<(), BundleError> {
+    let mut p = dir.to_path_buf();
+    let parts: Vec<&str> = name.split('/').collect();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        p.push(part);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(BundleError::Unsupported {
+                    path: p,
+                    problem: "a bundle member's parent is not a directory",
+                })
+            }
+            Err(_) => fs::create_dir(&p).map_err(io_err(&p))?,
+        }
+    }
+    Ok(())
 }
 
 /// A member must not be written through a symbolic link an earlier member made.
@@ -504,11 +618,16 @@ fn refuse_symlinked_parents(dir: &Path, name: &str) -> Result<(), String> {
 
 /// Writes a regular member to `target` with `mode`, returning its sha256.
 fn write_member(r: &mut impl Read, target: &Path, mode: u32) -> Result<String, BundleError> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(parent) = target.parent() {
-        fs::create_dir_all(parent).map_err(io_err(parent))?;
-    }
-    let mut f = BufWriter::new(File::create(target).map_err(io_err(target))?);
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    // Created new, never through a link: an existing file or link at the name is an error.
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(target)
+        .map_err(io_err(target))?;
+    let mut f = BufWriter::new(file);
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
@@ -599,6 +718,11 @@ mod tests {
         assert_eq!(unpacked.blobs, 1);
         assert!(cache2.contains(&lock.packages[0].sha256.parse().unwrap()));
         let u = &unpacked.dir;
+        assert_eq!(
+            unpacked.definition,
+            unpacked.dir.join("img.toml"),
+            "the definition keeps its name"
+        );
         assert_eq!(fs::read_to_string(&unpacked.definition).unwrap(), loaded.source_text);
         assert_eq!(
             lock::read(&lock::lock_path(&unpacked.definition)).unwrap(),
@@ -617,16 +741,115 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A tar of `members`: (name, type, data or link target).
+    fn hostile_tar(path: &Path, members: &[(&str, tar::EntryType, &[u8])]) {
+        let mut tar = tar::Builder::new(File::create(path).unwrap());
+        for (name, kind, data) in members {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(0o644);
+            if matches!(kind, tar::EntryType::Symlink | tar::EntryType::Link) {
+                h.set_size(0);
+                tar.append_link(&mut h, name, std::str::from_utf8(data).unwrap())
+                    .unwrap();
+            } else {
+                h.set_size(data.len() as u64);
+                tar.append_data(&mut h, name, *data).unwrap();
+            }
+        }
+        tar.finish().unwrap();
+    }
+
+    #[test]
+    fn hostile_bundles_write_nothing_outside_and_are_refused_naming_the_member() {
+        let dir = scratch("hostile");
+        let cache = ContentCache::open(&dir.join("cache")).unwrap();
+        let outside = dir.join("outside.txt");
+        fs::write(&outside, b"precious").unwrap();
+        let payload: &[u8] = b"overwritten";
+        let sums = format!("{}  aaa\n", hex::encode(Sha256::digest(payload)));
+        let target = outside.to_str().unwrap().as_bytes();
+        let cases: [(&str, Vec<(&str, tar::EntryType, &[u8])>, &str); 5] = [
+            // A link to a host file, then a regular member of the same name through it.
+            (
+                "link-then-file",
+                vec![
+                    (SUMS, tar::EntryType::Regular, sums.as_bytes()),
+                    ("aaa", tar::EntryType::Symlink, target),
+                    ("aaa", tar::EntryType::Regular, payload),
+                ],
+                "SHA256SUMS lists aaa as a file, but the member is of type Symlink",
+            ),
+            // A link out of the bundle, not listed.
+            (
+                "link-out",
+                vec![
+                    (SUMS, tar::EntryType::Regular, b""),
+                    ("bbb", tar::EntryType::Symlink, b"../../outside.txt"),
+                ],
+                "symlink bbb leads out of the bundle",
+            ),
+            (
+                "hard-link",
+                vec![
+                    (SUMS, tar::EntryType::Regular, b""),
+                    ("ccc", tar::EntryType::Link, target),
+                ],
+                "member ccc is of unsupported type Link",
+            ),
+            (
+                "device",
+                vec![(SUMS, tar::EntryType::Regular, b""), ("ddd", tar::EntryType::Char, b"")],
+                "member ddd is of unsupported type Char",
+            ),
+            (
+                "duplicate",
+                vec![
+                    (SUMS, tar::EntryType::Regular, sums.as_bytes()),
+                    ("aaa", tar::EntryType::Regular, payload),
+                    ("aaa", tar::EntryType::Regular, payload),
+                ],
+                "member aaa appears more than once",
+            ),
+        ];
+        for (case, members, needle) in cases {
+            let tar_path = dir.join(format!("{case}.tar"));
+            hostile_tar(&tar_path, &members);
+            let into = dir.join(format!("unpacked-{case}"));
+            let e = import_bundle(&tar_path, &cache, &into).unwrap_err().to_string();
+            assert!(e.contains(needle), "{case}: {e}");
+            assert_eq!(fs::read(&outside).unwrap(), b"precious", "{case} wrote outside");
+            assert!(!into.exists(), "{case}: the refused bundle's directory is left");
+        }
+        // The directory must be new: one that exists (perhaps prepared with links) is refused.
+        fs::create_dir(dir.join("taken")).unwrap();
+        let tar_path = dir.join("duplicate.tar");
+        assert!(import_bundle(&tar_path, &cache, &dir.join("taken")).is_err());
+        assert!(dir.join("taken").exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn paths_outside_the_definition_and_uncached_packages_are_refused() {
         let dir = scratch("refuse");
         let cache = ContentCache::open(&dir.join("cache")).unwrap();
         let lock = lock_with(&cache, b"deb");
-        let loaded = definition(&dir, "name = \"t\"\n[[files]]\npath = \"/x\"\nsource = \"../x\"\n");
+        // A [[files]] source outside is refused when the definition is loaded already.
+        fs::write(
+            dir.join("img.toml"),
+            "name = \"t\"\n[[files]]\npath = \"/x\"\nsource = \"../x\"\n",
+        )
+        .unwrap();
+        let e = crate::definition::load(&dir.join("img.toml")).unwrap_err().to_string();
+        assert!(
+            e.contains("files[0] (/x)") && e.contains("leaves the definition's directory"),
+            "{e}"
+        );
+        let loaded = definition(&dir, "name = \"t\"\n[debian]\nkeyring = \"../keys.gpg\"\n");
         let e = write_bundle(&loaded, &lock, &cache, &dir.join("b.tar"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("files[0] (/x)") && e.contains("../x"), "{e}");
+        assert!(e.contains("debian.keyring") && e.contains("../keys.gpg"), "{e}");
         let loaded = definition(&dir, "name = \"t\"\n");
         let other = ContentCache::open(&dir.join("empty")).unwrap();
         let e = write_bundle(&loaded, &lock, &other, &dir.join("b.tar"))

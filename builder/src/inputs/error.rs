@@ -64,6 +64,10 @@ impl InputError {
     /// checksum, a damaged package); false when the definition, a local file or the lock is
     /// at fault.
     pub fn is_fetch_failure(&self) -> bool {
+        // A lock that leaves out a package the build needs is the lock's fault, not a fetch's.
+        if matches!(self, InputError::Package(PackageError::NotPinned { .. })) {
+            return false;
+        }
         matches!(
             self,
             InputError::Fetch(_)

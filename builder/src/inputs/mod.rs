@@ -112,7 +112,7 @@ pub fn resolve(def: &ImageDefinition, base_dir: &Path, opts: &InputOptions) -> R
         uki_stub,
         isolinux,
         shim_chain,
-    } = boot_files::boot_files(&unpacked.loaders)?;
+    } = boot_files::boot_files(&unpacked.loaders, def.formats.contains(&crate::definition::Format::Iso))?;
     if shim_chain.is_some() {
         let package = def.kernel.local.is_none().then_some(def.kernel.package.as_str());
         boot_files::check_kernel_signed(&kernel, package)?;
@@ -145,6 +145,38 @@ pub fn describe_mirrors(mirrors: &[(ArchiveHost, MirrorSource)]) -> Option<Strin
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
+/// Refuses setuid and setgid files and device nodes that a `[[packages]]` entry for `name`
+/// would take into the image, unless that entry sets `allow_setuid_and_devices`.
+fn refuse_privileged(def: &ImageDefinition, name: &str, tree: &FileTree) -> Result<(), PackageError> {
+    use uvmkit_filetree::NodeKind;
+    for selection in def
+        .packages
+        .iter()
+        .filter(|p| p.name == name && !p.allow_setuid_and_devices)
+    {
+        for (path, node) in tree.iter() {
+            let what = match node.kind {
+                NodeKind::CharDevice { .. } => "a character device".to_string(),
+                NodeKind::BlockDevice { .. } => "a block device".to_string(),
+                NodeKind::File(_) | NodeKind::HardLink(_) if node.mode & 0o6000 != 0 => {
+                    let bit = if node.mode & 0o4000 != 0 { "setuid" } else { "setgid" };
+                    format!("{bit} (mode {:o})", node.mode & 0o7777)
+                }
+                _ => continue,
+            };
+            let path = path.to_string();
+            if selection.takes(&path) {
+                return Err(PackageError::Privileged {
+                    package: name.to_string(),
+                    path,
+                    what,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Unpacks (once per `.deb`, through the cache) every package and sorts the trees by role.
 fn unpack_all(
     src: &InputSources,
@@ -153,7 +185,7 @@ fn unpack_all(
 ) -> Result<UnpackedPackages, InputError> {
     let mut out = UnpackedPackages::default();
     for (pkg, deb_path) in packages.iter().zip(deb_paths) {
-        let tree = unpack::package_tree(pkg, deb_path, &src.cache)?;
+        let tree = unpack::package_tree(pkg, deb_path, &src.cache, src.def.debian.max_unpacked_size)?;
         out.licenses.add(pkg, &tree)?;
         let merge_err = |source| PackageError::Merge {
             package: pkg.name.clone(),
@@ -167,6 +199,7 @@ fn unpack_all(
             Role::Requested | Role::Dependency => {
                 out.universe.merge(&tree).map_err(merge_err)?;
                 if pkg.role == Role::Requested {
+                    refuse_privileged(src.def, &pkg.name, &tree)?;
                     out.requested.push(PackageFiles {
                         name: pkg.name.clone(),
                         version: pkg.version.clone(),

@@ -52,6 +52,9 @@ pub struct InputOptions {
     pub offline: bool,
     /// Fetch the archive index even if a recent one is cached.
     pub refresh: bool,
+    /// Accept an index past its `Valid-Until` or older than one seen before (a deliberate
+    /// snapshot).
+    pub allow_old_index: bool,
     /// No progress bars.
     pub quiet: bool,
     /// Parallel downloads.

@@ -69,6 +69,42 @@ pub enum PackageError {
         /// The conflict.
         source: TreeError,
     },
+    /// The package unpacks to more than `[debian] max_unpacked_size`.
+    #[error("package {package} unpacks to more than {limit} bytes ([debian] max_unpacked_size); refusing it: an archive that expands this far is damaged or hostile; raise max_unpacked_size if the package really is this large")]
+    TooLarge {
+        /// The package.
+        package: String,
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// The package's data archive holds the same path twice (which one would win depends on
+    /// the unpacker).
+    #[error("package {package} holds {path} more than once; refusing it: a package whose members shadow each other is damaged or hostile")]
+    Duplicate {
+        /// The package.
+        package: String,
+        /// The path, in the package.
+        path: String,
+    },
+    /// A `[[packages]]` entry would take a setuid or setgid file or a device node.
+    #[error("package {package}: {path} is {what}; such files are not taken into an image unless its [[packages]] entry sets allow_setuid_and_devices = true")]
+    Privileged {
+        /// The package.
+        package: String,
+        /// The path, in the package.
+        path: String,
+        /// What it is (`setuid (mode 4755)`, `a character device`).
+        what: String,
+    },
+    /// A package the build takes files from is not among the packages (a lock that leaves it
+    /// out).
+    #[error("no {package} package is pinned, but {needed_for} comes from it; the lock file was edited or is damaged: delete it, or run `uvmkit fetch --refresh` on the definition, to resolve again")]
+    NotPinned {
+        /// The package.
+        package: &'static str,
+        /// What the build takes from it.
+        needed_for: &'static str,
+    },
     /// It lacks a file the build takes from it.
     #[error("package {package} has no {path}")]
     MissingFile {
@@ -104,26 +140,33 @@ enum ManifestKind {
 }
 
 /// The package's files, from the cache when it was unpacked before.
+/// The package's files, from the cache when it was unpacked before; `limit` is the most bytes
+/// it may unpack to. Every blob is checked against its sha256 before the build reads it: a
+/// damaged one is repaired by unpacking the package again.
 pub(super) fn package_tree(
     pkg: &FetchedPackage,
     deb_path: &Path,
     cache: &ContentCache,
+    limit: u64,
 ) -> Result<FileTree, InputError> {
     if let Some(digest) = cache.get_ref(MANIFEST_NAMESPACE, &pkg.sha256)? {
-        if let Ok(bytes) = std::fs::read(cache.path_of(&digest)) {
+        // The manifest itself is a blob: checked like the files it names.
+        let intact = cache.get_verified(&digest)?;
+        if let Some(bytes) = intact.and_then(|path| std::fs::read(path).ok()) {
             if let Ok(entries) = serde_json::from_slice::<Vec<ManifestEntry>>(&bytes) {
+                check_size(&pkg.name, &entries, limit)?;
                 if let Some(tree) = tree_from_manifest(&pkg.name, &entries, cache)? {
                     return Ok(tree);
                 }
             }
         }
         log::warn!(
-            "the cached unpacked files of {} {} are incomplete; unpacking it again",
+            "the cached unpacked files of {} {} are incomplete or damaged; unpacking it again",
             pkg.name,
             pkg.version
         );
     }
-    let entries = unpack_to_cache(&pkg.name, deb_path, cache)?;
+    let entries = unpack_to_cache(&pkg.name, deb_path, cache, limit)?;
     let manifest = serde_json::to_vec(&entries).expect("manifest serialises");
     let digest = cache.put_bytes(&manifest, None)?;
     cache.set_ref(MANIFEST_NAMESPACE, &pkg.sha256, &digest)?;
@@ -134,18 +177,62 @@ pub(super) fn package_tree(
     )
 }
 
-/// Unpacks `deb` into per-file blobs and returns its manifest.
-fn unpack_to_cache(name: &str, deb_path: &Path, cache: &ContentCache) -> Result<Vec<ManifestEntry>, PackageError> {
+/// A manifest's files must add up to at most `limit` bytes (a lower limit than the one the
+/// package was unpacked under applies too).
+fn check_size(package: &str, entries: &[ManifestEntry], limit: u64) -> Result<(), PackageError> {
+    let total = entries.iter().fold(0u64, |sum, e| match e.kind {
+        ManifestKind::File { size, .. } => sum.saturating_add(size),
+        _ => sum,
+    });
+    if total > limit {
+        return Err(PackageError::TooLarge {
+            package: package.to_string(),
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// Unpacks `deb` into per-file blobs and returns its manifest; more than `limit` bytes of
+/// files, or a path given twice, is refused before the member is stored.
+fn unpack_to_cache(
+    name: &str,
+    deb_path: &Path,
+    cache: &ContentCache,
+    limit: u64,
+) -> Result<Vec<ManifestEntry>, PackageError> {
     let file = File::open(deb_path).map_err(|source| PackageError::Open {
         package: name.to_string(),
         deb: deb_path.to_path_buf(),
         source,
     })?;
     let mut entries = Vec::new();
-    deb::unpack_data(BufReader::new(file), &mut |entry| {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut total = 0u64;
+    // Set by the callback, which can only return a DebError: the refusal is this module's.
+    let mut refused: Option<PackageError> = None;
+    let result = deb::unpack_data(BufReader::new(file), &mut |entry| {
+        let path = format!("/{}", entry.path.as_str());
+        if !seen.insert(path.clone()) {
+            refused = Some(PackageError::Duplicate {
+                package: name.to_string(),
+                path,
+            });
+            return Err(DebError::sink(std::io::Error::other("duplicate member")));
+        }
         let kind = match entry.kind {
             DebEntryKind::Dir => ManifestKind::Dir,
             DebEntryKind::File { size, contents } => {
+                // The tar header's size, checked before a byte is stored; the reader yields
+                // no more than it.
+                total = total.saturating_add(size);
+                if total > limit {
+                    refused = Some(PackageError::TooLarge {
+                        package: name.to_string(),
+                        limit,
+                    });
+                    return Err(DebError::sink(std::io::Error::other("package too large")));
+                }
                 let digest = cache.put_reader(contents, None).map_err(DebError::sink)?;
                 ManifestKind::File {
                     sha256: digest.to_string(),
@@ -160,7 +247,6 @@ fn unpack_to_cache(name: &str, deb_path: &Path, cache: &ContentCache) -> Result<
             DebEntryKind::BlockDev { major, minor } => ManifestKind::Block { major, minor },
             DebEntryKind::Fifo => ManifestKind::Fifo,
         };
-        let path = format!("/{}", entry.path.as_str());
         entries.push(ManifestEntry {
             path,
             mode: entry.mode,
@@ -169,8 +255,11 @@ fn unpack_to_cache(name: &str, deb_path: &Path, cache: &ContentCache) -> Result<
             kind,
         });
         Ok(())
-    })
-    .map_err(|source| PackageError::Unpack {
+    });
+    if let Some(refusal) = refused {
+        return Err(refusal);
+    }
+    result.map_err(|source| PackageError::Unpack {
         package: name.to_string(),
         deb: deb_path.to_path_buf(),
         source,
@@ -178,8 +267,8 @@ fn unpack_to_cache(name: &str, deb_path: &Path, cache: &ContentCache) -> Result<
     Ok(entries)
 }
 
-/// Builds a package's tree from its manifest; `None` when a blob it names is missing or has
-/// the wrong size (the package is then unpacked again).
+/// Builds a package's tree from its manifest; `None` when a blob it names is missing or its
+/// content does not hash to its name (the package is then unpacked again, which replaces it).
 fn tree_from_manifest(
     package: &str,
     entries: &[ManifestEntry],
@@ -195,7 +284,7 @@ fn tree_from_manifest(
             ManifestKind::Dir => NodeKind::Directory,
             ManifestKind::File { sha256, size } => {
                 let digest: Sha256Digest = sha256.parse().map_err(|_| bad(format!("bad digest {sha256}")))?;
-                if !cache.get_checked(&digest, *size) {
+                if !cache.get_intact(&digest, *size).map_err(|e| bad(e.to_string()))? {
                     return Ok(None);
                 }
                 NodeKind::File(FileData::HostFile {

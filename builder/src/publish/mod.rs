@@ -10,10 +10,8 @@ pub mod sbom;
 pub use artifacts::{Artifact, ArtifactDir};
 pub use report::{human_bytes, BuildReport, Timing};
 
-use crate::atomic_file::write_atomically;
 use crate::definition::LoadedDefinition;
 use std::io;
-use std::path::Path;
 
 /// Why an artifact or a summary could not be published.
 #[derive(Debug, thiserror::Error)]
@@ -37,18 +35,21 @@ pub fn io_error(what: &'static str) -> impl Fn(io::Error) -> PublishError {
 }
 
 /// Writes `manifest.json`, `SHA256SUMS` (of the artifacts `out` published) and the SBOM into
-/// `out_dir`, each atomically, after every artifact is in place.
+/// the staged output directory, after every artifact is in place; [`ArtifactDir::commit`]
+/// then publishes all of it at once.
 pub fn write_summaries(
-    out_dir: &Path,
     out: &ArtifactDir,
     loaded: &LoadedDefinition,
     report: &BuildReport,
     epoch: u64,
 ) -> Result<(), PublishError> {
     let manifest = manifest::manifest_json(loaded, report, epoch);
-    write_atomically(&out_dir.join("manifest.json"), manifest.as_bytes()).map_err(io_error("manifest.json"))?;
-    write_atomically(&out_dir.join("SHA256SUMS"), out.sha256sums().as_bytes()).map_err(io_error("SHA256SUMS"))?;
+    out.write_summary("manifest.json", manifest.as_bytes())
+        .map_err(io_error("manifest.json"))?;
+    out.write_summary("SHA256SUMS", out.sha256sums().as_bytes())
+        .map_err(io_error("SHA256SUMS"))?;
     let sbom = sbom::spdx_json(report, epoch);
-    write_atomically(&out_dir.join(sbom::file_name(&report.image)), sbom.as_bytes()).map_err(io_error("SBOM"))?;
+    out.write_summary(&sbom::file_name(&report.image), sbom.as_bytes())
+        .map_err(io_error("SBOM"))?;
     Ok(())
 }

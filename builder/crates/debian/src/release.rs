@@ -182,6 +182,52 @@ impl Release {
     }
 }
 
+/// Seconds since the Unix epoch of a Release file's `Date` or `Valid-Until`: RFC 2822 section
+/// 3.3 as Debian writes it (`Sat, 17 May 2025 09:18:25 UTC`; the weekday is optional, the zone
+/// `UTC`, `GMT`, `Z` or a numeric offset such as `+0000`). `None` when it is not such a date.
+pub fn parse_date(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let text = text.split_once(',').map_or(text, |(_, rest)| rest).trim();
+    let mut parts = text.split_ascii_whitespace();
+    let day: i64 = parts.next()?.parse().ok()?;
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = parts.next()?;
+    let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(month))? as i64 + 1;
+    let year: i64 = parts.next()?.parse().ok()?;
+    let mut hms = parts.next()?.split(':');
+    let (h, m): (i64, i64) = (hms.next()?.parse().ok()?, hms.next()?.parse().ok()?);
+    let s: i64 = hms.next().map_or(Some(0), |s| s.parse().ok())?;
+    let offset = match parts.next() {
+        None | Some("UTC" | "GMT" | "UT" | "Z") => 0,
+        Some(z) if z.len() == 5 && (z.starts_with('+') || z.starts_with('-')) => {
+            let n: i64 = z[1..].parse().ok()?;
+            let secs = (n / 100) * 3600 + (n % 100) * 60;
+            if z.starts_with('-') {
+                -secs
+            } else {
+                secs
+            }
+        }
+        Some(_) => return None,
+    };
+    if parts.next().is_some() || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s - offset)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -189,6 +235,22 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn release_dates_parse_as_debian_writes_them() {
+        assert_eq!(parse_date("Sat, 17 May 2025 09:18:25 UTC"), Some(1_747_473_505));
+        assert_eq!(parse_date("Thu, 01 Jan 1970 00:00:00 UTC"), Some(0));
+        assert_eq!(parse_date("Sat, 01 Jan 2000 00:00:00 +0100"), Some(946_681_200));
+        assert_eq!(parse_date("29 Feb 2024 12:00:00 GMT"), Some(1_709_208_000));
+        for bad in [
+            "",
+            "yesterday",
+            "Sat, 17 Foo 2025 09:18:25 UTC",
+            "Sat, 17 May 2025 09:18:25 CEST",
+        ] {
+            assert_eq!(parse_date(bad), None, "{bad:?}");
+        }
+    }
 
     fn sample(body: &[u8]) -> String {
         format!(

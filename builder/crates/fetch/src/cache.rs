@@ -181,6 +181,33 @@ impl ContentCache {
         fs::metadata(self.path_of(digest)).is_ok_and(|m| m.is_file() && m.len() == size)
     }
 
+    /// Whether a blob with `digest` is present, `size` bytes long, and its content hashes to
+    /// `digest`: what a build checks before it reads a blob. A damaged blob is removed (as
+    /// [`ContentCache::get_verified`] does), so whoever made it makes it again.
+    pub fn get_intact(&self, digest: &Sha256Digest, size: u64) -> Result<bool> {
+        if !self.get_checked(digest, size) {
+            return Ok(false);
+        }
+        Ok(self.get_verified(digest)?.is_some())
+    }
+
+    /// Whether the blob `digest` of `size` bytes is already stored whole, so a new copy can be
+    /// dropped. A blob of the right size but other content is not trusted: it is reported
+    /// absent and the new copy replaces it.
+    fn already_stored(&self, digest: &Sha256Digest, size: u64) -> bool {
+        if !self.get_checked(digest, size) {
+            return false;
+        }
+        let path = self.path_of(digest);
+        let intact = File::open(&path)
+            .and_then(Sha256Digest::of_reader)
+            .is_ok_and(|actual| actual == *digest);
+        if !intact {
+            log::warn!("cache entry {} is corrupt; replacing it", path.display());
+        }
+        intact
+    }
+
     /// The blob's path if it is present and its content hashes to `digest`. A corrupt entry is
     /// removed, logged as a warning and reported as `None`, so the caller fetches it again.
     pub fn get_verified(&self, digest: &Sha256Digest) -> Result<Option<PathBuf>> {
@@ -240,7 +267,7 @@ impl ContentCache {
                 return Err(FetchError::DigestMismatch { expected, actual });
             }
         }
-        if self.get_checked(&actual, bytes.len() as u64) {
+        if self.already_stored(&actual, bytes.len() as u64) {
             return Ok(actual);
         }
         let dest = self.path_of(&actual);
@@ -316,8 +343,8 @@ impl ContentCache {
             return Err(PutError::Digest { actual });
         }
         // Someone stored it already (another build, or the same file in another package):
-        // keep theirs and skip the fsync.
-        if self.get_checked(&actual, total) {
+        // keep theirs and skip the fsync, once its content is checked.
+        if self.already_stored(&actual, total) {
             return Ok((actual, total));
         }
         let dest = self.path_of(&actual);
@@ -602,6 +629,27 @@ pub(crate) mod tests {
         // Stored again, it is whole.
         cache.put_bytes(b"precious", Some(d)).unwrap();
         assert_eq!(cache.get_verified(&d).unwrap(), Some(cache.path_of(&d)));
+    }
+
+    #[test]
+    fn a_blob_of_the_right_size_but_wrong_content_is_replaced_not_trusted() {
+        let t = TestDir::new("dedup-corrupt");
+        let cache = ContentCache::open(&t.0).unwrap();
+        let d = cache.put_bytes(b"precious", None).unwrap();
+        fs::write(cache.path_of(&d), b"pre-ious").unwrap();
+        assert!(
+            !cache.get_intact(&d, 8).unwrap(),
+            "a damaged blob passed the build's check"
+        );
+        fs::write(cache.path_of(&d), b"pre-ious").unwrap();
+        // De-duplication by stream and by bytes both replace it.
+        assert_eq!(cache.put_reader(&b"precious"[..], None).unwrap(), d);
+        assert_eq!(fs::read(cache.path_of(&d)).unwrap(), b"precious");
+        fs::write(cache.path_of(&d), b"pre-ious").unwrap();
+        assert_eq!(cache.put_bytes(b"precious", None).unwrap(), d);
+        assert_eq!(fs::read(cache.path_of(&d)).unwrap(), b"precious");
+        assert!(cache.get_intact(&d, 8).unwrap());
+        assert!(!cache.get_intact(&d, 9).unwrap());
     }
 
     #[test]
