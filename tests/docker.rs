@@ -42,9 +42,9 @@ const MEMORY_MIB: u32 = 2048;
 const TEST_IMAGE: &str = "uvmkit-test/busybox:1";
 /// The busybox applets the test image links in /bin: a shell, an HTTP server and netcat for
 /// the network checks, and the tools the scripts run.
-const TEST_IMAGE_APPLETS: [&str; 19] = [
+const TEST_IMAGE_APPLETS: [&str; 20] = [
     "sh", "echo", "cat", "sync", "ls", "httpd", "nc", "mkdir", "sleep", "head", "tr", "seq", "touch", "grep", "wc",
-    "test", "true", "printf", "tail",
+    "test", "true", "printf", "tail", "nslookup",
 ];
 
 /// The test definition's `[docker]` section: dockerd must show each setting in `docker info`
@@ -52,6 +52,12 @@ const TEST_IMAGE_APPLETS: [&str; 19] = [
 const ENGINE_SETTINGS: &str = "[docker]\nregistry-mirrors = [\"https://registry-mirror.test\"]\n\
 insecure-registries = [\"registry.test:5000\"]\nlog-driver = \"json-file\"\n\
 log-opts = { max-size = \"10m\", max-file = \"3\" }\n";
+
+/// The test definition's host-only adapter: the second NIC (hot-plugged by
+/// `reachable_by_ip_from_the_host_side`, so `eth1`) gets this fixed address from the definition.
+const HOST_ONLY_INTERFACE: &str = "[[network.interfaces]]\nname = \"eth1\"\naddress = \"192.168.56.2/24\"\n";
+/// The MAC address the test gives that second NIC.
+const HOST_ONLY_MAC: &str = "52:54:00:56:00:02";
 
 /// The shipped definitions the tests build.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -159,7 +165,7 @@ fn build(definition: Definition) -> Built {
     let public = std::fs::read_to_string(ssh_key.with_extension("pub")).unwrap();
     let mut text = std::fs::read_to_string(&definition_path).unwrap();
     text.push_str(&format!(
-        "\n[ssh]\nauthorized_keys = [{:?}]\n\n[preload]\nimages = [\"busybox.tar\"]\n\n{ENGINE_SETTINGS}",
+        "\n[ssh]\nauthorized_keys = [{:?}]\n\n[preload]\nimages = [\"busybox.tar\"]\n\n{ENGINE_SETTINGS}\n{HOST_ONLY_INTERFACE}",
         public.trim()
     ));
     let test_definition = dir.join(format!("{name}.toml"));
@@ -998,9 +1004,10 @@ impl Drop for Netns {
     }
 }
 
-/// The VirtualBox host-only set-up: a second NIC on a private segment with a static address,
-/// and a macvlan network on that subnet, so that a container started with `--ip` answers by that
-/// address from the other end of the segment. Here the segment is a tap device the test moves
+/// The VirtualBox host-only set-up: a second NIC on a private segment with the static address
+/// the definition's `[[network.interfaces]]` entry gives it (the VM answers SSH there from the
+/// other end), and a macvlan network on that subnet, so that a container started with `--ip`
+/// answers by that address from the other end of the segment. Here the segment is a tap device the test moves
 /// into a network namespace of its own, and the "host side" runs in that namespace; nothing
 /// outside the test's namespace and the VM sees the addresses.
 fn reachable_by_ip_from_the_host_side(vm: &mut Vm, bundle: &Path) {
@@ -1018,8 +1025,9 @@ fn reachable_by_ip_from_the_host_side(vm: &mut Vm, bundle: &Path) {
     // The second NIC, hot-plugged as a user adds an adapter, and its host end moved away.
     vm.guest
         .monitor(&format!("netdev_add tap,id=net1,ifname={tap},script=no,downscript=no"));
-    vm.guest
-        .monitor("device_add virtio-net-pci,netdev=net1,id=nic1,mac=52:54:00:56:00:02");
+    vm.guest.monitor(&format!(
+        "device_add virtio-net-pci,netdev=net1,id=nic1,mac={HOST_ONLY_MAC}"
+    ));
     for args in [
         vec!["link", "set", tap.as_str(), "netns", netns.0.as_str()],
         vec![
@@ -1037,12 +1045,45 @@ fn reachable_by_ip_from_the_host_side(vm: &mut Vm, bundle: &Path) {
         let (ok, text) = run("ip", &args);
         assert!(ok, "ip {args:?}: {text}");
     }
-    let nic = vm.ssh(
-        "for i in $(seq 1 30); do n=$(grep -l 52:54:00:56:00:02 /sys/class/net/*/address) && break; sleep 1; done; \
-         n=${n%/address}; n=${n##*/}; ip addr add 192.168.56.2/24 dev $n && ip link set $n up && echo $n",
+    // The definition's [[network.interfaces]] entry configures the NIC when it appears: no
+    // command in the VM sets it up.
+    vm.guest.wait_for(
+        "network: eth1: static 192.168.56.2/24 (its own entry), gateway none, DNS none",
+        Duration::from_secs(60),
     );
-    let nic = nic.trim();
-    assert!(!nic.is_empty(), "the hot-plugged NIC did not appear");
+    // From the host side, the VM answers at that address on the NIC with the test's MAC.
+    let ssh_from_host_side = |vm: &Vm| {
+        Command::new("ip")
+            .args(["netns", "exec", &netns.0, "ssh"])
+            .args(vm.ssh_options())
+            .args([
+                "root@192.168.56.2",
+                "cat /sys/class/net/eth1/address; ip -4 -o addr show dev eth1",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let seen = loop {
+        let out = ssh_from_host_side(vm);
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        if Instant::now() > deadline {
+            let why = format!(
+                "ssh to 192.168.56.2 from the host side failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            vm.guest.fail(&why);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    assert!(
+        seen.starts_with(&format!("{HOST_ONLY_MAC}\n")) && seen.contains(" inet 192.168.56.2/24 "),
+        "eth1 as the VM shows it: {seen:?}"
+    );
+    let nic = "eth1";
     vm.docker(
         bundle,
         &[
@@ -1314,6 +1355,125 @@ fn containers_reach_each_other_and_the_host(vm: &mut Vm, bundle: &Path) {
         assert_eq!(got, format!("{greeting}\n"), "outbound from a container on {network}");
     }
     eprintln!("engine: containers reach each other by name and the host through NAT");
+    dns_in_containers(vm, bundle);
+}
+
+/// The Debian mirror's host name, which the sandbox resolves though it reaches no other part of
+/// the internet: from UVMKIT_DEBIAN_MIRROR, else the host's apt sources, as the build finds it.
+fn mirror_host() -> Option<String> {
+    let from_env = std::env::var("UVMKIT_DEBIAN_MIRROR").ok();
+    let from_sources = || {
+        let mut texts: Vec<String> = std::fs::read_dir("/etc/apt/sources.list.d")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "sources"))
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .collect();
+        texts.extend(std::fs::read_to_string("/etc/apt/sources.list").ok());
+        texts.iter().flat_map(|t| t.lines()).find_map(|line| {
+            let line = line.trim();
+            let rest = line.strip_prefix("URIs:").or_else(|| line.strip_prefix("deb "))?;
+            rest.split_whitespace().find(|w| w.contains("://")).map(str::to_owned)
+        })
+    };
+    let url = from_env.or_else(from_sources)?;
+    let host = url.split_once("://")?.1.split(['/', ':']).next()?.to_owned();
+    (!host.is_empty() && host.parse::<std::net::Ipv4Addr>().is_err()).then_some(host)
+}
+
+/// The IPv4 addresses in busybox `nslookup` output, after its `Name:` line (the lines before
+/// it name the server asked).
+fn nslookup_addresses(output: &str) -> Vec<std::net::Ipv4Addr> {
+    output
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("Name:"))
+        .filter_map(|l| l.trim().strip_prefix("Address:"))
+        .filter_map(|a| a.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// Name resolution inside containers: a real name (the mirror's) on the default bridge, where
+/// dockerd hands the VM's DHCP-given servers to the container, and on a user network, where
+/// the engine's embedded DNS forwards it; and a container's name on the user network.
+fn dns_in_containers(vm: &mut Vm, bundle: &Path) {
+    let backend_ip = vm.inspect(
+        bundle,
+        "backend",
+        "{{(index .NetworkSettings.Networks \"uvmkit-net\").IPAddress}}",
+    );
+    let backend_ip: std::net::Ipv4Addr = backend_ip
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("backend's address: {backend_ip:?}"));
+    let out = vm.docker(
+        bundle,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "uvmkit-net",
+            TEST_IMAGE,
+            "nslookup",
+            "backend",
+        ],
+    );
+    assert_eq!(
+        nslookup_addresses(&out),
+        vec![backend_ip],
+        "backend by name on uvmkit-net: {out}"
+    );
+
+    let Some(host) = mirror_host() else {
+        eprintln!("note: no Debian mirror in UVMKIT_DEBIAN_MIRROR or the apt sources; skipping the outside name");
+        return;
+    };
+    use std::net::ToSocketAddrs;
+    let on_the_host: Vec<std::net::Ipv4Addr> = (host.as_str(), 80)
+        .to_socket_addrs()
+        .map(|addrs| {
+            addrs
+                .filter_map(|a| match a.ip() {
+                    std::net::IpAddr::V4(v4) => Some(v4),
+                    std::net::IpAddr::V6(_) => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if on_the_host.is_empty() {
+        eprintln!("note: the host itself cannot resolve the Debian mirror's name; skipping the outside name");
+        return;
+    }
+    for network in ["bridge", "uvmkit-net"] {
+        let resolv = vm.docker(
+            bundle,
+            &[
+                "run",
+                "--rm",
+                "--network",
+                network,
+                TEST_IMAGE,
+                "cat",
+                "/etc/resolv.conf",
+            ],
+        );
+        let out = vm.docker(
+            bundle,
+            &["run", "--rm", "--network", network, TEST_IMAGE, "nslookup", &host],
+        );
+        let found = nslookup_addresses(&out);
+        assert!(
+            !found.is_empty() && found.iter().all(|a| !a.is_unspecified() && !a.is_loopback()),
+            "the mirror's name from a container on {network} (resolv.conf {resolv:?}): {out}"
+        );
+        // A name served by a CDN may resolve to other addresses a moment later; that an address
+        // came back through the container's resolver is the point, the overlap is reported.
+        let shared = found.iter().filter(|a| on_the_host.contains(a)).count();
+        eprintln!(
+            "engine: a container on {network} resolves the mirror's name to {} address(es), {shared} of them as the host does",
+            found.len()
+        );
+    }
 }
 
 /// `docker build` (FROM, ENV, COPY, RUN), `--init`, `--privileged`.

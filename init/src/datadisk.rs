@@ -10,7 +10,11 @@
 //! partition exists and `format_blank` is set, a whole disk that is entirely blank (zeros in
 //! its first and last MiB, where partition tables and file system signatures live) gets a GPT
 //! with one partition named `uvmkit-data`, formatted as ext4 labelled `uvmkit-data`. A disk
-//! holding anything is never written. Without any disk, state lives in a tmpfs.
+//! holding anything is never written. The file system is written and flushed before the table
+//! that names the partition, so a power loss in between leaves a disk that still reads blank;
+//! and a `uvmkit-data` partition that reads as zeros at both ends (left by a first boot cut
+//! short) is formatted, while one holding anything else is never written. Without any disk,
+//! state lives in a tmpfs.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -132,6 +136,30 @@ pub fn ext4_label(head: &[u8]) -> Option<String> {
     let name = &sb[0x78..0x88];
     let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
     Some(String::from_utf8_lossy(&name[..end]).into_owned())
+}
+
+/// What a partition named [`DATA_LABEL`] holds, judged from its first and last
+/// [`BLANK_CHECK_BYTES`] (where every file system, volume manager and swap signature lives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionContents {
+    /// An ext2/3/4 superblock: mount it.
+    Ext4,
+    /// Zeros at both ends: the partition was made but its file system never written (a power
+    /// loss on first boot by an init that wrote the table first); format it.
+    Blank,
+    /// Something else: never written.
+    Other,
+}
+
+/// Classifies a partition from its `head` and `tail` bytes.
+pub fn partition_contents(head: &[u8], tail: &[u8]) -> PartitionContents {
+    if ext4_label(head).is_some() {
+        PartitionContents::Ext4
+    } else if head.iter().chain(tail).all(|&b| b == 0) {
+        PartitionContents::Blank
+    } else {
+        PartitionContents::Other
+    }
 }
 
 /// `PARTNAME=` from a block device's `uevent` text.
@@ -449,23 +477,30 @@ fn format_disk(name: &str) -> Result<Option<DataPartition>, DataDiskError> {
     }
     let random = random_bytes().map_err(DataDiskError::Random)?;
     let part = |i: usize| <[u8; 16]>::try_from(&random[i * 16..i * 16 + 16]).unwrap_or_default();
-    let (start, end) = write_partition_table(&disk, size, random_guid(part(0)), random_guid(part(1)))?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as u32)
-        .unwrap_or(0);
+    let (start, end) = partition_range(size);
+    if end <= start {
+        return Err(DataDiskError::TooSmall { disk_bytes: size });
+    }
+    let flush = |disk: &File| {
+        disk.sync_all().map_err(|source| DataDiskError::Flush {
+            device: device.clone(),
+            source,
+        })
+    };
+    // The file system first, flushed, and only then the table that names the partition: a power
+    // loss in between leaves a disk whose first and last MiB are still zeros (the file system
+    // starts at 1 MiB), which the next boot formats again from the start.
     format_ext4(
         &disk,
         start,
         end - start,
         random_guid(part(2)).to_text_order(),
         part(3),
-        now,
+        unix_now(),
     )?;
-    disk.sync_all().map_err(|source| DataDiskError::Flush {
-        device: device.clone(),
-        source,
-    })?;
+    flush(&disk)?;
+    write_partition_table(&disk, size, random_guid(part(0)), random_guid(part(1)))?;
+    flush(&disk)?;
     // SAFETY: BLKRRPART takes no argument; the descriptor is open.
     if unsafe { libc::ioctl(disk.as_raw_fd(), BLKRRPART as _, 0) } != 0 {
         return Err(DataDiskError::Reread {
@@ -481,6 +516,87 @@ fn format_disk(name: &str) -> Result<Option<DataPartition>, DataDiskError> {
         storage::controller(Path::new("/sys"), name).unwrap_or_else(|| "unknown".into())
     );
     Ok(find(Duration::from_secs(5)))
+}
+
+/// Seconds since 1970 as ext4 stores them, 0 if the clock is before that.
+fn unix_now() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(0)
+}
+
+/// Makes sure a partition found by its GPT name holds a file system: one that reads as zeros at
+/// both ends is formatted (ext4, [`DATA_LABEL`]) when `format_blank` allows it, and one that
+/// holds anything else is never written. Gives the partition to mount, if any.
+pub fn ensure_file_system(partition: DataPartition, format_blank: bool) -> Option<DataPartition> {
+    if partition.matched_by != "GPT name" {
+        return Some(partition);
+    }
+    let device = partition.device.display().to_string();
+    match format_if_blank(&partition, format_blank) {
+        Ok(PartitionContents::Ext4) => Some(partition),
+        Ok(PartitionContents::Blank) if format_blank => Some(partition),
+        Ok(PartitionContents::Blank) => {
+            log!("data partition {device} has no file system; set [data_disk] format_blank = true to format it");
+            None
+        }
+        Ok(PartitionContents::Other) => {
+            log!("data partition {device} holds something that is not ext4; left alone");
+            Some(partition)
+        }
+        Err(err) => {
+            log!("data partition {device}: {err}");
+            None
+        }
+    }
+}
+
+/// Classifies `partition` and, if it is blank and `format_blank` is set, formats it.
+fn format_if_blank(partition: &DataPartition, format_blank: bool) -> Result<PartitionContents, DataDiskError> {
+    let started = Instant::now();
+    let device = &partition.device;
+    let dev = OpenOptions::new()
+        .read(true)
+        .write(format_blank)
+        .custom_flags(libc::O_EXCL)
+        .open(device)
+        .map_err(|source| DataDiskError::Open {
+            device: device.clone(),
+            source,
+        })?;
+    let size = dev.seek_end().map_err(|source| DataDiskError::Size {
+        device: device.clone(),
+        source,
+    })?;
+    let read = |offset: u64, len: u64| {
+        let mut buf = vec![0u8; len as usize];
+        dev.read_exact_at(&mut buf, offset)
+            .map(|()| buf)
+            .map_err(|source| DataDiskError::Read {
+                device: device.clone(),
+                source,
+            })
+    };
+    let len = BLANK_CHECK_BYTES.min(size);
+    let contents = partition_contents(&read(0, len)?, &read(size - len, len)?);
+    if contents != PartitionContents::Blank || !format_blank {
+        return Ok(contents);
+    }
+    let random = random_bytes().map_err(DataDiskError::Random)?;
+    let part = |i: usize| <[u8; 16]>::try_from(&random[i * 16..i * 16 + 16]).unwrap_or_default();
+    format_ext4(&dev, 0, size, random_guid(part(0)).to_text_order(), part(1), unix_now())?;
+    dev.sync_all().map_err(|source| DataDiskError::Flush {
+        device: device.clone(),
+        source,
+    })?;
+    log!(
+        "data partition {}: named {DATA_LABEL} but blank (a first boot cut short); formatted it as ext4 ({} MiB) in {} ms",
+        device.display(),
+        size >> 20,
+        started.elapsed().as_millis()
+    );
+    Ok(contents)
 }
 
 trait SeekEnd {
@@ -556,6 +672,26 @@ mod tests {
         head[1024 + 0x38] = 0;
         assert_eq!(ext4_label(&head), None);
         assert_eq!(ext4_label(&head[..100]), None);
+    }
+
+    #[test]
+    fn only_a_blank_named_partition_is_formatted() {
+        let zeros = vec![0u8; 4096];
+        let mut ext4 = zeros.clone();
+        ext4[1024 + 0x38..1024 + 0x3a].copy_from_slice(&0xEF53u16.to_le_bytes());
+        assert_eq!(partition_contents(&ext4, &zeros), PartitionContents::Ext4);
+        assert_eq!(partition_contents(&zeros, &zeros), PartitionContents::Blank);
+        // XFS ("XFSB" at 0), swap ("SWAPSPACE2" at 4086), a ZFS label at the end, or any stray
+        // byte: something is there, so it is never formatted.
+        let mut xfs = zeros.clone();
+        xfs[..4].copy_from_slice(b"XFSB");
+        assert_eq!(partition_contents(&xfs, &zeros), PartitionContents::Other);
+        let mut swap = zeros.clone();
+        swap[4086..].copy_from_slice(b"SWAPSPACE2");
+        assert_eq!(partition_contents(&swap, &zeros), PartitionContents::Other);
+        let mut tail = zeros.clone();
+        tail[4000] = 1;
+        assert_eq!(partition_contents(&zeros, &tail), PartitionContents::Other);
     }
 
     #[test]

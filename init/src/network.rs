@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use uvmkit_net::{NetworkConfig, NetworkHandle, StaticV4};
+use uvmkit_net::{Addressing, InterfaceConfig, InterfaceMatch, NetworkConfig, NetworkHandle, StaticV4};
 
 use crate::log;
 use uvmkit_init_config::NetworkSection;
@@ -26,6 +26,29 @@ pub fn net_config(section: &NetworkSection, hostname: &str) -> NetworkConfig {
                 dns: s.dns.clone(),
             })
         }),
+        // The configuration was checked at build time and again at boot: every entry has a name
+        // or a MAC address, and an address that parses if it has one.
+        interfaces: section
+            .interfaces
+            .iter()
+            .filter_map(|entry| {
+                let interface = match (&entry.name, entry.mac_bytes()) {
+                    (Some(name), _) => InterfaceMatch::Name(name.clone()),
+                    (None, Some(mac)) => InterfaceMatch::Mac(mac),
+                    (None, None) => return None,
+                };
+                let addressing = match entry.address_and_prefix() {
+                    Some((address, prefix)) => Addressing::Static(StaticV4 {
+                        address,
+                        prefix,
+                        gateway: entry.gateway,
+                        dns: entry.dns.clone(),
+                    }),
+                    None => Addressing::Dhcp,
+                };
+                Some(InterfaceConfig { interface, addressing })
+            })
+            .collect(),
         hostname: hostname.to_string(),
         timeout: Duration::from_secs(section.timeout),
         ..NetworkConfig::default()
@@ -75,7 +98,7 @@ pub fn release() {
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
-    use uvmkit_init_config::StaticSection;
+    use uvmkit_init_config::{InterfaceSection, StaticSection};
 
     #[test]
     fn section_maps_to_the_net_crate_config() {
@@ -87,9 +110,42 @@ mod tests {
                 gateway: Some(Ipv4Addr::new(192, 168, 1, 1)),
                 dns: vec![Ipv4Addr::new(1, 1, 1, 1)],
             }),
-            interfaces: vec![],
+            interfaces: vec![
+                InterfaceSection {
+                    name: Some("eth1".into()),
+                    mac: None,
+                    address: Some("192.168.56.2/24".into()),
+                    gateway: None,
+                    dns: vec![Ipv4Addr::new(192, 168, 56, 1)],
+                },
+                InterfaceSection {
+                    name: None,
+                    mac: Some("52:54:00:AB:CD:EF".into()),
+                    address: None,
+                    gateway: None,
+                    dns: vec![],
+                },
+            ],
         };
         let config = net_config(&section, "docker");
+        assert_eq!(
+            config.interfaces,
+            vec![
+                InterfaceConfig {
+                    interface: InterfaceMatch::Name("eth1".into()),
+                    addressing: Addressing::Static(StaticV4 {
+                        address: Ipv4Addr::new(192, 168, 56, 2),
+                        prefix: 24,
+                        gateway: None,
+                        dns: vec![Ipv4Addr::new(192, 168, 56, 1)],
+                    }),
+                },
+                InterfaceConfig {
+                    interface: InterfaceMatch::Mac([0x52, 0x54, 0, 0xab, 0xcd, 0xef]),
+                    addressing: Addressing::Dhcp,
+                },
+            ]
+        );
         assert!(!config.dhcp);
         assert_eq!(config.timeout, Duration::from_secs(7));
         assert_eq!(config.hostname, "docker");

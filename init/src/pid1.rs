@@ -253,6 +253,7 @@ fn boot(config: &InitConfig, buttons: &mut PowerButtons) {
         None => log!("no data partition labelled {} found; state stays in memory", DATA_LABEL),
     }
     if let Some(data) = &config.data_disk {
+        let found = found.and_then(|p| datadisk::ensure_file_system(p, data.format_blank));
         let partition = found.or_else(|| data.format_blank.then(datadisk::prepare_blank_disk).flatten());
         datadisk::mount_state(partition.as_ref(), &data.binds);
     }

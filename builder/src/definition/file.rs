@@ -134,6 +134,31 @@ pub struct NetworkSection {
     /// A fixed IPv4 address for the first Ethernet interface.
     #[serde(default, rename = "static")]
     pub static_v4: Option<StaticNetwork>,
+    /// `[[network.interfaces]]`: particular interfaces, each configured only as its entry says.
+    #[serde(default)]
+    pub interfaces: Vec<InterfaceEntry>,
+}
+
+/// `[[network.interfaces]]`: one Ethernet interface, by kernel name or MAC address, with a
+/// fixed IPv4 address or (without `address`) DHCP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceEntry {
+    /// The kernel's name for the interface, such as `eth1`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The interface's MAC address, such as `08:00:27:12:34:56`.
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// Address and prefix length, `192.168.56.2/24`; absent, the interface uses DHCP.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// A default gateway through this interface (only with `address`).
+    #[serde(default)]
+    pub gateway: Option<String>,
+    /// DNS servers (only with `address`).
+    #[serde(default)]
+    pub dns: Vec<String>,
 }
 
 fn default_network_timeout() -> u64 {

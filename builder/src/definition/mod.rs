@@ -365,6 +365,46 @@ mod tests {
         }
     }
 
+    #[test]
+    fn network_interfaces_are_parsed_and_checked_as_the_init_checks_them() {
+        let def = parse(
+            "name = \"m\"\n[network]\n[[network.interfaces]]\nname = \"eth1\"\naddress = \"192.168.56.2/24\"\n\
+             dns = [\"192.168.56.1\"]\n[[network.interfaces]]\nmac = \"08:00:27:AA:BB:CC\"\n",
+            Path::new("m.toml"),
+        )
+        .unwrap();
+        let interfaces = def.network.unwrap().interfaces;
+        assert_eq!(interfaces.len(), 2);
+        assert_eq!(interfaces[0].name.as_deref(), Some("eth1"));
+        assert_eq!(
+            interfaces[0].address_and_prefix(),
+            Some((std::net::Ipv4Addr::new(192, 168, 56, 2), 24))
+        );
+        assert_eq!(interfaces[0].dns, vec![std::net::Ipv4Addr::new(192, 168, 56, 1)]);
+        assert_eq!(interfaces[1].mac_bytes(), Some([8, 0, 0x27, 0xaa, 0xbb, 0xcc]));
+        assert_eq!(interfaces[1].address, None);
+        for (entry, says) in [
+            ("address = \"192.168.56.2/24\"", "exactly one of `name`"),
+            ("name = \"eth1\"\naddress = \"192.168.56.2\"", "prefix length"),
+            ("name = \"eth1\"\ngateway = \"192.168.56.1\"", "need a fixed `address`"),
+            ("mac = \"08:00:27\"", "six hex pairs"),
+            (
+                "name = \"eth1\"\naddress = \"192.168.56.2/24\"\ndns = [\"dns.test\"]",
+                "\"dns.test\" is not an IPv4",
+            ),
+        ] {
+            let e = parse_err(&format!(
+                "name = \"m\"\n[[network.interfaces]]\nname = \"eth0\"\n[[network.interfaces]]\n{entry}\n"
+            ));
+            assert!(
+                e.starts_with("img.toml: `network.interfaces`: [[network.interfaces]] entry 2: ") && e.contains(says),
+                "{entry}: {e}"
+            );
+        }
+        let e = parse_err("name = \"m\"\n[[network.interfaces]]\nname = \"eth1\"\nmtu = 9000\n");
+        assert!(e.contains("mtu"), "{e}");
+    }
+
     const TWO_SERVICES: &str = r#"name = "m"
 [[services]]
 name = "containerd"

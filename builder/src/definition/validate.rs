@@ -429,11 +429,47 @@ fn network_section(network: &NetworkSection) -> Result<uvmkit_init_config::Netwo
         None => None,
         Some(s) => Some(static_network(s)?),
     };
-    Ok(uvmkit_init_config::NetworkSection {
+    let interfaces = network
+        .interfaces
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| interface_entry(i, entry))
+        .collect::<Result<_, _>>()?;
+    let section = uvmkit_init_config::NetworkSection {
         dhcp: network.dhcp,
         timeout: network.timeout,
         static_v4,
-        interfaces: Vec::new(),
+        interfaces,
+    };
+    // The init's own check, so the build refuses what the init would, in the same words.
+    section
+        .check_interfaces()
+        .map_err(|e| invalid("network.interfaces", e.to_string()))?;
+    Ok(section)
+}
+
+/// The `index`-th `[[network.interfaces]]` entry with its gateway and DNS servers parsed.
+fn interface_entry(
+    index: usize,
+    entry: &super::file::InterfaceEntry,
+) -> Result<uvmkit_init_config::InterfaceSection, Invalid> {
+    let ipv4 = |ip: &String| {
+        ip.parse::<std::net::Ipv4Addr>().map_err(|_| {
+            invalid(
+                "network.interfaces",
+                format!(
+                    "[[network.interfaces]] entry {}: {ip:?} is not an IPv4 address",
+                    index + 1
+                ),
+            )
+        })
+    };
+    Ok(uvmkit_init_config::InterfaceSection {
+        name: entry.name.clone(),
+        mac: entry.mac.clone(),
+        address: entry.address.clone(),
+        gateway: entry.gateway.as_ref().map(ipv4).transpose()?,
+        dns: entry.dns.iter().map(ipv4).collect::<Result<_, _>>()?,
     })
 }
 

@@ -9,7 +9,7 @@ use std::path::{Component, Path, PathBuf};
 use thiserror::Error;
 use uvmkit_service_spec::{check_command, check_services, ServiceError};
 
-use crate::{InitConfig, InterfaceSection, ShareKind, ShareSection};
+use crate::{InitConfig, InterfaceSection, NetworkSection, ShareKind, ShareSection};
 
 /// A value of the configuration that cannot be used; the message names the key and says what
 /// is expected.
@@ -93,6 +93,18 @@ pub enum InitConfigError {
     },
 }
 
+impl NetworkSection {
+    /// Checks the `[[network.interfaces]]` entries: each names one interface (by a valid name
+    /// or MAC address) no earlier entry names, and has `gateway`/`dns` only with an address.
+    pub fn check_interfaces(&self) -> Result<(), InitConfigError> {
+        for (i, interface) in self.interfaces.iter().enumerate() {
+            check_interface(interface, &self.interfaces[..i])
+                .map_err(|problem| InitConfigError::InvalidInterface { index: i + 1, problem })?;
+        }
+        Ok(())
+    }
+}
+
 impl InitConfig {
     /// Checks everything but `[[services]]` and `[preload]`.
     pub fn check_base(&self) -> Result<(), InitConfigError> {
@@ -128,14 +140,8 @@ impl InitConfig {
                 address: address.address.clone(),
             });
         }
-        let interfaces = self
-            .network
-            .as_ref()
-            .map(|n| n.interfaces.as_slice())
-            .unwrap_or_default();
-        for (i, interface) in interfaces.iter().enumerate() {
-            check_interface(interface, &interfaces[..i])
-                .map_err(|problem| InitConfigError::InvalidInterface { index: i + 1, problem })?;
+        if let Some(network) = &self.network {
+            network.check_interfaces()?;
         }
         let binds = self.data_disk.as_ref().map(|d| d.binds.as_slice()).unwrap_or_default();
         for (i, bind) in binds.iter().enumerate() {

@@ -20,7 +20,9 @@ use std::path::PathBuf;
 
 pub use rand_core::CryptoRngCore;
 pub use ssh::{fingerprint_sha256, generate_host_keys, HostKeys};
-pub use store::{ensure_identity, IdentityReport, Outcome, ReissueReason};
+pub use store::{
+    ensure_identity, ensure_ssh_host_keys, ensure_tls, IdentityReport, Outcome, ReissueReason, SshReport, TlsReport,
+};
 pub use tls::{
     cert_sans, create_ca, issue_client_cert, issue_server_cert, CertificateAuthority, IssuedCert, ServerNames,
 };

@@ -31,6 +31,8 @@ use crate::{fingerprint_sha256, IdentityError};
 pub const CA_VALIDITY_DAYS: u32 = 3650;
 /// How long a new server or client certificate is valid, in days (two years).
 pub const LEAF_VALIDITY_DAYS: u32 = 730;
+/// A certificate whose notAfter is this close is renewed before it runs out, in days.
+pub const RENEWAL_MARGIN_DAYS: u32 = 30;
 /// The common name of the client certificate.
 pub const CLIENT_COMMON_NAME: &str = "client";
 
@@ -60,7 +62,21 @@ pub enum ReissueReason {
     /// A new CA was created, so certificates of the old one no longer verify.
     CaChanged,
     /// The certificate's notAfter has passed.
-    Expired,
+    Expired {
+        /// Its notAfter.
+        not_after: SystemTime,
+    },
+    /// The certificate's notAfter is within [`RENEWAL_MARGIN_DAYS`].
+    ExpiresSoon {
+        /// Its notAfter.
+        not_after: SystemTime,
+    },
+    /// The certificate's notBefore is still to come: it was made while the clock was wrong
+    /// (ahead), and clients would refuse it.
+    NotYetValid {
+        /// Its notBefore.
+        not_before: SystemTime,
+    },
     /// The certificate or its key could not be parsed.
     Unreadable,
     /// The private key does not belong to the certificate.
@@ -114,16 +130,53 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// `2026-12-02T00:00:00Z`, or the seconds since 1970 when X.509 cannot express the time.
+fn date(time: SystemTime) -> String {
+    der::DateTime::from_system_time(time).map_or_else(
+        |_| {
+            let secs = time.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            format!("{secs} s after 1970")
+        },
+        |t| t.to_string(),
+    )
+}
+
 impl fmt::Display for ReissueReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ReissueReason::NamesChanged => "the VM's names or addresses changed",
-            ReissueReason::CaChanged => "a new CA was created",
-            ReissueReason::Expired => "it had expired",
-            ReissueReason::Unreadable => "the old one could not be read",
-            ReissueReason::KeyMismatch => "its key did not match",
-            ReissueReason::NotIssuedByCa => "it was not signed by the current CA",
-        })
+        match self {
+            ReissueReason::NamesChanged => f.write_str("the VM's names or addresses changed"),
+            ReissueReason::CaChanged => f.write_str("a new CA was created"),
+            ReissueReason::Expired { not_after } => write!(f, "it expired at {}", date(*not_after)),
+            ReissueReason::ExpiresSoon { not_after } => write!(
+                f,
+                "it expires at {}, within {RENEWAL_MARGIN_DAYS} days",
+                date(*not_after)
+            ),
+            ReissueReason::NotYetValid { not_before } => write!(
+                f,
+                "it is valid only from {} (made while the clock was ahead)",
+                date(*not_before)
+            ),
+            ReissueReason::Unreadable => f.write_str("the old one could not be read"),
+            ReissueReason::KeyMismatch => f.write_str("its key did not match"),
+            ReissueReason::NotIssuedByCa => f.write_str("it was not signed by the current CA"),
+        }
+    }
+}
+
+/// Whether a certificate valid from `not_before` to `not_after` must be replaced at `now`:
+/// not valid yet, expired, or expiring within [`RENEWAL_MARGIN_DAYS`] (RFC 5280 section
+/// 4.1.2.5: a certificate is valid from notBefore through notAfter inclusive).
+pub fn validity_problem(not_before: SystemTime, not_after: SystemTime, now: SystemTime) -> Option<ReissueReason> {
+    let margin = std::time::Duration::from_secs(86_400 * u64::from(RENEWAL_MARGIN_DAYS));
+    if not_before > now {
+        Some(ReissueReason::NotYetValid { not_before })
+    } else if not_after < now {
+        Some(ReissueReason::Expired { not_after })
+    } else if not_after < now + margin {
+        Some(ReissueReason::ExpiresSoon { not_after })
+    } else {
+        None
     }
 }
 
@@ -166,26 +219,103 @@ pub fn ensure_identity_with_rng(
     names: &ServerNames,
     now: SystemTime,
 ) -> Result<IdentityReport, IdentityError> {
+    let ssh = ensure_ssh_host_keys_with_rng(rng, dir, hostname)?;
+    let tls = ensure_tls_with_rng(rng, dir, hostname, names, now)?;
+    Ok(IdentityReport {
+        ssh_ed25519: ssh.ed25519,
+        ssh_ed25519_fingerprint: ssh.ed25519_fingerprint,
+        ssh_ecdsa: ssh.ecdsa,
+        ssh_ecdsa_fingerprint: ssh.ecdsa_fingerprint,
+        ca: tls.ca,
+        server_cert: tls.server_cert,
+        client_cert: tls.client_cert,
+    })
+}
+
+/// What [`ensure_ssh_host_keys`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SshReport {
+    /// The ed25519 host key.
+    pub ed25519: Outcome,
+    /// Its fingerprint, `SHA256:...`.
+    pub ed25519_fingerprint: String,
+    /// The ECDSA P-256 host key.
+    pub ecdsa: Outcome,
+    /// Its fingerprint, `SHA256:...`.
+    pub ecdsa_fingerprint: String,
+}
+
+/// What [`ensure_tls`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlsReport {
+    /// The CA.
+    pub ca: Outcome,
+    /// The server certificate and key.
+    pub server_cert: Outcome,
+    /// The client bundle.
+    pub client_cert: Outcome,
+}
+
+/// The SSH host keys alone, under `dir/ssh`: whatever happens to the TLS material, a VM whose
+/// host keys are fine can be logged in to (and the other way round).
+pub fn ensure_ssh_host_keys(dir: &Path, hostname: &str) -> Result<SshReport, IdentityError> {
+    ensure_ssh_host_keys_with_rng(&mut OsRng, dir, hostname)
+}
+
+/// The TLS material alone, under `dir/tls`.
+pub fn ensure_tls(
+    dir: &Path,
+    hostname: &str,
+    names: &ServerNames,
+    now: SystemTime,
+) -> Result<TlsReport, IdentityError> {
+    ensure_tls_with_rng(&mut OsRng, dir, hostname, names, now)
+}
+
+/// [`ensure_ssh_host_keys`] with a caller-supplied random source.
+pub fn ensure_ssh_host_keys_with_rng(
+    rng: &mut impl CryptoRngCore,
+    dir: &Path,
+    hostname: &str,
+) -> Result<SshReport, IdentityError> {
     let ssh_dir = dir.join("ssh");
-    let tls_dir = dir.join("tls");
-    let client_dir = tls_dir.join("client");
-    for d in [dir, &ssh_dir, &tls_dir, &client_dir] {
+    for d in [dir, &ssh_dir] {
         private_dir(d)?;
     }
-
     let comment = format!("root@{hostname}");
-    let (ssh_ed25519, ssh_ed25519_fingerprint) = ensure_host_key(
+    let (ed25519, ed25519_fingerprint) = ensure_host_key(
         rng,
         &ssh_dir.join("ssh_host_ed25519_key"),
         HostKeyKind::Ed25519,
         &comment,
     )?;
-    let (ssh_ecdsa, ssh_ecdsa_fingerprint) = ensure_host_key(
+    let (ecdsa, ecdsa_fingerprint) = ensure_host_key(
         rng,
         &ssh_dir.join("ssh_host_ecdsa_key"),
         HostKeyKind::EcdsaP256,
         &comment,
     )?;
+    Ok(SshReport {
+        ed25519,
+        ed25519_fingerprint,
+        ecdsa,
+        ecdsa_fingerprint,
+    })
+}
+
+/// [`ensure_tls`] with a caller-supplied random source.
+pub fn ensure_tls_with_rng(
+    rng: &mut impl CryptoRngCore,
+    dir: &Path,
+    hostname: &str,
+    names: &ServerNames,
+    now: SystemTime,
+) -> Result<TlsReport, IdentityError> {
+    let tls_dir = dir.join("tls");
+    let client_dir = tls_dir.join("client");
+    for d in [dir, &tls_dir, &client_dir] {
+        private_dir(d)?;
+    }
 
     let (ca, ca_outcome) = ensure_ca(rng, &tls_dir, hostname, now)?;
     let ca_changed = ca_outcome != Outcome::Kept;
@@ -217,11 +347,7 @@ pub fn ensure_identity_with_rng(
         }
     }
 
-    Ok(IdentityReport {
-        ssh_ed25519,
-        ssh_ed25519_fingerprint,
-        ssh_ecdsa,
-        ssh_ecdsa_fingerprint,
+    Ok(TlsReport {
         ca: ca_outcome,
         server_cert,
         client_cert,
@@ -291,6 +417,13 @@ fn ensure_ca(
                     key: key_path.display().to_string(),
                 });
             }
+            let (not_before, not_after) = tls::validity_period(&cert_pem)?;
+            // A CA clients would refuse (or soon will) is replaced; the leaves follow it.
+            if let Some(reason) = validity_problem(not_before, not_after, now) {
+                let ca = tls::create_ca(rng, &format!("uvmkit CA for {hostname}"), now, CA_VALIDITY_DAYS)?;
+                write_pair(&(cert_path, key_path), &ca.cert_pem, &ca.key_pem)?;
+                return Ok((ca, Outcome::Reissued(reason)));
+            }
             let outcome = if fix_mode(&key_path, PRIVATE)? {
                 Outcome::Repaired
             } else {
@@ -343,8 +476,11 @@ fn leaf_problem(
         Some(ReissueReason::KeyMismatch)
     } else if !tls::is_issued_by(cert, &ca.cert_pem)? {
         Some(ReissueReason::NotIssuedByCa)
-    } else if tls::not_after(cert)? <= now {
-        Some(ReissueReason::Expired)
+    } else if let Some(reason) = {
+        let (not_before, not_after) = tls::validity_period(cert)?;
+        validity_problem(not_before, not_after, now)
+    } {
+        Some(reason)
     } else if names_changed(cert)? {
         Some(ReissueReason::NamesChanged)
     } else {
@@ -620,9 +756,111 @@ mod tests {
         ensure_identity(dir, "vm", &names([10, 0, 2, 15]), UNIX_EPOCH + NOW).unwrap();
         let later = UNIX_EPOCH + NOW + Duration::from_secs(86_400 * (LEAF_VALIDITY_DAYS as u64 + 1));
         let report = ensure_identity(dir, "vm", &names([10, 0, 2, 15]), later).unwrap();
-        assert_eq!(report.server_cert, Outcome::Reissued(ReissueReason::Expired));
-        assert_eq!(report.client_cert, Outcome::Reissued(ReissueReason::Expired));
+        let expired = Outcome::Reissued(ReissueReason::Expired {
+            not_after: UNIX_EPOCH + NOW + Duration::from_secs(86_400 * LEAF_VALIDITY_DAYS as u64),
+        });
+        assert_eq!(report.server_cert, expired, "{report}");
+        assert_eq!(report.client_cert, expired, "{report}");
         assert_eq!(report.ca, Outcome::Kept);
+    }
+
+    #[test]
+    fn validity_is_checked_both_ways_with_a_renewal_margin() {
+        let day = Duration::from_secs(86_400);
+        let now = UNIX_EPOCH + NOW;
+        let (from, to) = (now - day, now + 365 * day);
+        assert_eq!(validity_problem(from, to, now), None);
+        assert_eq!(
+            validity_problem(now + day, to, now),
+            Some(ReissueReason::NotYetValid { not_before: now + day })
+        );
+        assert_eq!(
+            validity_problem(from, now - day, now),
+            Some(ReissueReason::Expired { not_after: now - day })
+        );
+        assert_eq!(
+            validity_problem(from, now + 10 * day, now),
+            Some(ReissueReason::ExpiresSoon {
+                not_after: now + 10 * day
+            })
+        );
+        assert_eq!(validity_problem(from, now + (RENEWAL_MARGIN_DAYS + 1) * day, now), None);
+        // The log line names the dates.
+        let text = ReissueReason::NotYetValid { not_before: now + day }.to_string();
+        let expected = der::DateTime::from_system_time(now + day).unwrap().to_string();
+        assert!(text.contains(&expected) && text.contains("clock was ahead"), "{text}");
+    }
+
+    #[test]
+    fn a_ca_made_under_a_clock_that_was_ahead_is_renewed_with_its_leaves() {
+        let scratch = Scratch::new();
+        let dir = &scratch.0;
+        let ahead = UNIX_EPOCH + NOW + Duration::from_secs(86_400 * 400);
+        ensure_identity(dir, "vm", &names([10, 0, 2, 15]), ahead).unwrap();
+        let before = snapshot(dir);
+        let now = UNIX_EPOCH + NOW;
+        // notBefore is the creation time less the allowance for clock skew: still ahead of now.
+        let made_ahead = tls::validity_period(&fs::read_to_string(dir.join("tls/ca.pem")).unwrap())
+            .unwrap()
+            .0;
+        assert!(made_ahead > now);
+        let report = ensure_identity(dir, "vm", &names([10, 0, 2, 15]), now).unwrap();
+        assert_eq!(
+            report.ca,
+            Outcome::Reissued(ReissueReason::NotYetValid { not_before: made_ahead })
+        );
+        assert_eq!(report.server_cert, Outcome::Reissued(ReissueReason::CaChanged));
+        assert_eq!(report.client_cert, Outcome::Reissued(ReissueReason::CaChanged));
+        assert_eq!([report.ssh_ed25519, report.ssh_ecdsa], [Outcome::Kept; 2]);
+        let ca = fs::read_to_string(dir.join("tls/ca.pem")).unwrap();
+        let (from, to) = tls::validity_period(&ca).unwrap();
+        assert!(from <= now && validity_problem(from, to, now).is_none());
+        assert_ne!(snapshot(dir).get("tls/ca.pem"), before.get("tls/ca.pem"));
+        for leaf in ["tls/server-cert.pem", "tls/client/cert.pem"] {
+            let pem = fs::read_to_string(dir.join(leaf)).unwrap();
+            assert!(tls::is_issued_by(&pem, &ca).unwrap(), "{leaf}");
+            let (from, to) = tls::validity_period(&pem).unwrap();
+            assert!(validity_problem(from, to, now).is_none(), "{leaf}");
+        }
+        // Kept from then on.
+        assert!(!ensure_identity(dir, "vm", &names([10, 0, 2, 15]), now)
+            .unwrap()
+            .changed());
+    }
+
+    #[test]
+    fn a_ca_near_its_end_is_renewed_and_a_leaf_made_ahead_is_reissued() {
+        let scratch = Scratch::new();
+        let dir = &scratch.0;
+        let day = Duration::from_secs(86_400);
+        let made = UNIX_EPOCH + NOW;
+        ensure_identity(dir, "vm", &names([10, 0, 2, 15]), made).unwrap();
+        // Ten days before the CA runs out (the leaves expired long before and were reissued).
+        let late = made + (CA_VALIDITY_DAYS - 10) * day;
+        let report = ensure_identity(dir, "vm", &names([10, 0, 2, 15]), late).unwrap();
+        assert_eq!(
+            report.ca,
+            Outcome::Reissued(ReissueReason::ExpiresSoon {
+                not_after: made + CA_VALIDITY_DAYS * day
+            }),
+            "{report}"
+        );
+        assert_eq!(report.server_cert, Outcome::Reissued(ReissueReason::CaChanged));
+        // A client certificate issued while the clock was ahead (the CA itself is fine).
+        let dir = &dir.join("second");
+        ensure_identity(dir, "vm", &names([10, 0, 2, 15]), made).unwrap();
+        fs::remove_file(dir.join("tls/client/cert.pem")).unwrap();
+        ensure_identity(dir, "vm", &names([10, 0, 2, 15]), made + 5 * day).unwrap();
+        let client = fs::read_to_string(dir.join("tls/client/cert.pem")).unwrap();
+        let made_ahead = tls::validity_period(&client).unwrap().0;
+        assert!(made_ahead > made + day);
+        let report = ensure_identity(dir, "vm", &names([10, 0, 2, 15]), made + day).unwrap();
+        assert_eq!(report.ca, Outcome::Kept);
+        assert_eq!(report.server_cert, Outcome::Kept);
+        assert_eq!(
+            report.client_cert,
+            Outcome::Reissued(ReissueReason::NotYetValid { not_before: made_ahead })
+        );
     }
 
     #[test]

@@ -280,6 +280,15 @@ pub fn not_after(cert_pem: &str) -> Result<SystemTime, IdentityError> {
         .to_system_time())
 }
 
+/// A certificate's validity period (RFC 5280 section 4.1.2.5): notBefore and notAfter.
+pub fn validity_period(cert_pem: &str) -> Result<(SystemTime, SystemTime), IdentityError> {
+    let validity = parse_cert(cert_pem, "given")?.tbs_certificate.validity;
+    Ok((
+        validity.not_before.to_system_time(),
+        validity.not_after.to_system_time(),
+    ))
+}
+
 /// What distinguishes the server and the client leaf.
 struct Leaf<'a> {
     what: &'static str,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -24,6 +25,9 @@ const CARRIER_WAIT: Duration = Duration::from_secs(5);
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Pause before reopening a DHCP socket that failed.
 const SOCKET_RETRY: Duration = Duration::from_secs(5);
+/// How often the interfaces are listed again while a listed interface is still missing (it
+/// may be hot-plugged, or its driver may load late).
+const MISSING_POLL: Duration = Duration::from_secs(1);
 
 /// A fixed IPv4 configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,14 +42,68 @@ pub struct StaticV4 {
     pub dns: Vec<Ipv4Addr>,
 }
 
+/// Which interface an [`InterfaceConfig`] is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InterfaceMatch {
+    /// The kernel's name, such as `eth1`.
+    Name(String),
+    /// The hardware address.
+    Mac([u8; 6]),
+}
+
+impl InterfaceMatch {
+    /// Whether `interface` is the one meant.
+    pub fn matches(&self, interface: &Interface) -> bool {
+        match self {
+            InterfaceMatch::Name(name) => *name == interface.name,
+            InterfaceMatch::Mac(mac) => *mac == interface.mac,
+        }
+    }
+}
+
+impl std::fmt::Display for InterfaceMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InterfaceMatch::Name(name) => f.write_str(name),
+            InterfaceMatch::Mac(m) => write!(
+                f,
+                "MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                m[0], m[1], m[2], m[3], m[4], m[5]
+            ),
+        }
+    }
+}
+
+/// How one listed interface gets its address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Addressing {
+    /// A fixed address, with an optional gateway and DNS servers.
+    Static(StaticV4),
+    /// A DHCPv4 client, whatever [`NetworkConfig::dhcp`] says.
+    Dhcp,
+}
+
+/// The configuration of one particular interface; it replaces the general rules for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceConfig {
+    /// The interface it is for.
+    pub interface: InterfaceMatch,
+    /// Its address.
+    pub addressing: Addressing,
+}
+
 /// How the init configures the network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkConfig {
-    /// Run DHCP on Ethernet interfaces (on all of them, or on all but the first when
-    /// `static_v4` is set).
+    /// Run DHCP on Ethernet interfaces not in `interfaces` (on all of them, or on all but the
+    /// first when `static_v4` is set).
     pub dhcp: bool,
-    /// A static address for the first Ethernet interface (by name order).
+    /// A static address for the first Ethernet interface (by name order), unless `interfaces`
+    /// lists that interface.
     pub static_v4: Option<StaticV4>,
+    /// Interfaces configured exactly as their entry says; one missing at boot is configured
+    /// when it appears.
+    pub interfaces: Vec<InterfaceConfig>,
     /// Host name sent to DHCP servers (option 12); empty sends none.
     pub hostname: String,
     /// How long boot waits for a first address.
@@ -59,6 +117,7 @@ impl Default for NetworkConfig {
         Self {
             dhcp: true,
             static_v4: None,
+            interfaces: Vec::new(),
             hostname: String::new(),
             timeout: Duration::from_secs(30),
             resolv_conf: Some(PathBuf::from("/etc/resolv.conf")),
@@ -104,6 +163,8 @@ struct Shared {
     /// Signalled whenever `active` changes.
     changed: Condvar,
     links: Mutex<Vec<Arc<DhcpLink>>>,
+    /// Set by `release_all`: the thread looking for missing listed interfaces stops.
+    stopped: AtomicBool,
 }
 
 #[derive(Default)]
@@ -115,6 +176,11 @@ struct Active {
 struct Configured {
     address: InterfaceAddress,
     resolver: ResolverSource,
+    /// Leased, rather than fixed: fixed DNS servers come first in resolv.conf, since someone
+    /// wrote them down for this VM.
+    leased: bool,
+    /// Whether the configuration brought a default route.
+    routed: bool,
 }
 
 /// One interface's DHCP client and socket.
@@ -134,9 +200,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Configures every Ethernet interface; returns after the first address (static, or a DHCP
-/// lease) or `config.timeout`, leaving a thread per DHCP interface that keeps renewing and,
-/// without a lease, keeps retrying.
+/// Configures every Ethernet interface; returns after the first DHCP lease (or at once when a
+/// fixed address brings a default route, or when no interface uses DHCP) or `config.timeout`,
+/// leaving a thread per DHCP interface that keeps renewing and, without a lease, keeps
+/// retrying, and a thread that configures listed interfaces missing at boot when they appear.
 pub fn start(config: &NetworkConfig, log: impl Fn(&str) + Send + Sync + 'static) -> io::Result<NetworkHandle> {
     let began = Instant::now();
     let shared = Arc::new(Shared {
@@ -145,35 +212,71 @@ pub fn start(config: &NetworkConfig, log: impl Fn(&str) + Send + Sync + 'static)
         active: Mutex::new(Active::default()),
         changed: Condvar::new(),
         links: Mutex::new(Vec::new()),
+        stopped: AtomicBool::new(false),
     });
     let handle = NetworkHandle {
         shared: Arc::clone(&shared),
     };
 
     let found = wait_for_interfaces(config.timeout)?;
-    if found.is_empty() {
+    if found.is_empty() && config.interfaces.is_empty() {
         (shared.log)("no Ethernet interface found; networking stays down");
         return Ok(handle);
     }
+    let mut missing: Vec<InterfaceConfig> = config
+        .interfaces
+        .iter()
+        .filter(|entry| !found.iter().any(|i| entry.interface.matches(i)))
+        .cloned()
+        .collect();
     let mut dhcp_threads = 0;
     for (i, interface) in found.into_iter().enumerate() {
+        let Some((addressing, listed)) = addressing_for(config, i, &interface) else {
+            (shared.log)(&format!(
+                "{}: left unconfigured (DHCP is off and no entry names it)",
+                interface.name
+            ));
+            continue;
+        };
+        if i == 0 && listed && config.static_v4.is_some() {
+            (shared.log)(&format!(
+                "{}: its own entry replaces the static address given for the first interface",
+                interface.name
+            ));
+        }
         if let Err(e) = interfaces::set_link_up(&interface.name, true) {
             (shared.log)(&format!("{}: {e}; skipping it", interface.name));
             continue;
         }
-        match &config.static_v4 {
-            Some(s) if i == 0 => shared.apply_static(&interface, s)?,
-            _ if config.dhcp => {
-                spawn_dhcp(&shared, interface, &config.hostname)?;
-                dhcp_threads += 1;
-            }
-            _ => {}
+        if shared.apply(interface, &addressing, listed, &config.hostname)? {
+            dhcp_threads += 1;
         }
+    }
+    if !missing.is_empty() {
+        for entry in &missing {
+            (shared.log)(&format!(
+                "{}: listed but not present; configuring it when it appears",
+                entry.interface
+            ));
+        }
+        let watcher = Arc::clone(&shared);
+        let hostname = config.hostname.clone();
+        thread::Builder::new()
+            .name("net-missing".into())
+            .spawn(move || {
+                while !missing.is_empty() && !watcher.stopped.load(Ordering::Relaxed) {
+                    thread::sleep(MISSING_POLL);
+                    watcher.configure_appeared(&mut missing, &hostname);
+                }
+            })
+            .map(drop)?;
     }
     if dhcp_threads > 0 {
         let deadline = began + config.timeout;
         let mut active = lock(&shared.active);
-        while active.interfaces.is_empty() {
+        // A fixed address without a gateway (a host-only network, say) does not take the VM
+        // out: boot still waits for the lease that brings the way out.
+        while !active.interfaces.values().any(|c| c.leased || c.routed) {
             let now = Instant::now();
             if now >= deadline {
                 (shared.log)(&format!(
@@ -190,6 +293,20 @@ pub fn start(config: &NetworkConfig, log: impl Fn(&str) + Send + Sync + 'static)
         }
     }
     Ok(handle)
+}
+
+/// How the `position`-th interface present at boot (in name order) is configured, and whether
+/// by an entry of its own: its entry if one names it, else `static_v4` for the first and DHCP
+/// (when on) for the others; `None` leaves it alone.
+fn addressing_for(config: &NetworkConfig, position: usize, interface: &Interface) -> Option<(Addressing, bool)> {
+    if let Some(entry) = config.interfaces.iter().find(|e| e.interface.matches(interface)) {
+        return Some((entry.addressing.clone(), true));
+    }
+    match &config.static_v4 {
+        Some(s) if position == 0 => Some((Addressing::Static(s.clone()), false)),
+        _ if config.dhcp => Some((Addressing::Dhcp, false)),
+        _ => None,
+    }
 }
 
 /// Interfaces may appear a little after their driver loads: poll until one shows or `limit`.
@@ -370,7 +487,13 @@ impl Shared {
             nameservers: lease.dns_servers.clone(),
             domain: lease.domain_name.clone(),
         };
-        self.set_active(&interface.name, Some(Configured { address, resolver }));
+        let configured = Configured {
+            address,
+            resolver,
+            leased: true,
+            routed: lease.gateway().is_some(),
+        };
+        self.set_active(&interface.name, Some(configured));
         Ok(())
     }
 
@@ -395,7 +518,49 @@ impl Shared {
         self.set_active(&interface.name, None);
     }
 
-    fn apply_static(&self, interface: &Interface, s: &StaticV4) -> io::Result<()> {
+    /// Configures `interface` as `addressing` says (`listed`: from its own entry); returns
+    /// whether it started a DHCP client.
+    fn apply(
+        self: &Arc<Self>,
+        interface: Interface,
+        addressing: &Addressing,
+        listed: bool,
+        hostname: &str,
+    ) -> io::Result<bool> {
+        let by = if listed { " (its own entry)" } else { "" };
+        match addressing {
+            Addressing::Static(s) => {
+                self.apply_static(&interface, s, by)?;
+                Ok(false)
+            }
+            Addressing::Dhcp => {
+                self.log(&format!("{}: DHCP{by}", interface.name));
+                spawn_dhcp(self, interface, hostname)?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Configures the entries of `missing` whose interface has appeared, and drops them from it.
+    fn configure_appeared(self: &Arc<Self>, missing: &mut Vec<InterfaceConfig>, hostname: &str) {
+        let Ok(found) = interfaces::ethernet_interfaces() else {
+            return;
+        };
+        missing.retain(|entry| {
+            let Some(interface) = found.iter().find(|i| entry.interface.matches(i)) else {
+                return true;
+            };
+            let name = interface.name.clone();
+            let done = interfaces::set_link_up(&name, true)
+                .and_then(|()| self.apply(interface.clone(), &entry.addressing, true, hostname));
+            if let Err(e) = done {
+                self.log(&format!("{name}: {e}"));
+            }
+            false
+        });
+    }
+
+    fn apply_static(&self, interface: &Interface, s: &StaticV4, by: &str) -> io::Result<()> {
         if s.prefix > 32 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -412,7 +577,7 @@ impl Shared {
             netlink::add_default_route(&route)?;
         }
         self.log(&format!(
-            "{}: static {}/{}, gateway {}, DNS {}",
+            "{}: static {}/{}{by}, gateway {}, DNS {}",
             interface.name,
             s.address,
             s.prefix,
@@ -423,7 +588,13 @@ impl Shared {
             nameservers: s.dns.clone(),
             domain: None,
         };
-        self.set_active(&interface.name, Some(Configured { address, resolver }));
+        let configured = Configured {
+            address,
+            resolver,
+            leased: false,
+            routed: s.gateway.is_some(),
+        };
+        self.set_active(&interface.name, Some(configured));
         Ok(())
     }
 
@@ -435,7 +606,10 @@ impl Shared {
             None => active.interfaces.remove(name),
         };
         if let Some(path) = &self.resolv_conf {
-            let sources: Vec<ResolverSource> = active.interfaces.values().map(|c| c.resolver.clone()).collect();
+            // Fixed servers first, then leased ones, each in interface name order.
+            let (fixed, leased): (Vec<&Configured>, Vec<&Configured>) =
+                active.interfaces.values().partition(|c| !c.leased);
+            let sources: Vec<ResolverSource> = fixed.iter().chain(&leased).map(|c| c.resolver.clone()).collect();
             let text = resolv::render(&sources);
             if active.resolv_written.as_deref() != Some(text.as_str()) {
                 match resolv::write(path, &text) {
@@ -485,6 +659,7 @@ impl NetworkHandle {
     /// Sends DHCPRELEASE for every lease, removes the leased addresses and stops the DHCP
     /// threads. Static addresses stay.
     pub fn release_all(&self) {
+        self.shared.stopped.store(true, Ordering::Relaxed);
         let links = lock(&self.shared.links).clone();
         for link in links {
             let mut session = lock(&link.session);
@@ -504,5 +679,78 @@ impl std::fmt::Debug for NetworkHandle {
         f.debug_struct("NetworkHandle")
             .field("addresses", &self.addresses())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn interface(name: &str, last: u8) -> Interface {
+        Interface {
+            name: name.into(),
+            index: u32::from(last) + 1,
+            mac: [0x52, 0x54, 0, 0, 0, last],
+        }
+    }
+
+    #[test]
+    fn listed_interfaces_get_their_entry_and_the_rest_the_general_rules() {
+        let fixed = StaticV4 {
+            address: Ipv4Addr::new(192, 168, 56, 2),
+            prefix: 24,
+            gateway: None,
+            dns: vec![],
+        };
+        let first = StaticV4 {
+            address: Ipv4Addr::new(10, 0, 2, 15),
+            prefix: 24,
+            gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
+            dns: vec![],
+        };
+        let mut config = NetworkConfig {
+            interfaces: vec![
+                InterfaceConfig {
+                    interface: InterfaceMatch::Name("eth1".into()),
+                    addressing: Addressing::Static(fixed.clone()),
+                },
+                InterfaceConfig {
+                    interface: InterfaceMatch::Mac([0x52, 0x54, 0, 0, 0, 3]),
+                    addressing: Addressing::Dhcp,
+                },
+            ],
+            ..NetworkConfig::default()
+        };
+        let (eth0, eth1, eth2, eth3) = (
+            interface("eth0", 0),
+            interface("eth1", 1),
+            interface("eth2", 2),
+            interface("eth3", 3),
+        );
+        assert_eq!(addressing_for(&config, 0, &eth0), Some((Addressing::Dhcp, false)));
+        assert_eq!(
+            addressing_for(&config, 1, &eth1),
+            Some((Addressing::Static(fixed.clone()), true))
+        );
+        assert_eq!(addressing_for(&config, 2, &eth2), Some((Addressing::Dhcp, false)));
+        // DHCP off: only the first (static) and the listed interfaces are configured, and a
+        // DHCP entry still gets its client.
+        config.dhcp = false;
+        config.static_v4 = Some(first.clone());
+        assert_eq!(
+            addressing_for(&config, 0, &eth0),
+            Some((Addressing::Static(first.clone()), false))
+        );
+        assert_eq!(addressing_for(&config, 2, &eth2), None);
+        assert_eq!(addressing_for(&config, 3, &eth3), Some((Addressing::Dhcp, true)));
+        // An entry for the first interface replaces `static_v4`.
+        assert_eq!(
+            addressing_for(&config, 0, &eth1),
+            Some((Addressing::Static(fixed), true))
+        );
+        assert_eq!(
+            InterfaceMatch::Mac([0x52, 0x54, 0, 0xab, 0, 3]).to_string(),
+            "MAC 52:54:00:ab:00:03"
+        );
     }
 }

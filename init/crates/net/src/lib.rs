@@ -15,4 +15,6 @@ pub mod interfaces;
 pub mod netlink;
 pub mod resolv;
 
-pub use driver::{bring_up_loopback, start, NetworkConfig, NetworkHandle, StaticV4};
+pub use driver::{
+    bring_up_loopback, start, Addressing, InterfaceConfig, InterfaceMatch, NetworkConfig, NetworkHandle, StaticV4,
+};
