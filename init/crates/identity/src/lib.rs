@@ -22,7 +22,8 @@ pub use rand_core::CryptoRngCore;
 pub use ssh::{fingerprint_sha256, generate_host_keys, HostKeys};
 pub use store::{ensure_identity, IdentityReport, Outcome, ReissueReason};
 pub use tls::{
-    cert_sans, create_ca, issue_client_cert, issue_server_cert, CertificateAuthority, IssuedCert, ServerNames,
+    cert_fingerprint_sha256, cert_sans, create_ca, issue_client_cert, issue_server_cert, read_certificates,
+    CertificateAuthority, IssuedCert, PemCertificate, ServerNames,
 };
 
 /// What went wrong while creating, reading or storing the identity.

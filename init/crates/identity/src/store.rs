@@ -82,6 +82,8 @@ pub struct IdentityReport {
     pub ssh_ecdsa_fingerprint: String,
     /// The TLS CA.
     pub ca: Outcome,
+    /// The CA certificate's SHA-256 fingerprint, as `openssl x509 -fingerprint -sha256` prints it.
+    pub ca_fingerprint: String,
     /// The TLS server certificate and key.
     pub server_cert: Outcome,
     /// The TLS client bundle.
@@ -139,7 +141,7 @@ impl fmt::Display for IdentityReport {
             "ssh ecdsa host key {} ({})",
             self.ssh_ecdsa, self.ssh_ecdsa_fingerprint
         )?;
-        writeln!(f, "tls CA {}", self.ca)?;
+        writeln!(f, "tls CA {} (SHA256 Fingerprint={})", self.ca, self.ca_fingerprint)?;
         writeln!(f, "tls server certificate {}", self.server_cert)?;
         write!(f, "tls client bundle {}", self.client_cert)
     }
@@ -223,6 +225,7 @@ pub fn ensure_identity_with_rng(
         ssh_ecdsa,
         ssh_ecdsa_fingerprint,
         ca: ca_outcome,
+        ca_fingerprint: tls::cert_fingerprint_sha256(&ca.cert_pem)?,
         server_cert,
         client_cert,
     })
