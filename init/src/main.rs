@@ -10,10 +10,12 @@
 mod config;
 mod datadisk;
 mod identity;
+mod instance;
 mod log;
 mod modules;
 mod mounts;
 mod network;
+mod nocloud;
 mod pid1;
 mod power;
 mod rootfs;

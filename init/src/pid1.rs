@@ -14,6 +14,7 @@ use uvmkit_init_config::{InitConfig, RootMode, CONFIG_PATH, DATA_LABEL};
 use crate::config;
 use crate::datadisk;
 use crate::identity;
+use crate::instance;
 use crate::log;
 use crate::modules;
 use crate::mounts;
@@ -64,7 +65,7 @@ pub fn run(argv: Vec<OsString>) -> ! {
     } else {
         log!("uvmkit-init {} starting", env!("CARGO_PKG_VERSION"));
     }
-    let config = guarded("configuration", load_config).unwrap_or_default();
+    let mut config = guarded("configuration", load_config).unwrap_or_default();
 
     if !moved && config.root == RootMode::Tmpfs && rootfs::root_is_initramfs() {
         guarded("root move", || move_root_and_reexec(&argv, config.root_size.as_deref()));
@@ -85,7 +86,9 @@ pub fn run(argv: Vec<OsString>) -> ! {
     }
 
     let mut buttons = PowerButtons::default();
-    guarded("boot", || boot(&config, &mut buttons));
+    // Boot applies the VM's own settings over the image's (host name, interfaces, services'
+    // arguments, preload), so the services start from the merged configuration.
+    guarded("boot", || boot(&mut config, &mut buttons));
     let mut supervisor = Supervisor::new(config.services.clone(), config.preload.clone(), Paths::system());
     guarded("services", || supervisor.poll(Instant::now()));
     event_loop(signals, buttons, supervisor)
@@ -195,8 +198,9 @@ fn move_root_and_reexec(argv: &[OsString], size: Option<&str>) {
     );
 }
 
-/// The boot phases after the root is in place.
-fn boot(config: &InitConfig, buttons: &mut PowerButtons) {
+/// The boot phases after the root is in place; `config` becomes the image's configuration with
+/// the instance settings applied.
+fn boot(config: &mut InitConfig, buttons: &mut PowerButtons) {
     mounts::mount_boot_filesystems();
     // Userspace writes to /dev/kmsg are rate limited to 10 lines per 5 s by default, which a
     // boot log exceeds; a printk.devkmsg= kernel argument locks the setting and wins.
@@ -225,12 +229,6 @@ fn boot(config: &InitConfig, buttons: &mut PowerButtons) {
         modules::load_all(&config.modules, &dir);
     }
 
-    // DHCP runs while the data disk is looked for.
-    let network = config
-        .network
-        .as_ref()
-        .map(|section| network::start(section, &config.hostname));
-
     // Storage controllers that scan their buses asynchronously (AHCI, SCSI, Hyper-V storvsc) may
     // add disks after their modules load: an image that keeps state there gives them time. For
     // one that only reports the partition, a single look is enough (virtio disks appear while
@@ -241,6 +239,22 @@ fn boot(config: &InitConfig, buttons: &mut PowerButtons) {
         Duration::ZERO
     };
     let found = datadisk::find(wait);
+
+    // The instance settings come from a volume found in the same storage scan, and the network
+    // needs them (its interfaces, and the host name DHCP sends): it starts after them.
+    let command_line = instance::parse_command_line(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    let image_hostname = config.hostname.clone();
+    let client_ca = guarded("instance settings", || instance::apply(config, &command_line)).flatten();
+    if config.hostname != image_hostname {
+        if let Err(err) = sys::sethostname(&config.hostname) {
+            log!("cannot set hostname {:?}: {err}", config.hostname);
+        }
+    }
+    let network = config
+        .network
+        .as_ref()
+        .map(|section| network::start(section, &config.hostname));
+
     match &found {
         Some(p) => log!(
             "data partition {} ({} {}, {} MiB)",
@@ -259,6 +273,9 @@ fn boot(config: &InitConfig, buttons: &mut PowerButtons) {
     let addresses = network.and_then(|thread| thread.join().ok()).unwrap_or_default();
     if config.data_disk.as_ref().is_some_and(|d| d.identity) {
         identity::ensure(&config.hostname, &addresses);
+    }
+    if let Some(client_ca) = &client_ca {
+        instance::finish(client_ca);
     }
 
     buttons.rescan();
