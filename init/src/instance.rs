@@ -852,7 +852,14 @@ pub fn apply(config: &mut InitConfig, command_line: &CommandLine) -> Option<Clie
         }
     }
     if let Some(merged) = &loaded.daemon_json {
-        match write_file(Path::new(DAEMON_JSON_PATH), merged.text.as_bytes(), 0o644) {
+        // An image without [docker] has no daemon.json, nor its directory.
+        let path = Path::new(DAEMON_JSON_PATH);
+        let written = fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(path.parent().expect("an absolute path"))
+            .and_then(|()| write_file(path, merged.text.as_bytes(), 0o644));
+        match written {
             Ok(()) => {
                 for change in &merged.changes {
                     log!(
