@@ -252,6 +252,8 @@ fn boot(dir: &Path, extra: &[String]) -> Vm {
         "virtio-net-pci,netdev=net0".into(),
     ];
     args.extend(extra.iter().cloned());
+    // A second boot in the same directory must not find the first boot's ready marker.
+    let _ = std::fs::remove_file(dir.join("serial.log"));
     let mut guest = Guest::start_with_memory(dir, MEMORY_MIB, &args);
     let ready = guest.wait_for(READY, BOOT_TIMEOUT);
     eprintln!("{}: ready after {ready:.1}s", dir.display());
