@@ -98,7 +98,10 @@ pub fn ensure_in(dir: &Path, ssh_dir: &Path, hostname: &str, names: &ServerNames
     };
     let tls = match ensure_tls(dir, hostname, names, now) {
         Ok(report) => {
-            lines.push(format!("tls CA {}", report.ca));
+            lines.push(format!(
+                "tls CA {} (SHA256 Fingerprint={})",
+                report.ca, report.ca_fingerprint
+            ));
             lines.push(format!("tls server certificate {}", report.server_cert));
             lines.push(format!("tls client bundle {}", report.client_cert));
             true

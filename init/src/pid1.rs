@@ -15,6 +15,7 @@ use crate::clock;
 use crate::config;
 use crate::datadisk;
 use crate::identity;
+use crate::instance;
 use crate::log;
 use crate::modules;
 use crate::mounts;
@@ -63,7 +64,7 @@ pub fn run(argv: Vec<OsString>) -> ! {
     } else {
         log!("uvmkit-init {} starting", env!("CARGO_PKG_VERSION"));
     }
-    let config = guarded("configuration", load_config).unwrap_or_default();
+    let mut config = guarded("configuration", load_config).unwrap_or_default();
 
     if !moved && config.root == RootMode::Tmpfs && rootfs::root_is_initramfs() {
         guarded("root move", || move_root_and_reexec(&argv, config.root_size.as_deref()));
@@ -84,7 +85,9 @@ pub fn run(argv: Vec<OsString>) -> ! {
     }
 
     let mut buttons = PowerButtons::default();
-    guarded("boot", || boot(&config, &mut buttons));
+    // Boot applies the VM's own settings over the image's (host name, interfaces, services'
+    // arguments, preload), so the services start from the merged configuration.
+    guarded("boot", || boot(&mut config, &mut buttons));
     let mut supervisor = Supervisor::new(config.services.clone(), config.preload.clone(), Paths::system());
     guarded("services", || supervisor.poll(Instant::now()));
     event_loop(signals, buttons, supervisor)
@@ -194,8 +197,9 @@ fn move_root_and_reexec(argv: &[OsString], size: Option<&str>) {
     );
 }
 
-/// The boot phases after the root is in place.
-fn boot(config: &InitConfig, buttons: &mut PowerButtons) {
+/// The boot phases after the root is in place; `config` becomes the image's configuration with
+/// the instance settings applied.
+fn boot(config: &mut InitConfig, buttons: &mut PowerButtons) {
     mounts::mount_boot_filesystems();
     // Userspace writes to /dev/kmsg are rate limited to 10 lines per 5 s by default, which a
     // boot log exceeds; a printk.devkmsg= kernel argument locks the setting and wins.
@@ -226,12 +230,6 @@ fn boot(config: &InitConfig, buttons: &mut PowerButtons) {
     // After the modules: a hypervisor's PTP clock is one of them.
     clock::start();
 
-    // DHCP runs while the data disk is looked for.
-    let network = config
-        .network
-        .as_ref()
-        .map(|section| network::start(section, &config.hostname));
-
     // Some storage controllers add disks after their modules load (NVMe namespaces, sd
     // attaching SCSI disks, Hyper-V storvsc): an image that keeps state there waits, bounded,
     // for enumeration to settle. For one that only reports the partition a single look is
@@ -241,6 +239,21 @@ fn boot(config: &InitConfig, buttons: &mut PowerButtons) {
     } else {
         datadisk::find(Duration::ZERO)
     };
+    // The instance settings come from a volume found in the same storage scan, and the network
+    // needs them (its interfaces, and the host name DHCP sends): it starts after them.
+    let command_line = instance::parse_command_line(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    let image_hostname = config.hostname.clone();
+    let client_ca = guarded("instance settings", || instance::apply(config, &command_line)).flatten();
+    if config.hostname != image_hostname {
+        if let Err(err) = sys::sethostname(&config.hostname) {
+            log!("cannot set hostname {:?}: {err}", config.hostname);
+        }
+    }
+    let network = config
+        .network
+        .as_ref()
+        .map(|section| network::start(section, &config.hostname));
+
     match &found {
         Some(p) => log!(
             "data partition {} ({} {}, {} MiB) on controller {}",
@@ -261,6 +274,9 @@ fn boot(config: &InitConfig, buttons: &mut PowerButtons) {
     let addresses = network.and_then(|thread| thread.join().ok()).unwrap_or_default();
     if config.data_disk.as_ref().is_some_and(|d| d.identity) {
         identity::ensure(&config.hostname, &addresses);
+    }
+    if let Some(client_ca) = &client_ca {
+        instance::finish(client_ca);
     }
     // After the network (SMB shares need it), before the services that use the folders.
     shares::mount_all(&config.shares);

@@ -876,11 +876,14 @@ fn write_marker(dir: &Path, sha256: &str) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Deletes a loaded archive from the root file system, giving its memory back.
+/// Deletes a loaded archive from the root file system, giving its memory back; one on a
+/// read-only volume is left.
 fn remove_archive(path: &Path) {
     match fs::remove_file(path) {
         Ok(()) => {}
         Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        // An archive on a read-only settings volume takes no memory: it stays.
+        Err(err) if err.kind() == io::ErrorKind::ReadOnlyFilesystem => {}
         Err(err) => log!("preload: cannot remove {}: {err}", path.display()),
     }
 }

@@ -283,6 +283,86 @@ impl DockerSection {
     }
 }
 
+/// One key of `daemon.json` that [`merge_daemon_json`] set: its JSON value before (absent when
+/// the image did not set it) and after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyChange {
+    /// The `daemon.json` key (`registry-mirrors`).
+    pub key: String,
+    /// The image's value as compact JSON, if it set the key.
+    pub before: Option<String>,
+    /// The new value as compact JSON.
+    pub after: String,
+}
+
+/// Why an image's `daemon.json` and an instance's `[docker]` cannot be merged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MergeError {
+    /// The image's file is not a JSON object.
+    #[error("{DAEMON_JSON_PATH} in the image is not a JSON object ({0}); fix the image's [docker] or [[files]]")]
+    ImageFile(String),
+    /// The merged settings do not go together (a log option of the image's driver with the
+    /// instance's driver, say).
+    #[error("the image's {DAEMON_JSON_PATH} with these settings: {0}")]
+    Merged(DockerConfigError),
+}
+
+/// The result of [`merge_daemon_json`]: the file to write and the keys that changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergedDaemonJson {
+    /// The new `daemon.json` text, ending in a newline.
+    pub text: String,
+    /// The keys whose values `overrides` set or replaced, in key order; a key given the value
+    /// it already had is not listed.
+    pub changes: Vec<KeyChange>,
+}
+
+/// Merges `overrides` key by key over the image's `daemon.json` (`image`, absent when the image
+/// has none): every key `overrides` sets replaces the image's value of that key whole (as
+/// dockerd reads a key: `dns` is one list, not items to add), and every other key of the image
+/// stays. The result is checked as one section, so keys that must agree (`log-driver` and
+/// `log-opts`) are judged together. When the image's file holds only keys this crate knows
+/// (as the builder writes it), the text is in the same fixed form as [`DockerSection::daemon_json`].
+pub fn merge_daemon_json(image: Option<&str>, overrides: &DockerSection) -> Result<MergedDaemonJson, MergeError> {
+    let mut merged: serde_json::Map<String, serde_json::Value> = match image {
+        Some(text) => serde_json::from_str(text).map_err(|e| MergeError::ImageFile(e.to_string()))?,
+        None => serde_json::Map::new(),
+    };
+    let serde_json::Value::Object(given) =
+        serde_json::to_value(overrides).expect("plain strings, numbers and maps serialize")
+    else {
+        unreachable!("a struct serializes to a JSON object")
+    };
+    let mut changes = Vec::new();
+    for (key, value) in given {
+        let before = merged.get(&key).map(|v| v.to_string());
+        let after = value.to_string();
+        if before.as_deref() != Some(after.as_str()) {
+            changes.push(KeyChange {
+                key: key.clone(),
+                before,
+                after,
+            });
+        }
+        merged.insert(key, value);
+    }
+    let value = serde_json::Value::Object(merged);
+    // Keys this crate does not know (an image's own [[files]] daemon.json) are kept as they are;
+    // when every key is known, the section checks the values together, and writes them in the
+    // one fixed order.
+    let text = match serde_json::from_value::<RawSection>(value.clone()) {
+        Ok(raw) => DockerSection::try_from(raw)
+            .and_then(|section| section.daemon_json())
+            .map_err(MergeError::Merged)?,
+        Err(_) => {
+            let mut text = serde_json::to_string_pretty(&value).expect("JSON values serialize");
+            text.push('\n');
+            text
+        }
+    };
+    Ok(MergedDaemonJson { text, changes })
+}
+
 fn invalid(key: &str, value: &str, problem: &str) -> DockerConfigError {
     DockerConfigError::Invalid {
         key: key.to_string(),
@@ -738,5 +818,62 @@ debug = false
         let json = section.daemon_json().unwrap();
         let back: DockerSection = serde_json::from_str(&json).unwrap();
         assert_eq!(back, section);
+    }
+
+    #[test]
+    fn instance_keys_replace_the_image_keys_and_the_rest_stays() {
+        let image = parse("dns = [\"10.0.2.3\"]\nlog-driver = \"json-file\"\nlog-opts = { max-size = \"10m\" }\n")
+            .unwrap()
+            .daemon_json()
+            .unwrap();
+        let instance = parse(
+            "dns = [\"192.168.1.1\"]\nregistry-mirrors = [\"http://10.0.2.2:5000\"]\nlog-driver = \"json-file\"\n",
+        )
+        .unwrap();
+        let merged = merge_daemon_json(Some(&image), &instance).unwrap();
+        let expected = parse(
+            "dns = [\"192.168.1.1\"]\nregistry-mirrors = [\"http://10.0.2.2:5000\"]\nlog-driver = \"json-file\"\n\
+             log-opts = { max-size = \"10m\" }\n",
+        )
+        .unwrap()
+        .daemon_json()
+        .unwrap();
+        assert_eq!(merged.text, expected);
+        // log-driver was given the value it had: not a change.
+        assert_eq!(
+            merged.changes,
+            vec![
+                KeyChange {
+                    key: "dns".into(),
+                    before: Some("[\"10.0.2.3\"]".into()),
+                    after: "[\"192.168.1.1\"]".into(),
+                },
+                KeyChange {
+                    key: "registry-mirrors".into(),
+                    before: None,
+                    after: "[\"http://10.0.2.2:5000\"]".into(),
+                },
+            ]
+        );
+        // No image file: the instance's keys alone.
+        let alone = merge_daemon_json(None, &instance).unwrap();
+        assert_eq!(alone.text, instance.daemon_json().unwrap());
+        assert_eq!(alone.changes.len(), 3);
+    }
+
+    #[test]
+    fn a_merge_is_checked_as_one_section_and_keeps_unknown_image_keys() {
+        let image = "{\"log-driver\": \"json-file\", \"log-opts\": {\"labels\": \"a\"}}";
+        let instance = parse("log-driver = \"local\"\n").unwrap();
+        let err = merge_daemon_json(Some(image), &instance).unwrap_err().to_string();
+        assert!(err.contains("log-opts.labels") && err.contains("local"), "{err}");
+        let image = "{\"features\": {\"buildkit\": true}}";
+        let merged = merge_daemon_json(Some(image), &parse("debug = true\n").unwrap()).unwrap();
+        assert_eq!(
+            merged.text,
+            "{\n  \"debug\": true,\n  \"features\": {\n    \"buildkit\": true\n  }\n}\n"
+        );
+        let err = merge_daemon_json(Some("[1]"), &instance).unwrap_err().to_string();
+        assert!(err.contains("not a JSON object"), "{err}");
     }
 }

@@ -24,7 +24,8 @@ pub use store::{
     ensure_identity, ensure_ssh_host_keys, ensure_tls, IdentityReport, Outcome, ReissueReason, SshReport, TlsReport,
 };
 pub use tls::{
-    cert_sans, create_ca, issue_client_cert, issue_server_cert, CertificateAuthority, IssuedCert, ServerNames,
+    cert_fingerprint_sha256, cert_sans, create_ca, issue_client_cert, issue_server_cert, read_certificates,
+    CertificateAuthority, IssuedCert, PemCertificate, ServerNames,
 };
 
 /// What went wrong while creating, reading or storing the identity.

@@ -98,6 +98,8 @@ pub struct IdentityReport {
     pub ssh_ecdsa_fingerprint: String,
     /// The TLS CA.
     pub ca: Outcome,
+    /// The CA certificate's SHA-256 fingerprint, as `openssl x509 -fingerprint -sha256` prints it.
+    pub ca_fingerprint: String,
     /// The TLS server certificate and key.
     pub server_cert: Outcome,
     /// The TLS client bundle.
@@ -192,7 +194,7 @@ impl fmt::Display for IdentityReport {
             "ssh ecdsa host key {} ({})",
             self.ssh_ecdsa, self.ssh_ecdsa_fingerprint
         )?;
-        writeln!(f, "tls CA {}", self.ca)?;
+        writeln!(f, "tls CA {} (SHA256 Fingerprint={})", self.ca, self.ca_fingerprint)?;
         writeln!(f, "tls server certificate {}", self.server_cert)?;
         write!(f, "tls client bundle {}", self.client_cert)
     }
@@ -227,6 +229,7 @@ pub fn ensure_identity_with_rng(
         ssh_ecdsa: ssh.ecdsa,
         ssh_ecdsa_fingerprint: ssh.ecdsa_fingerprint,
         ca: tls.ca,
+        ca_fingerprint: tls.ca_fingerprint,
         server_cert: tls.server_cert,
         client_cert: tls.client_cert,
     })
@@ -246,10 +249,12 @@ pub struct SshReport {
 }
 
 /// What [`ensure_tls`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsReport {
     /// The CA.
     pub ca: Outcome,
+    /// The CA certificate's SHA-256 fingerprint, as `openssl x509 -fingerprint -sha256` prints it.
+    pub ca_fingerprint: String,
     /// The server certificate and key.
     pub server_cert: Outcome,
     /// The client bundle.
@@ -349,6 +354,7 @@ pub fn ensure_tls_with_rng(
 
     Ok(TlsReport {
         ca: ca_outcome,
+        ca_fingerprint: tls::cert_fingerprint_sha256(&ca.cert_pem)?,
         server_cert,
         client_cert,
     })

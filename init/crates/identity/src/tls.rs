@@ -289,6 +289,55 @@ pub fn validity_period(cert_pem: &str) -> Result<(SystemTime, SystemTime), Ident
     ))
 }
 
+/// The SHA-256 fingerprint of a certificate: the hash of its DER encoding, as upper-case hex
+/// pairs joined by colons, which is how `openssl x509 -fingerprint -sha256` prints it.
+pub fn cert_fingerprint_sha256(cert_pem: &str) -> Result<String, IdentityError> {
+    use sha2::{Digest as _, Sha256};
+    let der = parse_cert(cert_pem, "given")?
+        .to_der()
+        .map_err(|source| encode("certificate", source))?;
+    let hex: Vec<String> = Sha256::digest(der).iter().map(|b| format!("{b:02X}")).collect();
+    Ok(hex.join(":"))
+}
+
+/// One certificate of a PEM file read by [`read_certificates`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PemCertificate {
+    /// The certificate alone, re-encoded as PEM with LF line ends.
+    pub pem: String,
+    /// Its subject, RFC 4514 text (`CN=corp root,O=Corp`).
+    pub subject: String,
+    /// Its SHA-256 fingerprint ([`cert_fingerprint_sha256`]).
+    pub fingerprint: String,
+}
+
+/// Every certificate of a PEM file (RFC 7468 §5: `CERTIFICATE` blocks, text between them is
+/// ignored), each parsed as X.509; `what` names the file in errors. A file without any
+/// certificate is an error: it would add no trust and is surely the wrong file.
+pub fn read_certificates(pem_text: &str, what: &str) -> Result<Vec<PemCertificate>, IdentityError> {
+    let parse_error = |source| IdentityError::CertificateParse {
+        what: what.to_owned(),
+        source,
+    };
+    let certs = Certificate::load_pem_chain(pem_text.as_bytes()).map_err(parse_error)?;
+    if certs.is_empty() {
+        return Err(parse_error(der::Error::from(der::ErrorKind::Failed)));
+    }
+    certs
+        .into_iter()
+        .map(|cert| {
+            let pem = cert
+                .to_pem(LineEnding::LF)
+                .map_err(|source| encode("certificate", source))?;
+            Ok(PemCertificate {
+                subject: cert.tbs_certificate.subject.to_string(),
+                fingerprint: cert_fingerprint_sha256(&pem)?,
+                pem,
+            })
+        })
+        .collect()
+}
+
 /// What distinguishes the server and the client leaf.
 struct Leaf<'a> {
     what: &'static str,
@@ -610,5 +659,47 @@ mod tests {
         let mut c = b.clone();
         c.ips.push(IpAddr::V4(Ipv4Addr::new(192, 168, 1, 2)));
         assert!(!a.same_as(&c));
+    }
+
+    #[test]
+    fn fingerprints_and_pem_files_of_certificates() {
+        let now = SystemTime::now();
+        let a = create_ca(&mut OsRng, "a", now, 10).unwrap();
+        let b = create_ca(&mut OsRng, "b", now, 10).unwrap();
+        let fa = cert_fingerprint_sha256(&a.cert_pem).unwrap();
+        assert_eq!(fa.len(), 32 * 3 - 1, "{fa}");
+        assert!(
+            fa.chars()
+                .all(|c| c == ':' || c.is_ascii_digit() || c.is_ascii_uppercase()),
+            "{fa}"
+        );
+        assert_ne!(fa, cert_fingerprint_sha256(&b.cert_pem).unwrap());
+        // An independent reader computes the same fingerprint.
+        if std::path::Path::new("/usr/bin/openssl").exists() {
+            let mut child = std::process::Command::new("openssl")
+                .args(["x509", "-noout", "-fingerprint", "-sha256"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write as _;
+            child.stdin.take().unwrap().write_all(a.cert_pem.as_bytes()).unwrap();
+            let out = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+            assert_eq!(out.trim().rsplit('=').next(), Some(fa.as_str()), "{out}");
+        }
+        let file = format!("comment\n{}\n{}", a.cert_pem, b.cert_pem);
+        let certs = read_certificates(&file, "corp.pem").unwrap();
+        assert_eq!(certs.len(), 2);
+        assert_eq!(certs[0].fingerprint, fa);
+        assert_eq!(certs[0].pem, a.cert_pem);
+        assert!(certs[1].subject.contains("b"), "{}", certs[1].subject);
+        for bad in [
+            "",
+            "not a certificate",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        ] {
+            let err = read_certificates(bad, "corp.pem").unwrap_err().to_string();
+            assert!(err.contains("corp.pem"), "{err}");
+        }
     }
 }
