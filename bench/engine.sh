@@ -39,8 +39,13 @@ echo "building the image..." >&2
 (cd "$root" && cargo run --release --quiet -- build "$work/docker.toml" --format efi --quiet -o "$work/out")
 
 # The container image: busybox from the image itself, imported as a one-layer rootfs.
+# Debian 13 (merged /usr) ships it in usr/bin, Debian 12 in bin.
 mkdir -p "$work/rootfs/bin"
-bsdtar -xf "$work/out/docker-initrd.img" -C "$work/rootfs" bin/busybox
+if bsdtar -xf "$work/out/docker-initrd.img" -C "$work/rootfs" usr/bin/busybox 2>/dev/null; then
+  mv "$work/rootfs/usr/bin/busybox" "$work/rootfs/bin/busybox" && rm -rf "$work/rootfs/usr"
+else
+  bsdtar -xf "$work/out/docker-initrd.img" -C "$work/rootfs" bin/busybox
+fi
 for applet in sh true sleep; do ln -s busybox "$work/rootfs/bin/$applet"; done
 tar -C "$work/rootfs" -cf "$work/rootfs.tar" bin
 

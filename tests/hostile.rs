@@ -74,7 +74,7 @@ fn a_killed_build_leaves_the_previous_output_whole_and_the_next_build_cleans_up(
     let dir = test_dir("hostile-kill");
     let def = minimal(&dir);
     let out = dir.join("out");
-    build_ok(&def, &out, &["--format", "efi,raw", "--disk-size", "64MiB"]);
+    build_ok(&def, &out, &["--format", "efi,raw", "--disk-size", "128MiB"]);
     let before = check_sums(&out);
     assert!(before.contains(&"minimal.raw".to_string()), "{before:?}");
     let old_sums = std::fs::read(out.join("SHA256SUMS")).unwrap();
