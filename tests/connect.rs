@@ -49,21 +49,7 @@ fn sha256_hex(path: &Path) -> String {
 }
 
 fn keygen(path: &Path) {
-    let (ok, text) = run(
-        "ssh-keygen",
-        &[
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "uvmkit-test",
-            "-f",
-            path.to_str().unwrap(),
-        ],
-    );
-    assert!(ok, "ssh-keygen: {text}");
+    ssh_keygen(path, "uvmkit-test");
 }
 
 /// A self-signed CA certificate (PEM) at `path`.

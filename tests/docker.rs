@@ -147,22 +147,7 @@ fn build(definition: Definition) -> Built {
     compile_static(&repo_root().join("tests/common/udp_echo.rs"), &udp_echo);
     write_busybox_image_archive(&extracted.join(busybox), &udp_echo, &dir.join("busybox.tar"));
     let ssh_key = dir.join("id_ed25519");
-    let (ok, text) = run(
-        "ssh-keygen",
-        &[
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "uvmkit-test",
-            "-f",
-            ssh_key.to_str().unwrap(),
-        ],
-    );
-    assert!(ok, "ssh-keygen: {text}");
-    let public = std::fs::read_to_string(ssh_key.with_extension("pub")).unwrap();
+    let public = ssh_keygen(&ssh_key, "uvmkit-test");
     let mut text = std::fs::read_to_string(&definition_path).unwrap();
     text.push_str(&format!(
         "\n[ssh]\nauthorized_keys = [{:?}]\n\n[preload]\nimages = [\"busybox.tar\"]\n\n{ENGINE_SETTINGS}\n{HOST_ONLY_INTERFACE}",

@@ -59,22 +59,7 @@ fn build(dir: &Path) -> Built {
         &dir.join("busybox.tar"),
     );
     let key = dir.join("id_ed25519");
-    let (ok, text) = run(
-        "ssh-keygen",
-        &[
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "uvmkit-test",
-            "-f",
-            key.to_str().unwrap(),
-        ],
-    );
-    assert!(ok, "ssh-keygen: {text}");
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let public = ssh_keygen(&key, "uvmkit-test");
     let mut text = std::fs::read_to_string(&definition_path).unwrap();
     text.push_str(&format!(
         "\n[ssh]\nauthorized_keys = [{:?}]\n\n[preload]\nimages = [\"busybox.tar\"]\n\n\

@@ -79,15 +79,8 @@ struct User {
 
 fn user(dir: &Path, name: &str) -> User {
     let key = dir.join(format!("{name}_ed25519"));
-    tool(
-        "ssh-keygen",
-        &["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", key.to_str().unwrap()],
-    );
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
-    User {
-        key,
-        public: public.trim().to_string(),
-    }
+    let public = ssh_keygen(&key, name);
+    User { key, public }
 }
 
 /// A CA made with openssl, as a user's company would have one, and a client certificate it

@@ -143,11 +143,7 @@ fn the_windows_binary_writes_the_same_volumes_and_prints_windows_env_lines() {
     );
 
     // instance: the same bytes from both binaries.
-    let (ok, text) = run(
-        "ssh-keygen",
-        &["-q", "-t", "ed25519", "-N", "", "-f", dir.join("id").to_str().unwrap()],
-    );
-    assert!(ok, "ssh-keygen: {text}");
+    ssh_keygen(&dir.join("id"), "uvmkit-test");
     std::fs::write(dir.join("app.tar"), vec![3u8; 100_000]).unwrap();
     for format in ["iso", "vhdx"] {
         let settings = |p: &dyn Fn(&Path) -> String, out: &Path| -> Vec<String> {

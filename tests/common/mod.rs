@@ -75,6 +75,30 @@ pub fn have(tool: &str) -> bool {
     found
 }
 
+/// A fresh ed25519 SSH key pair without a passphrase at `path` and `path.pub`, with `comment`;
+/// returns the public key line.
+pub fn ssh_keygen(path: &Path, comment: &str) -> String {
+    let (ok, text) = run(
+        "ssh-keygen",
+        &[
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            comment,
+            "-f",
+            path.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "ssh-keygen: {text}");
+    std::fs::read_to_string(path.with_extension("pub"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 /// Runs a command and returns (success, stdout + stderr).
 pub fn run(cmd: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new(cmd)
