@@ -36,7 +36,8 @@ use sha2::{Digest, Sha256};
 const READY: &str = "uvmkit-init: ready";
 /// Boot to the ready marker, services included, under TCG on a loaded two-core machine.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
-/// Guest memory: the root file system is a tmpfs holding the whole initrd.
+/// Guest memory: the booted UKI's initrd carries the system image (held in the initramfs);
+/// the root is an overlay on it, so only what is written costs memory.
 const MEMORY_MIB: u32 = 2048;
 /// The image the test preloads.
 const TEST_IMAGE: &str = "uvmkit-test/busybox:1";
@@ -714,6 +715,20 @@ fn docker_host_serves_tls_keeps_state_across_reboots_and_power_loss() {
         "first boot: ready {ready:.1}s, docker version answered at {docker_ready:.1}s: {}",
         version.trim()
     );
+
+    // The root is the system image under an overlay, not a tmpfs copy of the initrd.
+    let mounts = vm.ssh("cat /proc/mounts");
+    let root = mounts.lines().filter(|l| l.split_whitespace().nth(1) == Some("/")).collect::<Vec<_>>();
+    assert_eq!(root.len(), 1, "one mount on / expected:\n{mounts}");
+    assert!(root[0].starts_with("overlay / overlay "), "root mount: {}", root[0]);
+    assert!(root[0].contains("lowerdir=/.uvmkit-lower"), "root mount: {}", root[0]);
+    let log = vm.guest.log();
+    let mounted = log
+        .lines()
+        .find(|l| l.contains("system image /uvmkit-system.squashfs ("))
+        .unwrap_or_else(|| panic!("no system image line:\n{log}"));
+    assert!(mounted.contains("sha256 ok") && mounted.contains("root is overlay"), "{mounted}");
+    eprintln!("first boot: {mounted}");
 
     let loaded = vm.wait_for_preloaded_image(&bundle);
     eprintln!("first boot: {TEST_IMAGE} loaded by {loaded:.1}s");

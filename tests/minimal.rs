@@ -71,28 +71,78 @@ fn build_writes_every_artifact_with_checksums_and_manifest() {
     }
 }
 
+/// The published initrd split where the system image's uncompressed cpio member begins: the
+/// zstd-compressed boot part (with its zero padding) and that member's header and body.
+fn split_initrd(initrd: &[u8]) -> (&[u8], &[u8]) {
+    let name = b"uvmkit-system.squashfs\0";
+    let at = initrd
+        .windows(name.len())
+        .position(|w| w == name)
+        .expect("the initrd carries uvmkit-system.squashfs");
+    let header = at - 110;
+    assert_eq!(&initrd[header..header + 6], b"070701", "a newc header precedes the name");
+    assert_eq!(header % 4, 0, "the appended archive starts on a 4-byte boundary");
+    (&initrd[..header], &initrd[header..])
+}
+
+/// The squashfs body of the system member: newc header (110 bytes), name padded to 4 bytes.
+fn system_image_of(member: &[u8]) -> &[u8] {
+    let size = usize::from_str_radix(std::str::from_utf8(&member[54..62]).unwrap(), 16).unwrap();
+    let start = (110 + "uvmkit-system.squashfs".len() + 1).next_multiple_of(4);
+    &member[start..start + size]
+}
+
 #[test]
-fn initrd_is_a_zstd_cpio_read_by_bsdtar() {
-    if !have("bsdtar") {
+fn initrd_is_a_small_zstd_cpio_followed_by_the_system_image() {
+    if !(have("bsdtar") && have("unsquashfs")) {
         return;
     }
-    let (ok, list) = run("bsdtar", &["-tvf", artifact("minimal-initrd.img").to_str().unwrap()]);
+    let initrd = std::fs::read(artifact("minimal-initrd.img")).unwrap();
+    let (boot, member) = split_initrd(&initrd);
+    let dir = test_dir("minimal-initrd-split");
+    let boot_path = dir.join("boot.cpio.zst");
+    // Up to three zero bytes pad the compressed part to the member's 4-byte boundary; the
+    // zstd frame ends before them (bsdtar refuses bytes after the last frame).
+    let (ok, list) = (0..=3usize)
+        .rev()
+        .filter(|&pad| boot[boot.len() - pad..].iter().all(|&b| b == 0))
+        .map(|pad| {
+            std::fs::write(&boot_path, &boot[..boot.len() - pad]).unwrap();
+            run("bsdtar", &["-tvf", boot_path.to_str().unwrap()])
+        })
+        .find(|(ok, _)| *ok)
+        .unwrap_or((false, "no split of the boot part reads as zstd cpio".into()));
     assert!(ok, "bsdtar: {list}");
-    for needle in [
-        "init",
-        "etc/uvmkit/init.toml",
-        "dev/console",
-        "lib/modules/",
-        "virtio_blk.ko",
-        "hv_storvsc.ko",
-        "vmxnet3.ko",
-    ] {
-        assert!(
-            list.contains(needle),
-            "initrd lacks {needle}:\n{}",
-            &list[..list.len().min(3000)]
-        );
+    for needle in ["init", "etc/uvmkit/init.toml", "dev/console", "lib/modules/", "virtio_blk.ko", "hv_storvsc.ko"] {
+        assert!(list.contains(needle), "boot initrd lacks {needle}:\n{list}");
     }
+    // Network drivers and the rest of the tree live in the system image only.
+    assert!(!list.contains("vmxnet3.ko"), "the boot initrd carries a network driver:\n{list}");
+    assert!(list.lines().count() < 200, "the boot initrd is not small:\n{list}");
+
+    let image = system_image_of(member);
+    let image_path = dir.join("system.squashfs");
+    std::fs::write(&image_path, image).unwrap();
+    let (ok, listing) = run("unsquashfs", &["-lln", "-d", "", image_path.to_str().unwrap()]);
+    assert!(ok, "unsquashfs: {listing}");
+    for needle in ["/init", "/etc/uvmkit/init.toml", "vmxnet3.ko", "virtio_blk.ko"] {
+        assert!(listing.contains(needle), "system image lacks {needle}");
+    }
+    // The boot configuration records the image's hash and size.
+    let config = std::process::Command::new("bsdtar")
+        .args(["-xOf", boot_path.to_str().unwrap(), "etc/uvmkit/init.toml"])
+        .output()
+        .unwrap();
+    let config = String::from_utf8(config.stdout).unwrap();
+    let sha = sha256_hex(image);
+    assert!(config.contains("root = \"system\""), "{config}");
+    assert!(config.contains(&format!("sha256 = \"{sha}\"")), "{config}");
+    assert!(config.contains(&format!("size = {}", image.len())), "{config}");
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[test]
@@ -144,7 +194,7 @@ fn disk_images_pass_qemu_img_and_match_raw() {
 
 #[test]
 fn raw_disk_partitions_pass_sgdisk_fsck_fat_and_e2fsck() {
-    if !(have("sgdisk") && have("fsck.fat") && have("e2fsck")) {
+    if !(have("sgdisk") && have("fsck.fat") && have("e2fsck") && have("unsquashfs")) {
         return;
     }
     let raw = artifact("minimal.raw");
@@ -174,7 +224,15 @@ fn raw_disk_partitions_pass_sgdisk_fsck_fat_and_e2fsck() {
             ],
         );
         assert!(ok, "dd: {text}");
-        if line.contains("EF00") {
+        if line.contains("8304") {
+            // The system image: squashfs, typed "Linux root (x86-64)", named uvmkit-system.
+            assert!(line.contains("uvmkit-system"), "{line}");
+            let (ok, text) = run("unsquashfs", &["-s", part.to_str().unwrap()]);
+            assert!(ok && text.contains("Compression zstd"), "unsquashfs -s: {text}");
+            let (ok, text) = run("unsquashfs", &["-lln", "-d", "", part.to_str().unwrap()]);
+            assert!(ok && text.contains("/etc/uvmkit/init.toml") && text.contains("/init"), "unsquashfs -lln: {text}");
+            checked += 1;
+        } else if line.contains("EF00") {
             let (ok, text) = run("fsck.fat", &["-n", part.to_str().unwrap()]);
             assert!(ok, "fsck.fat -n on the ESP: {text}");
             let (ok, text) = run("mdir", &["-i", part.to_str().unwrap(), "::/EFI/BOOT"]);
@@ -188,7 +246,7 @@ fn raw_disk_partitions_pass_sgdisk_fsck_fat_and_e2fsck() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 2, "expected an ESP and a data partition:\n{table}");
+    assert_eq!(checked, 3, "expected an ESP, the system image and a data partition:\n{table}");
 }
 
 #[test]
@@ -275,6 +333,11 @@ fn boots_kernel_and_initrd_directly_then_powers_off_on_acpi_button() {
     let mut guest = Guest::start(&dir, &args);
     let t = guest.wait_for(READY, BOOT_TIMEOUT);
     eprintln!("direct kernel boot: ready after {t:.1}s");
+    let log = guest.log();
+    assert!(
+        log.contains("system image /uvmkit-system.squashfs (") && log.contains("root is overlay"),
+        "the init did not mount the system image from the initramfs:\n{log}"
+    );
     guest.monitor("system_powerdown");
     let secs = guest.wait_exit(Duration::from_secs(90));
     eprintln!("power off took {secs:.1}s");
@@ -312,6 +375,47 @@ fn boot_disk(file: &str, format: &str) {
         log.contains("uvmkit-data"),
         "{file}: the init did not report the data partition:\n{log}"
     );
+    assert!(
+        log.contains("system image /dev/vda2 (") && log.contains("sha256 ok") && log.contains("root is overlay"),
+        "{file}: the init did not mount the system partition:\n{log}"
+    );
+}
+
+#[test]
+fn a_flipped_byte_in_the_system_partition_stops_the_boot() {
+    if !have("sgdisk") {
+        return;
+    }
+    let dir = test_dir("boot-tampered");
+    let raw = dir.join("tampered.raw");
+    let (ok, text) = run("cp", &["--sparse=always", artifact("minimal.raw").to_str().unwrap(), raw.to_str().unwrap()]);
+    assert!(ok, "cp: {text}");
+    let (_, table) = run("sgdisk", &["-p", raw.to_str().unwrap()]);
+    let line = table.lines().find(|l| l.contains("uvmkit-system")).expect("a system partition");
+    let start: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // A byte of file data just after the superblock.
+    let offset = start * 512 + 4096;
+    let mut bytes = std::fs::OpenOptions::new().read(true).write(true).open(&raw).unwrap();
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut byte = [0u8; 1];
+    bytes.seek(SeekFrom::Start(offset)).unwrap();
+    bytes.read_exact(&mut byte).unwrap();
+    bytes.seek(SeekFrom::Start(offset)).unwrap();
+    bytes.write_all(&[byte[0] ^ 0xff]).unwrap();
+    drop(bytes);
+
+    let mut args = ovmf_args(&dir);
+    args.extend(s(&["-drive", &format!("if=virtio,format=raw,file={},snapshot=on", raw.display())]));
+    let mut guest = Guest::start(&dir, &args);
+    let t = guest.wait_for("does not match the boot configuration", BOOT_TIMEOUT);
+    eprintln!("tampered disk refused after {t:.1}s");
+    guest.wait_for("boot stopped", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(3));
+    let log = guest.log();
+    assert!(log.contains("system image /dev/vda2 does not match"), "{log}");
+    assert!(!log.contains(READY), "the tampered VM booted on:\n{log}");
+    assert!(!log.contains("root is overlay"), "{log}");
+    guest.kill();
 }
 
 #[test]

@@ -220,13 +220,24 @@ pub fn bundle(loaded: &LoadedDefinition, opts: &InputOptions, output: &Path) -> 
 
 /// The files one build writes before publishing them, in the output directory's staging area.
 struct Staged {
+    /// The published initrd: the boot initrd with the system image appended, or the whole tree.
     initrd_name: String,
     initrd_path: PathBuf,
     initrd: FileData,
+    /// The published UKI, built around that initrd (it boots alone).
     uki_name: String,
     uki: FileData,
     uki_layout: uvmkit_uki::UkiLayout,
     initrd_stats: uvmkit_initrd::InitrdStats,
+    /// With a system image: the image, and the small initrd and UKI the disks' ESP holds.
+    system: Option<SystemFiles>,
+}
+
+/// The system image and the boot files that mount it from its partition.
+struct SystemFiles {
+    image: encode::system::SystemImage,
+    boot_initrd: FileData,
+    boot_uki: FileData,
 }
 
 /// `uvmkit build`: runs every stage for `loaded`, then records its packages in the lock.
@@ -268,7 +279,8 @@ pub fn build(loaded: &LoadedDefinition, opts: &BuildOptions) -> Result<BuildRepo
     let layout = esp_layout(def, opts);
     let esp_boot = |format: Format| esp_boot(def, layout, &inputs, &staged, format);
     if let Some(format) = opts.formats.iter().copied().find(|f| f.is_disk()) {
-        encode_disks(loaded, &esp_boot(format)?, &mut out, opts, seed, &mut phases)?;
+        let system = staged.system.as_ref().map(|s| &s.image);
+        encode_disks(loaded, &esp_boot(format)?, system, &mut out, opts, seed, &mut phases)?;
     }
     if opts.formats.contains(&Format::Iso) {
         let name = format!("{}.iso", def.name);
@@ -320,7 +332,8 @@ pub fn build(loaded: &LoadedDefinition, opts: &BuildOptions) -> Result<BuildRepo
     Ok(report)
 }
 
-/// The initrd and the UKI, which every bootable format carries.
+/// The system image (when the definition asks for one), the initrds and the UKIs, which every
+/// bootable format carries.
 fn encode_boot_files(
     loaded: &LoadedDefinition,
     inputs: &ResolvedInputs,
@@ -332,20 +345,62 @@ fn encode_boot_files(
     let (def, epoch) = (&loaded.definition, opts.epoch);
     let initrd_name = format!("{}-initrd.img", def.name);
     let initrd_path = out.staging_path(&initrd_name);
-    let initrd_stats = encode::initrd::write_initrd(tree, def, epoch, &initrd_path)?;
-    phases.done(
-        "initrd",
-        format!(
-            "{} entries, {} → {}",
-            initrd_stats.entries,
-            human_bytes(initrd_stats.uncompressed_bytes),
-            human_bytes(initrd_stats.compressed_bytes)
-        ),
-    );
-    let initrd = FileData::host_file(&initrd_path).map_err(encode::io_error("initrd"))?;
     let uki_name = format!("{}.efi", def.name);
     let uki_path = out.staging_path(&uki_name);
-    let uki_layout = encode::uki::write_uki(def, inputs, &initrd_path, &uki_path, opts.signer.as_ref())?;
+    let signer = opts.signer.as_ref();
+    let (initrd_stats, system) = if def.init.system_image {
+        let image_path = out.staging_path(&format!("{}-system.squashfs", def.name));
+        let image = encode::system::write_system_image(tree, epoch, &image_path)?;
+        phases.done(
+            "system image",
+            format!(
+                "squashfs, {} inodes, {} → {}, sha256 {}",
+                image.stats.inodes,
+                human_bytes(image.stats.file_bytes),
+                human_bytes(image.size),
+                &image.sha256[..16]
+            ),
+        );
+        let boot_tree = encode::system::boot_tree(tree, def, inputs, &image)?;
+        let boot_initrd_path = out.staging_path(&format!("{}-boot-initrd.img", def.name));
+        let stats = encode::initrd::write_initrd(&boot_tree, def, epoch, &boot_initrd_path)?;
+        let full_len = encode::system::append_system_image(&boot_initrd_path, &image, epoch, &initrd_path)?;
+        phases.done(
+            "initrd",
+            format!(
+                "boot initrd {} entries, {} → {}; with the system image {}",
+                stats.entries,
+                human_bytes(stats.uncompressed_bytes),
+                human_bytes(stats.compressed_bytes),
+                human_bytes(full_len)
+            ),
+        );
+        let boot_uki_path = out.staging_path(&format!("{}-boot.efi", def.name));
+        encode::uki::write_uki(def, inputs, &boot_initrd_path, &boot_uki_path, signer)?;
+        let boot_uki = FileData::host_file(&boot_uki_path).map_err(encode::io_error("UKI"))?;
+        phases.done("boot UKI", format!("{} (on the disks' ESP)", human_bytes(boot_uki.len())));
+        let boot_initrd = FileData::host_file(&boot_initrd_path).map_err(encode::io_error("initrd"))?;
+        let files = SystemFiles {
+            image,
+            boot_initrd,
+            boot_uki,
+        };
+        (stats, Some(files))
+    } else {
+        let stats = encode::initrd::write_initrd(tree, def, epoch, &initrd_path)?;
+        phases.done(
+            "initrd",
+            format!(
+                "{} entries, {} → {}",
+                stats.entries,
+                human_bytes(stats.uncompressed_bytes),
+                human_bytes(stats.compressed_bytes)
+            ),
+        );
+        (stats, None)
+    };
+    let initrd = FileData::host_file(&initrd_path).map_err(encode::io_error("initrd"))?;
+    let uki_layout = encode::uki::write_uki(def, inputs, &initrd_path, &uki_path, signer)?;
     let uki = FileData::host_file(&uki_path).map_err(encode::io_error("UKI"))?;
     match &opts.signer {
         Some(s) => phases.done(
@@ -362,6 +417,7 @@ fn encode_boot_files(
         uki,
         uki_layout,
         initrd_stats,
+        system,
     })
 }
 
@@ -376,7 +432,8 @@ fn esp_layout(def: &ImageDefinition, opts: &BuildOptions) -> EspLayout {
 }
 
 /// The ESP's contents in `layout` for `format` (which names the artifact in an error when the
-/// signed chain was not fetched).
+/// signed chain was not fetched). A disk with a system partition boots the small boot initrd;
+/// the ISO boots the initrd that carries the system image.
 fn esp_boot<'a>(
     def: &'a ImageDefinition,
     layout: EspLayout,
@@ -384,15 +441,19 @@ fn esp_boot<'a>(
     staged: &'a Staged,
     format: Format,
 ) -> Result<EspBoot<'a>, EncodeError> {
+    let (uki, initrd) = match &staged.system {
+        Some(system) if format.is_disk() => (&system.boot_uki, &system.boot_initrd),
+        _ => (&staged.uki, &staged.initrd),
+    };
     Ok(match layout {
-        EspLayout::Uki => EspBoot::Uki { uki: &staged.uki },
+        EspLayout::Uki => EspBoot::Uki { uki },
         EspLayout::Shim => EspBoot::Shim {
             chain: inputs
                 .shim_chain
                 .as_ref()
                 .ok_or(EncodeError::NoShimChain { format: format.name() })?,
             kernel: &inputs.kernel.image,
-            initrd: &staged.initrd,
+            initrd,
             cmdline: &def.cmdline,
         },
     })
@@ -403,6 +464,7 @@ fn esp_boot<'a>(
 fn encode_disks(
     loaded: &LoadedDefinition,
     esp: &EspBoot,
+    system: Option<&encode::system::SystemImage>,
     out: &mut ArtifactDir,
     opts: &BuildOptions,
     seed: [u8; 32],
@@ -413,6 +475,7 @@ fn encode_disks(
         definition: &loaded.definition,
         base_dir: &loaded.base_dir,
         esp: &esp.files(),
+        system,
         size: opts.disk_size,
         seed,
         epoch: opts.epoch,

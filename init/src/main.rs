@@ -25,6 +25,7 @@ mod shares;
 mod shutdown;
 mod storage;
 mod sys;
+mod system;
 
 use std::ffi::OsStr;
 use std::path::Path;

@@ -25,6 +25,7 @@ use crate::rootfs;
 use crate::services::{Paths, Supervisor};
 use crate::shares;
 use crate::shutdown::{self, Action};
+use crate::system;
 use crate::sys;
 
 /// How often input devices are rescanned for a power button.
@@ -60,7 +61,7 @@ pub fn run(argv: Vec<OsString>) -> ! {
     if moved {
         // Children must not see it.
         std::env::remove_var(rootfs::MOVED_MARKER);
-        log!("running from the tmpfs root");
+        log!("running from the new root");
     } else {
         log!("uvmkit-init {} starting", env!("CARGO_PKG_VERSION"));
     }
@@ -68,6 +69,11 @@ pub fn run(argv: Vec<OsString>) -> ! {
 
     if !moved && config.root == RootMode::Tmpfs && rootfs::root_is_initramfs() {
         guarded("root move", || move_root_and_reexec(&argv, config.root_size.as_deref()));
+    }
+    if !moved && config.root == RootMode::System && rootfs::root_is_initramfs() {
+        guarded("system image", || mount_system_and_reexec(&argv, &config));
+        // Only a panic gets here: without its system the VM must not boot on.
+        stop_boot();
     }
 
     // Signals are blocked from here on and read from the signalfd, so a request that arrives
@@ -180,6 +186,54 @@ fn move_root_and_reexec(argv: &[OsString], size: Option<&str>) {
         stats.others,
         stats.millis
     );
+    reexec(argv, "the tmpfs root");
+}
+
+/// Loads the boot modules, then verifies and mounts the system image as an overlay root and
+/// executes the init again from there. Never returns: a missing or altered image, or a failed
+/// mount, stops the boot with the reason on the console.
+fn mount_system_and_reexec(argv: &[OsString], config: &InitConfig) {
+    let started = Instant::now();
+    if !config.modules.is_empty() {
+        let release = match &config.kernel_release {
+            Some(release) => release.clone(),
+            None => sys::kernel_release().unwrap_or_default(),
+        };
+        modules::load_all(&config.modules, &Path::new("/lib/modules").join(&release));
+    }
+    match system::mount_system_root(config.system.as_ref(), config.root_size.as_deref()) {
+        Ok(mounted) => {
+            for failure in &mounted.failures {
+                log!("freeing the initramfs: {failure}");
+            }
+            log!(
+                "system image {} ({:.1} MiB, found in {} ms, sha256 ok in {} ms) mounted read-only; \
+                 root is overlay (stage 1 took {} ms)",
+                mounted.device.display(),
+                mounted.size as f64 / (1 << 20) as f64,
+                mounted.wait_millis,
+                mounted.hash_millis,
+                started.elapsed().as_millis()
+            );
+            reexec(argv, "the overlay root");
+        }
+        Err(err) => log!("{err}"),
+    }
+    stop_boot();
+}
+
+/// Stops here for good: logs why, then sleeps forever (PID 1 must not exit).
+fn stop_boot() -> ! {
+    log!("boot stopped: the system image could not be used; this VM will not start its services");
+    sys::sync();
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Executes the init again (from the new root, `what`) with the moved marker set; returns
+/// only if that failed.
+fn reexec(argv: &[OsString], what: &str) {
     // The kernel runs the init by absolute path; fall back to the conventional one.
     let program = argv
         .first()
@@ -192,7 +246,7 @@ fn move_root_and_reexec(argv: &[OsString], size: Option<&str>) {
         .env(rootfs::MOVED_MARKER, "1")
         .exec();
     log!(
-        "cannot execute {} from the tmpfs root: {err}; continuing in this process",
+        "cannot execute {} from {what}: {err}; continuing in this process",
         program.display()
     );
 }

@@ -471,3 +471,23 @@ pub fn sync() {
     // SAFETY: no arguments, cannot fail.
     unsafe { libc::sync() }
 }
+
+/// `LOOP_CTL_GET_FREE` and `LOOP_SET_FD` from `include/uapi/linux/loop.h`.
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LOOP_SET_FD: libc::c_ulong = 0x4C00;
+
+/// Attaches `file` to a free loop device and returns the device's path. A file opened
+/// read-only gives a read-only loop device (the kernel sets `LO_FLAGS_READ_ONLY`).
+pub fn loop_attach(file: BorrowedFd<'_>) -> io::Result<std::path::PathBuf> {
+    let control = std::fs::OpenOptions::new().read(true).write(true).open("/dev/loop-control")?;
+    // SAFETY: a valid descriptor; LOOP_CTL_GET_FREE takes no argument.
+    let number = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
+    if number < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let path = std::path::PathBuf::from(format!("/dev/loop{number}"));
+    let device = std::fs::OpenOptions::new().read(true).open(&path)?;
+    // SAFETY: both descriptors are valid for the call; LOOP_SET_FD takes the backing fd.
+    check(unsafe { libc::ioctl(device.as_raw_fd(), LOOP_SET_FD as _, file.as_raw_fd()) })?;
+    Ok(path)
+}

@@ -539,11 +539,20 @@ pub struct InitSection {
     /// `pivot_root`, which the initramfs does not allow).
     #[serde(default = "default_true")]
     pub root_on_tmpfs: bool,
+    /// Write the root tree as a read-only squashfs system image (its own partition on disk
+    /// artifacts, a file in the initrd otherwise) that the init verifies and mounts under a
+    /// tmpfs overlay; the initrd then holds only the init and the boot modules. `false` puts
+    /// the whole tree in the initrd as before (`root_on_tmpfs` then decides).
+    #[serde(default = "default_true")]
+    pub system_image: bool,
 }
 
 impl Default for InitSection {
     fn default() -> Self {
-        InitSection { root_on_tmpfs: true }
+        InitSection {
+            root_on_tmpfs: true,
+            system_image: true,
+        }
     }
 }
 

@@ -40,6 +40,10 @@ pub struct Feature {
 pub struct FeatureModules {
     /// Module names to load at boot.
     pub load: Vec<String>,
+    /// Of those, the ones the boot initrd carries to find and mount the system image (storage
+    /// controllers, disk and CD drivers, loop, squashfs, overlay); their `depends` come along.
+    #[serde(default)]
+    pub boot: Vec<String>,
 }
 
 fn all() -> &'static [Feature] {
@@ -87,6 +91,14 @@ pub fn selected(targets: &[Target], features: &[String]) -> Vec<&'static Feature
         }
     }
     out
+}
+
+/// The module names the boot initrd needs for `features` (every `[modules] boot` list).
+pub fn boot_modules(features: &[&Feature]) -> Vec<String> {
+    let mut names: Vec<String> = features.iter().flat_map(|f| f.modules.boot.iter().cloned()).collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// A kernel option the kernel lacks.
@@ -164,6 +176,21 @@ mod tests {
         let sel = selected(&[Target::Qemu, Target::Hyperv], &["containers".into()]);
         let names: Vec<&str> = sel.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["base", "qemu", "hyperv", "containers"]);
+    }
+
+    #[test]
+    fn boot_modules_are_loaded_modules_of_the_same_file() {
+        for f in all() {
+            for name in &f.modules.boot {
+                assert!(f.modules.load.contains(name), "{}: boot module {name} is not in load", f.name);
+            }
+        }
+        let sel = selected(&[Target::Qemu, Target::Hyperv], &["containers".into()]);
+        let boot = boot_modules(&sel);
+        for name in ["squashfs", "overlay", "loop", "sd_mod", "virtio_blk", "hv_storvsc"] {
+            assert!(boot.iter().any(|b| b == name), "{name} missing from {boot:?}");
+        }
+        assert!(!boot.iter().any(|b| b == "e1000"), "network drivers stay out of the boot initrd");
     }
 
     #[test]

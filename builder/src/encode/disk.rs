@@ -1,7 +1,10 @@
 //! The GPT disk: an EFI system partition holding the removable-media boot path (UEFI 2.10,
-//! 3.5.1.1: `\EFI\BOOT\BOOTX64.EFI`, the UKI or shim, see [`super::esp`]) and the ext4 data
-//! partition the init finds by its label, laid out once and written as raw, VHDX, VMDK or qcow2.
+//! 3.5.1.1: `\EFI\BOOT\BOOTX64.EFI`, the UKI or shim, see [`super::esp`]), the read-only
+//! system image (squashfs, partition `uvmkit-system`, type "Linux root (x86-64)" of the
+//! Discoverable Partitions Specification) and the ext4 data partition the init finds by its
+//! label, laid out once and written as raw, VHDX, VMDK or qcow2.
 
+use super::system::SystemImage;
 use super::{io_error, EncodeError};
 use crate::assemble::add_extra_files;
 use crate::definition::{Format, ImageDefinition};
@@ -14,8 +17,9 @@ use uvmkit_disk::layout::{build_disk, room_for_last, DiskLayout, PartitionSpec};
 use uvmkit_disk::SparseImage;
 use uvmkit_filetree::FileTree;
 
-/// The label the init looks for to find its data partition.
-pub use uvmkit_init_config::DATA_LABEL;
+/// The label the init looks for to find its data partition, and the GPT name of the system
+/// image's partition.
+pub use uvmkit_init_config::{DATA_LABEL, SYSTEM_PARTITION_NAME};
 
 /// What the disk is made of.
 pub struct DiskInputs<'a> {
@@ -25,6 +29,8 @@ pub struct DiskInputs<'a> {
     pub base_dir: &'a Path,
     /// The ESP's files ([`super::esp::EspBoot::files`]).
     pub esp: &'a [EspFile],
+    /// The system image, in a partition of its own between the ESP and the data partition.
+    pub system: Option<&'a SystemImage>,
     /// The disk's virtual size in bytes (a whole number of MiB, at least 64 MiB).
     pub size: u64,
     /// The seed disk and file system identifiers derive from.
@@ -33,7 +39,7 @@ pub struct DiskInputs<'a> {
     pub epoch: u64,
 }
 
-/// Lays out the disk: the ESP first, the data partition in the rest.
+/// Lays out the disk: the ESP first, then the system image, the data partition in the rest.
 pub fn build_disk_image(inputs: &DiskInputs) -> Result<SparseImage, EncodeError> {
     let (seed, epoch) = (&inputs.seed, inputs.epoch);
     let esp = build_esp(
@@ -46,8 +52,19 @@ pub fn build_disk_image(inputs: &DiskInputs) -> Result<SparseImage, EncodeError>
         },
     )
     .map_err(EncodeError::Esp)?;
+    let system = match inputs.system {
+        Some(image) => {
+            let mut content = SparseImage::new(image.size);
+            content
+                .put_file(0, &image.path, 0, image.size)
+                .map_err(|e| EncodeError::SystemPartition(e.to_string()))?;
+            Some(content)
+        }
+        None => None,
+    };
     let data_tree = data_partition_tree(inputs.definition, inputs.base_dir)?;
-    let data_size = room_for_last(inputs.size, &[esp.size()])?;
+    let before_data: Vec<u64> = [Some(&esp), system.as_ref()].into_iter().flatten().map(|p| p.size()).collect();
+    let data_size = room_for_last(inputs.size, &before_data)?;
     let data = uvmkit_ext4::build_ext4(
         &data_tree,
         &uvmkit_ext4::Ext4Options {
@@ -62,21 +79,27 @@ pub fn build_disk_image(inputs: &DiskInputs) -> Result<SparseImage, EncodeError>
             ..uvmkit_ext4::Ext4Options::default()
         },
     )?;
+    let mut partitions = vec![PartitionSpec {
+        name: "EFI system partition".into(),
+        type_guid: Guid::EFI_SYSTEM,
+        content: esp,
+    }];
+    if let Some(content) = system {
+        partitions.push(PartitionSpec {
+            name: SYSTEM_PARTITION_NAME.into(),
+            type_guid: Guid::LINUX_ROOT_X86_64,
+            content,
+        });
+    }
+    partitions.push(PartitionSpec {
+        name: DATA_LABEL.into(),
+        type_guid: Guid::LINUX_FILESYSTEM,
+        content: data,
+    });
     let layout = DiskLayout {
         size_bytes: inputs.size,
         seed: inputs.seed,
-        partitions: vec![
-            PartitionSpec {
-                name: "EFI system partition".into(),
-                type_guid: Guid::EFI_SYSTEM,
-                content: esp,
-            },
-            PartitionSpec {
-                name: DATA_LABEL.into(),
-                type_guid: Guid::LINUX_FILESYSTEM,
-                content: data,
-            },
-        ],
+        partitions,
     };
     let (disk, _placed) = build_disk(&layout)?;
     Ok(disk)

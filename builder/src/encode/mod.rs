@@ -1,5 +1,6 @@
 //! Encoding the assembled tree into the bytes a machine boots, one crate per format: the
-//! initrd ([`initrd`]), the Unified Kernel Image ([`uki`]), what the ESP holds ([`esp`]: the
+//! read-only system image and the boot tree that mounts it ([`system`]), the initrd
+//! ([`initrd`]), the Unified Kernel Image ([`uki`]), what the ESP holds ([`esp`]: the
 //! UKI, or Debian's signed shim chain), the GPT disk with its ESP and ext4 data partition as
 //! raw, VHDX, VMDK and qcow2 ([`disk`]), the OVA and Vagrant boxes around that disk
 //! ([`appliance`]), and the hybrid ISO ([`iso`]). Every
@@ -11,6 +12,7 @@ pub mod disk;
 pub mod esp;
 pub mod initrd;
 pub mod iso;
+pub mod system;
 pub mod uki;
 
 use std::io;
@@ -19,6 +21,17 @@ use uvmkit_filetree::TreePath;
 /// Why an artifact could not be encoded; the message starts with what was being made.
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
+    /// The system image could not be written.
+    #[error("system image: {0}")]
+    Squashfs(#[from] uvmkit_squashfs::SquashfsError),
+    /// The boot initrd's tree could not be made.
+    #[error("boot initrd: {what}: {reason}")]
+    BootTree {
+        /// The file being added.
+        what: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The initrd writer refused the tree.
     #[error("initrd: {0}")]
     Initrd(#[from] uvmkit_initrd::InitrdError),
@@ -45,6 +58,9 @@ pub enum EncodeError {
     /// The data partition's ext4 file system could not be made.
     #[error("data partition (ext4): {0}")]
     DataPartition(#[from] uvmkit_ext4::Ext4Error),
+    /// The system image could not be placed in its partition.
+    #[error("system partition: {0}")]
+    SystemPartition(String),
     /// The partitions do not fit the disk.
     #[error("disk layout: {0}")]
     Layout(#[from] uvmkit_disk::layout::LayoutError),

@@ -45,6 +45,15 @@ impl Guid {
         [0x8E, 0x79, 0x3D, 0x69, 0xD8, 0x47, 0x7D, 0xE4],
     );
 
+    /// Linux root (x86-64) of the Discoverable Partitions Specification
+    /// (`4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709`).
+    pub const LINUX_ROOT_X86_64: Guid = Guid::from_fields(
+        0x4F68BCE3,
+        0xE8CD,
+        0x4DB1,
+        [0x96, 0xE7, 0xFB, 0xCA, 0xF9, 0x84, 0xB7, 0x09],
+    );
+
     /// Microsoft basic data (`EBD0A0A2-B9E5-4433-87C0-68B6B72699C7`), also used by hybrid ISOs.
     pub const BASIC_DATA: Guid = Guid::from_fields(
         0xEBD0A0A2,

@@ -81,6 +81,10 @@ pub struct InitConfig {
     /// Folders the hypervisor shares, mounted at boot (`[[shares]]`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub shares: Vec<ShareSection>,
+    /// The read-only system image the boot initrd mounts as `/` (`root = "system"`); only the
+    /// boot initrd's configuration has it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system: Option<SystemImageSection>,
 }
 
 impl Default for InitConfig {
@@ -96,6 +100,7 @@ impl Default for InitConfig {
             services: Vec::new(),
             preload: None,
             shares: Vec::new(),
+            system: None,
         }
     }
 }
@@ -126,6 +131,32 @@ pub enum RootMode {
     Tmpfs,
     /// Stay on the kernel's rootfs.
     Initramfs,
+    /// Verify the squashfs system image (`[system]`), mount it read-only with a tmpfs overlay
+    /// on top and make that `/`; the initramfs holds only the init and the boot modules.
+    System,
+}
+
+/// The GPT partition name of the system image on disk artifacts.
+pub const SYSTEM_PARTITION_NAME: &str = "uvmkit-system";
+
+/// The system image's path in the initramfs of artifacts without a system partition (the EFI
+/// pair, the UKI used alone, the ISO).
+pub const SYSTEM_IMAGE_FILE: &str = "/uvmkit-system.squashfs";
+
+/// `[system]`: where the system image is and what it must hash to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemImageSection {
+    /// The sha256 of the image's `size` bytes, lower-case hex.
+    pub sha256: String,
+    /// The image's length in bytes (a partition may be longer).
+    pub size: u64,
+    /// The file in the initramfs looked at first.
+    pub file: PathBuf,
+    /// The GPT partition name looked for when the file is absent.
+    pub partition: String,
+    /// Seconds to wait for the partition to appear.
+    pub wait_seconds: u64,
 }
 
 /// `[[modules]]`: one kernel module of the image.
@@ -438,6 +469,13 @@ mod tests {
                 kind: ShareKind::NineP,
                 options: vec!["ro".into()],
             }],
+            system: Some(SystemImageSection {
+                sha256: "ab".repeat(32),
+                size: 42 << 20,
+                file: SYSTEM_IMAGE_FILE.into(),
+                partition: SYSTEM_PARTITION_NAME.into(),
+                wait_seconds: 30,
+            }),
         }
     }
 

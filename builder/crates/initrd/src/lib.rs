@@ -732,6 +732,56 @@ pub fn write_initrd(
     Ok(stats)
 }
 
+/// Writes one regular file as an uncompressed cpio archive of its own (the member `name`,
+/// then `TRAILER!!!`), to be appended to an initrd at a 4-byte boundary: the kernel copies
+/// such a member into the initramfs as it is, with no decompression pass (buffer-format.rst).
+/// Returns the bytes written.
+pub fn write_file_archive(
+    name: &TreePath,
+    data: &FileData,
+    mode: u32,
+    mtime: u64,
+    out: &mut impl Write,
+) -> Result<u64, InitrdError> {
+    let size = data.len();
+    let filesize = u32::try_from(size).map_err(|_| InitrdError::FileTooLarge {
+        path: name.clone(),
+        size,
+    })?;
+    let mtime32 = u32::try_from(mtime).map_err(|_| InitrdError::MtimeOutOfRange(mtime))?;
+    let header = newc::Header {
+        ino: 1,
+        mode: 0o100000 | (mode & 0o7777),
+        nlink: 1,
+        mtime: mtime32,
+        filesize,
+        ..newc::Header::default()
+    };
+    let mut written = header.write(name.as_str(), out).map_err(InitrdError::Write)?;
+    let reader = data.open().map_err(|source| InitrdError::ReadFile {
+        path: name.clone(),
+        source,
+    })?;
+    let mut buf = vec![0u8; 1 << 20];
+    uvmkit_filetree::copy_exact(reader, size, out, &mut buf).map_err(|e| match e {
+        uvmkit_filetree::CopyError::Read(source) => InitrdError::ReadFile {
+            path: name.clone(),
+            source,
+        },
+        uvmkit_filetree::CopyError::Write(source) => InitrdError::Write(source),
+        uvmkit_filetree::CopyError::Short { copied } => InitrdError::FileChanged {
+            path: name.clone(),
+            expected: size,
+            actual: copied,
+        },
+    })?;
+    let padding = newc::pad4(size);
+    out.write_all(&vec![0u8; padding as usize]).map_err(InitrdError::Write)?;
+    written += size + padding;
+    written += newc::write_trailer(out).map_err(InitrdError::Write)?;
+    Ok(written)
+}
+
 impl fmt::Display for InitrdStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
