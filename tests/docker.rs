@@ -718,7 +718,10 @@ fn docker_host_serves_tls_keeps_state_across_reboots_and_power_loss() {
 
     // The root is the system image under an overlay, not a tmpfs copy of the initrd.
     let mounts = vm.ssh("cat /proc/mounts");
-    let root = mounts.lines().filter(|l| l.split_whitespace().nth(1) == Some("/")).collect::<Vec<_>>();
+    let root = mounts
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("/"))
+        .collect::<Vec<_>>();
     assert_eq!(root.len(), 1, "one mount on / expected:\n{mounts}");
     assert!(root[0].starts_with("overlay / overlay "), "root mount: {}", root[0]);
     assert!(root[0].contains("lowerdir=/.uvmkit-lower"), "root mount: {}", root[0]);
@@ -727,7 +730,10 @@ fn docker_host_serves_tls_keeps_state_across_reboots_and_power_loss() {
         .lines()
         .find(|l| l.contains("system image /uvmkit-system.squashfs ("))
         .unwrap_or_else(|| panic!("no system image line:\n{log}"));
-    assert!(mounted.contains("sha256 ok") && mounted.contains("root is overlay"), "{mounted}");
+    assert!(
+        mounted.contains("sha256 ok") && mounted.contains("root is overlay"),
+        "{mounted}"
+    );
     eprintln!("first boot: {mounted}");
 
     let loaded = vm.wait_for_preloaded_image(&bundle);

@@ -80,7 +80,11 @@ fn split_initrd(initrd: &[u8]) -> (&[u8], &[u8]) {
         .position(|w| w == name)
         .expect("the initrd carries uvmkit-system.squashfs");
     let header = at - 110;
-    assert_eq!(&initrd[header..header + 6], b"070701", "a newc header precedes the name");
+    assert_eq!(
+        &initrd[header..header + 6],
+        b"070701",
+        "a newc header precedes the name"
+    );
     assert_eq!(header % 4, 0, "the appended archive starts on a 4-byte boundary");
     (&initrd[..header], &initrd[header..])
 }
@@ -113,11 +117,21 @@ fn initrd_is_a_small_zstd_cpio_followed_by_the_system_image() {
         .find(|(ok, _)| *ok)
         .unwrap_or((false, "no split of the boot part reads as zstd cpio".into()));
     assert!(ok, "bsdtar: {list}");
-    for needle in ["init", "etc/uvmkit/init.toml", "dev/console", "lib/modules/", "virtio_blk.ko", "hv_storvsc.ko"] {
+    for needle in [
+        "init",
+        "etc/uvmkit/init.toml",
+        "dev/console",
+        "lib/modules/",
+        "virtio_blk.ko",
+        "hv_storvsc.ko",
+    ] {
         assert!(list.contains(needle), "boot initrd lacks {needle}:\n{list}");
     }
     // Network drivers and the rest of the tree live in the system image only.
-    assert!(!list.contains("vmxnet3.ko"), "the boot initrd carries a network driver:\n{list}");
+    assert!(
+        !list.contains("vmxnet3.ko"),
+        "the boot initrd carries a network driver:\n{list}"
+    );
     assert!(list.lines().count() < 200, "the boot initrd is not small:\n{list}");
 
     let image = system_image_of(member);
@@ -230,7 +244,10 @@ fn raw_disk_partitions_pass_sgdisk_fsck_fat_and_e2fsck() {
             let (ok, text) = run("unsquashfs", &["-s", part.to_str().unwrap()]);
             assert!(ok && text.contains("Compression zstd"), "unsquashfs -s: {text}");
             let (ok, text) = run("unsquashfs", &["-lln", "-d", "", part.to_str().unwrap()]);
-            assert!(ok && text.contains("/etc/uvmkit/init.toml") && text.contains("/init"), "unsquashfs -lln: {text}");
+            assert!(
+                ok && text.contains("/etc/uvmkit/init.toml") && text.contains("/init"),
+                "unsquashfs -lln: {text}"
+            );
             checked += 1;
         } else if line.contains("EF00") {
             let (ok, text) = run("fsck.fat", &["-n", part.to_str().unwrap()]);
@@ -246,7 +263,10 @@ fn raw_disk_partitions_pass_sgdisk_fsck_fat_and_e2fsck() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 3, "expected an ESP, the system image and a data partition:\n{table}");
+    assert_eq!(
+        checked, 3,
+        "expected an ESP, the system image and a data partition:\n{table}"
+    );
 }
 
 #[test]
@@ -388,10 +408,20 @@ fn a_flipped_byte_in_the_system_partition_stops_the_boot() {
     }
     let dir = test_dir("boot-tampered");
     let raw = dir.join("tampered.raw");
-    let (ok, text) = run("cp", &["--sparse=always", artifact("minimal.raw").to_str().unwrap(), raw.to_str().unwrap()]);
+    let (ok, text) = run(
+        "cp",
+        &[
+            "--sparse=always",
+            artifact("minimal.raw").to_str().unwrap(),
+            raw.to_str().unwrap(),
+        ],
+    );
     assert!(ok, "cp: {text}");
     let (_, table) = run("sgdisk", &["-p", raw.to_str().unwrap()]);
-    let line = table.lines().find(|l| l.contains("uvmkit-system")).expect("a system partition");
+    let line = table
+        .lines()
+        .find(|l| l.contains("uvmkit-system"))
+        .expect("a system partition");
     let start: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     // A byte of file data just after the superblock.
     let offset = start * 512 + 4096;
@@ -405,7 +435,10 @@ fn a_flipped_byte_in_the_system_partition_stops_the_boot() {
     drop(bytes);
 
     let mut args = ovmf_args(&dir);
-    args.extend(s(&["-drive", &format!("if=virtio,format=raw,file={},snapshot=on", raw.display())]));
+    args.extend(s(&[
+        "-drive",
+        &format!("if=virtio,format=raw,file={},snapshot=on", raw.display()),
+    ]));
     let mut guest = Guest::start(&dir, &args);
     let t = guest.wait_for("does not match the boot configuration", BOOT_TIMEOUT);
     eprintln!("tampered disk refused after {t:.1}s");

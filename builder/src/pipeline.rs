@@ -378,7 +378,10 @@ fn encode_boot_files(
         let boot_uki_path = out.staging_path(&format!("{}-boot.efi", def.name));
         encode::uki::write_uki(def, inputs, &boot_initrd_path, &boot_uki_path, signer)?;
         let boot_uki = FileData::host_file(&boot_uki_path).map_err(encode::io_error("UKI"))?;
-        phases.done("boot UKI", format!("{} (on the disks' ESP)", human_bytes(boot_uki.len())));
+        phases.done(
+            "boot UKI",
+            format!("{} (on the disks' ESP)", human_bytes(boot_uki.len())),
+        );
         let boot_initrd = FileData::host_file(&boot_initrd_path).map_err(encode::io_error("initrd"))?;
         let files = SystemFiles {
             image,

@@ -25,8 +25,8 @@ use crate::rootfs;
 use crate::services::{Paths, Supervisor};
 use crate::shares;
 use crate::shutdown::{self, Action};
-use crate::system;
 use crate::sys;
+use crate::system;
 
 /// How often input devices are rescanned for a power button.
 const RESCAN_INTERVAL: Duration = Duration::from_secs(2);

@@ -479,7 +479,10 @@ const LOOP_SET_FD: libc::c_ulong = 0x4C00;
 /// Attaches `file` to a free loop device and returns the device's path. A file opened
 /// read-only gives a read-only loop device (the kernel sets `LO_FLAGS_READ_ONLY`).
 pub fn loop_attach(file: BorrowedFd<'_>) -> io::Result<std::path::PathBuf> {
-    let control = std::fs::OpenOptions::new().read(true).write(true).open("/dev/loop-control")?;
+    let control = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/loop-control")?;
     // SAFETY: a valid descriptor; LOOP_CTL_GET_FREE takes no argument.
     let number = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
     if number < 0 {

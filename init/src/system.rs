@@ -165,14 +165,8 @@ pub fn mount_system_root(
         upper.display(),
         work.display()
     );
-    sys::mount(
-        Some("overlay"),
-        Path::new(NEW_ROOT),
-        Some("overlay"),
-        0,
-        Some(&options),
-    )
-    .map_err(mount_error("mount the overlay"))?;
+    sys::mount(Some("overlay"), Path::new(NEW_ROOT), Some("overlay"), 0, Some(&options))
+        .map_err(mount_error("mount the overlay"))?;
 
     // Free the initramfs: every file on it goes, the mounts stay.
     let root_dev = fs::symlink_metadata("/").map_err(mount_error("stat /"))?.dev();
@@ -224,7 +218,11 @@ fn locate(section: &SystemImageSection) -> Result<(PathBuf, u128), SystemImageEr
             file: section.file.clone(),
             partition: section.partition.clone(),
             seconds: section.wait_seconds,
-            devices: if devices.is_empty() { "none".into() } else { devices.join(" ") },
+            devices: if devices.is_empty() {
+                "none".into()
+            } else {
+                devices.join(" ")
+            },
         }),
     }
 }
@@ -293,7 +291,9 @@ fn remove_tree(dir: &Path, root_dev: u64, skip: &[&Path], failures: &mut Vec<Str
         if skip.contains(&path.as_path()) {
             continue;
         }
-        let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
         if meta.dev() != root_dev {
             continue;
         }
@@ -325,14 +325,26 @@ mod tests {
         let base = scratch("sysfs");
         for (dev, uevent) in [
             ("sda", "MAJOR=8\nMINOR=0\nDEVNAME=sda\nDEVTYPE=disk\n"),
-            ("sda1", "MAJOR=8\nMINOR=1\nDEVNAME=sda1\nDEVTYPE=partition\nPARTN=1\nPARTNAME=EFI system partition\n"),
-            ("sda2", "MAJOR=8\nMINOR=2\nDEVNAME=sda2\nDEVTYPE=partition\nPARTN=2\nPARTNAME=uvmkit-system\n"),
-            ("sda3", "MAJOR=8\nMINOR=3\nDEVNAME=sda3\nDEVTYPE=partition\nPARTN=3\nPARTNAME=uvmkit-data\n"),
+            (
+                "sda1",
+                "MAJOR=8\nMINOR=1\nDEVNAME=sda1\nDEVTYPE=partition\nPARTN=1\nPARTNAME=EFI system partition\n",
+            ),
+            (
+                "sda2",
+                "MAJOR=8\nMINOR=2\nDEVNAME=sda2\nDEVTYPE=partition\nPARTN=2\nPARTNAME=uvmkit-system\n",
+            ),
+            (
+                "sda3",
+                "MAJOR=8\nMINOR=3\nDEVNAME=sda3\nDEVTYPE=partition\nPARTN=3\nPARTNAME=uvmkit-data\n",
+            ),
         ] {
             fs::create_dir_all(base.join(dev)).unwrap();
             fs::write(base.join(dev).join("uevent"), uevent).unwrap();
         }
-        assert_eq!(partition_named(&base, "uvmkit-system"), Some(PathBuf::from("/dev/sda2")));
+        assert_eq!(
+            partition_named(&base, "uvmkit-system"),
+            Some(PathBuf::from("/dev/sda2"))
+        );
         assert_eq!(partition_named(&base, "uvmkit-system2"), None);
         assert_eq!(block_devices(&base), ["sda", "sda1", "sda2", "sda3"]);
         fs::remove_dir_all(&base).unwrap();
@@ -352,7 +364,10 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         let err = sha256_prefix(&File::open(&file).unwrap(), 200).unwrap_err();
-        assert!(err.to_string().contains("97 bytes before the recorded size 200"), "{err}");
+        assert!(
+            err.to_string().contains("97 bytes before the recorded size 200"),
+            "{err}"
+        );
         fs::remove_dir_all(&base).unwrap();
     }
 

@@ -182,7 +182,11 @@ mod tests {
     fn boot_modules_are_loaded_modules_of_the_same_file() {
         for f in all() {
             for name in &f.modules.boot {
-                assert!(f.modules.load.contains(name), "{}: boot module {name} is not in load", f.name);
+                assert!(
+                    f.modules.load.contains(name),
+                    "{}: boot module {name} is not in load",
+                    f.name
+                );
             }
         }
         let sel = selected(&[Target::Qemu, Target::Hyperv], &["containers".into()]);
@@ -190,7 +194,10 @@ mod tests {
         for name in ["squashfs", "overlay", "loop", "sd_mod", "virtio_blk", "hv_storvsc"] {
             assert!(boot.iter().any(|b| b == name), "{name} missing from {boot:?}");
         }
-        assert!(!boot.iter().any(|b| b == "e1000"), "network drivers stay out of the boot initrd");
+        assert!(
+            !boot.iter().any(|b| b == "e1000"),
+            "network drivers stay out of the boot initrd"
+        );
     }
 
     #[test]

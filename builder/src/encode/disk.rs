@@ -63,7 +63,11 @@ pub fn build_disk_image(inputs: &DiskInputs) -> Result<SparseImage, EncodeError>
         None => None,
     };
     let data_tree = data_partition_tree(inputs.definition, inputs.base_dir)?;
-    let before_data: Vec<u64> = [Some(&esp), system.as_ref()].into_iter().flatten().map(|p| p.size()).collect();
+    let before_data: Vec<u64> = [Some(&esp), system.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|p| p.size())
+        .collect();
     let data_size = room_for_last(inputs.size, &before_data)?;
     let data = uvmkit_ext4::build_ext4(
         &data_tree,

@@ -19,7 +19,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use uvmkit_filetree::{FileData, FileTree, Node, NodeKind, TreePath};
-use uvmkit_init_config::{InitConfig, RootMode, SystemImageSection, CONFIG_PATH, SYSTEM_IMAGE_FILE, SYSTEM_PARTITION_NAME};
+use uvmkit_init_config::{
+    InitConfig, RootMode, SystemImageSection, CONFIG_PATH, SYSTEM_IMAGE_FILE, SYSTEM_PARTITION_NAME,
+};
 use uvmkit_squashfs::{SquashfsOptions, SquashfsStats};
 
 /// How long the init waits for the `uvmkit-system` partition to appear.
@@ -154,10 +156,11 @@ pub fn boot_tree(
         Some(NodeKind::File(data)) => data.read_all().map_err(io_error("init.toml"))?,
         _ => Vec::new(),
     };
-    let mut config: InitConfig = toml::from_str(&String::from_utf8_lossy(&text)).map_err(|e| EncodeError::BootTree {
-        what: CONFIG_PATH.to_string(),
-        reason: e.to_string(),
-    })?;
+    let mut config: InitConfig =
+        toml::from_str(&String::from_utf8_lossy(&text)).map_err(|e| EncodeError::BootTree {
+            what: CONFIG_PATH.to_string(),
+            reason: e.to_string(),
+        })?;
     config.root = RootMode::System;
     config.modules.retain(|m| needed.contains(&normal(&m.name)));
     config.system = Some(SystemImageSection {
@@ -182,7 +185,8 @@ pub fn append_system_image(boot: &Path, image: &SystemImage, epoch: u64, full: &
     std::fs::copy(boot, full).map_err(&io)?;
     let mut file = OpenOptions::new().append(true).open(full).map_err(&io)?;
     let len = file.metadata().map_err(&io)?.len();
-    file.write_all(&vec![0u8; (len.next_multiple_of(4) - len) as usize]).map_err(&io)?;
+    file.write_all(&vec![0u8; (len.next_multiple_of(4) - len) as usize])
+        .map_err(&io)?;
     let name = TreePath::new(SYSTEM_IMAGE_FILE).expect("a valid constant path");
     let mut w = BufWriter::with_capacity(1 << 20, file);
     uvmkit_initrd::write_file_archive(&name, &image.data(), 0o400, epoch, &mut w)?;

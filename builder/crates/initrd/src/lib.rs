@@ -776,7 +776,8 @@ pub fn write_file_archive(
         },
     })?;
     let padding = newc::pad4(size);
-    out.write_all(&vec![0u8; padding as usize]).map_err(InitrdError::Write)?;
+    out.write_all(&vec![0u8; padding as usize])
+        .map_err(InitrdError::Write)?;
     written += size + padding;
     written += newc::write_trailer(out).map_err(InitrdError::Write)?;
     Ok(written)

@@ -106,7 +106,9 @@ pub enum SquashfsError {
         source: io::Error,
     },
     /// A file was shorter or longer than the tree recorded.
-    #[error("{path} has {actual} bytes but the file tree recorded {expected}; was the cache changed during the build?")]
+    #[error(
+        "{path} has {actual} bytes but the file tree recorded {expected}; was the cache changed during the build?"
+    )]
     Length {
         /// The file in the image.
         path: TreePath,
@@ -151,9 +153,15 @@ pub fn write_squashfs<W: Write + Seek>(
     let mut buf = vec![0u8; options.block_size as usize];
     for &index in &plan.files {
         let (path, node) = plan.entries[index];
-        let NodeKind::File(data) = &node.kind else { unreachable!("planned as a file") };
+        let NodeKind::File(data) = &node.kind else {
+            unreachable!("planned as a file")
+        };
         let file = store_file(path, data, &mut buf, &mut compressor, position, out)?;
-        position += file.block_sizes.iter().map(|s| u64::from(s & !DATA_UNCOMPRESSED)).sum::<u64>();
+        position += file
+            .block_sizes
+            .iter()
+            .map(|s| u64::from(s & !DATA_UNCOMPRESSED))
+            .sum::<u64>();
         file_bytes += data.len();
         stored.insert(index, file);
     }
@@ -292,14 +300,16 @@ pub fn write_squashfs<W: Write + Seek>(
     let id_table_start = position;
     let mut offset = 0usize;
     while offset < id_blocks.len() {
-        out.write_all(&(id_blocks_start + offset as u64).to_le_bytes()).map_err(write)?;
+        out.write_all(&(id_blocks_start + offset as u64).to_le_bytes())
+            .map_err(write)?;
         position += 8;
         let header = u16::from_le_bytes([id_blocks[offset], id_blocks[offset + 1]]);
         offset += 2 + usize::from(header & !METADATA_UNCOMPRESSED);
     }
     let bytes_used = position;
     let padded = bytes_used.div_ceil(4096) * 4096;
-    out.write_all(&vec![0u8; (padded - bytes_used) as usize]).map_err(write)?;
+    out.write_all(&vec![0u8; (padded - bytes_used) as usize])
+        .map_err(write)?;
 
     let mut sb = Vec::with_capacity(SUPERBLOCK_SIZE as usize);
     sb.extend_from_slice(&MAGIC.to_le_bytes());
@@ -459,9 +469,10 @@ impl<'t> Plan<'t> {
             }
             match &node.kind {
                 NodeKind::HardLink(target) => {
-                    let t = index.get(target.as_str()).copied().filter(|&t| {
-                        matches!(plan.entries[t].1.kind, NodeKind::File(_))
-                    });
+                    let t = index
+                        .get(target.as_str())
+                        .copied()
+                        .filter(|&t| matches!(plan.entries[t].1.kind, NodeKind::File(_)));
                     let Some(t) = t else {
                         return Err(SquashfsError::BadHardLink {
                             link: (*path).clone(),

@@ -12,10 +12,20 @@ fn path(p: &str) -> TreePath {
 /// one that does not compress, a hard link and a directory whose listing spans metadata blocks.
 fn sample_tree() -> FileTree {
     let mut tree = FileTree::new();
-    tree.insert(&path("/init"), Node::file(FileData::inline(pattern(300_000, 1)), 0o755)).unwrap();
-    tree.insert(&path("/etc/uvmkit/init.toml"), Node::file(FileData::inline(b"hostname = \"x\"\n".to_vec()), 0o644)).unwrap();
-    tree.insert(&path("/var/zeros"), Node::file(FileData::inline(vec![0u8; 200_000]), 0o600)).unwrap();
-    tree.insert(&path("/var/empty"), Node::file(FileData::inline(Vec::new()), 0o644)).unwrap();
+    tree.insert(&path("/init"), Node::file(FileData::inline(pattern(300_000, 1)), 0o755))
+        .unwrap();
+    tree.insert(
+        &path("/etc/uvmkit/init.toml"),
+        Node::file(FileData::inline(b"hostname = \"x\"\n".to_vec()), 0o644),
+    )
+    .unwrap();
+    tree.insert(
+        &path("/var/zeros"),
+        Node::file(FileData::inline(vec![0u8; 200_000]), 0o600),
+    )
+    .unwrap();
+    tree.insert(&path("/var/empty"), Node::file(FileData::inline(Vec::new()), 0o644))
+        .unwrap();
     tree.insert(&path("/bin/sh"), Node::symlink("../init")).unwrap();
     tree.insert(
         &path("/bin/init-link"),
@@ -49,7 +59,11 @@ fn sample_tree() -> FileTree {
     .unwrap();
     for i in 0..700 {
         let name = format!("/usr/share/many/entry-with-a-long-name-{i:04}");
-        tree.insert(&path(&name), Node::file(FileData::inline(format!("{i}\n").into_bytes()), 0o644)).unwrap();
+        tree.insert(
+            &path(&name),
+            Node::file(FileData::inline(format!("{i}\n").into_bytes()), 0o644),
+        )
+        .unwrap();
     }
     tree
 }
@@ -105,21 +119,54 @@ fn unsquashfs_lists_and_extracts_the_tree() {
     };
     assert!(line("/init").starts_with("-rwxr-xr-x 0/0"), "{}", line("/init"));
     assert!(line("/init").contains(" 300000 2023-11-14 "), "{}", line("/init"));
-    assert!(line("/home/user/secret").starts_with("-rwsr-x--- 1000/1000 "), "{}", line("/home/user/secret"));
+    assert!(
+        line("/home/user/secret").starts_with("-rwsr-x--- 1000/1000 "),
+        "{}",
+        line("/home/user/secret")
+    );
     assert!(line("/bin/sh").contains("/bin/sh -> ../init"), "{}", line("/bin/sh"));
-    assert!(line("/dev/console").starts_with("crw------- 0/5 "), "{}", line("/dev/console"));
+    assert!(
+        line("/dev/console").starts_with("crw------- 0/5 "),
+        "{}",
+        line("/dev/console")
+    );
     assert!(line("/dev/console").contains("5,  1"), "{}", line("/dev/console"));
-    assert_eq!(listing.lines().filter(|l| l.contains("/usr/share/many/entry")).count(), 700);
+    assert_eq!(
+        listing.lines().filter(|l| l.contains("/usr/share/many/entry")).count(),
+        700
+    );
 
     let extracted = dir.path().join("root");
-    let (ok, out) = run("unsquashfs", &["-no-xattrs", "-d", extracted.to_str().unwrap(), file.to_str().unwrap(), "init", "var", "usr", "bin", "etc"]);
+    let (ok, out) = run(
+        "unsquashfs",
+        &[
+            "-no-xattrs",
+            "-d",
+            extracted.to_str().unwrap(),
+            file.to_str().unwrap(),
+            "init",
+            "var",
+            "usr",
+            "bin",
+            "etc",
+        ],
+    );
     assert!(ok, "{out}");
     assert_eq!(std::fs::read(extracted.join("init")).unwrap(), pattern(300_000, 1));
     assert_eq!(std::fs::read(extracted.join("var/zeros")).unwrap(), vec![0u8; 200_000]);
     assert_eq!(std::fs::read(extracted.join("var/empty")).unwrap(), b"");
-    assert_eq!(std::fs::read(extracted.join("bin/init-link")).unwrap(), pattern(300_000, 1));
-    assert_eq!(std::fs::read(extracted.join("etc/uvmkit/init.toml")).unwrap(), b"hostname = \"x\"\n");
-    assert_eq!(std::fs::read(extracted.join("usr/share/many/entry-with-a-long-name-0699")).unwrap(), b"699\n");
+    assert_eq!(
+        std::fs::read(extracted.join("bin/init-link")).unwrap(),
+        pattern(300_000, 1)
+    );
+    assert_eq!(
+        std::fs::read(extracted.join("etc/uvmkit/init.toml")).unwrap(),
+        b"hostname = \"x\"\n"
+    );
+    assert_eq!(
+        std::fs::read(extracted.join("usr/share/many/entry-with-a-long-name-0699")).unwrap(),
+        b"699\n"
+    );
 }
 
 #[test]
@@ -130,5 +177,8 @@ fn a_bad_block_size_is_refused() {
         ..SquashfsOptions::default()
     };
     let err = write_squashfs(&FileTree::new(), &options, &mut out).unwrap_err();
-    assert_eq!(err.to_string(), "squashfs block size 5000 is not a power of two from 4096 to 1048576");
+    assert_eq!(
+        err.to_string(),
+        "squashfs block size 5000 is not a power of two from 4096 to 1048576"
+    );
 }
