@@ -220,18 +220,18 @@ impl KvpResponder {
     /// The auto pool's value for index `index`, from `facts`.
     pub fn auto_value(&self, index: usize, facts: &GuestFacts) -> Option<String> {
         let join = |items: Vec<String>| items.join(";");
-        Some(match AUTO_KEYS.get(index)? {
-            &"FullyQualifiedDomainName" => facts.hostname.clone(),
-            &"IntegrationServicesVersion" => self.driver_version.clone(),
-            &"NetworkAddressIPv4" => join(facts.ipv4_addresses().iter().map(|a| a.to_string()).collect()),
-            &"NetworkAddressIPv6" => join(facts.ipv6_addresses().iter().map(|a| a.to_string()).collect()),
-            &"OSBuildNumber" => facts.kernel_release.clone(),
-            &"OSName" => facts.os_name.clone(),
-            &"OSMajorVersion" => facts.os_version_id.clone(),
-            &"OSMinorVersion" => String::new(),
+        Some(match *AUTO_KEYS.get(index)? {
+            "FullyQualifiedDomainName" => facts.hostname.clone(),
+            "IntegrationServicesVersion" => self.driver_version.clone(),
+            "NetworkAddressIPv4" => join(facts.ipv4_addresses().iter().map(|a| a.to_string()).collect()),
+            "NetworkAddressIPv6" => join(facts.ipv6_addresses().iter().map(|a| a.to_string()).collect()),
+            "OSBuildNumber" => facts.kernel_release.clone(),
+            "OSName" => facts.os_name.clone(),
+            "OSMajorVersion" => facts.os_version_id.clone(),
+            "OSMinorVersion" => String::new(),
             // Windows hosts expect x.y.z here: the release up to its first '-'.
-            &"OSVersion" => facts.kernel_release.split('-').next().unwrap_or_default().to_string(),
-            &"ProcessorArchitecture" => facts.machine.clone(),
+            "OSVersion" => facts.kernel_release.split('-').next().unwrap_or_default().to_string(),
+            "ProcessorArchitecture" => facts.machine.clone(),
             _ => return None,
         })
     }
