@@ -31,6 +31,7 @@ use crate::shutdown::Action;
 use crate::sys;
 use guest_facts::GuestFacts;
 use vmware_backdoor::IoPort;
+
 use vmware_rpc::{Channel, PowerRequest, RpcError, TcloAction, PROTOCOL_TCLO};
 
 /// The KVP device `hv_utils` creates when the host offers the KVP integration service.
@@ -154,24 +155,21 @@ fn run_hyperv(facts: impl Fn() -> GuestFacts) {
 /// The backdoor's version, probed once per boot (`None`: no backdoor, or no access).
 pub fn vmware_backdoor_version() -> Option<u32> {
     static VERSION: OnceLock<Option<u32>> = OnceLock::new();
-    *VERSION.get_or_init(|| {
-        let mut port = match IoPort::open() {
-            Ok(port) => port,
-            Err(err) => {
-                // EPERM under kernel lockdown (Secure Boot): ioperm is refused. Worth a line
-                // only where the machine is VMware; elsewhere there is nothing to miss.
-                let vendor = std::fs::read_to_string("/sys/class/dmi/id/sys_vendor").unwrap_or_default();
-                if crate::hypervisor::is_vmware(crate::hypervisor::cpuid_signature().as_deref(), &vendor) {
-                    log!("vmware: cannot access the backdoor port: {err} (kernel lockdown refuses ioperm under Secure Boot); VMware guest RPC off");
-                }
-                return None;
-            }
-        };
-        let version = vmware_backdoor::probe(&mut port);
-        if let Some(version) = version {
+    *VERSION.get_or_init(|| match vmware_backdoor::probe_in_child() {
+        Ok(Some(version)) => {
             log!("vmware: backdoor found (version {version})");
+            Some(version)
         }
-        version
+        Ok(None) => None,
+        Err(err) => {
+            // EPERM under kernel lockdown (Secure Boot): ioperm is refused. Worth a line only
+            // where the machine is VMware; elsewhere there is nothing to miss.
+            let vendor = std::fs::read_to_string("/sys/class/dmi/id/sys_vendor").unwrap_or_default();
+            if crate::hypervisor::is_vmware(crate::hypervisor::cpuid_signature().as_deref(), &vendor) {
+                log!("vmware: cannot access the backdoor port: {err} (kernel lockdown refuses ioperm under Secure Boot); VMware guest RPC off");
+            }
+            None
+        }
     })
 }
 
