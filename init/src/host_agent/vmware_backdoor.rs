@@ -233,8 +233,8 @@ mod tests {
 
     #[test]
     fn the_probe_in_a_child_survives_an_unprivileged_port() {
-        // As a normal user ioperm is refused (EPERM) in the child; as root on a machine without
-        // a backdoor the probe finds none. Either way this process is unharmed and says so.
+        // Without privilege (or where the kernel has no ioperm) the child reports the error; as
+        // root on a machine without a backdoor it finds none. Either way this process lives on.
         match probe_in_child() {
             Ok(None) => {}
             Ok(Some(version)) => eprintln!("a backdoor answered: version {version}"),
