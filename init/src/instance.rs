@@ -828,7 +828,9 @@ pub fn apply(config: &mut InitConfig, command_line: &CommandLine) -> Option<Clie
         log!("instance: settings volume off (uvmkit.settings=off)");
         None
     };
-    let loaded = loaded.unwrap_or_default();
+    let mut loaded = loaded.unwrap_or_default();
+    // VMware's guestinfo.uvmkit.* variables, where the VM has them.
+    crate::host_agent::add_vmware_settings(&mut loaded);
     if !loaded.source.is_empty() {
         log!("instance: settings from {}", loaded.source);
     }

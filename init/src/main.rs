@@ -10,6 +10,8 @@
 mod clock;
 mod config;
 mod datadisk;
+mod host_agent;
+mod hypervisor;
 mod identity;
 mod instance;
 mod log;

@@ -244,7 +244,12 @@ pub fn load_all(modules: &[ModuleSpec], modules_dir: &Path) -> LoadSummary {
             continue;
         }
         let file_path: PathBuf = modules_dir.join(&module.path);
-        match load_module(&file_path) {
+        let outcome = if crate::hypervisor::refuses_this_machine(&module.name) {
+            LoadOutcome::NoDevice
+        } else {
+            load_module(&file_path)
+        };
+        match outcome {
             LoadOutcome::Loaded => summary.loaded += 1,
             LoadOutcome::AlreadyLoaded => summary.already += 1,
             LoadOutcome::NoDevice => {

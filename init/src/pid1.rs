@@ -14,6 +14,7 @@ use uvmkit_init_config::{InitConfig, RootMode, CONFIG_PATH, DATA_LABEL};
 use crate::clock;
 use crate::config;
 use crate::datadisk;
+use crate::host_agent;
 use crate::identity;
 use crate::instance;
 use crate::log;
@@ -334,6 +335,9 @@ fn boot(config: &mut InitConfig, buttons: &mut PowerButtons) {
     }
     // After the network (SMB shares need it), before the services that use the folders.
     shares::mount_all(&config.shares);
+    // The hypervisor's guest integration: threads of their own, never delaying the services.
+    let dhcp = config.network.as_ref().is_some_and(|n| n.dhcp);
+    guarded("host agent", || host_agent::start(&config.hostname, dhcp));
 
     buttons.rescan();
 }
