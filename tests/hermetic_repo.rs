@@ -102,6 +102,21 @@ fn host_lib(name: &str) -> Vec<u8> {
     panic!("host has no {name}");
 }
 
+/// The host's UKI stub (Debian's `systemd-boot-efi`).
+const HOST_STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+
+/// The fixture's kernel image: with `bootable_header`, 4 KiB carrying the x86 setup header's
+/// `boot_flag` and `HdrS` magic (Documentation/arch/x86/boot.rst) that a UKI requires.
+fn fake_kernel(bootable_header: bool) -> Vec<u8> {
+    if !bootable_header {
+        return b"not a real kernel".to_vec();
+    }
+    let mut k = vec![0u8; 4096];
+    k[0x1fe..0x200].copy_from_slice(&[0x55, 0xaa]);
+    k[0x202..0x206].copy_from_slice(b"HdrS");
+    k
+}
+
 struct Repo {
     dir: PathBuf,
     signer_keyring: PathBuf,
@@ -110,6 +125,12 @@ struct Repo {
 /// Makes the repository under `dir`. `tamper_hello` lists a wrong sha256 for one package;
 /// `sign_with_other_key` signs InRelease with a key the keyring does not hold.
 fn make_repo(dir: &Path, tamper_hello: bool, sign_with_other_key: bool) -> Repo {
+    make_repo_with(dir, tamper_hello, sign_with_other_key, false)
+}
+
+/// [`make_repo`]; with `buildable`, the kernel starts with an x86 boot header and the
+/// `systemd-boot-efi` package ships the host's real UKI stub, so an `efi` build succeeds.
+fn make_repo_with(dir: &Path, tamper_hello: bool, sign_with_other_key: bool, buildable: bool) -> Repo {
     let work = dir.to_path_buf();
     let mut packages = String::new();
     // A dynamically linked program and the C library it loads.
@@ -156,7 +177,7 @@ fn make_repo(dir: &Path, tamper_hello: bool, sign_with_other_key: bool) -> Repo 
     let features = uvmkit::definition::kernel_config::selected(&[uvmkit::definition::Target::Qemu], &[]);
     let mut kconfig = String::new();
     let mut files: Vec<(String, Vec<u8>, u32)> =
-        vec![(format!("/boot/vmlinuz-{RELEASE}"), b"not a real kernel".to_vec(), 0o644)];
+        vec![(format!("/boot/vmlinuz-{RELEASE}"), fake_kernel(buildable), 0o644)];
     for f in &features {
         for (option, allowed) in &f.options {
             kconfig += &format!("{option}={}\n", if allowed.contains('m') { "m" } else { "y" });
@@ -227,7 +248,11 @@ fn make_repo(dir: &Path, tamper_hello: bool, sign_with_other_key: bool) -> Repo 
         None,
         &[(
             "/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
-            b"MZ stub".to_vec(),
+            if buildable {
+                std::fs::read(HOST_STUB).unwrap()
+            } else {
+                b"MZ stub".to_vec()
+            },
             0o644,
         )],
         &[],
@@ -783,4 +808,345 @@ fn local_sources_outside_the_definition_and_oversized_disks_are_refused_before_a
             started.elapsed()
         );
     }
+}
+
+/// One member of a bundle, as someone altering it sees it.
+#[derive(Clone)]
+struct BundleMember {
+    name: String,
+    kind: tar::EntryType,
+    mode: u32,
+    data: Vec<u8>,
+    link: String,
+}
+
+/// The members of the bundle at `path`, without `SHA256SUMS` and `MANIFEST.json`.
+fn read_bundle(path: &Path) -> Vec<BundleMember> {
+    use std::io::Read;
+    let mut tar = tar::Archive::new(std::fs::File::open(path).unwrap());
+    let mut out = Vec::new();
+    for e in tar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().trim_end_matches('/').to_string();
+        if name == "SHA256SUMS" || name == "MANIFEST.json" {
+            continue;
+        }
+        let link = e
+            .link_name()
+            .unwrap()
+            .map(|l| l.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        out.push(BundleMember {
+            name,
+            kind: e.header().entry_type(),
+            mode: e.header().mode().unwrap(),
+            data,
+            link,
+        });
+    }
+    out
+}
+
+/// Writes `members` as a bundle at `path` with `SHA256SUMS` and `MANIFEST.json` recomputed:
+/// what someone altering a bundle does so that every member's hash matches again.
+fn rewrite_bundle(path: &Path, members: &[BundleMember]) {
+    let mut listed = Vec::new();
+    let mut sums = Vec::new();
+    for m in members {
+        let mode = format!("{:04o}", m.mode & 0o7777);
+        listed.push(match m.kind {
+            tar::EntryType::Regular => {
+                let sha = hex::encode(Sha256::digest(&m.data));
+                sums.push(format!("{sha}  {}\n", m.name));
+                serde_json::json!({"type": "file", "name": m.name, "mode": mode, "sha256": sha})
+            }
+            tar::EntryType::Directory => serde_json::json!({"type": "directory", "name": m.name, "mode": mode}),
+            _ => serde_json::json!({"type": "symlink", "name": m.name, "target": m.link}),
+        });
+    }
+    let manifest = serde_json::to_vec(&serde_json::json!({"version": 1, "members": listed})).unwrap();
+    sums.push(format!("{}  MANIFEST.json\n", hex::encode(Sha256::digest(&manifest))));
+    sums.sort_by(|a, b| a[66..].cmp(&b[66..]));
+    let mut tar = tar::Builder::new(std::fs::File::create(path).unwrap());
+    let mut append = |name: &str, kind: tar::EntryType, mode: u32, data: &[u8], link: &str| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_mtime(0);
+        if kind == tar::EntryType::Symlink {
+            h.set_size(0);
+            tar.append_link(&mut h, name, link).unwrap();
+        } else {
+            h.set_size(data.len() as u64);
+            tar.append_data(&mut h, name, data).unwrap();
+        }
+    };
+    append(
+        "SHA256SUMS",
+        tar::EntryType::Regular,
+        0o644,
+        sums.concat().as_bytes(),
+        "",
+    );
+    append("MANIFEST.json", tar::EntryType::Regular, 0o644, &manifest, "");
+    for m in members {
+        append(&m.name, m.kind, m.mode, &m.data, &m.link);
+    }
+    tar.finish().unwrap();
+}
+
+/// The member `name` of `members`.
+fn member<'a>(members: &'a mut [BundleMember], name: &str) -> &'a mut BundleMember {
+    members
+        .iter_mut()
+        .find(|m| m.name == name)
+        .unwrap_or_else(|| panic!("the bundle has no {name}"))
+}
+
+/// A regular member.
+fn file_member(name: &str, data: Vec<u8>) -> BundleMember {
+    BundleMember {
+        name: name.into(),
+        kind: tar::EntryType::Regular,
+        mode: 0o644,
+        data,
+        link: String::new(),
+    }
+}
+
+#[test]
+fn a_bundle_brings_in_only_what_the_archive_signed_and_its_own_files_only_as_pinned() {
+    if !have("dpkg-deb") || !have("xz") || !Path::new(HOST_STUB).exists() {
+        eprintln!("note: needs dpkg-deb, xz and {HOST_STUB}");
+        return;
+    }
+    let started = std::time::Instant::now();
+    let dir = test_dir("hermetic-bundle");
+    let repo = make_repo_with(&dir.join("repo"), false, false, true);
+    let mirror = serve(repo.dir.clone());
+    // The keyring beside the definition, so the bundle carries it.
+    let def_dir = dir.join("def");
+    std::fs::create_dir_all(&def_dir).unwrap();
+    std::fs::copy(&repo.signer_keyring, def_dir.join("keys.gpg")).unwrap();
+    let def = definition(&def_dir, &mirror, Path::new("keys.gpg"));
+    let (image, cache) = (def.to_str().unwrap(), dir.join("cache"));
+    let bundle = dir.join("hermetic.uvmkit.tar");
+    let (code, text) = run_with_cache(&["bundle", image, "-o", bundle.to_str().unwrap()], &cache);
+    assert_eq!(code, 0, "uvmkit bundle: {text}");
+    let pin = hex::encode(Sha256::digest(std::fs::read(&bundle).unwrap()));
+    assert!(text.contains(&format!("sha256 {pin}")), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("hermetic.uvmkit.tar.sha256")).unwrap(),
+        format!("{pin}  hermetic.uvmkit.tar\n")
+    );
+    let good = read_bundle(&bundle);
+    let names: Vec<&str> = good.iter().map(|m| m.name.as_str()).collect();
+    for carried in [
+        "dists/test/InRelease",
+        "dists/test/main/binary-amd64/Packages.xz",
+        "keys.gpg",
+    ] {
+        assert!(names.contains(&carried), "the bundle lacks {carried}: {names:?}");
+    }
+    assert_eq!(
+        good.iter().find(|m| m.name == "dists/test/InRelease").unwrap().data,
+        std::fs::read(repo.dir.join("dists/test/InRelease")).unwrap(),
+        "InRelease is carried byte for byte as signed"
+    );
+    let online = dir.join("online");
+    let (code, text) = run_with_cache(&["build", image, "-o", online.to_str().unwrap(), "--quiet"], &cache);
+    assert_eq!(code, 0, "online build: {text}");
+
+    // Builds from a bundle, each with a fresh cache, and the mirror gone.
+    let build = |bundle: &Path, pin: Option<&str>, name: &str| {
+        let out = dir.join(format!("out-{name}"));
+        let mut args = vec![
+            "build",
+            "--offline",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ];
+        args.extend(pin.map(|p| ["--bundle-sha256", p]).iter().flatten());
+        let (code, text) = run_with_cache(&args, &dir.join(format!("cache-{name}")));
+        (code, text, out)
+    };
+
+    // The good bundle, pinned: verified, built offline, the same artifacts as online, no warning.
+    let (code, text, out) = build(&bundle, Some(&pin), "pinned");
+    assert_eq!(code, 0, "{text}");
+    assert!(!text.contains("is not pinned"), "{text}");
+    assert!(
+        text.contains("bundle: test index signed, dated Sat, 01 Jan 2000 00:00:00 UTC"),
+        "{text}"
+    );
+    for f in ["SHA256SUMS", "manifest.json"] {
+        assert_eq!(
+            std::fs::read(online.join(f)).unwrap(),
+            std::fs::read(out.join(f)).unwrap(),
+            "{f} of the offline build differs from the online one"
+        );
+    }
+    // A wrong pin: refused, naming both digests, before anything is built.
+    let other_pin = "ab".repeat(32);
+    let (code, text, out) = build(&bundle, Some(&other_pin), "wrong-pin");
+    assert_eq!(code, 3, "{text}");
+    assert!(
+        text.contains(&format!(
+            "hashes to sha256 {pin}, not the {other_pin} given with --bundle-sha256"
+        )),
+        "{text}"
+    );
+    assert!(!out.exists());
+
+    // A hand-edited lock pinning another build of hello (its blob added): refused, naming it.
+    let lock_text = String::from_utf8(good.iter().find(|m| m.name == "image.lock").unwrap().data.clone()).unwrap();
+    let hello_block = lock_text
+        .split("[[package]]")
+        .find(|p| p.contains("name = \"hello\"\n"))
+        .unwrap()
+        .to_string();
+    let field = |block: &str, key: &str| {
+        block
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} = ")))
+            .unwrap()
+            .trim_matches('"')
+            .to_string()
+    };
+    let (good_sha, good_size) = (field(&hello_block, "sha256"), field(&hello_block, "size"));
+    let evil_deb = build_deb(
+        &dir.join("evil"),
+        "hello",
+        "1.0-1",
+        Some("libc6 (>= 2.30)"),
+        &[("/usr/bin/hello", b"#!/bin/sh\necho evil\n".to_vec(), 0o755)],
+        &[],
+    );
+    let evil = std::fs::read(&evil_deb).unwrap();
+    let evil_sha = hex::encode(Sha256::digest(&evil));
+    let evil_block = hello_block
+        .replace(&good_sha, &evil_sha)
+        .replace(&format!("size = {good_size}\n"), &format!("size = {}\n", evil.len()));
+    let mut edited = good.clone();
+    member(&mut edited, "image.lock").data = lock_text.replace(&hello_block, &evil_block).into_bytes();
+    edited.push(file_member(&format!("blobs/sha256/{evil_sha}"), evil.clone()));
+    let tampered = dir.join("edited-lock.tar");
+    rewrite_bundle(&tampered, &edited);
+    let (code, text, out) = build(&tampered, None, "edited-lock");
+    assert_eq!(code, 3, "{text}");
+    assert!(
+        text.contains(&format!(
+            "package hello 1.0-1 (amd64) is pinned from test, but the signed index of test gives it sha256 {good_sha} ({good_size} bytes), not the pinned {evil_sha}"
+        )) && text.contains("refusing it"),
+        "{text}"
+    );
+    assert!(!out.exists());
+
+    // ... with the bundle's Packages listing it too: refused, Packages no longer matches InRelease.
+    let packages = std::fs::read_to_string(repo.dir.join("dists/test/main/binary-amd64/Packages"))
+        .unwrap()
+        .replace(&good_sha, &evil_sha)
+        .replace(&format!("Size: {good_size}\n"), &format!("Size: {}\n", evil.len()));
+    let evil_xz = liblzma::encode_all(packages.as_bytes(), 6).unwrap();
+    member(&mut edited, "dists/test/main/binary-amd64/Packages.xz").data = evil_xz.clone();
+    rewrite_bundle(&tampered, &edited);
+    let (code, text, _) = build(&tampered, None, "edited-packages");
+    assert_eq!(code, 3, "{text}");
+    let good_xz_sha = hex::encode(Sha256::digest(
+        std::fs::read(repo.dir.join("dists/test/main/binary-amd64/Packages.xz")).unwrap(),
+    ));
+    assert!(
+        text.contains(&format!(
+            "dists/test/main/binary-amd64/Packages.xz hashes to sha256 {}, but the signed bundle member dists/test/InRelease lists {good_xz_sha} for main/binary-amd64/Packages.xz",
+            hex::encode(Sha256::digest(&evil_xz))
+        )),
+        "{text}"
+    );
+
+    // ... and InRelease edited to list that Packages: its signature no longer holds.
+    let inrelease = String::from_utf8(member(&mut edited, "dists/test/InRelease").data.clone()).unwrap();
+    let good_xz_len = std::fs::metadata(repo.dir.join("dists/test/main/binary-amd64/Packages.xz"))
+        .unwrap()
+        .len();
+    let evil_line = format!(
+        " {} {} main/binary-amd64/Packages.xz",
+        hex::encode(Sha256::digest(&evil_xz)),
+        evil_xz.len()
+    );
+    let edited_inrelease = inrelease.replace(
+        &format!(" {good_xz_sha} {good_xz_len} main/binary-amd64/Packages.xz"),
+        &evil_line,
+    );
+    assert_ne!(edited_inrelease, inrelease);
+    member(&mut edited, "dists/test/InRelease").data = edited_inrelease.into_bytes();
+    rewrite_bundle(&tampered, &edited);
+    let (code, text, _) = build(&tampered, None, "edited-inrelease");
+    assert_eq!(code, 3, "{text}");
+    assert!(
+        text.contains("bundle member dists/test/InRelease") && text.contains("refusing it"),
+        "{text}"
+    );
+
+    // ... or signed again with another key: not in the keyring.
+    let release = format!(
+        "Origin: Test\nSuite: test\nCodename: test\nDate: Sat, 01 Jan 2000 00:00:00 UTC\nArchitectures: amd64\nComponents: main\nSHA256:\n{evil_line}\n"
+    );
+    let attacker = uvmkit_debian::testing::TestSigner::generate(8);
+    member(&mut edited, "dists/test/InRelease").data = attacker.clearsign(&release).into_bytes();
+    rewrite_bundle(&tampered, &edited);
+    let (code, text, _) = build(&tampered, None, "resigned");
+    assert_eq!(code, 3, "{text}");
+    assert!(
+        text.contains("bundle member dists/test/InRelease") && text.contains("signed only by keys not in the keyring"),
+        "{text}"
+    );
+
+    // Debian cannot sign the definition: edited (with SHA256SUMS recomputed), it builds with a
+    // warning, and is refused under the pin.
+    let mut edited = good.clone();
+    let text_def = String::from_utf8(member(&mut edited, "definition.toml").data.clone()).unwrap();
+    member(&mut edited, "definition.toml").data = text_def
+        .replacen(
+            "name = \"hermetic\"\n",
+            "name = \"hermetic\"\ncmdline = \"init=/bin/evil\"\n",
+            1,
+        )
+        .into_bytes();
+    rewrite_bundle(&tampered, &edited);
+    let (code, text, out) = build(&tampered, None, "edited-definition");
+    assert_eq!(code, 0, "{text}");
+    let tampered_sha = hex::encode(Sha256::digest(std::fs::read(&tampered).unwrap()));
+    assert!(
+        text.contains("is not pinned: the bundle's definition and local files are trusted as given")
+            && text.contains("own [debian] keyring (keys.gpg)")
+            && text.contains(&format!("--bundle-sha256 {tampered_sha}")),
+        "{text}"
+    );
+    let efi = std::fs::read(out.join("hermetic.efi")).unwrap();
+    assert!(
+        efi.windows(14).any(|w| w == b"init=/bin/evil"),
+        "the edited cmdline was not built in"
+    );
+    let (code, text, out) = build(&tampered, Some(&pin), "edited-definition-pinned");
+    assert_eq!(code, 3, "{text}");
+    assert!(
+        text.contains(&format!("hashes to sha256 {tampered_sha}, not the {pin}")),
+        "{text}"
+    );
+    assert!(!out.exists());
+
+    // A bundle without the signed index (as older versions wrote them): refused.
+    let stripped: Vec<BundleMember> = good.iter().filter(|m| !m.name.starts_with("dists")).cloned().collect();
+    rewrite_bundle(&tampered, &stripped);
+    let (code, text, _) = build(&tampered, None, "no-index");
+    assert_eq!(code, 3, "{text}");
+    assert!(
+        text.contains("carries no dists/test/InRelease") && text.contains("uvmkit bundle"),
+        "{text}"
+    );
+    eprintln!("bundle checks: {:.1}s", started.elapsed().as_secs_f64());
 }

@@ -30,7 +30,7 @@ use uvmkit::pipeline::{self, exit, BuildOptions, CommandError, DEFAULT_EPOCH};
 #[cfg(unix)]
 use uvmkit::publish::human_bytes;
 #[cfg(unix)]
-use uvmkit_fetch::cache::ContentCache;
+use uvmkit_fetch::cache::{ContentCache, Sha256Digest};
 
 /// `SOURCE_DATE_EPOCH` when unset: 1980-01-01, as `uvmkit::pipeline::DEFAULT_EPOCH` (the
 /// pipeline is not built on Windows).
@@ -253,10 +253,14 @@ struct BuildArgs {
     /// Print a machine-readable summary (artifacts, sizes, sha256) on stdout.
     #[arg(long)]
     json: bool,
-    /// Build from an offline bundle (`uvmkit bundle`) instead of IMAGE: its blobs are verified
-    /// and imported into the cache first.
+    /// Build from an offline bundle (`uvmkit bundle`) instead of IMAGE: its packages are
+    /// verified against the signed archive indexes it carries and imported into the cache.
     #[arg(long, value_name = "FILE")]
     bundle: Option<PathBuf>,
+    /// The sha256 `uvmkit bundle` printed for the bundle: the build refuses a bundle whose
+    /// bytes differ (its definition and local files are not signed by Debian; this pins them).
+    #[arg(long, value_name = "HEX", requires = "bundle", value_parser = parse_sha256)]
+    bundle_sha256: Option<Sha256Digest>,
     /// Sign the UKI (the .efi, and the one on the disks' ESP and in the ISO) for Secure Boot
     /// with this RSA private key: PEM, PKCS #8 or PKCS #1, unencrypted. Needs --sign-cert.
     #[arg(long, value_name = "KEY.pem", env = "UVMKIT_SIGN_KEY", requires = "sign_cert")]
@@ -275,6 +279,14 @@ fn parse_target(s: &str) -> Result<Target, String> {
 #[cfg(unix)]
 fn parse_format(s: &str) -> Result<Format, String> {
     Format::from_name(s).ok_or_else(|| format!("unknown format {s:?}; use one of {}", Format::names()))
+}
+
+#[cfg(unix)]
+fn parse_sha256(s: &str) -> Result<Sha256Digest, String> {
+    s.trim()
+        .to_ascii_lowercase()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a sha256 (64 hexadecimal digits, as `uvmkit bundle` prints)"))
 }
 
 #[cfg(unix)]
@@ -468,29 +480,57 @@ fn source_date_epoch() -> Result<u64, Failure> {
 }
 
 #[cfg(unix)]
-/// Unpacks `--bundle FILE` into a temporary directory, importing its verified blobs.
-fn open_bundle(file: &Path, args: &InputArgs) -> Result<UnpackedBundle, Failure> {
-    if args.image.is_some() {
+/// Unpacks `--bundle FILE` into a temporary directory, importing its blobs once the signed
+/// chain and the pin (when given) hold, and says what was verified and what was not.
+fn open_bundle(file: &Path, args: &BuildArgs) -> Result<UnpackedBundle, Failure> {
+    if args.inputs.image.is_some() {
         return Err(Failure::ImageAndBundle);
     }
-    let cache = ContentCache::open(&cache_dir(args)).map_err(CommandError::Cache)?;
+    let cache = ContentCache::open(&cache_dir(&args.inputs)).map_err(CommandError::Cache)?;
     // A new name: import_bundle creates the directory itself and refuses one that exists.
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     let dir = std::env::temp_dir().join(format!("uvmkit-bundle-{}-{nanos}", std::process::id()));
-    Ok(bundle::import_bundle(file, &cache, &dir)?)
+    let pin = args.bundle_sha256.as_ref();
+    let unpacked = bundle::import_bundle(file, &cache, &dir, pin)?;
+    if pin.is_none() {
+        let keyring = match &unpacked.own_keyring {
+            Some(k) => format!(
+                "; its packages are checked against its own [debian] keyring ({}), which came with it, so they are only as trustworthy as the bundle",
+                k.display()
+            ),
+            None => "; its packages are checked against Debian's archive keys".into(),
+        };
+        eprintln!(
+            "warning: bundle {} is not pinned: the bundle's definition and local files are trusted as given{keyring}. Pin it with --bundle-sha256 {} (check that this is the sha256 `uvmkit bundle` printed where the bundle was made)",
+            file.display(),
+            unpacked.sha256
+        );
+    }
+    if !args.inputs.quiet && !args.json {
+        for age in &unpacked.indexes {
+            eprintln!(
+                "bundle: {} index signed{}{}",
+                age.suite,
+                age.date.as_deref().map(|d| format!(", dated {d}")).unwrap_or_default(),
+                age.expired
+                    .as_deref()
+                    .map(|v| format!(
+                        "; past its Valid-Until ({v}): a bundle is a snapshot, its packages are as of that date"
+                    ))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(unpacked)
 }
 
 #[cfg(unix)]
 /// `uvmkit build`.
 fn build(args: &BuildArgs) -> Result<(), Failure> {
     // Kept until the build is done: the bundle's local files are read from it.
-    let unpacked = args
-        .bundle
-        .as_deref()
-        .map(|b| open_bundle(b, &args.inputs))
-        .transpose()?;
+    let unpacked = args.bundle.as_deref().map(|b| open_bundle(b, args)).transpose()?;
     let definition = match &unpacked {
         Some(u) => u.definition.clone(),
         None => image_arg(&args.inputs)?.to_path_buf(),
@@ -584,6 +624,14 @@ fn write_bundle(args: &InputArgs, output: &Path) -> Result<(), Failure> {
         report.members,
         report.blobs,
         human_bytes(report.bytes)
+    );
+    // The pin travels apart from the bundle: whoever builds from it checks it.
+    println!("sha256 {}", report.sha256);
+    eprintln!(
+        "  (also in {}); build from it with: uvmkit build --offline --bundle {} --bundle-sha256 {}",
+        report.sha256_file.display(),
+        output.display(),
+        report.sha256
     );
     Ok(())
 }

@@ -210,12 +210,14 @@ pub fn fetch(loaded: &LoadedDefinition, opts: &InputOptions) -> Result<ResolvedI
 }
 
 /// `uvmkit bundle`: fetches like [`fetch`], then writes the offline bundle `output` holding the
-/// definition, the lock of what was fetched, every pinned `.deb` and the local files.
+/// definition, the lock of what was fetched, every pinned `.deb`, the signed archive indexes
+/// they are checked against, and the local files.
 pub fn bundle(loaded: &LoadedDefinition, opts: &InputOptions, output: &Path) -> Result<BundleReport, CommandError> {
     let resolved = fetch(loaded, opts)?;
     let pinned = LockFile::new(&loaded.definition, &resolved.packages);
+    let index = inputs::signed_index(&loaded.definition, &loaded.base_dir, opts)?;
     let cache = ContentCache::open(&opts.cache_dir).map_err(CommandError::Cache)?;
-    Ok(bundle::write_bundle(loaded, &pinned, &cache, output)?)
+    Ok(bundle::write_bundle(loaded, &pinned, &index, &cache, output)?)
 }
 
 /// The files one build writes before publishing them, in the output directory's staging area.

@@ -2,14 +2,17 @@
 //! `-updates`, `-security`, `-backports` as `[debian]` asks), Debian's signed `InRelease`,
 //! verified against the archive keyring and checked to be the suite asked for, and the
 //! `Packages` indexes it lists, fetched into the cache and checked by the sha256 it gives
-//! (Debian's repository format, "Release files" and "Packages indices").
+//! (Debian's repository format, "Release files" and "Packages indices"). A bundle carries these
+//! same signed files, and [`verify_carried`] checks them again, offline, the same way, and
+//! [`check_pinned`] that every pinned `.deb` is one those indexes list.
 
 use super::error::InputError;
 use super::mirror::archive_host;
+use super::package::FetchedPackage;
 use super::sources::{InputSources, LockUse};
-use crate::definition::DebianArchive;
+use crate::definition::{DebianArchive, DebianSection};
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 use uvmkit_debian::archives::ArchivePackages;
 use uvmkit_debian::control::{ControlError, PackageIndex};
@@ -114,6 +117,34 @@ pub enum ArchiveError {
         /// The index, relative to the suite.
         index: String,
     },
+    /// A `Packages` index carried in a bundle is not the one the signed `InRelease` lists.
+    #[error("{file} hashes to sha256 {actual}, but the signed {inrelease} lists {expected} for {index}; the index was altered after Debian signed it")]
+    IndexAltered {
+        /// Where the index was read (a bundle member).
+        file: String,
+        /// Where the signed `InRelease` was read.
+        inrelease: String,
+        /// The index, relative to the suite (`main/binary-amd64/Packages.xz`).
+        index: String,
+        /// The sha256 `InRelease` gives.
+        expected: String,
+        /// The sha256 of the carried file.
+        actual: String,
+    },
+    /// A pinned package is not listed, with that sha256, in the signed index of its archive.
+    #[error("package {package} {version} ({architecture}) is pinned from {archive}, but {problem}")]
+    NotSigned {
+        /// The package's name.
+        package: String,
+        /// The pinned version.
+        version: String,
+        /// The pinned architecture.
+        architecture: String,
+        /// The archive (suite) the lock says it comes from.
+        archive: String,
+        /// What the signed index says instead.
+        problem: String,
+    },
     /// A cached `Packages` index cannot be read.
     #[error("Packages index of {component} (cache blob {}): {source}", blob.display())]
     Index {
@@ -137,55 +168,91 @@ pub enum IndexFault {
     Parse(#[from] ControlError),
 }
 
+/// One verified `Packages` index of an archive, in the cache.
+pub struct PackagesFile {
+    /// The archive component (`main`).
+    pub component: String,
+    /// Its path below `dists/SUITE/`, as `InRelease` lists it (`main/binary-amd64/Packages.xz`).
+    pub index: String,
+    /// Its blob in the cache.
+    pub blob: PathBuf,
+    /// Its sha256, as the signed `InRelease` gives it.
+    pub sha256: String,
+}
+
 /// One archive's verified `Packages` files, parsed only when a resolution is not already
 /// cached for their digests.
-pub(super) struct ArchiveFiles {
+pub struct ArchiveFiles {
     /// The archive.
-    pub(super) archive: DebianArchive,
-    /// (component, blob path, sha256) of each `Packages.xz`.
-    pub(super) files: Vec<(String, PathBuf, String)>,
+    pub archive: DebianArchive,
+    /// Its signed `InRelease`, byte for byte as the mirror served it (a bundle carries it).
+    pub inrelease: Vec<u8>,
+    /// Each component's `Packages.xz`.
+    pub files: Vec<PackagesFile>,
 }
 
 /// Every archive's verified index files, in the definition's order (the release first).
-pub(super) struct ArchiveIndex {
+pub struct ArchiveIndex {
     /// The archives.
-    pub(super) archives: Vec<ArchiveFiles>,
+    pub archives: Vec<ArchiveFiles>,
 }
 
 impl ArchiveIndex {
     /// `(suite, sha256)` of every index file, in order: what a resolution depends on.
     pub(super) fn digests(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.archives.iter().flat_map(|a| {
-            a.files
-                .iter()
-                .map(|(_, _, sha)| (a.archive.suite.as_str(), sha.as_str()))
-        })
+        self.archives
+            .iter()
+            .flat_map(|a| a.files.iter().map(|f| (a.archive.suite.as_str(), f.sha256.as_str())))
     }
 
     /// Parses each archive's components into one index per archive, tagged with its suite.
-    pub(super) fn parse(&self) -> Result<Vec<ArchivePackages>, ArchiveError> {
+    pub fn parse(&self) -> Result<Vec<ArchivePackages>, ArchiveError> {
         let mut out = Vec::new();
         for a in &self.archives {
-            let mut merged = PackageIndex::default();
-            for (component, path, _) in &a.files {
-                let bad = |source: IndexFault| ArchiveError::Index {
-                    component: format!("{}/{component}", a.archive.suite),
-                    blob: path.clone(),
-                    source,
-                };
-                let xz = std::fs::read(path).map_err(|e| bad(e.into()))?;
-                let text =
-                    uvmkit_debian::compression::decompress_named("Packages.xz", &xz).map_err(|e| bad(e.into()))?;
-                merged.merge(PackageIndex::parse_bytes(&text).map_err(|e| bad(e.into()))?);
+            let mut bytes = Vec::new();
+            for f in &a.files {
+                bytes.push(std::fs::read(&f.blob).map_err(|e| ArchiveError::Index {
+                    component: format!("{}/{}", a.archive.suite, f.component),
+                    blob: f.blob.clone(),
+                    source: e.into(),
+                })?);
             }
-            out.push(ArchivePackages {
-                suite: a.archive.suite.clone(),
-                selection: a.archive.selection.clone(),
-                index: merged,
-            });
+            let indexes: Vec<_> = a
+                .files
+                .iter()
+                .zip(&bytes)
+                .map(|(f, xz)| (f.component.as_str(), f.blob.as_path(), xz.as_slice()))
+                .collect();
+            out.push(parse_archive(&a.archive, &indexes)?);
         }
         Ok(out)
     }
+}
+
+/// The path below `dists/SUITE/` of the `Packages` index of `component` (Debian's repository
+/// format, "Packages indices"): `main/binary-amd64/Packages.xz`.
+pub fn packages_index(deb: &DebianSection, component: &str) -> String {
+    format!("{component}/binary-{}/Packages.xz", deb.architecture)
+}
+
+/// One archive's components' `Packages.xz` (component, where it was read, bytes), parsed and
+/// merged into one index tagged with its suite.
+fn parse_archive(archive: &DebianArchive, indexes: &[(&str, &Path, &[u8])]) -> Result<ArchivePackages, ArchiveError> {
+    let mut merged = PackageIndex::default();
+    for (component, path, xz) in indexes {
+        let bad = |source: IndexFault| ArchiveError::Index {
+            component: format!("{}/{component}", archive.suite),
+            blob: path.to_path_buf(),
+            source,
+        };
+        let text = uvmkit_debian::compression::decompress_named("Packages.xz", xz).map_err(|e| bad(e.into()))?;
+        merged.merge(PackageIndex::parse_bytes(&text).map_err(|e| bad(e.into()))?);
+    }
+    Ok(ArchivePackages {
+        suite: archive.suite.clone(),
+        selection: archive.selection.clone(),
+        index: merged,
+    })
 }
 
 /// The keyring `InRelease` must be signed with: `[debian] keyring`, else Debian's archive keys.
@@ -198,7 +265,15 @@ fn keyring(src: &InputSources) -> Result<Keyring, InputError> {
         what: format!("keyring {}", path.display()),
         source,
     })?;
-    Ok(Keyring::from_bytes(&bytes).map_err(|source| ArchiveError::Keyring { path, source })?)
+    Ok(parse_keyring(&path, &bytes)?)
+}
+
+/// The keyring in `bytes`, read from `path`.
+pub fn parse_keyring(path: &Path, bytes: &[u8]) -> Result<Keyring, ArchiveError> {
+    Keyring::from_bytes(bytes).map_err(|source| ArchiveError::Keyring {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Why the archive indexes are being fetched, for the error when no mirror is configured.
@@ -322,46 +397,186 @@ fn load_archive(src: &InputSources, keyring: &Keyring, archive: DebianArchive) -
     let base = mirror.url.trim_end_matches('/');
     let inrelease_url = format!("{base}/dists/{suite}/InRelease");
     let inrelease = inrelease_bytes(src, &inrelease_url)?;
-    let signed = verify_inrelease(&inrelease, keyring).map_err(|source| ArchiveError::Signature {
-        url: inrelease_url.clone(),
+    let release = verify_release(&inrelease_url, &inrelease, keyring, suite)?;
+    check_freshness(src, &inrelease_url, &release)?;
+    let mut files = Vec::new();
+    for component in &deb.components {
+        let index = packages_index(deb, component);
+        let (entry, expected) = listed(&inrelease_url, &release, &index)?;
+        let fetch_path = release.fetch_path(&index).map_err(|source| ArchiveError::Release {
+            url: inrelease_url.clone(),
+            source,
+        })?;
+        let url = format!("{base}/dists/{suite}/{fetch_path}");
+        let blob = src
+            .fetcher
+            .fetch_to_cache(&url, &expected, Some(entry.size), cache, &Progress::hidden())?;
+        files.push(PackagesFile {
+            component: component.clone(),
+            index,
+            blob,
+            sha256: entry.sha256.clone(),
+        });
+    }
+    Ok(ArchiveFiles {
+        archive,
+        inrelease,
+        files,
+    })
+}
+
+/// The signed content of `inrelease` (read from `origin`, a URL or a bundle member), checked
+/// to be signed by `keyring` and to be the suite `suite`.
+fn verify_release(origin: &str, inrelease: &[u8], keyring: &Keyring, suite: &str) -> Result<Release, ArchiveError> {
+    let signed = verify_inrelease(inrelease, keyring).map_err(|source| ArchiveError::Signature {
+        url: origin.to_string(),
         source,
     })?;
-    let release_error = |source| ArchiveError::Release {
-        url: inrelease_url.clone(),
+    let release = Release::parse(&signed).map_err(|source| ArchiveError::Release {
+        url: origin.to_string(),
         source,
-    };
-    let release = Release::parse(&signed).map_err(release_error)?;
+    })?;
     // apt checks the same: the signed file must say it is the suite the source names, by
     // its `Suite` (`stable-security`) or its `Codename` (`bookworm-security`); otherwise a
     // validly signed index of another suite (an older one, or `-backports` for the release)
     // could be served in its place.
-    if release.suite.as_deref() != Some(suite.as_str()) && release.codename.as_deref() != Some(suite.as_str()) {
+    if release.suite.as_deref() != Some(suite) && release.codename.as_deref() != Some(suite) {
         return Err(ArchiveError::WrongSuite {
-            url: inrelease_url,
-            asked: suite.clone(),
+            url: origin.to_string(),
+            asked: suite.to_string(),
             suite: release.suite.clone(),
             codename: release.codename.clone(),
+        });
+    }
+    Ok(release)
+}
+
+/// The entry the signed `release` (read from `origin`) gives `index`, with its sha256.
+fn listed<'r>(
+    origin: &str,
+    release: &'r Release,
+    index: &str,
+) -> Result<(&'r uvmkit_debian::release::IndexFile, Sha256Digest), ArchiveError> {
+    let entry = release.sha256_of(index).ok_or_else(|| ArchiveError::NotListed {
+        url: origin.to_string(),
+        index: index.to_string(),
+    })?;
+    let digest = entry.sha256.parse().map_err(|_| ArchiveError::BadDigest {
+        url: origin.to_string(),
+        index: index.to_string(),
+    })?;
+    Ok((entry, digest))
+}
+
+/// A carried archive index (one a bundle brings), verified.
+pub struct CarriedIndex {
+    /// Its packages.
+    pub packages: ArchivePackages,
+    /// The signed `Date`, as written.
+    pub date: Option<String>,
+    /// The signed `Valid-Until`, as written, when it has passed.
+    pub expired: Option<String>,
+}
+
+/// One `Packages.xz` a bundle carries: its component, where it was read, and its bytes.
+pub struct CarriedPackages {
+    /// The archive component (`main`).
+    pub component: String,
+    /// Where it was read (`bundle member dists/...`), for messages.
+    pub origin: String,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Verifies an archive index carried from elsewhere (a bundle) exactly as a fetched one: the
+/// `inrelease` read at `origin` signed by `keyring` and for `archive`'s suite, and each of
+/// `packages` (one per `[debian] components` entry) the file it lists by sha256. Being a
+/// snapshot, its age is reported (`expired`), not refused: it was checked when the bundle was
+/// written.
+pub fn verify_carried(
+    origin: &str,
+    inrelease: &[u8],
+    keyring: &Keyring,
+    archive: &DebianArchive,
+    deb: &DebianSection,
+    packages: Vec<CarriedPackages>,
+) -> Result<CarriedIndex, ArchiveError> {
+    let release = verify_release(origin, inrelease, keyring, &archive.suite)?;
+    let mut indexes = Vec::new();
+    for carried in &packages {
+        let index = packages_index(deb, &carried.component);
+        let (_, expected) = listed(origin, &release, &index)?;
+        let actual = Sha256Digest::of_bytes(&carried.bytes);
+        if actual != expected {
+            return Err(ArchiveError::IndexAltered {
+                file: carried.origin.clone(),
+                inrelease: origin.to_string(),
+                index,
+                expected: expected.to_string(),
+                actual: actual.to_string(),
+            });
         }
-        .into());
+        indexes.push((carried.component.as_str(), Path::new(&carried.origin), carried.bytes.as_slice()));
     }
-    check_freshness(src, &inrelease_url, &release)?;
-    let mut files = Vec::new();
-    for component in &deb.components {
-        let index = format!("{component}/binary-{}/Packages.xz", deb.architecture);
-        let entry = release.sha256_of(&index).ok_or_else(|| ArchiveError::NotListed {
-            url: inrelease_url.clone(),
-            index: index.clone(),
-        })?;
-        let fetch_path = release.fetch_path(&index).map_err(release_error)?;
-        let url = format!("{base}/dists/{suite}/{fetch_path}");
-        let expected: Sha256Digest = entry.sha256.parse().map_err(|_| ArchiveError::BadDigest {
-            url: inrelease_url.clone(),
-            index: index.clone(),
-        })?;
-        let blob = src
-            .fetcher
-            .fetch_to_cache(&url, &expected, Some(entry.size), cache, &Progress::hidden())?;
-        files.push((component.clone(), blob, entry.sha256.clone()));
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let expired = release
+        .valid_until
+        .clone()
+        .filter(|v| uvmkit_debian::release::parse_date(v).is_none_or(|until| now > until));
+    Ok(CarriedIndex {
+        packages: parse_archive(archive, &indexes)?,
+        date: release.date.clone(),
+        expired,
+    })
+}
+
+/// Checks that every one of `pinned` is listed in the signed index of its archive (from
+/// `archives`) with its version, architecture, sha256 and size: so a lock brings in only
+/// `.deb`s the archive signed.
+pub fn check_pinned(pinned: &[FetchedPackage], archives: &[ArchivePackages]) -> Result<(), ArchiveError> {
+    for p in pinned {
+        let not_signed = |problem: String| ArchiveError::NotSigned {
+            package: p.name.clone(),
+            version: p.version.clone(),
+            architecture: p.architecture.clone(),
+            archive: p.archive.clone(),
+            problem,
+        };
+        let Some(archive) = archives.iter().find(|a| a.suite == p.archive) else {
+            let suites: Vec<&str> = archives.iter().map(|a| a.suite.as_str()).collect();
+            return Err(not_signed(format!(
+                "the definition draws from {} only",
+                suites.join(", ")
+            )));
+        };
+        let stanzas: Vec<_> = archive.index.by_name(&p.name).collect();
+        let Some(stanza) = stanzas
+            .iter()
+            .find(|s| s.version.to_string() == p.version && s.architecture == p.architecture)
+        else {
+            let listed: Vec<String> = stanzas
+                .iter()
+                .map(|s| format!("{} ({})", s.version, s.architecture))
+                .collect();
+            return Err(not_signed(if listed.is_empty() {
+                format!("the signed index of {} lists no package {}", p.archive, p.name)
+            } else {
+                format!(
+                    "the signed index of {} lists {} only at {}",
+                    p.archive,
+                    p.name,
+                    listed.join(", ")
+                )
+            }));
+        };
+        if stanza.sha256 != p.sha256 || stanza.size != p.size {
+            return Err(not_signed(format!(
+                "the signed index of {} gives it sha256 {} ({} bytes), not the pinned {} ({} bytes)",
+                p.archive, stanza.sha256, stanza.size, p.sha256, p.size
+            )));
+        }
     }
-    Ok(ArchiveFiles { archive, files })
+    Ok(())
 }

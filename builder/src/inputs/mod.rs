@@ -7,7 +7,7 @@
 //! with a manifest ([`unpack`]), so a warm build neither downloads, decompresses nor parses
 //! the archive again. Then the kernel ([`kernel`]) and its modules ([`modules`]), the boot
 //! loaders' files ([`boot_files`]) and the packages' licenses ([`licenses`]) are taken from
-//! the unpacked trees (the signed shim chain checks that the kernel is signed). [`bundle`] carries all of it to a machine without a network, and
+//! the unpacked trees (the signed shim chain checks that the kernel is signed). [`bundle`] carries all of it, with the signed indexes it was verified against, to a machine without a network, and
 //! [`outdated`] says which pinned packages the archives have newer versions of.
 
 pub mod archive;
@@ -130,6 +130,18 @@ pub fn resolve(def: &ImageDefinition, base_dir: &Path, opts: &InputOptions) -> R
         shim_chain,
         downloaded_bytes,
     })
+}
+
+/// Every archive's signed `InRelease` and `Packages` files for `def`, verified as a resolution
+/// verifies them (signature, suite, `Valid-Until`, `Date`, sha256): what a bundle carries so
+/// that an offline build can check its packages against Debian's signature again. A recent
+/// cached index is reused; with `opts.offline`, only the cached one.
+pub fn signed_index(
+    def: &ImageDefinition,
+    base_dir: &Path,
+    opts: &InputOptions,
+) -> Result<archive::ArchiveIndex, InputError> {
+    archive::load_index(&InputSources::open(def, base_dir, opts)?)
 }
 
 /// "mirror from X" (and "security archive from Y") for people, or `None` when no mirror was
