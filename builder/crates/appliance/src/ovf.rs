@@ -8,11 +8,12 @@
 //!   the capacity in bytes and the format URI of a streamOptimized VMDK (the only VMDK variant
 //!   OVF packages carry), one `VirtualSystem` with a `VirtualHardwareSection`, and `Item`s
 //!   told apart by `rasd:ResourceType` (DSP0243 table 7 / CIM_ResourceAllocationSettingData):
-//!   3 processors, 4 memory (`byte * 2^20`), 20 "other storage device" with sub-type `AHCI`
-//!   (a SATA controller), 17 the disk (`rasd:Parent` is the controller's `InstanceID`,
+//!   3 processors, 4 memory (`byte * 2^20`), 20 "other storage device" (a SATA controller,
+//!   sub-type below), 17 the disk (`rasd:Parent` is the controller's `InstanceID`,
 //!   `rasd:HostResource` is `ovf:/disk/ID`), 10 Ethernet with sub-type `E1000`. AHCI and E1000
 //!   are the one controller and NIC both hypervisors offer and the kernel drives (`ahci`,
-//!   `e1000`).
+//!   `e1000`); VirtualBox also still reads these items (and refuses unknown sub-types) when
+//!   its own machine section is present.
 //! - **VMware** (ovftool, vSphere, Workstation, Fusion) validates against the DMTF schema:
 //!   the `rasd:` children of an `Item` must appear in the schema's (alphabetical) order and
 //!   `System` must name a virtual hardware family (`vmx-13`: ESXi 6.5, Workstation 14 and
