@@ -2,6 +2,11 @@
 //! settings): one build of every package format, read back by independent tools (`qemu-img`,
 //! `tar`, `sha256sum`, `xmllint`), the qcow2 booted under OVMF, and a rebuild that must repeat
 //! every byte.
+//!
+//! No copy of the DMTF OVF envelope schema (DSP8023) comes in a Debian or PyPI package (the
+//! Common OVF Tool ships none either), so the descriptors are checked with `xmllint` for
+//! well-formedness and against [`OVF_REQUIREMENTS`]: each element and attribute VMware's and
+//! VirtualBox's importers need, with the reason, evaluated by `xmllint --xpath`.
 
 mod common;
 
@@ -12,7 +17,7 @@ use std::time::Duration;
 
 const READY: &str = "uvmkit-init: ready";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
-const FORMATS: &str = "raw,qcow2,ova,vagrant-virtualbox,vagrant-libvirt";
+const FORMATS: &str = "raw,vhdx,qcow2,ova,vagrant-virtualbox,vagrant-libvirt,vagrant-hyperv";
 /// A public key in the form `[ssh] authorized_keys` takes; nothing logs in with it here.
 const PUBLIC_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHV2bWtpdC1mb3JtYXRzLXRlc3Qta2V5LW9ubHktZm9ybQ uvmkit-test";
@@ -127,11 +132,176 @@ fn attribute<'a>(xml: &'a str, element: &str, attr: &str) -> &'a str {
     &tag[at..at + tag[at..].find('"').unwrap()]
 }
 
+/// What an OVF descriptor must hold for VMware and VirtualBox to import it as a VM that
+/// boots EFI from its disk: an XPath (prefixes `ovf`, `rasd`, `vssd`, `vmw`, `vbox`; the
+/// unprefixed children of `vbox:Machine` are in the OVF namespace, as VirtualBox writes them)
+/// that must be true, and why.
+const OVF_REQUIREMENTS: &[(&str, &str)] = &[
+    (
+        "/ovf:Envelope",
+        "DSP0243 8.1: the root is Envelope in the OVF 1.x namespace; VirtualBox refuses any other \
+         root and takes the OVF version from the namespace",
+    ),
+    (
+        "/ovf:Envelope/ovf:References/ovf:File[@ovf:id and @ovf:href and @ovf:size > 0]",
+        "DSP0243 7.1: every file of the package with its size; VirtualBox needs ovf:href, VMware \
+         checks the size",
+    ),
+    (
+        "/ovf:Envelope/ovf:DiskSection/ovf:Disk[@ovf:diskId and @ovf:capacity > 0 and \
+         @ovf:format = 'http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized']",
+        "DSP0243 9.1: VirtualBox refuses a Disk without diskId, format or capacity; the format URI \
+         is how both pick the VMDK reader",
+    ),
+    (
+        "/ovf:Envelope/ovf:DiskSection/ovf:Disk[@ovf:fileRef = /ovf:Envelope/ovf:References/ovf:File/@ovf:id]",
+        "the Disk's fileRef names a File (VirtualBox: cannot find References/File element)",
+    ),
+    (
+        "/ovf:Envelope/ovf:NetworkSection/ovf:Network[@ovf:name = \
+         /ovf:Envelope/ovf:VirtualSystem/ovf:VirtualHardwareSection/ovf:Item[rasd:ResourceType = 10]/rasd:Connection]",
+        "DSP0243 9.2: the network a NIC connects to is listed at the envelope level",
+    ),
+    (
+        "/ovf:Envelope/ovf:VirtualSystem[@ovf:id]/ovf:OperatingSystemSection[@ovf:id]",
+        "VirtualBox refuses an OperatingSystemSection without ovf:id (the CIM OS type)",
+    ),
+    (
+        "/ovf:Envelope/ovf:VirtualSystem/ovf:VirtualHardwareSection/ovf:System/vssd:VirtualSystemType[starts-with(., 'vmx-')]",
+        "VMware imports only virtual hardware families it knows (vmx-NN)",
+    ),
+    (
+        "/ovf:Envelope/ovf:VirtualSystem/ovf:VirtualHardwareSection/ovf:Item[rasd:ResourceType = 3 and rasd:VirtualQuantity = 1]",
+        "CPUs, from [vm] cpus",
+    ),
+    (
+        "/ovf:Envelope/ovf:VirtualSystem/ovf:VirtualHardwareSection/ovf:Item[rasd:ResourceType = 4 and \
+         rasd:AllocationUnits = 'byte * 2^20' and rasd:VirtualQuantity = 1024]",
+        "memory, from [vm] memory; VirtualBox refuses allocation units it does not know",
+    ),
+    (
+        "/ovf:Envelope/ovf:VirtualSystem/ovf:VirtualHardwareSection/ovf:Item[rasd:ResourceType = 20 and \
+         rasd:ResourceSubType = 'vmware.sata.ahci' and rasd:InstanceID]",
+        "the SATA (AHCI) controller under the sub-type VMware writes; VirtualBox (7.0 and later) \
+         reads it as AHCI and needs its InstanceID",
+    ),
+    (
+        "/ovf:Envelope/ovf:VirtualSystem/ovf:VirtualHardwareSection/ovf:Item[rasd:ResourceType = 17 and \
+         rasd:HostResource = concat('ovf:/disk/', /ovf:Envelope/ovf:DiskSection/ovf:Disk/@ovf:diskId) and \
+         rasd:Parent = ../ovf:Item[rasd:ResourceType = 20]/rasd:InstanceID]",
+        "the disk drive on that controller, holding the Disk (VirtualBox: invalid parent / invalid \
+         host resource)",
+    ),
+    (
+        "/ovf:Envelope/ovf:VirtualSystem/ovf:VirtualHardwareSection/ovf:Item[rasd:ResourceType = 10 and \
+         rasd:ResourceSubType = 'E1000']",
+        "a NIC both hypervisors emulate and the kernel drives (e1000)",
+    ),
+    (
+        "/ovf:Envelope/ovf:VirtualSystem/ovf:VirtualHardwareSection/vmw:Config[@ovf:required = 'false' and \
+         @vmw:key = 'firmware' and @vmw:value = 'efi']",
+        "VMware boots BIOS unless this says efi; the disk has only an EFI system partition",
+    ),
+    (
+        "/ovf:Envelope/ovf:VirtualSystem/vbox:Machine[@ovf:required = 'false' and @uuid and @name and @version]",
+        "VirtualBox's machine description: its settings reader needs uuid and name, version names \
+         the settings format",
+    ),
+    (
+        "/ovf:Envelope/ovf:VirtualSystem/vbox:Machine/ovf:Hardware/ovf:Firmware[@type = 'EFI']",
+        "VirtualBox takes the firmware only from here",
+    ),
+    (
+        "/ovf:Envelope/ovf:VirtualSystem/vbox:Machine/ovf:Hardware[ovf:CPU/@count = 1 and ovf:Memory/@RAMSize = 1024]",
+        "VirtualBox takes CPUs and memory from its machine when present",
+    ),
+    (
+        "/ovf:Envelope/ovf:VirtualSystem/vbox:Machine/ovf:Hardware/ovf:Network/ovf:Adapter[@enabled = 'true' and \
+         @type = '82540EM' and ovf:NAT]",
+        "VirtualBox enables only the adapters listed here (an E1000 on NAT)",
+    ),
+    (
+        "/ovf:Envelope/ovf:VirtualSystem/vbox:Machine/ovf:StorageControllers/ovf:StorageController[@type = 'AHCI']/\
+         ovf:AttachedDevice[@type = 'HardDisk']/ovf:Image[@uuid = concat('{', /ovf:Envelope/ovf:DiskSection/ovf:Disk/@vbox:uuid, '}')]",
+        "VirtualBox attaches the OVF disk whose vbox:uuid the machine's attachment names; a \
+         mismatch fails the import",
+    ),
+];
+
+/// `expr` with each `prefix:Name` and `@prefix:name` spelled as a local-name and namespace
+/// test, since `xmllint --xpath` has no way to bind prefixes.
+fn xpath_without_prefixes(expr: &str) -> String {
+    const NAMESPACES: [(&str, &str); 5] = [
+        ("ovf", "http://schemas.dmtf.org/ovf/envelope/1"),
+        (
+            "rasd",
+            "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData",
+        ),
+        (
+            "vssd",
+            "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData",
+        ),
+        ("vmw", "http://www.vmware.com/schema/ovf"),
+        ("vbox", "http://www.virtualbox.org/ovf/machine"),
+    ];
+    let mut out = String::new();
+    let mut rest = expr;
+    'scan: while !rest.is_empty() {
+        for (prefix, uri) in NAMESPACES {
+            let token = format!("{prefix}:");
+            // A prefixed name starts after a step, predicate or operator, never inside a word
+            // or a string (the string 'ovf:/disk/...' has no name after its colon).
+            let at_boundary = out.is_empty() || out.ends_with(['/', '[', '@', ' ', '(', '=', ',']);
+            if at_boundary && rest.starts_with(&token) {
+                let name_len = rest[token.len()..]
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len() - token.len());
+                if name_len > 0 {
+                    let name = &rest[token.len()..token.len() + name_len];
+                    let attribute = out.ends_with('@');
+                    if attribute {
+                        out.pop();
+                        out.push_str(&format!("@*[local-name()='{name}' and namespace-uri()='{uri}']"));
+                    } else {
+                        out.push_str(&format!("*[local-name()='{name}' and namespace-uri()='{uri}']"));
+                    }
+                    rest = &rest[token.len() + name_len..];
+                    continue 'scan;
+                }
+            }
+        }
+        let c = rest.chars().next().unwrap();
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// The OVF requirements `ovf` does not meet, each as "XPath: why".
+fn unmet_ovf_requirements(ovf: &Path) -> Vec<String> {
+    OVF_REQUIREMENTS
+        .iter()
+        .filter_map(|(expr, why)| {
+            let query = format!("boolean({})", xpath_without_prefixes(expr));
+            let (ok, text) = run("xmllint", &["--xpath", &query, ovf.to_str().unwrap()]);
+            assert!(ok, "xmllint --xpath {query}: {text}");
+            (text.trim() != "true").then(|| format!("{expr}: {why}"))
+        })
+        .collect()
+}
+
 /// Checks an OVF descriptor with xmllint and against the disk file it references.
 fn check_descriptor(ovf: &Path, vmdk: &Path) {
     if have("xmllint") {
         let (ok, text) = run("xmllint", &["--noout", ovf.to_str().unwrap()]);
         assert!(ok, "xmllint --noout {}: {text}", ovf.display());
+        let unmet = unmet_ovf_requirements(ovf);
+        assert!(
+            unmet.is_empty(),
+            "{} lacks what VMware or VirtualBox need:\n{}",
+            ovf.display(),
+            unmet.join("\n")
+        );
     }
     let xml = std::fs::read_to_string(ovf).unwrap();
     let vmdk_name = vmdk.file_name().unwrap().to_str().unwrap();
@@ -153,7 +323,7 @@ fn check_descriptor(ovf: &Path, vmdk: &Path) {
     for needle in [
         "<rasd:ResourceType>3</rasd:ResourceType>\n        <rasd:VirtualQuantity>1</rasd:VirtualQuantity>",
         "<rasd:ResourceType>4</rasd:ResourceType>\n        <rasd:VirtualQuantity>1024</rasd:VirtualQuantity>",
-        "<rasd:ResourceSubType>AHCI</rasd:ResourceSubType>",
+        "<rasd:ResourceSubType>vmware.sata.ahci</rasd:ResourceSubType>",
         "<rasd:ResourceSubType>E1000</rasd:ResourceSubType>",
         "<rasd:HostResource>ovf:/disk/vmdisk1</rasd:HostResource>",
         r#"vmw:key="firmware" vmw:value="efi""#,
@@ -174,6 +344,7 @@ fn every_artifact_is_in_the_checksums_and_the_manifest() {
         ("minimal.ova", "ova"),
         ("minimal-virtualbox.box", "vagrant-virtualbox"),
         ("minimal-libvirt.box", "vagrant-libvirt"),
+        ("minimal-hyperv.box", "vagrant-hyperv"),
     ];
     for (name, _) in names {
         assert!(
@@ -368,10 +539,115 @@ fn libvirt_box_holds_metadata_vagrantfile_and_a_qcow2() {
 }
 
 #[test]
+fn the_ovf_checker_names_what_a_descriptor_lacks() {
+    if !have("xmllint") {
+        return;
+    }
+    let dir = untar(&artifact("minimal.ova"), "formats-ovf-checker");
+    let good = std::fs::read_to_string(dir.join("minimal.ovf")).unwrap();
+    assert_eq!(unmet_ovf_requirements(&dir.join("minimal.ovf")), Vec::<String>::new());
+    // Without either firmware setting, and with VirtualBox's disk attachment pointing at
+    // another disk, the checker names those three requirements and no other.
+    let disk_uuid = attribute(&good, "<Disk ", "vbox:uuid");
+    let broken = good
+        .replace(r#"<Firmware type="EFI"/>"#, "")
+        .replace(
+            r#"vmw:key="firmware" vmw:value="efi""#,
+            r#"vmw:key="firmware" vmw:value="bios""#,
+        )
+        .replace(
+            &format!("<Image uuid=\"{{{disk_uuid}}}\"/>"),
+            "<Image uuid=\"{00000000-0000-8000-8000-000000000001}\"/>",
+        );
+    let path = dir.join("broken.ovf");
+    std::fs::write(&path, broken).unwrap();
+    let unmet = unmet_ovf_requirements(&path);
+    assert_eq!(unmet.len(), 3, "{unmet:#?}");
+    assert!(unmet[0].contains("vmw:Config"), "{unmet:#?}");
+    assert!(unmet[1].contains("ovf:Firmware[@type = 'EFI']"), "{unmet:#?}");
+    assert!(unmet[2].contains("ovf:Image[@uuid"), "{unmet:#?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn hyperv_box_holds_metadata_vagrantfile_vm_description_and_a_vhdx() {
+    if !have("qemu-img") {
+        return;
+    }
+    let hyperv = artifact("minimal-hyperv.box");
+    assert_eq!(
+        tar_members(&hyperv),
+        [
+            "metadata.json",
+            "Vagrantfile",
+            "Virtual Machines/",
+            "Virtual Machines/box.xml",
+            "Virtual Hard Disks/",
+            "Virtual Hard Disks/box.vhdx"
+        ]
+    );
+    let dir = untar(&hyperv, "formats-hyperv");
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("metadata.json")).unwrap()).unwrap();
+    assert_eq!(metadata, serde_json::json!({ "provider": "hyperv" }));
+    let vagrantfile = std::fs::read_to_string(dir.join("Vagrantfile")).unwrap();
+    for needle in [
+        "config.ssh.username = \"root\"",
+        "config.vm.provider \"hyperv\" do |hv|",
+        "hv.cpus = 1\n",
+        "hv.memory = 1024\n",
+        "-SecureBootTemplate MicrosoftUEFICertificateAuthority",
+    ] {
+        assert!(
+            vagrantfile.contains(needle),
+            "Vagrantfile lacks {needle:?}:\n{vagrantfile}"
+        );
+    }
+    // What Vagrant's New-VagrantVMXML reads from the description, asked of xmllint by the
+    // paths that script uses.
+    let config = dir.join("Virtual Machines/box.xml");
+    if have("xmllint") {
+        let (ok, text) = run("xmllint", &["--noout", config.to_str().unwrap()]);
+        assert!(ok, "xmllint --noout: {text}");
+        for (query, expected) in [
+            ("string(/configuration/properties/subtype)", "1"),
+            ("string(/configuration/properties/name)", "minimal"),
+            ("string(/configuration/settings/processors/count)", "1"),
+            ("string(//boot/device0)", "HardDrive"),
+            ("string(//secure_boot_enabled)", "False"),
+            ("string(//memory/Bank/size)", "1024"),
+            ("string(//memory/Bank/dynamic_memory_enabled)", "False"),
+            ("count(//*[starts-with(name(.),'controller')])", "1"),
+            (
+                "boolean(//*[starts-with(name(.),'controller')]/../ChannelInstanceGuid)",
+                "true",
+            ),
+            ("string(//*[starts-with(name(.),'controller')]/*[pathname]/type)", "VHD"),
+            // PowerShell reads an element's #text only when it has attributes.
+            ("count(/configuration//*[not(*) and not(@type)])", "0"),
+        ] {
+            let (ok, text) = run("xmllint", &["--xpath", query, config.to_str().unwrap()]);
+            assert!(
+                ok && text.trim() == expected,
+                "{query}: {text:?}, expected {expected:?}"
+            );
+        }
+    }
+    let vhdx = dir.join("Virtual Hard Disks/box.vhdx");
+    qemu_img_check(&vhdx, "vhdx");
+    qemu_img_compare_raw(&vhdx, "vhdx");
+    assert!(
+        std::fs::read(&vhdx).unwrap() == std::fs::read(artifact("minimal.vhdx")).unwrap(),
+        "box.vhdx differs from minimal.vhdx"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn vagrant_boxes_without_a_login_key_are_refused() {
     let out = test_dir("formats-no-key");
     let image = repo_root().join("images/minimal.toml");
-    for format in ["vagrant-virtualbox", "vagrant-libvirt"] {
+    for format in ["vagrant-virtualbox", "vagrant-libvirt", "vagrant-hyperv"] {
         let result = uvmkit(&[
             "build",
             image.to_str().unwrap(),

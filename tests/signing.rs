@@ -1,7 +1,8 @@
 //! Secure Boot with the user's own key: `images/minimal.toml` built with `--sign-key` and
 //! `--sign-cert` (the test key Debian's OVMF enrols in the snakeoil variable store's `db`),
-//! checked by `sbverify`, booted under OVMF with Secure Boot enforced, refused when unsigned
-//! or changed, and rebuilt to the same bytes.
+//! checked by `sbverify` and `osslsigncode` (which hash the image in two ways: by sections,
+//! and flat), booted under OVMF with Secure Boot enforced, refused when unsigned or changed,
+//! and rebuilt to the same bytes.
 
 mod common;
 
@@ -204,7 +205,7 @@ fn find_section(pe: &[u8], name: &[u8; 8]) -> usize {
 }
 
 #[test]
-fn every_copy_of_the_uki_is_the_signed_one_and_sbverify_accepts_it() {
+fn every_copy_of_the_uki_is_the_signed_one_and_sbverify_and_osslsigncode_accept_it() {
     if test_key().is_none() || !have("mcopy") {
         return;
     }
@@ -262,6 +263,37 @@ fn every_copy_of_the_uki_is_the_signed_one_and_sbverify_accepts_it() {
             ],
         );
         assert!(!ok, "sbverify accepted the UKI with another certificate: {text}");
+    }
+    if have("osslsigncode") {
+        // osslsigncode hashes every byte of the file but the checksum, the certificate table
+        // entry and the table itself; it agrees with the section-wise Authenticode hash only
+        // when no byte lies outside the headers and sections.
+        let efi_path = out.join("minimal.efi");
+        let verify = |cert: &str| {
+            run(
+                "osslsigncode",
+                &["verify", "-CAfile", cert, "-in", efi_path.to_str().unwrap()],
+            )
+        };
+        let (ok, text) = verify(SNAKEOIL_CERT);
+        let digest = |label: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(label))
+                .map(|v| v.trim_start_matches([' ', ':']).trim().to_string())
+                .unwrap_or_else(|| panic!("no {label:?} in osslsigncode's output:\n{text}"))
+        };
+        assert_eq!(
+            digest("Current message digest"),
+            digest("Calculated message digest"),
+            "osslsigncode computes another digest than the signed one:\n{text}"
+        );
+        assert!(
+            ok && text.contains("Signature verification: ok") && text.contains("Succeeded"),
+            "osslsigncode verify: {text}"
+        );
+        let other = repo_root().join("builder/crates/authenticode/tests/data/cert.pem");
+        let (ok, text) = verify(other.to_str().unwrap());
+        assert!(!ok, "osslsigncode accepted the UKI with another CA: {text}");
     }
     // The manifest names the certificate, as openssl fingerprints it, and nothing secret.
     let manifest = std::fs::read_to_string(out.join("manifest.json")).unwrap();

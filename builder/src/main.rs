@@ -244,7 +244,7 @@ struct BuildArgs {
     #[arg(long, short = 'o', default_value = "out")]
     output: PathBuf,
     /// Formats to write, comma-separated (efi, iso, raw, vhdx, vmdk, vmdk-stream, qcow2, ova,
-    /// vagrant-virtualbox, vagrant-libvirt); default: the definition's `formats`.
+    /// vagrant-virtualbox, vagrant-libvirt, vagrant-hyperv); default: the definition's `formats`.
     #[arg(long, value_delimiter = ',', value_parser = parse_format)]
     format: Vec<Format>,
     /// Virtual disk size for the disk images and packages (such as 64GiB); default: `[disk] size`.

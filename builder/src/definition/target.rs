@@ -61,11 +61,13 @@ pub enum Format {
     VagrantVirtualbox,
     /// `NAME-libvirt.box`, a Vagrant box for the `libvirt` provider.
     VagrantLibvirt,
+    /// `NAME-hyperv.box`, a Vagrant box for the `hyperv` provider (Generation 2).
+    VagrantHyperv,
 }
 
 impl Format {
     /// Every format, in the order they are built.
-    pub const ALL: [Format; 10] = [
+    pub const ALL: [Format; 11] = [
         Format::Efi,
         Format::Iso,
         Format::Raw,
@@ -76,6 +78,7 @@ impl Format {
         Format::Ova,
         Format::VagrantVirtualbox,
         Format::VagrantLibvirt,
+        Format::VagrantHyperv,
     ];
 
     /// The name used in definitions and on the command line.
@@ -91,6 +94,7 @@ impl Format {
             Format::Ova => "ova",
             Format::VagrantVirtualbox => "vagrant-virtualbox",
             Format::VagrantLibvirt => "vagrant-libvirt",
+            Format::VagrantHyperv => "vagrant-hyperv",
         }
     }
 
@@ -107,12 +111,18 @@ impl Format {
     /// True for the packages that carry a disk image with a description of the VM around it
     /// (an OVA, Vagrant boxes).
     pub fn is_package(self) -> bool {
-        matches!(self, Format::Ova | Format::VagrantVirtualbox | Format::VagrantLibvirt)
+        matches!(
+            self,
+            Format::Ova | Format::VagrantVirtualbox | Format::VagrantLibvirt | Format::VagrantHyperv
+        )
     }
 
     /// True for the Vagrant boxes, which need a login key (`[ssh] authorized_keys`).
     pub fn is_vagrant_box(self) -> bool {
-        matches!(self, Format::VagrantVirtualbox | Format::VagrantLibvirt)
+        matches!(
+            self,
+            Format::VagrantVirtualbox | Format::VagrantLibvirt | Format::VagrantHyperv
+        )
     }
 
     /// Every format's name, comma-separated, for messages.

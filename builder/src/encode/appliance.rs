@@ -1,6 +1,6 @@
 //! The packages around the disk (`builder/crates/appliance`): the OVA (OVF descriptor,
 //! streamOptimized VMDK, manifest) and the Vagrant boxes for VirtualBox (the same descriptor
-//! and VMDK) and libvirt (a qcow2 image). The disk inside is written to a scratch file first,
+//! and VMDK), libvirt (a qcow2 image) and Hyper-V (a VHDX and its VM description). The disk inside is written to a scratch file first,
 //! since a package names its size and digest before its bytes.
 
 use super::{io_error, EncodeError};
@@ -42,6 +42,7 @@ pub fn write_package(inputs: &PackageInputs, format: Format, path: &Path) -> Res
         Format::Ova => (Format::VmdkStream, ova.disk.as_str()),
         Format::VagrantVirtualbox => (Format::VmdkStream, uvmkit_appliance::VIRTUALBOX_DISK),
         Format::VagrantLibvirt => (Format::Qcow2, "box.img"),
+        Format::VagrantHyperv => (Format::Vhdx, "box.vhdx"),
         _ => unreachable!("{what} is not a package"),
     };
     let scratch = inputs.scratch_dir.join(format!("{what}-{inner_name}"));
@@ -50,7 +51,8 @@ pub fn write_package(inputs: &PackageInputs, format: Format, path: &Path) -> Res
     let written = match format {
         Format::Ova => uvmkit_appliance::write_ova(out, &vm, &ova, &scratch, capacity, inputs.epoch),
         Format::VagrantVirtualbox => uvmkit_appliance::write_virtualbox_box(out, &vm, &scratch, capacity, inputs.epoch),
-        _ => uvmkit_appliance::write_libvirt_box(out, &vm, &scratch, capacity, inputs.epoch),
+        Format::VagrantLibvirt => uvmkit_appliance::write_libvirt_box(out, &vm, &scratch, capacity, inputs.epoch),
+        _ => uvmkit_appliance::write_hyperv_box(out, &vm, &scratch, inputs.epoch),
     };
     let out = written.map_err(refused)?;
     out.into_inner()

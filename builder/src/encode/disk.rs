@@ -128,6 +128,7 @@ pub fn disk_file_name(name: &str, format: Format) -> String {
         Format::Ova => format!("{name}.ova"),
         Format::VagrantVirtualbox => format!("{name}-virtualbox.box"),
         Format::VagrantLibvirt => format!("{name}-libvirt.box"),
+        Format::VagrantHyperv => format!("{name}-hyperv.box"),
         Format::Efi | Format::Iso => unreachable!("not a disk format"),
     }
 }
@@ -178,7 +179,13 @@ pub fn write_disk(
             uvmkit_vdisk::write_qcow2(disk, &o, &mut w).map_err(refused)?;
             w.flush().map_err(io_error(what))?;
         }
-        Format::Raw | Format::Efi | Format::Iso | Format::Ova | Format::VagrantVirtualbox | Format::VagrantLibvirt => {
+        Format::Raw
+        | Format::Efi
+        | Format::Iso
+        | Format::Ova
+        | Format::VagrantVirtualbox
+        | Format::VagrantLibvirt
+        | Format::VagrantHyperv => {
             unreachable!("not written here")
         }
     }

@@ -28,7 +28,7 @@ pub struct Artifact {
     /// File name in the output directory.
     pub name: String,
     /// What it is: `efi`, `kernel`, `initrd`, `iso`, or a disk format (`raw`, `vhdx`, `vmdk`,
-    /// `vmdk-stream`, `qcow2`, `ova`, `vagrant-virtualbox`, `vagrant-libvirt`).
+    /// `vmdk-stream`, `qcow2`, `ova`, `vagrant-virtualbox`, `vagrant-libvirt`, `vagrant-hyperv`).
     pub kind: String,
     /// Size in bytes (the apparent size, for sparse files).
     pub size: u64,

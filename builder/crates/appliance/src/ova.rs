@@ -51,6 +51,7 @@ pub fn write_ova<W: Write>(
         &OvfDisk {
             file_name: layout.disk.clone(),
             file_size,
+            sha256: disk_sha256.clone(),
             capacity,
         },
     );

@@ -8,25 +8,33 @@
 //!   the capacity in bytes and the format URI of a streamOptimized VMDK (the only VMDK variant
 //!   OVF packages carry), one `VirtualSystem` with a `VirtualHardwareSection`, and `Item`s
 //!   told apart by `rasd:ResourceType` (DSP0243 table 7 / CIM_ResourceAllocationSettingData):
-//!   3 processors, 4 memory (`byte * 2^20`), 20 "other storage device" with sub-type `AHCI`
-//!   (a SATA controller), 17 the disk (`rasd:Parent` is the controller's `InstanceID`,
+//!   3 processors, 4 memory (`byte * 2^20`), 20 "other storage device" (a SATA controller,
+//!   sub-type below), 17 the disk (`rasd:Parent` is the controller's `InstanceID`,
 //!   `rasd:HostResource` is `ovf:/disk/ID`), 10 Ethernet with sub-type `E1000`. AHCI and E1000
 //!   are the one controller and NIC both hypervisors offer and the kernel drives (`ahci`,
-//!   `e1000`).
+//!   `e1000`); VirtualBox also still reads these items (and refuses unknown sub-types) when
+//!   its own machine section is present.
 //! - **VMware** (ovftool, vSphere, Workstation, Fusion) validates against the DMTF schema:
 //!   the `rasd:` children of an `Item` must appear in the schema's (alphabetical) order and
 //!   `System` must name a virtual hardware family (`vmx-13`: ESXi 6.5, Workstation 14 and
-//!   later). The firmware comes from VMware's extension `<vmw:Config vmw:key="firmware"
-//!   vmw:value="efi"/>`, without which the VM boots BIOS and finds no boot loader.
-//! - **VirtualBox** (Main's OVF reader) maps the CIM operating system id (101, "Linux 64-Bit")
-//!   to its `Linux_64` type, the NIC's `rasd:Connection` (`NAT`) to the attachment, and
-//!   ignores the `vmw:` elements. It takes the firmware type only from its own `vbox:Machine`
-//!   extension, a complete machine settings document in VirtualBox's versioned settings
-//!   format; a stale one makes the import fail, so none is written and VirtualBox users switch
-//!   the imported VM to EFI (`VBoxManage modifyvm NAME --firmware efi`; the Vagrant box's
-//!   Vagrantfile does it for them).
+//!   later). Its SATA controller is the sub-type `vmware.sata.ahci` (what its own exports
+//!   write; VirtualBox reads it too since 7.0). The firmware comes from VMware's extension
+//!   `<vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="efi"/>` in the
+//!   `VirtualHardwareSection`, without which the VM boots BIOS and finds no boot loader.
+//! - **VirtualBox** (Main's OVF reader) ignores the `vmw:` elements and takes the firmware only
+//!   from its own `vbox:Machine` extension ([`crate::vbox`]), a machine settings document that
+//!   replaces the OVF items for CPUs, memory, adapters and storage. Its disk attachment names
+//!   the disk by the `vbox:uuid` attribute of `DiskSection/Disk`. Both UUIDs are derived from
+//!   the disk file's SHA-256, so the descriptor stays a function of its inputs.
+//!
+//! `ovf:required="false"` on both extensions (DSP0243 clause 9.1) lets each importer skip the
+//! other's.
 
 use std::fmt::Write as _;
+
+use sha2::{Digest, Sha256};
+
+use crate::vbox;
 
 /// The virtual machine an appliance describes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +54,8 @@ pub struct OvfDisk {
     pub file_name: String,
     /// The file's length in bytes.
     pub file_size: u64,
+    /// The file's SHA-256 (hex), from which the VirtualBox disk and machine UUIDs derive.
+    pub sha256: String,
     /// The virtual disk's capacity in bytes.
     pub capacity: u64,
 }
@@ -54,10 +64,15 @@ pub struct OvfDisk {
 /// format by URI; this is VMware's).
 pub const VMDK_STREAM_OPTIMIZED: &str = "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized";
 
+/// The SATA (AHCI) controller's `rasd:ResourceSubType`, as VMware writes it.
+pub const SATA_SUBTYPE: &str = "vmware.sata.ahci";
+
 /// The descriptor of `vm` with `disk` as its only disk, as UTF-8 XML ending in a newline.
 pub fn ovf_descriptor(vm: &VirtualMachine, disk: &OvfDisk) -> String {
     let name = xml_escape(&vm.name);
     let file = xml_escape(&disk.file_name);
+    let disk_uuid = derived_uuid("disk", &disk.sha256);
+    let machine_uuid = derived_uuid("machine", &disk.sha256);
     let mut x = String::new();
     let mut line = |indent: usize, text: &str| {
         let _ = writeln!(x, "{:indent$}{text}", "", indent = indent * 2);
@@ -72,6 +87,7 @@ pub fn ovf_descriptor(vm: &VirtualMachine, disk: &OvfDisk) -> String {
             r#" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData""#,
             r#" xmlns:vssd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData""#,
             r#" xmlns:vmw="http://www.vmware.com/schema/ovf""#,
+            r#" xmlns:vbox="http://www.virtualbox.org/ovf/machine""#,
             r#" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">"#
         ),
     );
@@ -91,7 +107,7 @@ pub fn ovf_descriptor(vm: &VirtualMachine, disk: &OvfDisk) -> String {
     line(
         2,
         &format!(
-            r#"<Disk ovf:capacity="{}" ovf:capacityAllocationUnits="byte" ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:format="{VMDK_STREAM_OPTIMIZED}"/>"#,
+            r#"<Disk ovf:capacity="{}" ovf:capacityAllocationUnits="byte" ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:format="{VMDK_STREAM_OPTIMIZED}" vbox:uuid="{disk_uuid}"/>"#,
             disk.capacity
         ),
     );
@@ -151,7 +167,7 @@ pub fn ovf_descriptor(vm: &VirtualMachine, disk: &OvfDisk) -> String {
             ("Description", "SATA controller".into()),
             ("ElementName", "sataController0".into()),
             ("InstanceID", "3".into()),
-            ("ResourceSubType", "AHCI".into()),
+            ("ResourceSubType", SATA_SUBTYPE.into()),
             ("ResourceType", "20".into()),
         ],
         &[
@@ -186,9 +202,25 @@ pub fn ovf_descriptor(vm: &VirtualMachine, disk: &OvfDisk) -> String {
         r#"<vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="efi"/>"#,
     );
     line(2, "</VirtualHardwareSection>");
+    x.push_str(&vbox::machine_element(&name, cpus, memory, &machine_uuid, &disk_uuid));
+    let mut line = |indent: usize, text: &str| {
+        let _ = writeln!(x, "{:indent$}{text}", "", indent = indent * 2);
+    };
     line(1, "</VirtualSystem>");
     line(0, "</Envelope>");
     x
+}
+
+/// A UUID for `what` (`disk`, `machine`) of the disk file whose SHA-256 is `sha256`: the first
+/// 16 bytes of SHA-256("uvmkit-ovf-WHAT:" + digest) with the version and variant bits of
+/// RFC 9562 section 5.8 (version 8, a custom UUID), in the lower-case form without braces.
+pub fn derived_uuid(what: &str, sha256: &str) -> String {
+    let hash = Sha256::digest(format!("uvmkit-ovf-{what}:{sha256}").as_bytes());
+    let mut b: [u8; 16] = hash[..16].try_into().expect("16 bytes");
+    b[6] = (b[6] & 0x0f) | 0x80;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }
 
 /// Escapes the five characters XML 1.0 (section 2.4) reserves in content and attributes.
@@ -221,6 +253,7 @@ mod tests {
             &OvfDisk {
                 file_name: "docker-disk1.vmdk".into(),
                 file_size: 123_456,
+                sha256: "00".repeat(32),
                 capacity: 8 << 30,
             },
         )
@@ -236,10 +269,15 @@ mod tests {
             "<rasd:ResourceType>3</rasd:ResourceType>\n        <rasd:VirtualQuantity>2</rasd:VirtualQuantity>"
         ));
         assert!(x.contains("<rasd:VirtualQuantity>2048</rasd:VirtualQuantity>"));
-        assert!(x.contains("<rasd:ResourceSubType>AHCI</rasd:ResourceSubType>"));
+        assert!(x.contains("<rasd:ResourceSubType>vmware.sata.ahci</rasd:ResourceSubType>"));
         assert!(x.contains("<rasd:ResourceSubType>E1000</rasd:ResourceSubType>"));
         assert!(x.contains(r#"vmw:key="firmware" vmw:value="efi""#));
-        assert!(x.ends_with("</Envelope>\n"));
+        // VirtualBox's machine names the disk by the UUID the DiskSection gives it.
+        let disk_uuid = derived_uuid("disk", &"00".repeat(32));
+        assert!(x.contains(&format!(r#"vbox:uuid="{disk_uuid}"/>"#)), "{x}");
+        assert!(x.contains(&format!(r#"<Image uuid="{{{disk_uuid}}}"/>"#)), "{x}");
+        assert!(x.contains(r#"<Firmware type="EFI"/>"#));
+        assert!(x.ends_with("  </VirtualSystem>\n</Envelope>\n"));
     }
 
     #[test]
@@ -256,6 +294,18 @@ mod tests {
             sorted.sort();
             assert_eq!(keys, sorted);
         }
+    }
+
+    #[test]
+    fn derived_uuids_are_version_8_and_differ_by_purpose_and_disk() {
+        let a = derived_uuid("disk", "ab");
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "8", "{a}");
+        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "{a}");
+        assert_eq!(a, a.to_lowercase());
+        assert_ne!(a, derived_uuid("machine", "ab"));
+        assert_ne!(a, derived_uuid("disk", "ac"));
+        assert_eq!(a, derived_uuid("disk", "ab"));
     }
 
     #[test]

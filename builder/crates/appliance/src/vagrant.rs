@@ -6,6 +6,8 @@
 //! - `libvirt` (the vagrant-libvirt plugin): `box.img`, a qcow2 image, and `metadata.json`
 //!   with `"format": "qcow2"` and `"virtual_size"` in GiB, rounded up, which the plugin
 //!   needs to size the volume it clones.
+//! - `hyperv`: `Virtual Hard Disks/box.vhdx` and `Virtual Machines/box.xml`, the VM
+//!   description Vagrant's Hyper-V provider requires ([`crate::hyperv`]): a Generation 2 VM.
 //!
 //! The image has no passwords and no `vagrant` user: Vagrant logs in as root with a key the
 //! definition's `[ssh] authorized_keys` lets in, whose private half the user names with
@@ -20,7 +22,9 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::archive::Archive;
+use crate::hyperv::{vm_config, HYPERV_CONFIG, HYPERV_DISK};
 use crate::ova::sha256_file;
+use crate::ovf::derived_uuid;
 use crate::ovf::{ovf_descriptor, OvfDisk, VirtualMachine};
 use crate::Result;
 
@@ -38,12 +42,13 @@ pub fn write_virtualbox_box<W: Write>(
     capacity: u64,
     mtime: u64,
 ) -> Result<W> {
-    let (_, file_size) = sha256_file(vmdk)?;
+    let (sha256, file_size) = sha256_file(vmdk)?;
     let descriptor = ovf_descriptor(
         vm,
         &OvfDisk {
             file_name: VIRTUALBOX_DISK.into(),
             file_size,
+            sha256,
             capacity,
         },
     );
@@ -68,6 +73,23 @@ pub fn write_libvirt_box<W: Write>(out: W, vm: &VirtualMachine, qcow2: &Path, ca
     archive.add_bytes("metadata.json", metadata.as_bytes())?;
     archive.add_bytes("Vagrantfile", libvirt_vagrantfile(vm).as_bytes())?;
     archive.add_file("box.img", qcow2)?;
+    archive.finish()
+}
+
+/// Writes the `hyperv` box of `vm` to `out`: `metadata.json`, `Vagrantfile`, the VM
+/// description in `Virtual Machines/` and the VHDX at `vhdx` in `Virtual Hard Disks/`.
+pub fn write_hyperv_box<W: Write>(out: W, vm: &VirtualMachine, vhdx: &Path, mtime: u64) -> Result<W> {
+    let (sha256, _) = sha256_file(vhdx)?;
+    let channel = format!("{{{}}}", derived_uuid("hyperv-scsi", &sha256).to_uppercase());
+    let config = vm_config(&xml_escape(&vm.name), vm.cpus, vm.memory_mib, &channel);
+    let metadata = json_text(&json!({ "provider": "hyperv" }));
+    let mut archive = Archive::new(out, mtime, "Vagrant box");
+    archive.add_bytes("metadata.json", metadata.as_bytes())?;
+    archive.add_bytes("Vagrantfile", hyperv_vagrantfile(vm).as_bytes())?;
+    archive.add_dir("Virtual Machines")?;
+    archive.add_bytes(HYPERV_CONFIG, config.as_bytes())?;
+    archive.add_dir("Virtual Hard Disks")?;
+    archive.add_file(HYPERV_DISK, vhdx)?;
     archive.finish()
 }
 
@@ -108,11 +130,33 @@ fn virtualbox_vagrantfile(vm: &VirtualMachine) -> String {
   config.vm.provider "virtualbox" do |vb|
     vb.cpus = {cpus}
     vb.memory = {memory}
-    # The disk holds only an EFI system partition.
+    # The disk holds only an EFI system partition. box.ovf's VirtualBox machine section
+    # already says EFI; this keeps it so on VirtualBox versions that import without it.
     vb.customize ["modifyvm", :id, "--firmware", "efi"]
     # No guest additions in the image.
     vb.check_guest_additions = false
     vb.functional_vboxsf = false
+  end
+end
+"#,
+        common = common_settings(vm),
+        cpus = vm.cpus,
+        memory = vm.memory_mib,
+    )
+}
+
+/// The `hyperv` box's Vagrantfile: CPUs and memory, and how to boot with Secure Boot on.
+fn hyperv_vagrantfile(vm: &VirtualMachine) -> String {
+    format!(
+        r#"{common}
+  # A Generation 2 VM with Secure Boot off. The disk also boots with Secure Boot on, through
+  # shim, under the template that trusts the Microsoft UEFI CA (not Hyper-V's default
+  # "Microsoft Windows" one, which is the only one Vagrant can set). With the VM off:
+  #   Set-VMFirmware -VMName NAME -EnableSecureBoot On `
+  #     -SecureBootTemplate MicrosoftUEFICertificateAuthority
+  config.vm.provider "hyperv" do |hv|
+    hv.cpus = {cpus}
+    hv.memory = {memory}
   end
 end
 "#,
@@ -150,6 +194,11 @@ end
         cpus = vm.cpus,
         memory = vm.memory_mib,
     )
+}
+
+/// Escapes the characters XML 1.0 reserves in element content.
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 #[cfg(test)]
@@ -199,6 +248,38 @@ mod tests {
         let ovf = String::from_utf8(m[2].1.clone()).unwrap();
         assert!(ovf.contains(r#"ovf:href="box-disk001.vmdk" ovf:id="file1" ovf:size="1000""#));
         assert_eq!(m[3].1, vec![7u8; 1000]);
+    }
+
+    #[test]
+    fn hyperv_box_holds_metadata_vagrantfile_config_and_disk_in_their_directories() {
+        let dir = ScratchDir::new("appliance-hyperv");
+        let vhdx = dir.path().join("d.vhdx");
+        std::fs::write(&vhdx, b"vhdxfile").unwrap();
+        let bytes = write_hyperv_box(Vec::new(), &vm(), &vhdx, 5).unwrap();
+        let m = members(&bytes);
+        let names: Vec<&str> = m.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "metadata.json",
+                "Vagrantfile",
+                "Virtual Machines/",
+                "Virtual Machines/box.xml",
+                "Virtual Hard Disks/",
+                "Virtual Hard Disks/box.vhdx"
+            ]
+        );
+        let metadata: serde_json::Value = serde_json::from_slice(&m[0].1).unwrap();
+        assert_eq!(metadata, json!({ "provider": "hyperv" }));
+        let vagrantfile = String::from_utf8(m[1].1.clone()).unwrap();
+        assert!(vagrantfile.contains("hv.cpus = 4\n    hv.memory = 3072\n"));
+        assert!(vagrantfile.contains("MicrosoftUEFICertificateAuthority"));
+        let config = String::from_utf8(m[3].1.clone()).unwrap();
+        assert!(config.contains(r#"<name type="string">docker</name>"#), "{config}");
+        assert!(config.contains(r#"<count type="integer">4</count>"#), "{config}");
+        assert_eq!(m[5].1, b"vhdxfile");
+        // Same disk, same bytes.
+        assert_eq!(bytes, write_hyperv_box(Vec::new(), &vm(), &vhdx, 5).unwrap());
     }
 
     #[test]

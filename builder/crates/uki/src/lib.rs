@@ -7,7 +7,17 @@
 //!   the first section's raw data (`SizeOfHeaders` rounded up to `FileAlignment`);
 //! - each new section's `VirtualAddress` follows the previous section's end, rounded up to
 //!   `SectionAlignment`; its raw data starts at the end of the file so far rounded up to
-//!   `FileAlignment` and is zero-padded to a multiple of it;
+//!   4 KiB ([`PAYLOAD_FILE_ALIGNMENT`], a multiple of `FileAlignment`) and is zero-padded to a
+//!   multiple of `FileAlignment`;
+//! - no byte of the file lies outside the headers and the sections: each section's
+//!   `SizeOfRawData` reaches the next section's raw data (the zero padding before a 4 KiB
+//!   boundary belongs to the section before it), and `SizeOfHeaders` reaches the first one.
+//!   The Authenticode hash covers the headers and each section's raw data ("Windows
+//!   Authenticode Portable Executable Signature Format", "Calculating the PE Image Hash",
+//!   steps 9-13), leaving out bytes between sections, while tools such as `osslsigncode` hash
+//!   the file flat; without gaps both give the same digest. Loaders copy
+//!   `min(VirtualSize, SizeOfRawData)` bytes of a section (PE format, "Section Table":
+//!   `SizeOfRawData` may exceed `VirtualSize`), so the padding is never loaded;
 //! - order `.osrel`, `.cmdline`, `.uname`, `.initrd`, `.linux`: the kernel last, with a virtual
 //!   size of at least the kernel's own `SizeOfImage`, so the memory after it belongs to it
 //!   when the stub hands over to it in place (EFI handover protocol);
@@ -232,9 +242,17 @@ pub fn write_uki(stub: &[u8], sections: &UkiSections<'_>, out: &mut impl Write) 
     let linux_size_of_image = check_linux(&image, &sections.linux)?;
     let stub_end = strip_symbol_table(&mut image, stub);
     let wanted = wanted_sections(sections);
+    let wanted_count = wanted.len();
     check_stub_sections(&image, &wanted)?;
     claim_header_room(&mut image, stub, stub_end, wanted.len())?;
-    let (added, size_of_image) = place_sections(&mut image, wanted, stub_end as u64, linux_size_of_image)?;
+    let (mut added, size_of_image) = place_sections(&mut image, wanted, stub_end as u64, linux_size_of_image)?;
+    cover_gaps(&mut image);
+    for (s, header) in added
+        .iter_mut()
+        .zip(&image.sections[image.sections.len() - wanted_count..])
+    {
+        s.header = header.clone();
+    }
 
     let mut head = stub[..stub_end].to_vec();
     image.patch(&mut head, size_of_image);
@@ -424,6 +442,33 @@ fn place_sections<'a>(
     }
     let size_of_image = to_u32(round_up(next_va, image.section_alignment))?;
     Ok((added, size_of_image))
+}
+
+/// Extends raw data so that no byte of the file lies outside the headers and the sections:
+/// `SizeOfHeaders` reaches the first section's raw data (when that still lies before every
+/// section's address, so the loaded headers overlap nothing), and each section's
+/// `SizeOfRawData` reaches the next section's raw data in file order. Sections without raw
+/// data are left alone.
+fn cover_gaps(image: &mut PeImage) {
+    let mut order: Vec<usize> = (0..image.sections.len())
+        .filter(|&i| image.sections[i].size_of_raw_data > 0)
+        .collect();
+    order.sort_by_key(|&i| image.sections[i].pointer_to_raw_data);
+    if let Some(&first) = order.first() {
+        let first_raw = image.sections[first].pointer_to_raw_data;
+        let lowest_address = image.sections.iter().map(|s| s.virtual_address).min().unwrap_or(0);
+        if image.size_of_headers < first_raw && first_raw <= lowest_address {
+            image.size_of_headers = first_raw;
+        }
+    }
+    for pair in order.windows(2) {
+        let next = image.sections[pair[1]].pointer_to_raw_data;
+        let s = &mut image.sections[pair[0]];
+        let end = s.pointer_to_raw_data + s.size_of_raw_data;
+        if end < next {
+            s.size_of_raw_data = next - s.pointer_to_raw_data;
+        }
+    }
 }
 
 fn write_zeros(out: &mut impl Write, mut n: u64) -> Result<(), UkiError> {

@@ -137,6 +137,30 @@ fn check_with_object(uki: &[u8], layout: &UkiLayout, stub: &[u8]) {
     }
     assert!(prev_end <= layout.size_of_image);
     assert_eq!(layout.sections.last().unwrap().name, ".linux");
+    check_no_bytes_outside_sections(uki, layout, opt.size_of_headers.get(LE));
+}
+
+/// Every byte of `uki` lies in the headers or in one section's raw data: sorted by file offset,
+/// the first section starts at `SizeOfHeaders`, each ends where the next starts, and the last
+/// ends the file. Then the Authenticode hash (headers and sections) and a flat hash of the file
+/// (osslsigncode's) cover the same bytes.
+fn check_no_bytes_outside_sections(uki: &[u8], layout: &UkiLayout, size_of_headers: u32) {
+    let mut raw: Vec<(u32, u32, &str)> = layout
+        .sections
+        .iter()
+        .filter(|s| s.raw_size > 0)
+        .map(|s| (s.file_offset, s.raw_size, s.name.as_str()))
+        .collect();
+    raw.sort();
+    let mut end = size_of_headers;
+    for (offset, size, name) in raw {
+        assert_eq!(
+            offset, end,
+            "{name} starts at {offset:#x}; the bytes before it end at {end:#x}"
+        );
+        end = offset + size;
+    }
+    assert_eq!(u64::from(end), uki.len() as u64, "bytes after the last section");
 }
 
 fn section_bytes<'a>(uki: &'a [u8], layout: &UkiLayout, name: &str) -> &'a [u8] {
@@ -245,6 +269,9 @@ fn kernel_virtual_size_covers_its_pe_size_of_image() {
     let linux = layout.sections.last().unwrap();
     assert_eq!(linux.virtual_size, 0x80_0000);
     assert_eq!(linux.raw_size, 0x3000);
+    // The sections before it reach up to its 4 KiB-aligned start.
+    let osrel = &layout.sections[2];
+    assert_eq!((osrel.file_offset, osrel.raw_size), (0x1000, 0x1000));
     assert_eq!(layout.size_of_image, linux.virtual_address + 0x80_0000);
     check_with_object(&uki, &layout, &stub);
 }
