@@ -13,7 +13,7 @@ qemu_version=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
 $sudo apt-get install -y -q --allow-downgrades \
   qemu-system-x86 "qemu-utils=${qemu_version}" ovmf \
   xorriso genisoimage libarchive-tools dosfstools mtools gdisk fdisk cpio zstd xz-utils e2fsprogs binutils \
-  isolinux syslinux-common systemd-boot-efi dpkg-dev sbsigntool osslsigncode openssh-client openssl dnsmasq-base iproute2 gpg gpgv curl \
+  isolinux syslinux-common systemd-boot-efi squashfs-tools dpkg-dev sbsigntool osslsigncode openssh-client openssl dnsmasq-base iproute2 gpg gpgv curl \
   libxml2-utils gcc-mingw-w64-x86-64 wine wine64
 if command -v rustup >/dev/null; then
   rustup target add x86_64-unknown-linux-musl \
