@@ -1590,9 +1590,12 @@ mod tests {
         };
         let mut supervisor = Supervisor::new(vec![dockerd], Some(preload), paths(&dir));
         // The engine starts late: nothing is sent before the service is ready.
-        assert!(!drive(&mut supervisor, Duration::from_millis(300), |_| {}, |s| {
-            s.preload.as_ref().unwrap().loading.is_some()
-        }));
+        assert!(!drive(
+            &mut supervisor,
+            Duration::from_millis(300),
+            |_| {},
+            |s| { s.preload.as_ref().unwrap().loading.is_some() }
+        ));
         assert!(dir.join("good.tar").exists() && !dir.join("preload").exists());
         let engine = fake_engine(&socket);
         let finished = |s: &Supervisor| s.preload.as_ref().unwrap().finished;
