@@ -71,9 +71,13 @@ enum Command {
     Inspect {
         #[command(flatten)]
         inputs: InputArgs,
-        /// Also list every file that goes into the image.
+        /// Also list every file that goes into the image with its bytes and the package it
+        /// came from, largest first.
         #[arg(long)]
         files: bool,
+        /// Print the report as JSON (every file included).
+        #[arg(long)]
+        json: bool,
     },
     #[cfg(unix)]
     /// Report the locked packages that have newer versions in the definition's archives
@@ -392,7 +396,7 @@ fn main() -> ExitCode {
         #[cfg(unix)]
         Command::Bundle { inputs, output } => write_bundle(&inputs, &output).map(|()| 0),
         #[cfg(unix)]
-        Command::Inspect { inputs, files } => inspect(&inputs, files).map(|()| 0),
+        Command::Inspect { inputs, files, json } => inspect(&inputs, files, json).map(|()| 0),
         #[cfg(unix)]
         Command::Outdated { inputs, json } => outdated(&inputs, json),
         #[cfg(unix)]
@@ -638,12 +642,12 @@ fn write_bundle(args: &InputArgs, output: &Path) -> Result<(), Failure> {
 
 #[cfg(unix)]
 /// `uvmkit inspect`.
-fn inspect(args: &InputArgs, files: bool) -> Result<(), Failure> {
+fn inspect(args: &InputArgs, files: bool, json: bool) -> Result<(), Failure> {
     let image = image_arg(args)?;
     let loaded = load(image)?;
     let resolved = uvmkit::inputs::resolve(&loaded.definition, &loaded.base_dir, &input_options(args, image, false))
         .map_err(CommandError::from)?;
-    Ok(uvmkit::inspect::print(&loaded, &resolved, files).map_err(CommandError::from)?)
+    Ok(uvmkit::inspect::print(&loaded, &resolved, files, json).map_err(CommandError::from)?)
 }
 
 #[cfg(unix)]

@@ -310,8 +310,9 @@ images = [{ path = "/usr/share/uvmkit/preload/busybox.tar", sha256 = "0123456789
         );
         let err = service_error(&one("ready = { udp = 53 }\n"));
         assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
-        let err = service_error("[preload]\nafter = \"svc\"\n");
-        assert!(err.to_string().contains("command"), "{err}");
+        // Neither the engine's socket nor a command: nothing to load with.
+        let err = service_error(&format!("{}[preload]\nafter = \"svc\"\n", one("")));
+        assert!(err.to_string().contains("no socket is given"), "{err}");
     }
 
     #[test]

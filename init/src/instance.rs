@@ -54,7 +54,8 @@ const TLSCACERT: &str = "--tlscacert";
 /// The engine's preload job when the image has none of its own (the shipped Docker image
 /// preloads nothing, but a VM's settings may).
 const DEFAULT_PRELOAD_SERVICE: &str = "dockerd";
-const DEFAULT_PRELOAD_COMMAND: [&str; 3] = ["/usr/bin/docker", "load", "-i"];
+/// dockerd's API socket, to which the archives are streamed (no docker command needed).
+const DEFAULT_PRELOAD_SOCKET: &str = "/var/run/docker.sock";
 
 /// What the kernel command line says about instance settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -551,8 +552,8 @@ fn hash_archive(path: &Path) -> Result<String, String> {
     Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Whether the image can load archives without a `[preload]` of its own: it runs dockerd (whose
-/// package brings the docker command; a missing one is logged when the load is tried).
+/// Whether the image can load archives without a `[preload]` of its own: it runs dockerd, whose
+/// API socket takes them.
 fn has_default_preload_job(config: &InitConfig) -> bool {
     config.services.iter().any(|s| s.name == DEFAULT_PRELOAD_SERVICE)
 }
@@ -664,7 +665,8 @@ pub fn merge_into_config(
     if !loaded.preload.is_empty() {
         let preload = config.preload.get_or_insert_with(|| PreloadSection {
             after: DEFAULT_PRELOAD_SERVICE.to_string(),
-            command: DEFAULT_PRELOAD_COMMAND.iter().map(|s| s.to_string()).collect(),
+            socket: Some(DEFAULT_PRELOAD_SOCKET.into()),
+            command: Vec::new(),
             images: Vec::new(),
         });
         for image in &loaded.preload {
@@ -1133,8 +1135,8 @@ command = ["/usr/sbin/dockerd", "-H", "tcp://0.0.0.0:2376", "--tlsverify", "--tl
         assert!(network.dhcp);
         let preload = config.preload.as_ref().unwrap();
         assert_eq!(
-            (preload.after.as_str(), preload.command[0].as_str()),
-            ("dockerd", "/usr/bin/docker")
+            (preload.after.as_str(), preload.socket.as_deref(), preload.command.len()),
+            ("dockerd", Some(Path::new("/var/run/docker.sock")), 0)
         );
         assert_eq!(
             config.services[0].command.last().unwrap(),

@@ -7,11 +7,15 @@
 //! delays). So exactly one place calls `waitpid`, and the supervisor runs unchanged outside
 //! PID 1.
 //!
-//! The preload job is a small state machine driven the same way rather than a thread: its
-//! loading commands are children like any other, so their statuses arrive through
+//! The preload job is a small state machine driven the same way. By default it streams each
+//! archive to the engine's API socket ([`image_load`]) on a thread of its own, which the event
+//! loop looks at on every poll and gives up on after [`PRELOAD_LOAD_TIMEOUT`]; with a loading
+//! command, the commands are children like any other, so their statuses arrive through
 //! [`Supervisor::child_exited`] with no second reaper to race. Between loads the event loop only
 //! writes a marker and deletes an archive. Each process's output is read by a thread of its own
 //! (blocking pipe reads), which writes lines to the console and the service's log file.
+
+mod image_load;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -28,7 +32,8 @@ use std::time::{Duration, Instant};
 use crate::log;
 use crate::sys;
 use uvmkit_init_config::{
-    PreloadSection, Readiness, RestartPolicy, ServiceSpec, PRELOAD_MARKER_DIR, SERVICE_LOG_DIR, SERVICE_PATH,
+    PreloadImage, PreloadSection, Readiness, RestartPolicy, ServiceSpec, PRELOAD_MARKER_DIR, SERVICE_LOG_DIR,
+    SERVICE_PATH,
 };
 
 /// A log file is renamed to `NAME.log.1` when it would grow past this.
@@ -53,6 +58,12 @@ const STABLE_RUN: Duration = Duration::from_secs(30);
 const KILL_WAIT: Duration = Duration::from_secs(2);
 /// How long a preload command gets to end after SIGTERM at shutdown.
 const PRELOAD_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one archive's load through the engine's API may take in all.
+pub const PRELOAD_LOAD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How long the engine may go without taking archive bytes or sending an answer.
+const PRELOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often the event loop looks at a load through the API.
+const PRELOAD_POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// How long shutdown waits for output reader threads to see the end of their pipes.
 const READER_WAIT: Duration = Duration::from_secs(1);
 
@@ -375,6 +386,8 @@ struct Preload {
     next: usize,
     /// The loading process: pid, image index, start time.
     running: Option<(libc::pid_t, usize, Instant)>,
+    /// The load through the engine's API: the load, image index, start time.
+    loading: Option<(image_load::Load, usize, Instant)>,
     finished: bool,
 }
 
@@ -414,6 +427,7 @@ impl Supervisor {
             output: Arc::new(OutputLog::new("preload", true, &paths.log_dir)),
             next: 0,
             running: None,
+            loading: None,
             finished: false,
         });
         Supervisor {
@@ -462,6 +476,9 @@ impl Supervisor {
             if let (false, Some(by)) = (service.settled, service.settle_by) {
                 consider(by);
             }
+        }
+        if self.preload.as_ref().is_some_and(|p| p.loading.is_some()) {
+            consider(Instant::now() + PRELOAD_POLL_INTERVAL);
         }
         due
     }
@@ -640,23 +657,9 @@ impl Supervisor {
                 preload.running = None;
                 preload.next = image + 1;
                 let spec = &preload.spec.images[image];
-                let took = now.saturating_duration_since(started).as_millis();
-                if exit.success() {
-                    match write_marker(&self.paths.preload_dir, &spec.sha256) {
-                        Ok(()) => log!("preload: loaded {} in {took} ms", spec.path.display()),
-                        Err(err) => log!(
-                            "preload: loaded {} in {took} ms, but cannot write its marker: {err}; \
-                             it will be loaded again at the next boot",
-                            spec.path.display()
-                        ),
-                    }
-                    remove_archive(&spec.path);
-                } else {
-                    log!(
-                        "preload: loading {} failed: {exit} after {took} ms",
-                        spec.path.display()
-                    );
-                }
+                let took = now.saturating_duration_since(started);
+                let outcome = if exit.success() { Ok(()) } else { Err(exit.to_string()) };
+                finish_load(&self.paths.preload_dir, spec, took, outcome);
                 return true;
             }
         }
@@ -691,11 +694,32 @@ impl Supervisor {
         log!("{what}; restarting in {} s", delay.as_secs());
     }
 
-    /// Moves the preload job on: once its service is ready, starts the next archive's load.
+    /// Moves the preload job on: collects a load through the API that has ended (or gives up
+    /// on one past [`PRELOAD_LOAD_TIMEOUT`]), and once the job's service is ready, starts the
+    /// next archive's load.
     fn step_preload(&mut self, now: Instant) {
         let Some(preload) = self.preload.as_mut() else {
             return;
         };
+        if let Some((load, image, started)) = preload.loading.take() {
+            let took = now.saturating_duration_since(started);
+            if !load.is_finished() {
+                if took >= PRELOAD_LOAD_TIMEOUT {
+                    log!(
+                        "preload: loading {} takes longer than {} s; giving up on it",
+                        preload.spec.images[image].path.display(),
+                        PRELOAD_LOAD_TIMEOUT.as_secs()
+                    );
+                    load.abort();
+                    // The thread ends at once on the closed connection; its error is logged.
+                }
+                preload.loading = Some((load, image, started));
+                return;
+            }
+            preload.next = image + 1;
+            let outcome = load.wait().map(|_| ()).map_err(|err| err.to_string());
+            finish_load(&self.paths.preload_dir, &preload.spec.images[image], took, outcome);
+        }
         if preload.finished || preload.running.is_some() {
             return;
         }
@@ -726,6 +750,22 @@ impl Supervisor {
                 remove_archive(&image.path);
                 preload.next += 1;
                 continue;
+            }
+            if let Some(socket) = &preload.spec.socket {
+                let output = preload.output.clone();
+                let emit = move |line: &str| output.write_line(line.as_bytes());
+                match image_load::start(socket, &image.path, PRELOAD_IDLE_TIMEOUT, emit) {
+                    Ok(load) => {
+                        log!("preload: loading {} through {}", image.path.display(), socket.display());
+                        preload.loading = Some((load, preload.next, now));
+                        return;
+                    }
+                    Err(err) => {
+                        log!("preload: loading {} failed: {err}", image.path.display());
+                        preload.next += 1;
+                        continue;
+                    }
+                }
             }
             let mut argv = preload.spec.command.clone();
             argv.push(image.path.display().to_string());
@@ -764,6 +804,18 @@ impl Supervisor {
                 .unwrap_or_default();
             log!("preload: stopping the load of {} (pid {pid})", path.display());
             self.terminate(pid, "preload", PRELOAD_STOP_TIMEOUT, reap);
+        }
+        if let Some((load, image, _)) = self.preload.as_mut().and_then(|p| p.loading.take()) {
+            let path = &self.preload.as_ref().expect("loading").spec.images[image].path;
+            log!("preload: stopping the load of {}", path.display());
+            load.abort();
+            let deadline = Instant::now() + PRELOAD_STOP_TIMEOUT;
+            while !load.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if load.is_finished() {
+                let _ = load.wait();
+            }
         }
         for i in self.start_order.clone().into_iter().rev() {
             let service = &mut self.services[i];
@@ -860,6 +912,29 @@ fn http_answers(path: &Path) -> io::Result<bool> {
         }
     }
     Ok(head[..filled].starts_with(b"HTTP/1.") && filled == head.len())
+}
+
+/// Logs how the load of `image` ended after `took`; a loaded archive gets its marker and is
+/// deleted from the root file system.
+fn finish_load(dir: &Path, image: &PreloadImage, took: Duration, outcome: Result<(), String>) {
+    let took = took.as_millis();
+    match outcome {
+        Ok(()) => {
+            match write_marker(dir, &image.sha256) {
+                Ok(()) => log!("preload: loaded {} in {took} ms", image.path.display()),
+                Err(err) => log!(
+                    "preload: loaded {} in {took} ms, but cannot write its marker: {err}; \
+                     it will be loaded again at the next boot",
+                    image.path.display()
+                ),
+            }
+            remove_archive(&image.path);
+        }
+        Err(err) => log!(
+            "preload: loading {} failed: {err} after {took} ms",
+            image.path.display()
+        ),
+    }
 }
 
 fn marker_path(dir: &Path, sha256: &str) -> PathBuf {
@@ -1407,6 +1482,7 @@ mod tests {
         );
         let preload = PreloadSection {
             after: "dockerd".to_string(),
+            socket: None,
             command: vec!["/bin/sh".to_string(), "-c".to_string(), script],
             images: [(&good, 'a'), (&bad, 'b'), (&known, 'c')]
                 .into_iter()
@@ -1437,5 +1513,99 @@ mod tests {
         stop(&mut supervisor);
         assert_eq!(read_log(&dir, "preload"), "loaded good.tar\nrefusing\nrefusing\n");
         assert!(!good.exists());
+    }
+
+    /// A fake engine on `socket`: every connection that sends a request gets the archive's
+    /// bytes echoed back as `Loaded image: BYTES`, or an error message for an archive holding
+    /// `bad`; connections that send nothing (readiness probes) are dropped.
+    fn fake_engine(socket: &Path) -> std::thread::JoinHandle<()> {
+        let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                let Ok((conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                conn.set_nonblocking(false).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut length = None;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    if let Some(n) = line.strip_prefix("Content-Length: ") {
+                        length = n.trim().parse::<usize>().ok();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let Some(length) = length else { continue };
+                let mut body = vec![0u8; length];
+                io::Read::read_exact(&mut reader, &mut body).unwrap();
+                let body = String::from_utf8(body).unwrap();
+                let message = if body.contains("bad") {
+                    "{\"errorDetail\":{\"message\":\"invalid tar header\"},\"error\":\"invalid tar header\"}"
+                        .to_string()
+                } else {
+                    format!("{{\"stream\":\"Loaded image: {body}\\n\"}}")
+                };
+                let mut conn = conn;
+                let _ = write!(
+                    conn,
+                    "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{message}\n"
+                );
+            }
+        })
+    }
+
+    #[test]
+    fn preload_through_the_engine_api_marks_what_loaded() {
+        let dir = scratch("preload-api");
+        let socket = dir.join("docker.sock");
+        let archive = |name: &str| {
+            let path = dir.join(name);
+            fs::write(&path, name).unwrap();
+            path
+        };
+        let (good, bad) = (archive("good.tar"), archive("bad.tar"));
+        let sha = |c: char| c.to_string().repeat(64);
+        let mut dockerd = sh("dockerd", "sleep 30");
+        dockerd.ready = Some(Readiness::Unix(socket.clone()));
+        let preload = PreloadSection {
+            after: "dockerd".to_string(),
+            socket: Some(socket.clone()),
+            command: Vec::new(),
+            images: [(&good, 'a'), (&bad, 'b')]
+                .into_iter()
+                .map(|(path, c)| PreloadImage {
+                    path: path.clone(),
+                    sha256: sha(c),
+                })
+                .collect(),
+        };
+        let mut supervisor = Supervisor::new(vec![dockerd], Some(preload), paths(&dir));
+        // The engine starts late: nothing is sent before the service is ready.
+        assert!(!drive(
+            &mut supervisor,
+            Duration::from_millis(300),
+            |_| {},
+            |s| { s.preload.as_ref().unwrap().loading.is_some() }
+        ));
+        assert!(dir.join("good.tar").exists() && !dir.join("preload").exists());
+        let engine = fake_engine(&socket);
+        let finished = |s: &Supervisor| s.preload.as_ref().unwrap().finished;
+        assert!(drive(&mut supervisor, Duration::from_secs(10), |_| {}, finished));
+        stop(&mut supervisor);
+        drop(engine);
+        assert_eq!(read_log(&dir, "preload"), "Loaded image: good.tar\n");
+        let marker = |c: char| dir.join("preload").join(format!("{}.loaded", sha(c)));
+        assert!(marker('a').exists() && !marker('b').exists());
+        assert!(!good.exists(), "a loaded archive is removed");
+        assert!(bad.exists(), "a failed archive stays for inspection");
     }
 }

@@ -3,6 +3,7 @@
 //! the types of `uvmkit-init-config` that the init reads it back with.
 
 use super::preload::PreloadedImage;
+use crate::definition::file::DEFAULT_PRELOAD_SOCKET;
 use crate::definition::ImageDefinition;
 use crate::inputs::ModuleSelection;
 use std::path::PathBuf;
@@ -42,7 +43,12 @@ pub fn init_config(
         services: def.services.clone(),
         preload: def.preload.as_ref().map(|preload| PreloadSection {
             after: preload.service.clone(),
-            command: preload.command.clone(),
+            // The engine's API unless the definition gives a load command.
+            socket: match &preload.command {
+                Some(_) => None,
+                None => Some(preload.socket.as_deref().unwrap_or(DEFAULT_PRELOAD_SOCKET).into()),
+            },
+            command: preload.command.clone().unwrap_or_default(),
             images: preloaded
                 .iter()
                 .map(|image| PreloadImage {
@@ -114,5 +120,35 @@ mod tests {
             ),
             ("work", Path::new("/mnt/work"), "9p", &["ro".to_string()][..])
         );
+    }
+
+    #[test]
+    fn preload_goes_through_the_engine_api_unless_a_command_is_given() {
+        let base = "name = \"t\"\n[[services]]\nname = \"dockerd\"\ncommand = [\"/usr/sbin/dockerd\"]\n[preload]\nimages = [\"a.tar\"]\n";
+        let image = PreloadedImage {
+            path: "/usr/share/uvmkit/preload/a.tar".into(),
+            sha256: "a".repeat(64),
+        };
+        let config = |extra: &str| -> InitConfig {
+            let text = init_config(
+                &definition(&format!("{base}{extra}")),
+                "6.1",
+                &ModuleSelection::default(),
+                &[image.clone()],
+            );
+            let config: InitConfig = toml::from_str(&text).unwrap();
+            assert_eq!(config.check_services(), Ok(()));
+            config
+        };
+        let api = config("").preload.unwrap();
+        assert_eq!(api.socket.as_deref(), Some(Path::new("/var/run/docker.sock")));
+        assert!(api.command.is_empty());
+        assert_eq!(api.images[0].path, Path::new("/usr/share/uvmkit/preload/a.tar"));
+        let other = config("socket = \"/run/engine.sock\"\n").preload.unwrap();
+        assert_eq!(other.socket.as_deref(), Some(Path::new("/run/engine.sock")));
+        let cli = config("command = [\"/usr/bin/docker\", \"load\", \"-i\"]\n")
+            .preload
+            .unwrap();
+        assert_eq!((cli.socket, cli.command.len()), (None, 3));
     }
 }

@@ -8,16 +8,18 @@ pub mod closure;
 pub mod extra_files;
 pub mod init_config;
 pub mod os_release;
-mod packages;
+pub mod packages;
 pub mod preload;
 
 pub use extra_files::{add_extra_files, ExtraFileError};
 pub use os_release::os_release;
+pub use packages::LeftOut;
 pub use preload::{PreloadedImage, PRELOAD_DIR};
 
 use crate::definition::ImageDefinition;
 use crate::inputs::{ModuleSelection, PackageFiles};
 use closure::{ClosureError, ClosureReport};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use uvmkit_filetree::{FileData, FileTree, Node, NodeKind, TreeError, TreePath};
 
@@ -95,6 +97,36 @@ pub struct AssembledTree {
     pub package_files: Vec<(String, usize, u64)>,
     /// What the library closure added.
     pub closure: ClosureReport,
+    /// Files the `[[packages]]` entries selected but the packages' defaults left out.
+    pub left_out: Vec<LeftOut>,
+    /// Where each non-directory entry of `tree` came from.
+    pub origins: BTreeMap<TreePath, Origin>,
+}
+
+/// Where an entry of the image tree came from, for `uvmkit inspect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Taken from this package by its `[[packages]]` entry.
+    Package(String),
+    /// A library (or the ELF interpreter) a program needs, from the library closure.
+    Library,
+    /// The init, or a file uvmkit writes (its configuration, host name, os-release, keys).
+    Uvmkit,
+    /// A kernel module.
+    KernelModule,
+    /// A `[preload]` archive.
+    Preload,
+    /// A `[[files]]` entry of the definition.
+    Definition,
+}
+
+/// Records `origin` for every non-directory entry of `tree` that has none yet.
+fn claim(origins: &mut BTreeMap<TreePath, Origin>, tree: &FileTree, origin: Origin) {
+    for (path, node) in tree.iter() {
+        if node.kind != NodeKind::Directory && !origins.contains_key(path) {
+            origins.insert(path.clone(), origin.clone());
+        }
+    }
 }
 
 fn p(path: &str) -> TreePath {
@@ -123,21 +155,31 @@ pub fn assemble(inputs: &AssemblyInputs) -> Result<AssembledTree, AssembleError>
         },
     )?;
 
+    let mut origins = BTreeMap::new();
+    claim(&mut origins, &tree, Origin::Uvmkit);
+
     // Programs from packages.
     let mut package_files = Vec::new();
+    let mut left_out = Vec::new();
     for selection in &def.packages {
         let Some(pkg) = inputs.requested.iter().find(|p| p.name == selection.name) else {
             continue;
         };
-        let (files, bytes) = packages::take_package_files(&mut tree, pkg, selection)?;
-        package_files.push((pkg.name.clone(), files, bytes));
+        let taken = packages::take_package_files(&mut tree, pkg, selection)?;
+        package_files.push((pkg.name.clone(), taken.files, taken.bytes));
+        left_out.extend(taken.left_out);
+        for path in taken.paths {
+            origins.entry(path).or_insert_with(|| Origin::Package(pkg.name.clone()));
+        }
     }
 
     // Every dynamic program gets its libraries, before the init (static) and modules go in.
     let closure = closure::add_library_closure(&mut tree, inputs.universe).map_err(AssembleError::Closure)?;
+    claim(&mut origins, &tree, Origin::Library);
 
     // Container image archives loaded on first boot.
     let preloaded = preload::add_preload_images(&mut tree, def, inputs.base_dir)?;
+    claim(&mut origins, &tree, Origin::Preload);
 
     // The init and the helpers that signal it.
     tree.insert(&p("/init"), Node::file(inputs.init.clone(), 0o755))?;
@@ -164,6 +206,8 @@ pub fn assemble(inputs: &AssemblyInputs) -> Result<AssembledTree, AssembleError>
         Node::file(FileData::inline(os_release::os_release(def)), 0o644),
     )?;
 
+    claim(&mut origins, &tree, Origin::Uvmkit);
+
     // Kernel modules.
     let modules_root =
         TreePath::new(&format!("/lib/modules/{}", inputs.kernel_release)).map_err(AssembleError::Tree)?;
@@ -173,6 +217,8 @@ pub fn assemble(inputs: &AssemblyInputs) -> Result<AssembledTree, AssembleError>
             Node::file(module.data.clone(), 0o644),
         )?;
     }
+
+    claim(&mut origins, &tree, Origin::KernelModule);
 
     // Keys that may log in as root over SSH (sshd is one of the definition's services).
     if let Some(ssh) = def.ssh.as_ref().filter(|s| !s.authorized_keys.is_empty()) {
@@ -194,9 +240,20 @@ pub fn assemble(inputs: &AssemblyInputs) -> Result<AssembledTree, AssembleError>
         )?;
     }
 
+    claim(&mut origins, &tree, Origin::Uvmkit);
+
     // The definition's own files come last and win.
     extra_files::add_extra_files(&mut tree, &def.files, inputs.base_dir)
         .map_err(|(path, source)| AssembleError::ExtraFile { path, source })?;
+    for file in &def.files {
+        let below: Vec<TreePath> = tree.descendants(&file.path).map(|(path, _)| path.clone()).collect();
+        for path in below.into_iter().chain([file.path.clone()]) {
+            if tree.get(&path).is_some_and(|n| n.kind != NodeKind::Directory) {
+                origins.insert(path, Origin::Definition);
+            }
+        }
+    }
+    origins.retain(|path, _| tree.contains(path));
 
     for service in &def.services {
         let program = &service.command[0];
@@ -211,6 +268,8 @@ pub fn assemble(inputs: &AssemblyInputs) -> Result<AssembledTree, AssembleError>
         tree,
         package_files,
         closure,
+        left_out,
+        origins,
     })
 }
 
@@ -223,6 +282,85 @@ mod tests {
 
     fn definition(text: &str) -> ImageDefinition {
         config::parse(text, Path::new("t.toml")).unwrap()
+    }
+
+    /// containerd as Debian ships it (scripts stand in for the programs: no ELF closure).
+    fn containerd_package() -> PackageFiles {
+        let mut tree = FileTree::new();
+        for name in [
+            "containerd",
+            "containerd-shim",
+            "containerd-shim-runc-v1",
+            "containerd-shim-runc-v2",
+            "containerd-stress",
+            "ctr",
+        ] {
+            let data = FileData::inline(format!("#!/bin/sh\n# {name}\n").into_bytes());
+            tree.insert(&p(&format!("/usr/bin/{name}")), Node::file(data, 0o755))
+                .unwrap();
+        }
+        PackageFiles {
+            name: "containerd".into(),
+            version: "1.7.24".into(),
+            tree,
+        }
+    }
+
+    /// The programs of containerd that `entry` (a `[[packages]]` table) puts in the image,
+    /// and the paths the defaults left out.
+    fn containerd_programs(entry: &str) -> (Vec<String>, Vec<String>) {
+        let def = definition(&format!("name = \"t\"\n[[packages]]\nname = \"containerd\"\n{entry}"));
+        let requested = vec![containerd_package()];
+        let modules = ModuleSelection::default();
+        let out = assemble(&AssemblyInputs {
+            definition: &def,
+            base_dir: Path::new("."),
+            init: FileData::inline(b"init".to_vec()),
+            requested: &requested,
+            universe: &requested[0].tree,
+            kernel_release: "6.1.0-x",
+            modules: &modules,
+        })
+        .unwrap();
+        let programs = out
+            .tree
+            .children(&p("/usr/bin"))
+            .map(|(path, _)| path.file_name().to_string())
+            .collect();
+        for (path, origin) in &out.origins {
+            if path.as_str().starts_with("/usr/bin/c") {
+                assert_eq!(origin, &Origin::Package("containerd".into()), "{path}");
+            }
+        }
+        (programs, out.left_out.into_iter().map(|l| l.path).collect())
+    }
+
+    #[test]
+    fn package_defaults_leave_out_test_tools_and_legacy_shims() {
+        let (programs, left_out) = containerd_programs("");
+        assert_eq!(programs, ["containerd", "containerd-shim-runc-v2"]);
+        assert_eq!(
+            left_out,
+            [
+                "/usr/bin/containerd-shim",
+                "/usr/bin/containerd-shim-runc-v1",
+                "/usr/bin/containerd-stress",
+                "/usr/bin/ctr"
+            ]
+        );
+        // A glob does not bring them back; naming the path does, and only that path.
+        let (programs, _) = containerd_programs("include = [\"/usr/bin/*\"]\n");
+        assert_eq!(programs, ["containerd", "containerd-shim-runc-v2"]);
+        let (programs, left_out) = containerd_programs("include = [\"/usr/bin/*\", \"/usr/bin/ctr\"]\n");
+        assert_eq!(programs, ["containerd", "containerd-shim-runc-v2", "ctr"]);
+        assert!(!left_out.contains(&"/usr/bin/ctr".to_string()) && left_out.len() == 3);
+        // `defaults = false` keeps everything the entry selects.
+        let (programs, left_out) = containerd_programs("defaults = false\n");
+        assert_eq!(programs.len(), 6);
+        assert!(left_out.is_empty());
+        // The user's own exclude still applies with the defaults off.
+        let (programs, _) = containerd_programs("defaults = false\nexclude = [\"/usr/bin/ctr\"]\n");
+        assert_eq!(programs.len(), 5);
     }
 
     #[test]
@@ -355,7 +493,9 @@ images = ["app.tar"]
         );
         let preload = &config["preload"];
         assert_eq!(preload["after"].as_str(), Some("tool"));
-        assert_eq!(preload["command"][0].as_str(), Some("/usr/bin/docker"));
+        // Through the engine's API by default: no command.
+        assert_eq!(preload["socket"].as_str(), Some("/var/run/docker.sock"));
+        assert!(preload.get("command").is_none());
         assert_eq!(
             preload["images"][0]["path"].as_str(),
             Some("/usr/share/uvmkit/preload/app.tar")

@@ -1,24 +1,62 @@
 //! The files a `[[packages]]` entry takes from its package: those its include globs match and
-//! its exclude globs do not, with the parent directories' modes the package gives them.
+//! its exclude globs do not, less the package's default exclusions
+//! ([`crate::definition::package_defaults`]), with the parent directories' modes the package
+//! gives them.
 
 use super::AssembleError;
-use crate::definition::PackageSelection;
+use crate::definition::{PackageSelection, Selected};
 use crate::inputs::PackageFiles;
-use uvmkit_filetree::{FileTree, Node, NodeKind};
+use serde::Serialize;
+use uvmkit_filetree::{FileTree, Node, NodeKind, TreePath};
 
-/// Copies the selected files of `pkg` into `tree`; returns how many and their bytes.
+/// A file an entry selected but the package's defaults left out of the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeftOut {
+    /// The package.
+    pub package: String,
+    /// The file's path.
+    pub path: String,
+    /// Its size in bytes (0 for a link).
+    pub bytes: u64,
+    /// Why the defaults leave it out.
+    pub reason: String,
+}
+
+/// What one entry took: files, their bytes, their paths, and what the defaults left out.
+pub(super) struct Taken {
+    pub files: usize,
+    pub bytes: u64,
+    pub paths: Vec<TreePath>,
+    pub left_out: Vec<LeftOut>,
+}
+
+/// Copies the selected files of `pkg` into `tree`.
 pub(super) fn take_package_files(
     tree: &mut FileTree,
     pkg: &PackageFiles,
     selection: &PackageSelection,
-) -> Result<(usize, u64), AssembleError> {
+) -> Result<Taken, AssembleError> {
     let (mut files, mut bytes) = (0usize, 0u64);
+    let (mut paths, mut left_out) = (Vec::new(), Vec::new());
     for (path, node) in pkg.tree.iter() {
         if matches!(node.kind, NodeKind::Directory) {
             continue;
         }
-        if !selection.takes(&path.to_string()) {
-            continue;
+        match selection.select(&path.to_string()) {
+            Selected::Taken => {}
+            Selected::NotSelected => continue,
+            Selected::LeftOutByDefault(reason) => {
+                left_out.push(LeftOut {
+                    package: pkg.name.clone(),
+                    path: path.to_string(),
+                    bytes: match &node.kind {
+                        NodeKind::File(d) => d.len(),
+                        _ => 0,
+                    },
+                    reason: reason.to_string(),
+                });
+                continue;
+            }
         }
         // Keep the directory modes the package gives its parents.
         let mut ancestors = Vec::new();
@@ -50,6 +88,7 @@ pub(super) fn take_package_files(
             bytes += d.len();
         }
         tree.insert(path, node)?;
+        paths.push(path.clone());
         files += 1;
     }
     if files == 0 {
@@ -58,5 +97,10 @@ pub(super) fn take_package_files(
             include: selection.include.clone(),
         });
     }
-    Ok((files, bytes))
+    Ok(Taken {
+        files,
+        bytes,
+        paths,
+        left_out,
+    })
 }

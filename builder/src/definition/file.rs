@@ -108,17 +108,20 @@ pub struct PreloadSection {
     /// The service that loads them; it must be ready first.
     #[serde(default = "default_preload_service")]
     pub service: String,
-    /// The load command; the archive's path inside the image is appended.
-    #[serde(default = "default_preload_command")]
-    pub command: Vec<String>,
+    /// The Docker Engine API socket the init streams each archive to (`POST /images/load`);
+    /// the default when no `command` is given is [`DEFAULT_PRELOAD_SOCKET`]. No `docker`
+    /// command is needed in the image.
+    pub socket: Option<String>,
+    /// A load command instead of the API (`["/usr/bin/docker", "load", "-i"]`); the archive's
+    /// path inside the image is appended.
+    pub command: Option<Vec<String>>,
 }
+
+/// dockerd's API socket, where `[preload]` archives go unless the definition says otherwise.
+pub const DEFAULT_PRELOAD_SOCKET: &str = "/var/run/docker.sock";
 
 fn default_preload_service() -> String {
     "dockerd".into()
-}
-
-fn default_preload_command() -> Vec<String> {
-    vec!["/usr/bin/docker".into(), "load".into(), "-i".into()]
 }
 
 /// `[network]`: how the init brings the network up.
@@ -366,6 +369,11 @@ pub struct PackageTable {
     /// otherwise: a package has no business giving a utility VM new privileged programs).
     #[serde(default)]
     pub allow_setuid_and_devices: bool,
+    /// Apply uvmkit's default exclusions for this package (test tools, legacy shims: see
+    /// `definition::package_defaults` and `uvmkit inspect`). `false` takes what `include` and
+    /// `exclude` select and nothing is left out on uvmkit's behalf.
+    #[serde(default = "default_true")]
+    pub defaults: bool,
 }
 
 /// `[[files]]`: one node added to the image. Exactly one of `contents`, `source`,

@@ -181,12 +181,37 @@ pub struct PackageSelection {
     pub exclude_set: GlobSet,
     /// `allow_setuid_and_devices`: setuid/setgid files and device nodes may be taken.
     pub allow_setuid_and_devices: bool,
+    /// The package's default exclusions that apply to this entry, `(path, why)`: none with
+    /// `defaults = false`, and none for a path `include` names literally.
+    pub left_out_by_default: Vec<(&'static str, &'static str)>,
+}
+
+/// What a `[[packages]]` entry does with one file of its package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selected {
+    /// Taken into the image.
+    Taken,
+    /// Not matched by `include`, or matched by `exclude` (or [`ALWAYS_EXCLUDE`]).
+    NotSelected,
+    /// Selected by `include`, but left out by the package's defaults, for this reason.
+    LeftOutByDefault(&'static str),
 }
 
 impl PackageSelection {
+    /// What the entry does with the file at `path` (absolute, as text).
+    pub fn select(&self, path: &str) -> Selected {
+        if !self.include_set.is_match(path) || self.exclude_set.is_match(path) {
+            return Selected::NotSelected;
+        }
+        match self.left_out_by_default.iter().find(|(p, _)| *p == path) {
+            Some((_, why)) => Selected::LeftOutByDefault(why),
+            None => Selected::Taken,
+        }
+    }
+
     /// Whether the file at `path` (absolute, as text) is taken from the package.
     pub fn takes(&self, path: &str) -> bool {
-        self.include_set.is_match(path) && !self.exclude_set.is_match(path)
+        self.select(path) == Selected::Taken
     }
 }
 

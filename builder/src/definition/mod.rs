@@ -9,6 +9,7 @@
 pub mod file;
 pub mod image;
 pub mod kernel_config;
+pub mod package_defaults;
 pub mod target;
 pub mod units;
 mod validate;
@@ -19,8 +20,9 @@ pub use file::{
 };
 pub use image::{
     DiskSection, ExtraFile, ExtraFileKind, FormatsError, ImageDefinition, KernelSection, LocalKernel, PackageSelection,
-    VmSection, ALWAYS_EXCLUDE, DEFAULT_INCLUDE, DOCKER_DAEMON_JSON,
+    Selected, VmSection, ALWAYS_EXCLUDE, DEFAULT_INCLUDE, DOCKER_DAEMON_JSON,
 };
+pub use package_defaults::{left_out_by_default, PackageDefaults, PACKAGE_DEFAULTS};
 pub use target::{Format, Target};
 pub use units::{check_disk_size, is_valid_disk_size, parse_size, DiskSizeError, SizeError, MAX_DISK_SIZE};
 pub use uvmkit_service_spec::{Readiness, RestartPolicy, RlimitValue, ServiceSpec};
@@ -452,6 +454,9 @@ ready = { http_unix = "/var/run/docker.sock" }
             ("name = \"m\"\n[[services]]\nname = \"a\"\ncommand = [\"/x\"]\n[[services]]\nname = \"a\"\ncommand = [\"/y\"]\n", "services[1] (a).name`: is used by two services"),
             ("name = \"m\"\n[ssh]\nauthorized_keys = [\"hunter2\"]\n", "ssh.authorized_keys[0]"),
             ("name = \"m\"\n[preload]\nimages = [\"a.tar\"]\n", "preload.service"),
+            ("name = \"m\"\n[[services]]\nname = \"dockerd\"\ncommand = [\"/d\"]\n[preload]\nimages = [\"a.tar\"]\nsocket = \"/s\"\ncommand = [\"/c\"]\n", "preload.socket`: and preload.command are both given"),
+            ("name = \"m\"\n[[services]]\nname = \"dockerd\"\ncommand = [\"/d\"]\n[preload]\nimages = [\"a.tar\"]\nsocket = \"docker.sock\"\n", "preload.socket`: give the socket as an absolute path"),
+            ("name = \"m\"\n[[packages]]\nname = \"containerd\"\ndefaults = \"no\"\n", "expected a boolean"),
         ];
         for (text, expected) in cases {
             let e = parse_err(text);

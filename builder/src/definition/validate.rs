@@ -8,6 +8,7 @@ use super::image::{
     ALWAYS_EXCLUDE, DEFAULT_INCLUDE, DOCKER_DAEMON_JSON,
 };
 use super::kernel_config::{self, Feature};
+use super::package_defaults::left_out_by_default;
 use super::target::Format;
 use super::units::check_disk_size;
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -344,12 +345,23 @@ fn package_selection(i: usize, p: &PackageTable) -> Result<PackageSelection, Inv
         .map(|s| s.to_string())
         .chain(p.exclude.iter().cloned())
         .collect();
+    // The defaults give way to the entry: `defaults = false`, or a path its include names.
+    let left_out_by_default = if p.defaults {
+        left_out_by_default(&p.name)
+            .iter()
+            .filter(|(path, _)| !include.iter().any(|glob| glob == path))
+            .copied()
+            .collect()
+    } else {
+        Vec::new()
+    };
     Ok(PackageSelection {
         name: p.name.clone(),
         include_set: glob_set(&key, &include)?,
         exclude_set: glob_set(&key, &exclude)?,
         include,
         allow_setuid_and_devices: p.allow_setuid_and_devices,
+        left_out_by_default,
     })
 }
 
@@ -552,11 +564,27 @@ fn check_services(def: &DefinitionFile) -> Result<(), Invalid> {
                 ),
             ));
         }
-        if !preload.command.first().is_some_and(|p| absolute(p)) {
-            return Err(invalid(
-                "preload.command",
-                "give the program as an absolute path inside the image".into(),
-            ));
+        match (&preload.socket, &preload.command) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "preload.socket",
+                    "and preload.command are both given; give the engine's API socket or a load command, not both"
+                        .into(),
+                ))
+            }
+            (Some(socket), None) if !absolute(socket) => {
+                return Err(invalid(
+                    "preload.socket",
+                    "give the socket as an absolute path inside the image (/var/run/docker.sock)".into(),
+                ))
+            }
+            (None, Some(command)) if !command.first().is_some_and(|p| absolute(p)) => {
+                return Err(invalid(
+                    "preload.command",
+                    "give the program as an absolute path inside the image".into(),
+                ))
+            }
+            _ => {}
         }
         for (i, image) in preload.images.iter().enumerate() {
             let name = Path::new(image).file_name();

@@ -46,7 +46,7 @@ use std::path::{Path, PathBuf};
 use unpack::PackageError;
 use uvmkit_debian::copyright::DeclaredLicense;
 use uvmkit_fetch::mirror::{ArchiveHost, MirrorSource};
-use uvmkit_filetree::{FileData, FileTree};
+use uvmkit_filetree::{FileData, FileTree, NodeKind, TreePath};
 
 /// Everything a build needs, fetched and verified.
 pub struct ResolvedInputs {
@@ -63,6 +63,8 @@ pub struct ResolvedInputs {
     pub requested: Vec<PackageFiles>,
     /// All fetched packages' files merged (libraries are looked up here).
     pub universe: FileTree,
+    /// The package each non-directory entry of `universe` came from (for `uvmkit inspect`).
+    pub owners: BTreeMap<TreePath, String>,
     /// The kernel.
     pub kernel: Kernel,
     /// Modules to load, in order.
@@ -83,6 +85,8 @@ pub struct ResolvedInputs {
 struct UnpackedPackages {
     /// Requested packages and their dependencies, merged.
     universe: FileTree,
+    /// The package of each non-directory entry of `universe`.
+    owners: BTreeMap<TreePath, String>,
     /// The requested packages, each on its own.
     requested: Vec<PackageFiles>,
     /// The kernel packages, merged.
@@ -123,6 +127,7 @@ pub fn resolve(def: &ImageDefinition, base_dir: &Path, opts: &InputOptions) -> R
         licenses: unpacked.licenses.finish(),
         requested: unpacked.requested,
         universe: unpacked.universe,
+        owners: unpacked.owners,
         kernel,
         modules,
         uki_stub,
@@ -210,6 +215,9 @@ fn unpack_all(
             }
             Role::Requested | Role::Dependency => {
                 out.universe.merge(&tree).map_err(merge_err)?;
+                for (path, _) in tree.iter().filter(|(_, n)| n.kind != NodeKind::Directory) {
+                    out.owners.entry(path.clone()).or_insert_with(|| pkg.name.clone());
+                }
                 if pkg.role == Role::Requested {
                     refuse_privileged(src.def, &pkg.name, &tree)?;
                     out.requested.push(PackageFiles {

@@ -174,7 +174,28 @@ impl InitConfig {
                 format!("names {:?}, which is not a service of this image", preload.after),
             ));
         }
-        check_command(&preload.command).map_err(|problem| invalid("command", problem))?;
+        match (&preload.socket, preload.command.is_empty()) {
+            (Some(socket), true) if socket.is_absolute() => {}
+            (Some(socket), true) => {
+                return Err(invalid(
+                    "socket",
+                    format!("{:?} is not an absolute path", socket.display()),
+                ))
+            }
+            (None, false) => check_command(&preload.command).map_err(|problem| invalid("command", problem))?,
+            (Some(_), false) => {
+                return Err(invalid(
+                    "socket",
+                    "and command are both given; the archives are loaded through one of them".into(),
+                ))
+            }
+            (None, true) => {
+                return Err(invalid(
+                    "command",
+                    "is empty and no socket is given; give the engine's API socket or a loading command".into(),
+                ))
+            }
+        }
         for image in &preload.images {
             if !image.path.is_absolute() {
                 return Err(invalid(
@@ -384,6 +405,14 @@ mod tests {
             ),
             (preload("command = []\n"), "[preload] command: is empty"),
             (
+                preload("socket = \"docker.sock\"\n"),
+                "[preload] socket: \"docker.sock\" is not an absolute",
+            ),
+            (
+                preload("socket = \"/d.sock\"\ncommand = [\"/d\"]\n"),
+                "[preload] socket: and command are both given",
+            ),
+            (
                 preload(&format!(
                     "command = [\"/d\"]\nimages = [{{ path = \"x.tar\", sha256 = \"{sha}\" }}]\n"
                 )),
@@ -406,6 +435,10 @@ mod tests {
             "command = [\"/d\"]\nimages = [{{ path = \"/x.tar\", sha256 = \"{sha}\" }}]\n"
         ));
         assert_eq!(toml::from_str::<InitConfig>(&good).unwrap().check_services(), Ok(()));
+        let api = preload(&format!(
+            "socket = \"/var/run/docker.sock\"\nimages = [{{ path = \"/x.tar\", sha256 = \"{sha}\" }}]\n"
+        ));
+        assert_eq!(toml::from_str::<InitConfig>(&api).unwrap().check_services(), Ok(()));
     }
 }
 

@@ -300,13 +300,19 @@ pub struct DataDiskSection {
     pub identity: bool,
 }
 
-/// `[preload]`: container image archives loaded once.
+/// `[preload]`: container image archives loaded once, through the engine's API or a command
+/// (exactly one of `socket` and `command`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PreloadSection {
     /// The service that must be ready before loading.
     pub after: String,
-    /// The loading command; the archive path is appended.
+    /// The Docker Engine API's unix socket: each archive is streamed to it as the body of
+    /// `POST /images/load`, and the JSON messages of the answer are checked for errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+    /// A loading command instead; the archive path is appended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
     /// The archives, loaded in this order.
     #[serde(default)]
@@ -457,7 +463,8 @@ mod tests {
             }],
             preload: Some(PreloadSection {
                 after: "dockerd".into(),
-                command: vec!["/usr/bin/docker".into(), "load".into(), "-i".into()],
+                socket: Some("/var/run/docker.sock".into()),
+                command: vec![],
                 images: vec![PreloadImage {
                     path: "/usr/share/uvmkit/preload/busybox.tar".into(),
                     sha256: "0123456789abcdef".repeat(4),
