@@ -10,6 +10,8 @@
 mod clock;
 mod config;
 mod datadisk;
+#[cfg(test)]
+mod fuzz;
 mod identity;
 mod instance;
 mod log;
