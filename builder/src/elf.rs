@@ -256,7 +256,12 @@ pub fn dynamic_info(r: &(impl ReadAt + ?Sized)) -> Result<Option<DynamicInfo>, E
     let strtab_off = offset_sum(load.offset, strtab_addr - load.vaddr, "DT_STRTAB")?;
     let end = offset_sum(strtab_off, strsz, "DT_STRSZ")?;
     for n in needed {
-        info.needed.push(read_cstr(r, offset_sum(strtab_off, n, "DT_NEEDED")?, end, MAX_NAME_BYTES)?);
+        info.needed.push(read_cstr(
+            r,
+            offset_sum(strtab_off, n, "DT_NEEDED")?,
+            end,
+            MAX_NAME_BYTES,
+        )?);
     }
     if let Some(p) = runpath.or(rpath) {
         let text = read_cstr(r, offset_sum(strtab_off, p, "DT_RUNPATH")?, end, MAX_NAME_BYTES)?;

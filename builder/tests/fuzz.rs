@@ -21,7 +21,9 @@ fn image(name: &str) -> Vec<u8> {
 
 #[test]
 fn image_definitions() {
-    let seeds: Vec<Vec<u8>> = ["minimal.toml", "docker.toml", "docker-bookworm.toml"].map(image).to_vec();
+    let seeds: Vec<Vec<u8>> = ["minimal.toml", "docker.toml", "docker-bookworm.toml"]
+        .map(image)
+        .to_vec();
     let path = Path::new("fuzz.toml");
     for seed in &seeds {
         parse(std::str::from_utf8(seed).unwrap(), path).expect("the shipped definitions are valid");
@@ -29,10 +31,42 @@ fn image_definitions() {
     let parsed = std::cell::Cell::new(0u64);
     Fuzz::new("definition")
         .dictionary(&[
-            "\n", "[", "]", "[[", "]]", "=", "\"", "'", "\"\"\"", "{", "}", ",", ".", "#", "\\u", "-", "0x", "1e999",
-            "9223372036854775808", "99999999999999999999TiB", "18446744073709551615", "[disk]\n", "size = ",
-            "[[files]]\n", "[[packages]]\n", "[docker]\n", "[network]\n", "[[network.interfaces]]\n", "path = ",
-            "source = \"../x\"", "mode = ", "\"/\"", "\"..\"", "targets = [", "formats = [", "block_size = ",
+            "\n",
+            "[",
+            "]",
+            "[[",
+            "]]",
+            "=",
+            "\"",
+            "'",
+            "\"\"\"",
+            "{",
+            "}",
+            ",",
+            ".",
+            "#",
+            "\\u",
+            "-",
+            "0x",
+            "1e999",
+            "9223372036854775808",
+            "99999999999999999999TiB",
+            "18446744073709551615",
+            "[disk]\n",
+            "size = ",
+            "[[files]]\n",
+            "[[packages]]\n",
+            "[docker]\n",
+            "[network]\n",
+            "[[network.interfaces]]\n",
+            "path = ",
+            "source = \"../x\"",
+            "mode = ",
+            "\"/\"",
+            "\"..\"",
+            "targets = [",
+            "formats = [",
+            "block_size = ",
         ])
         .run(&seeds, |input| {
             if parse(&String::from_utf8_lossy(input), path).is_ok() {
@@ -65,7 +99,14 @@ fn sample_elf() -> Vec<u8> {
     let interp_at = 64 + 3 * 56;
     let strtab_at = interp_at + INTERP.len();
     let dynamic_at = strtab_at + STRTAB.len();
-    let dynamic: [(u64, u64); 6] = [(1, 1), (1, 11), (29, 24), (5, strtab_at as u64), (10, STRTAB.len() as u64), (0, 0)];
+    let dynamic: [(u64, u64); 6] = [
+        (1, 1),
+        (1, 11),
+        (29, 24),
+        (5, strtab_at as u64),
+        (10, STRTAB.len() as u64),
+        (0, 0),
+    ];
     let modinfo_at = dynamic_at + dynamic.len() * 16;
     let shstrtab_at = modinfo_at + MODINFO.len();
     let sections_at = shstrtab_at + SHSTRTAB.len();
@@ -83,7 +124,11 @@ fn sample_elf() -> Vec<u8> {
     put16(&mut b, 0x3a, 64);
     put16(&mut b, 0x3c, 3);
     put16(&mut b, 0x3e, 1); // e_shstrndx
-    let segments = [(3u32, interp_at, INTERP.len()), (1, 0, len), (2, dynamic_at, dynamic.len() * 16)];
+    let segments = [
+        (3u32, interp_at, INTERP.len()),
+        (1, 0, len),
+        (2, dynamic_at, dynamic.len() * 16),
+    ];
     for (i, (kind, offset, size)) in segments.into_iter().enumerate() {
         let at = 64 + i * 56;
         put32(&mut b, at, kind);
@@ -127,7 +172,10 @@ fn the_sample_elf_reads_back() {
     let modinfo = section(&elf[..], ".modinfo").unwrap().unwrap();
     assert_eq!(
         parse_modinfo_dependencies(&modinfo),
-        (vec!["libata".to_string(), "scsi_mod".to_string()], vec!["crc32c".to_string()])
+        (
+            vec!["libata".to_string(), "scsi_mod".to_string()],
+            vec!["crc32c".to_string()]
+        )
     );
     assert_eq!(elf.data_len().unwrap(), elf.len() as u64);
 }
@@ -201,9 +249,20 @@ fn kernel_config_text_and_sizes() {
     Fuzz::new("kconfig").run(&seeds, |input| {
         let _ = parse_kconfig(&String::from_utf8_lossy(input));
     });
-    let sizes: Vec<Vec<u8>> = ["2GiB", "512MiB", "4096", "1T"].iter().map(|s| s.as_bytes().to_vec()).collect();
+    let sizes: Vec<Vec<u8>> = ["2GiB", "512MiB", "4096", "1T"]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
     Fuzz::new("size")
-        .dictionary(&["18446744073709551615", "99999999999999999999", "TiB", "K", " ", "-", "+"])
+        .dictionary(&[
+            "18446744073709551615",
+            "99999999999999999999",
+            "TiB",
+            "K",
+            " ",
+            "-",
+            "+",
+        ])
         .run(&sizes, |input| {
             let _ = parse_size(&String::from_utf8_lossy(input));
         });
@@ -211,15 +270,22 @@ fn kernel_config_text_and_sizes() {
 
 #[test]
 fn guids_and_scanned_host_keys() {
-    let guids: Vec<Vec<u8>> = ["C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "{0fc63daf-8483-4772-8e79-3d69d8477de4}"]
-        .iter()
-        .map(|s| s.as_bytes().to_vec())
-        .collect();
-    Fuzz::new("guid").dictionary(&["-", "{", "}", "\u{e9}"]).run(&guids, |input| {
-        let _ = Guid::parse(&String::from_utf8_lossy(input));
-    });
+    let guids: Vec<Vec<u8>> = [
+        "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
+        "{0fc63daf-8483-4772-8e79-3d69d8477de4}",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    Fuzz::new("guid")
+        .dictionary(&["-", "{", "}", "\u{e9}"])
+        .run(&guids, |input| {
+            let _ = Guid::parse(&String::from_utf8_lossy(input));
+        });
     let scan = b"# 127.0.0.1:2222 SSH-2.0-OpenSSH_9.2\n[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGm6cGZy\n[127.0.0.1]:2222 ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTY=\n";
-    Fuzz::new("ssh-keyscan").dictionary(&["\n", " ", "#", "=", "ssh-ed25519 "]).run(&[scan.to_vec()], |input| {
-        let _ = parse_keys(&String::from_utf8_lossy(input));
-    });
+    Fuzz::new("ssh-keyscan")
+        .dictionary(&["\n", " ", "#", "=", "ssh-ed25519 "])
+        .run(&[scan.to_vec()], |input| {
+            let _ = parse_keys(&String::from_utf8_lossy(input));
+        });
 }

@@ -27,8 +27,30 @@ fn nocloud_seeds() {
     let seeds = vec![format!("{meta}\0{user}").into_bytes(), meta.as_bytes().to_vec()];
     Fuzz::new("nocloud")
         .dictionary(&[
-            "\n", "\n  ", "\n\t", ": ", ":", "- ", "-", "#", " #", "'", "\"", "[", "]", "{", "}", ",", "|", ">", "---\n",
-            "...\n", "#cloud-config\n", "hostname: ", "ssh_authorized_keys:\n", "\u{e9}",
+            "\n",
+            "\n  ",
+            "\n\t",
+            ": ",
+            ":",
+            "- ",
+            "-",
+            "#",
+            " #",
+            "'",
+            "\"",
+            "[",
+            "]",
+            "{",
+            "}",
+            ",",
+            "|",
+            ">",
+            "---\n",
+            "...\n",
+            "#cloud-config\n",
+            "hostname: ",
+            "ssh_authorized_keys:\n",
+            "\u{e9}",
         ])
         .run(&seeds, |input| {
             let text = String::from_utf8_lossy(input);

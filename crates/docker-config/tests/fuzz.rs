@@ -31,7 +31,22 @@ fn docker_sections() {
     let seeds = vec![SECTION.as_bytes().to_vec()];
     toml::from_str::<DockerSection>(SECTION).expect("the seed is valid");
     Fuzz::new("docker-section")
-        .dictionary(&["\n", "[", "]", "\"", ",", "=", "{", "}", "/", ":", "::", "/129", "-1", "99999999999999999999"])
+        .dictionary(&[
+            "\n",
+            "[",
+            "]",
+            "\"",
+            ",",
+            "=",
+            "{",
+            "}",
+            "/",
+            ":",
+            "::",
+            "/129",
+            "-1",
+            "99999999999999999999",
+        ])
         .run(&seeds, |input| {
             let Ok(text) = std::str::from_utf8(input) else { return };
             if let Ok(section) = toml::from_str::<DockerSection>(text) {
@@ -47,7 +62,21 @@ fn image_daemon_json() {
     let section: DockerSection = toml::from_str(SECTION).unwrap();
     merge_daemon_json(Some(DAEMON_JSON), &section).expect("the seed merges");
     Fuzz::new("daemon-json")
-        .dictionary(&["{", "}", "[", "]", "\"", ",", ":", "null", "1e999", "-0", "\"log-opts\"", "\"dns\"", "\\u0000"])
+        .dictionary(&[
+            "{",
+            "}",
+            "[",
+            "]",
+            "\"",
+            ",",
+            ":",
+            "null",
+            "1e999",
+            "-0",
+            "\"log-opts\"",
+            "\"dns\"",
+            "\\u0000",
+        ])
         .run(&[DAEMON_JSON.as_bytes().to_vec(), b"{}".to_vec()], |input| {
             let text = String::from_utf8_lossy(input);
             let _ = merge_daemon_json(Some(&text), &section);

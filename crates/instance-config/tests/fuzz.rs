@@ -49,8 +49,31 @@ fn settings_files() {
     let parsed = std::cell::Cell::new(0u64);
     Fuzz::new("instance-settings")
         .dictionary(&[
-            "\n", "[", "]", "[[", "]]", "=", "\"", "'", "{", "}", ",", "/", "..", "/33", "/0", ":", "256.", "ff:",
-            "999999999999999999999", "\\u0000", "\u{e9}", "address = ", "name = ", "hostname = ", "size = ",
+            "\n",
+            "[",
+            "]",
+            "[[",
+            "]]",
+            "=",
+            "\"",
+            "'",
+            "{",
+            "}",
+            ",",
+            "/",
+            "..",
+            "/33",
+            "/0",
+            ":",
+            "256.",
+            "ff:",
+            "999999999999999999999",
+            "\\u0000",
+            "\u{e9}",
+            "address = ",
+            "name = ",
+            "hostname = ",
+            "size = ",
         ])
         .run(&seeds, |input| {
             let Ok(text) = std::str::from_utf8(input) else { return };

@@ -108,14 +108,23 @@ impl Fuzz {
         let watchdog = Watchdog::start(self.name, self.max_case_time * 10);
         let mut slowest = Duration::ZERO;
         let mut peak_heap = 0;
-        let seed_cases = seeds.iter().enumerate().map(|(i, seed)| (format!("seed {i}"), seed.clone()));
+        let seed_cases = seeds
+            .iter()
+            .enumerate()
+            .map(|(i, seed)| (format!("seed {i}"), seed.clone()));
         let cases: Box<dyn Iterator<Item = (String, Vec<u8>)>> = match self.only_case {
             Some(case) => Box::new(std::iter::once((format!("case {case}"), self.input(seeds, case)))),
-            None => Box::new(seed_cases.chain((0..self.cases).map(|case| (format!("case {case}"), self.input(seeds, case))))),
+            None => Box::new(
+                seed_cases.chain((0..self.cases).map(|case| (format!("case {case}"), self.input(seeds, case)))),
+            ),
         };
         for (label, input) in cases {
             if self.only_case.is_some() {
-                eprintln!("fuzz {}: {label} saved at {}", self.name, self.save(&label, &input).display());
+                eprintln!(
+                    "fuzz {}: {label} saved at {}",
+                    self.name,
+                    self.save(&label, &input).display()
+                );
             }
             watchdog.begin(&label, &input);
             let heap_before = heap::begin_case(self.name, self.max_heap);
@@ -198,7 +207,11 @@ impl Fuzz {
                 } else {
                     value.to_be_bytes()
                 };
-                let bytes = if rng.below(2) == 0 { &bytes[..width] } else { &bytes[8 - width..] };
+                let bytes = if rng.below(2) == 0 {
+                    &bytes[..width]
+                } else {
+                    &bytes[8 - width..]
+                };
                 let i = rng.below(len) as usize;
                 let end = (i + width).min(data.len());
                 data[i..end].copy_from_slice(&bytes[..end - i]);
@@ -265,7 +278,10 @@ pub fn peak_heap<T>(f: impl FnOnce() -> T) -> (T, usize) {
     let before = heap::begin_case("peak_heap", usize::MAX / 16);
     let out = f();
     let held = heap::end_case(before);
-    assert!(heap::counting(), "peak_heap needs uvmkit_testkit::count_allocations!() in the test binary");
+    assert!(
+        heap::counting(),
+        "peak_heap needs uvmkit_testkit::count_allocations!() in the test binary"
+    );
     (out, held)
 }
 
@@ -318,9 +334,9 @@ impl Rng {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
@@ -366,7 +382,8 @@ impl Watchdog {
     }
 
     fn begin(&self, label: &str, input: &[u8]) {
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), label.to_string(), input.to_vec()));
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), label.to_string(), input.to_vec()));
     }
 
     fn end(&self) {
@@ -547,17 +564,27 @@ mod tests {
     fn a_panicking_case_fails_with_its_saved_input() {
         let fuzz = Fuzz::new("testkit-panics").default_cases(500);
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            fuzz.run(&[b"abc".to_vec()], |input| assert!(!input.contains(&0xff), "found 0xff"))
+            fuzz.run(&[b"abc".to_vec()], |input| {
+                assert!(!input.contains(&0xff), "found 0xff")
+            })
         }));
         let message = panic_message(&outcome.unwrap_err());
         assert!(message.contains("panicked: found 0xff"), "{message}");
-        let path = message.split("input saved at ").nth(1).unwrap().split(';').next().unwrap();
+        let path = message
+            .split("input saved at ")
+            .nth(1)
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap();
         assert!(std::fs::read(path).unwrap().contains(&0xff));
     }
 
     #[test]
     fn a_slow_case_fails() {
-        let fuzz = Fuzz::new("testkit-slow").default_cases(3).max_case_time(Duration::from_millis(5));
+        let fuzz = Fuzz::new("testkit-slow")
+            .default_cases(3)
+            .max_case_time(Duration::from_millis(5));
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             fuzz.run(&[b"abc".to_vec()], |input| {
                 if input != b"abc" {

@@ -65,47 +65,91 @@ SHA256: 1111111111111111111111111111111111111111111111111111111111111111
 ";
 
 const DEB822_TOKENS: &[&str] = &[
-    "\n", "\n\n", "\n ", "\n\t", ":", ": ", " ", "#", "\r\n", "Package: ", "Version: ", "Depends: ",
-    "Provides: ", "Source: ", "Size: ", "SHA256:\n ", "(", ")", "[", "]", "<", ">", "!", "|", ",", ">=", "<<",
-    "=", "~", "-", "+", ":any", "99999999999999999999999", "18446744073709551616", "4294967296", "\u{fffd}", "é",
+    "\n",
+    "\n\n",
+    "\n ",
+    "\n\t",
+    ":",
+    ": ",
+    " ",
+    "#",
+    "\r\n",
+    "Package: ",
+    "Version: ",
+    "Depends: ",
+    "Provides: ",
+    "Source: ",
+    "Size: ",
+    "SHA256:\n ",
+    "(",
+    ")",
+    "[",
+    "]",
+    "<",
+    ">",
+    "!",
+    "|",
+    ",",
+    ">=",
+    "<<",
+    "=",
+    "~",
+    "-",
+    "+",
+    ":any",
+    "99999999999999999999999",
+    "18446744073709551616",
+    "4294967296",
+    "\u{fffd}",
+    "é",
 ];
 
 fn release_texts() -> Vec<Vec<u8>> {
     let keyring = Keyring::debian_archive();
-    ["tests/data/trixie-security.InRelease", "tests/data/bookworm-updates.InRelease"]
-        .iter()
-        .map(|name| {
-            let checked = check_inrelease(&data(name), &keyring, 0).unwrap();
-            checked.text.into_bytes()
-        })
-        .collect()
+    [
+        "tests/data/trixie-security.InRelease",
+        "tests/data/bookworm-updates.InRelease",
+    ]
+    .iter()
+    .map(|name| {
+        let checked = check_inrelease(&data(name), &keyring, 0).unwrap();
+        checked.text.into_bytes()
+    })
+    .collect()
 }
 
 #[test]
 fn packages_index_and_relations() {
     let parsed = std::cell::Cell::new(0u64);
-    Fuzz::new("packages-index").dictionary(DEB822_TOKENS).run(&[PACKAGES.as_bytes().to_vec()], |input| {
-        if PackageIndex::parse_bytes(input).is_ok() {
-            parsed.set(parsed.get() + 1);
-        }
-        let text = text(input);
-        let _ = parse_paragraphs(&text);
-        let _ = Paragraph::parse_single(&text);
-        for line in text.lines() {
-            let _ = parse_relations(line, Some("amd64"));
-            let _ = parse_relations(line, None);
-            let _ = DebVersion::parse(line);
-        }
-    });
+    Fuzz::new("packages-index")
+        .dictionary(DEB822_TOKENS)
+        .run(&[PACKAGES.as_bytes().to_vec()], |input| {
+            if PackageIndex::parse_bytes(input).is_ok() {
+                parsed.set(parsed.get() + 1);
+            }
+            let text = text(input);
+            let _ = parse_paragraphs(&text);
+            let _ = Paragraph::parse_single(&text);
+            for line in text.lines() {
+                let _ = parse_relations(line, Some("amd64"));
+                let _ = parse_relations(line, None);
+                let _ = DebVersion::parse(line);
+            }
+        });
     assert!(parsed.get() > 50, "only {} indices parsed", parsed.get());
 }
 
 #[test]
 fn debian_versions_compare_without_panicking() {
-    let seeds: Vec<Vec<u8>> = ["1:2.30-1~bpo12+1", "20.10.24+dfsg1-1+b3", "1.0~rc1-0.1", "4294967295:1-1"]
-        .iter()
-        .map(|s| s.as_bytes().to_vec())
-        .collect();
+    let seeds: Vec<Vec<u8>> = [
+        "1:2.30-1~bpo12+1",
+        "20.10.24+dfsg1-1+b3",
+        "1.0~rc1-0.1",
+        "4294967295:1-1",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
     Fuzz::new("debian-version")
         .dictionary(&["~", ":", "-", "+", ".", "0", "9999999999999999999999", "a"])
         .run(&seeds, |input| {
@@ -140,12 +184,27 @@ fn release_files() {
 
 #[test]
 fn release_dates() {
-    let seeds: Vec<Vec<u8>> = ["Sat, 17 May 2025 09:18:25 UTC", "29 Feb 2024 12:00:00 +0100", "Mon, 07 Dec 2026 00:22:33 -0930"]
-        .iter()
-        .map(|s| s.as_bytes().to_vec())
-        .collect();
+    let seeds: Vec<Vec<u8>> = [
+        "Sat, 17 May 2025 09:18:25 UTC",
+        "29 Feb 2024 12:00:00 +0100",
+        "Mon, 07 Dec 2026 00:22:33 -0930",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
     Fuzz::new("release-date")
-        .dictionary(&["-", "+", " ", ":", ",", "9223372036854775807", "-9223372036854775808", "99999999999", "Dec", "UTC"])
+        .dictionary(&[
+            "-",
+            "+",
+            " ",
+            ":",
+            ",",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "99999999999",
+            "Dec",
+            "UTC",
+        ])
         .run(&seeds, |input| {
             let _ = parse_date(&text(input));
         });
@@ -162,7 +221,15 @@ fn inrelease_signatures() {
     Fuzz::new("inrelease")
         .default_cases(300)
         .max_len(96 << 10)
-        .dictionary(&["-----BEGIN PGP SIGNATURE-----\n", "-----END PGP SIGNATURE-----\n", "\n\n", "- ", "=", "Hash: SHA1\n", "\r\n"])
+        .dictionary(&[
+            "-----BEGIN PGP SIGNATURE-----\n",
+            "-----END PGP SIGNATURE-----\n",
+            "\n\n",
+            "- ",
+            "=",
+            "Hash: SHA1\n",
+            "\r\n",
+        ])
         .run(&seeds, |input| {
             for keyring in [&test_keyring, &debian] {
                 if let Ok(checked) = check_inrelease(input, keyring, 1_796_162_000) {
@@ -177,9 +244,12 @@ fn keyrings() {
     let signer = TestSigner::generate(4);
     let seeds = vec![signer.public_keyring_bytes(), data("keys/debian-archive-keyring.gpg")];
     // Each case verifies every self-signature of the keys it parses: fewer cases.
-    Fuzz::new("keyring").default_cases(200).max_len(96 << 10).run(&seeds, |input| {
-        let _ = Keyring::from_bytes(input);
-    });
+    Fuzz::new("keyring")
+        .default_cases(200)
+        .max_len(96 << 10)
+        .run(&seeds, |input| {
+            let _ = Keyring::from_bytes(input);
+        });
 }
 
 const DEP5: &str = "\
@@ -203,9 +273,26 @@ License: MIT
 
 #[test]
 fn copyright_files() {
-    let seeds = vec![DEP5.as_bytes().to_vec(), b"This is a free-form copyright file.\n".to_vec()];
+    let seeds = vec![
+        DEP5.as_bytes().to_vec(),
+        b"This is a free-form copyright file.\n".to_vec(),
+    ];
     Fuzz::new("copyright")
-        .dictionary(&["\n", "\n\n", "\n ", "\n .", "License: ", "Files: ", " or ", " and ", " with ", ",", "+", "GPL-", "Format: copyright-format/1.0\n"])
+        .dictionary(&[
+            "\n",
+            "\n\n",
+            "\n ",
+            "\n .",
+            "License: ",
+            "Files: ",
+            " or ",
+            " and ",
+            " with ",
+            ",",
+            "+",
+            "GPL-",
+            "Format: copyright-format/1.0\n",
+        ])
         .run(&seeds, |input| {
             let _ = declared_license(&text(input));
         });
@@ -220,7 +307,11 @@ fn tar_of(items: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
             h.set_link_name(link).unwrap();
         }
         h.set_entry_type(kind);
-        h.set_mode(if kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
+        h.set_mode(if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
         h.set_uid(0);
         h.set_gid(0);
         h.set_mtime(1_600_000_000);
@@ -310,14 +401,29 @@ fn read_whole_deb(input: &[u8]) -> bool {
 
 #[test]
 fn deb_archives() {
-    let seeds = vec![deb("", ""), deb(".gz", ""), deb("", ".gz"), deb(".xz", ".xz"), deb(".zst", ".zst")];
+    let seeds = vec![
+        deb("", ""),
+        deb(".gz", ""),
+        deb("", ".gz"),
+        deb(".xz", ".xz"),
+        deb(".zst", ".zst"),
+    ];
     for seed in &seeds {
         unpack_data(&seed[..], &mut |_| Ok(())).expect("the seed packages unpack");
         control_fields(&seed[..]).expect("the seed packages have control fields");
     }
     let unpacked = std::cell::Cell::new(0u64);
     Fuzz::new("deb")
-        .dictionary(&["data.tar", "control.tar", ".gz", "debian-binary", "././@LongLink", "ustar", "0000777", "99999999999"])
+        .dictionary(&[
+            "data.tar",
+            "control.tar",
+            ".gz",
+            "debian-binary",
+            "././@LongLink",
+            "ustar",
+            "0000777",
+            "99999999999",
+        ])
         .run(&seeds, |input| {
             if read_whole_deb(input) {
                 unpacked.set(unpacked.get() + 1);
@@ -352,7 +458,10 @@ fn decompression_bombs_stop_at_the_limit() {
     let err = decompress_named_limited("Packages.zst", &bomb, 1 << 20).unwrap_err();
     assert!(err.to_string().contains("more than 1 MiB"), "{err}");
     let small = compress(".zst", PACKAGES.as_bytes());
-    assert_eq!(decompress_named_limited("Packages.zst", &small, 1 << 20).unwrap(), PACKAGES.as_bytes());
+    assert_eq!(
+        decompress_named_limited("Packages.zst", &small, 1 << 20).unwrap(),
+        PACKAGES.as_bytes()
+    );
 }
 
 /// A raw tar header block: `name`, type flag `kind`, `size` in the octal size field.
@@ -400,13 +509,19 @@ fn huge_tar_extension_headers_are_refused() {
     assert!(hostile.len() < 64 << 10, "{} bytes", hostile.len());
     let (result, held) = peak_heap(|| unpack_data(&hostile[..], &mut |_| Ok(())));
     let err = result.unwrap_err();
-    assert!(err.to_string().contains("GNU long name or link of 67108864 bytes"), "{err}");
+    assert!(
+        err.to_string().contains("GNU long name or link of 67108864 bytes"),
+        "{err}"
+    );
     assert!(held < 8 << 20, "held {held} bytes");
     // The same for a pax extended header, and in control.tar.
     let mut pax = raw_header("./PaxHeaders/x", b'x', 16 << 20);
     pax.resize(pax.len() + (16 << 20), b'a');
     let err = unpack_data(&deb_with_data_tar(&pax)[..], &mut |_| Ok(())).unwrap_err();
-    assert!(err.to_string().contains("pax extended header of 16777216 bytes"), "{err}");
+    assert!(
+        err.to_string().contains("pax extended header of 16777216 bytes"),
+        "{err}"
+    );
 }
 
 /// Long names and pax records as dpkg-deb and GNU tar write them still read, and a pax `size=`
@@ -435,7 +550,13 @@ fn tar_extensions_within_the_limits_read() {
         Ok(())
     })
     .unwrap();
-    assert_eq!(seen, [(long[1..].to_string(), "abc".to_string()), ("/y".to_string(), "hello".to_string())]);
+    assert_eq!(
+        seen,
+        [
+            (long[1..].to_string(), "abc".to_string()),
+            ("/y".to_string(), "hello".to_string())
+        ]
+    );
 
     data_tar.extend(raw_header("././@LongLink", b'L', 1 << 20));
     data_tar.resize(data_tar.len() + (1 << 20), b'a');
@@ -456,7 +577,10 @@ fn ar_extension_members_are_refused() {
         let err = result.unwrap_err().to_string();
         assert!(err.contains("GNU or BSD ar extension"), "{name}: {err}");
         assert!(held < 1 << 20, "{name}: held {held} bytes");
-        assert!(control_fields(&deb[..]).unwrap_err().to_string().contains("ar extension"));
+        assert!(control_fields(&deb[..])
+            .unwrap_err()
+            .to_string()
+            .contains("ar extension"));
     }
     // A plain name with GNU's trailing slash is what dpkg-deb may write, and still reads.
     let mut renamed = deb(".gz", ".gz");

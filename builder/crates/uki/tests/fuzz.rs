@@ -37,9 +37,12 @@ fn stub() -> Vec<u8> {
     put16(&mut b, opt + 68, 10); // EFI application
     put32(&mut b, opt + 108, 16); // NumberOfRvaAndSizes
     let table = opt + 0xf0;
-    for (i, (name, va, flags)) in [(&b".text"[..], 0x1000u32, 0x6000_0020u32), (b".data", 0x2000, 0xc000_0040)]
-        .into_iter()
-        .enumerate()
+    for (i, (name, va, flags)) in [
+        (&b".text"[..], 0x1000u32, 0x6000_0020u32),
+        (b".data", 0x2000, 0xc000_0040),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let o = table + i * 40;
         b[o..o + name.len()].copy_from_slice(name);

@@ -42,7 +42,14 @@ fn pem_certificate_files() {
     let chain = format!("text before\n{one}between\n{two}");
     assert_eq!(read_certificates(&chain, "seed").unwrap().len(), 2);
     Fuzz::new("pem-certificates")
-        .dictionary(&["-----BEGIN CERTIFICATE-----\n", "-----END CERTIFICATE-----\n", "\n", "=", "\r\n", "MII"])
+        .dictionary(&[
+            "-----BEGIN CERTIFICATE-----\n",
+            "-----END CERTIFICATE-----\n",
+            "\n",
+            "=",
+            "\r\n",
+            "MII",
+        ])
         .run(&[one.into_bytes(), chain.into_bytes()], |input| {
             let text = String::from_utf8_lossy(input);
             if let Ok(certs) = read_certificates(&text, "fuzz.pem") {

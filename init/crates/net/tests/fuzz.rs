@@ -32,7 +32,11 @@ fn reply(kind: MessageType, overload: bool) -> Vec<u8> {
         domain_name: Some("example.internal".into()),
         host_name: Some("guest".into()),
         message: Some("ok".into()),
-        other: if overload { vec![(code::OVERLOAD, vec![3])] } else { Vec::new() },
+        other: if overload {
+            vec![(code::OVERLOAD, vec![3])]
+        } else {
+            Vec::new()
+        },
         ..DhcpOptions::default()
     };
     let mut bytes = p.encode();
@@ -102,7 +106,10 @@ fn dhcp_messages() {
         if let Ok(packet) = DhcpPacket::decode(input) {
             decoded.set(decoded.get() + 1);
             let again = DhcpPacket::decode(&packet.encode());
-            assert!(again.is_ok(), "our encoding of a decoded message does not decode: {again:?}");
+            assert!(
+                again.is_ok(),
+                "our encoding of a decoded message does not decode: {again:?}"
+            );
             drive_client(packet);
         }
     });
