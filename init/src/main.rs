@@ -12,6 +12,8 @@ mod config;
 mod datadisk;
 mod host_agent;
 mod hypervisor;
+#[cfg(test)]
+mod fuzz;
 mod identity;
 mod instance;
 mod log;

@@ -6,6 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod fuzz;
+
+#[cfg(test)]
+count_allocations!();
+
 /// A fresh, empty directory for one test, removed when dropped.
 pub struct ScratchDir(PathBuf);
 
@@ -113,6 +118,30 @@ mod tests {
             (true, "out\nerr\n".to_string())
         );
         assert!(!run("sh", &["-c", "exit 3"]).0);
+    }
+
+    #[test]
+    fn a_fuzz_case_holding_too_much_heap_fails() {
+        let fuzz = fuzz::Fuzz::new("testkit-heap").default_cases(2).max_heap(1 << 20);
+        let outcome = std::panic::catch_unwind(|| {
+            fuzz.run(&[b"abc".to_vec()], |input| {
+                let held = vec![1u8; (input.len() + 2) << 20];
+                assert!(held.len() > 1 << 20);
+            })
+        });
+        let message = *outcome.unwrap_err().downcast::<String>().unwrap();
+        assert!(message.contains("over the bound of 1048576 bytes"), "{message}");
+    }
+
+    #[test]
+    fn peak_heap_counts_what_a_closure_holds_at_once() {
+        let (len, held) = fuzz::peak_heap(|| {
+            let a = vec![1u8; 3 << 20];
+            drop(a);
+            vec![2u8; 1 << 20].len()
+        });
+        assert_eq!(len, 1 << 20);
+        assert!((3 << 20..4 << 20).contains(&held), "{held}");
     }
 
     #[test]

@@ -41,9 +41,19 @@ impl Compression {
     }
 }
 
+/// The most an index may expand to: ten times Debian's largest `Packages` file (main,
+/// amd64, about 50 MB), so a decompression bomb stops here instead of filling memory.
+pub const MAX_INDEX_BYTES: u64 = 512 << 20;
+
 /// Decompresses a whole index held in memory (`Packages.xz` → `Packages`), choosing the
-/// decoder from `name`. Fails on an unsupported suffix or corrupt data.
+/// decoder from `name`. Fails on an unsupported suffix, corrupt data, or more than
+/// [`MAX_INDEX_BYTES`] of output.
 pub fn decompress_named(name: &str, data: &[u8]) -> io::Result<Vec<u8>> {
+    decompress_named_limited(name, data, MAX_INDEX_BYTES)
+}
+
+/// [`decompress_named`] with a limit of `limit` bytes of output.
+pub fn decompress_named_limited(name: &str, data: &[u8], limit: u64) -> io::Result<Vec<u8>> {
     let compression = Compression::from_name(name).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::Unsupported,
@@ -51,7 +61,16 @@ pub fn decompress_named(name: &str, data: &[u8]) -> io::Result<Vec<u8>> {
         )
     })?;
     let mut out = Vec::new();
-    compression.decoder(data)?.read_to_end(&mut out)?;
+    compression.decoder(data)?.take(limit + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{name}: expands to more than {} MiB, more than any Debian index; refusing it as a decompression bomb",
+                limit >> 20
+            ),
+        ));
+    }
     Ok(out)
 }
 

@@ -131,7 +131,7 @@ pub struct DebEntry<'a> {
 /// something they can throw away (a [`uvmkit_filetree::FileTree`]) rather than the final
 /// destination.
 pub fn unpack_data(deb: impl Read, sink: &mut dyn FnMut(DebEntry<'_>) -> Result<(), DebError>) -> Result<(), DebError> {
-    let mut archive = ar::Archive::new(deb);
+    let mut archive = ar::Archive::new(PlainMemberNames::new(deb));
     check_debian_binary(&mut archive)?;
     while let Some(member) = archive.next_entry() {
         let mut member = member?;
@@ -139,7 +139,7 @@ pub fn unpack_data(deb: impl Read, sink: &mut dyn FnMut(DebEntry<'_>) -> Result<
         if let Some(suffix) = name.strip_prefix("data.tar") {
             let compression = compression_of(&name, suffix)?;
             let decoder = compression.decoder(&mut member)?;
-            return stream_tar(decoder, sink);
+            return stream_tar(ExtensionGuard::new(decoder), sink);
         }
         if name.starts_with('_') || name.starts_with("control.tar") {
             continue;
@@ -153,7 +153,7 @@ pub fn unpack_data(deb: impl Read, sink: &mut dyn FnMut(DebEntry<'_>) -> Result<
 pub fn control_fields(deb: impl Read) -> Result<Paragraph, DebError> {
     /// Control files are small; refuse anything that is not.
     const CONTROL_LIMIT: u64 = 1 << 20;
-    let mut archive = ar::Archive::new(deb);
+    let mut archive = ar::Archive::new(PlainMemberNames::new(deb));
     check_debian_binary(&mut archive)?;
     while let Some(member) = archive.next_entry() {
         let mut member = member?;
@@ -165,7 +165,7 @@ pub fn control_fields(deb: impl Read) -> Result<Paragraph, DebError> {
             continue;
         };
         let compression = compression_of(&name, suffix)?;
-        let mut tar = tar::Archive::new(compression.decoder(&mut member)?);
+        let mut tar = tar::Archive::new(ExtensionGuard::new(compression.decoder(&mut member)?));
         for entry in tar.entries()? {
             let mut entry = entry?;
             let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
@@ -391,6 +391,214 @@ fn stream_tar(
     // checksums, the gzip CRC) are verified too, not only the part the tar entries used.
     io::copy(&mut tar.into_inner(), &mut io::sink())?;
     Ok(())
+}
+
+/// Passes an ar archive through unchanged while reading each member header as it goes by, and
+/// fails the stream at a member named the way GNU ar (`/`, `//`, `/123`) or BSD ar (`#1/N`)
+/// name their symbol tables, name tables and long names. A `.deb` never holds such members
+/// (deb(5): plain names, written by dpkg-deb), and the ar reader handles them badly: it
+/// allocates a name table of whatever size the header declares (up to 10 GB) and panics on a
+/// `/N` name without a table.
+///
+/// Layout (deb(5), ar(5)): the 8-byte magic `!<arch>\n`, then members: a 60-byte header
+/// (name in bytes 0..16, decimal size in 48..58) and the data, padded to an even length.
+struct PlainMemberNames<R> {
+    inner: R,
+    pos: u64,
+    next_header: u64,
+    header: [u8; 60],
+    filled: usize,
+}
+
+impl<R: Read> PlainMemberNames<R> {
+    fn new(inner: R) -> Self {
+        PlainMemberNames {
+            inner,
+            pos: 0,
+            next_header: 8,
+            header: [0; 60],
+            filled: 0,
+        }
+    }
+
+    fn observe(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let mut at = self.pos;
+        let end = self.pos + bytes.len() as u64;
+        while at < end {
+            if at < self.next_header {
+                at = self.next_header.min(end);
+                continue;
+            }
+            let rest = &bytes[(at - self.pos) as usize..];
+            let take = (60 - self.filled).min(rest.len());
+            self.header[self.filled..self.filled + take].copy_from_slice(&rest[..take]);
+            self.filled += take;
+            at += take as u64;
+            if self.filled == 60 {
+                self.filled = 0;
+                let name = &self.header[..16];
+                if name.starts_with(b"/") || name.starts_with(b"#1/") {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "ar member {:?} is a GNU or BSD ar extension, which no .deb holds",
+                            String::from_utf8_lossy(name).trim_end()
+                        ),
+                    ));
+                }
+                let size = std::str::from_utf8(&self.header[48..58])
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u64>().ok());
+                // An unreadable size is the ar reader's to report; stop looking.
+                self.next_header = size.map_or(u64::MAX, |size| at + size + size % 2);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for PlainMemberNames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.observe(&buf[..n])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// The longest GNU long name or long link ('L', 'K') a package may hold: PATH_MAX is 4096.
+const MAX_LONG_NAME_BYTES: u64 = 64 << 10;
+/// The longest pax extended header ('x', 'g') a package may hold.
+const MAX_PAX_HEADER_BYTES: u64 = 1 << 20;
+
+/// Passes a tar stream through unchanged while reading each header block as it goes by, and
+/// fails the stream at a GNU long name or link, or a pax extended header, longer than the
+/// limits above. The tar reader keeps such an entry's data in memory whole, and a compressed
+/// `data.tar` of a few kilobytes can declare one of gigabytes.
+///
+/// Layout (POSIX.1-2001 `pax`, "ustar Interchange Format", and GNU tar's manual, "Basic Tar
+/// Format"): 512-byte blocks; an entry is a header block, then its data in whole blocks; the
+/// size is at offset 124 (12 bytes, octal, or base-256 when the top bit of the first byte is
+/// set), the type flag at 156. A pax 'x' header's `size=` record replaces the size of the entry
+/// after it.
+struct ExtensionGuard<R> {
+    inner: R,
+    /// Bytes passed through so far.
+    pos: u64,
+    /// Where the next header block starts.
+    next_header: u64,
+    /// The header block being collected, and how much of it has arrived.
+    block: [u8; 512],
+    filled: usize,
+    /// The data of the pax 'x' header being passed through: (where it ends, its bytes).
+    pax: Option<(u64, Vec<u8>)>,
+    /// The size a completed pax header gives the next entry.
+    pax_size: Option<u64>,
+}
+
+impl<R: Read> ExtensionGuard<R> {
+    fn new(inner: R) -> Self {
+        ExtensionGuard {
+            inner,
+            pos: 0,
+            next_header: 0,
+            block: [0; 512],
+            filled: 0,
+            pax: None,
+            pax_size: None,
+        }
+    }
+
+    /// Looks at `bytes`, which start at stream offset `self.pos`.
+    fn observe(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let mut at = self.pos;
+        let end = self.pos + bytes.len() as u64;
+        while at < end {
+            let rest = &bytes[(at - self.pos) as usize..];
+            if let Some((pax_end, data)) = &mut self.pax {
+                let take = (*pax_end - at).min(rest.len() as u64) as usize;
+                data.extend_from_slice(&rest[..take]);
+                at += take as u64;
+                if at == *pax_end {
+                    self.pax_size = pax_size_record(data);
+                    self.pax = None;
+                }
+                continue;
+            }
+            if at < self.next_header {
+                at = self.next_header.min(end);
+                continue;
+            }
+            let take = (512 - self.filled).min(rest.len());
+            self.block[self.filled..self.filled + take].copy_from_slice(&rest[..take]);
+            self.filled += take;
+            at += take as u64;
+            if self.filled == 512 {
+                self.filled = 0;
+                self.header_done(at)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A whole header block ended at stream offset `end`: check it and find the next one.
+    fn header_done(&mut self, end: u64) -> io::Result<()> {
+        let block = &self.block;
+        if block.iter().all(|&b| b == 0) {
+            self.next_header = end;
+            return Ok(());
+        }
+        let kind = block[156];
+        let field = &block[124..136];
+        let size = if field[0] & 0x80 != 0 {
+            field[4..].iter().fold(0u64, |n, &b| n << 8 | u64::from(b))
+        } else {
+            let text = String::from_utf8_lossy(field);
+            let digits = text.trim_matches(|c: char| c == '\0' || c == ' ');
+            u64::from_str_radix(digits, 8).unwrap_or(0)
+        };
+        let limit = match kind {
+            b'L' | b'K' => Some((MAX_LONG_NAME_BYTES, "GNU long name or link")),
+            b'x' | b'g' => Some((MAX_PAX_HEADER_BYTES, "pax extended header")),
+            _ => None,
+        };
+        if let Some((limit, what)) = limit {
+            if size > limit {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("a tar {what} of {size} bytes, more than the {limit} a package may use"),
+                ));
+            }
+        }
+        let size = match kind {
+            b'L' | b'K' | b'x' | b'g' => size,
+            _ => self.pax_size.take().unwrap_or(size),
+        };
+        if kind == b'x' {
+            self.pax = Some((end + size, Vec::new()));
+        }
+        self.next_header = end.saturating_add(size.div_ceil(512).saturating_mul(512));
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for ExtensionGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.observe(&buf[..n])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// The `size=` value of pax extended header records (`LENGTH KEY=VALUE\n`).
+fn pax_size_record(data: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(data).ok()?;
+    text.split('\n')
+        .filter_map(|record| record.split_once(' ')?.1.strip_prefix("size="))
+        .last()?
+        .parse()
+        .ok()
 }
 
 /// An entry's kind before the contents reader is borrowed.
