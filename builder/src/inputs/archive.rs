@@ -118,28 +118,22 @@ pub enum ArchiveError {
         index: String,
     },
     /// A `Packages` index carried in a bundle is not the one the signed `InRelease` lists.
-    #[error("{file} hashes to sha256 {actual}, but the signed {inrelease} lists {expected} for {index}; the index was altered after Debian signed it")]
+    #[error("{file} hashes to sha256 {actual}, but the signed {inrelease} lists {expected} for it; the index was altered after the archive signed it")]
     IndexAltered {
         /// Where the index was read (a bundle member).
         file: String,
         /// Where the signed `InRelease` was read.
         inrelease: String,
-        /// The index, relative to the suite (`main/binary-amd64/Packages.xz`).
-        index: String,
         /// The sha256 `InRelease` gives.
         expected: String,
         /// The sha256 of the carried file.
         actual: String,
     },
     /// A pinned package is not listed, with that sha256, in the signed index of its archive.
-    #[error("package {package} {version} ({architecture}) is pinned from {archive}, but {problem}")]
+    #[error("package {package} is pinned from {archive}, but {problem}")]
     NotSigned {
-        /// The package's name.
+        /// The package's name, version and architecture (`hello 1.0-1 (amd64)`).
         package: String,
-        /// The pinned version.
-        version: String,
-        /// The pinned architecture.
-        architecture: String,
         /// The archive (suite) the lock says it comes from.
         archive: String,
         /// What the signed index says instead.
@@ -511,12 +505,15 @@ pub fn verify_carried(
             return Err(ArchiveError::IndexAltered {
                 file: carried.origin.clone(),
                 inrelease: origin.to_string(),
-                index,
                 expected: expected.to_string(),
                 actual: actual.to_string(),
             });
         }
-        indexes.push((carried.component.as_str(), Path::new(&carried.origin), carried.bytes.as_slice()));
+        indexes.push((
+            carried.component.as_str(),
+            Path::new(&carried.origin),
+            carried.bytes.as_slice(),
+        ));
     }
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -538,9 +535,7 @@ pub fn verify_carried(
 pub fn check_pinned(pinned: &[FetchedPackage], archives: &[ArchivePackages]) -> Result<(), ArchiveError> {
     for p in pinned {
         let not_signed = |problem: String| ArchiveError::NotSigned {
-            package: p.name.clone(),
-            version: p.version.clone(),
-            architecture: p.architecture.clone(),
+            package: format!("{} {} ({})", p.name, p.version, p.architecture),
             archive: p.archive.clone(),
             problem,
         };

@@ -140,7 +140,7 @@ pub enum BundleError {
         /// The bundle file.
         bundle: PathBuf,
         /// What loading it reported.
-        source: ConfigError,
+        source: Box<ConfigError>,
     },
     /// The bundle carries no signed index of an archive its definition draws from (written by
     /// an older uvmkit, or stripped).
@@ -164,14 +164,14 @@ pub enum BundleError {
         /// The bundle file.
         bundle: PathBuf,
         /// What did not match.
-        source: ArchiveError,
+        source: Box<ArchiveError>,
     },
     /// Writing a bundle: a cached `Packages` index cannot be read.
     #[error(transparent)]
-    Index(ArchiveError),
+    Index(Box<ArchiveError>),
     /// Writing a bundle: the lock pins a package the current archive index does not list.
     #[error("cannot bundle: {0}; the lock is older than the archive's index (Debian signs only current versions): run `uvmkit fetch --refresh` to pin them, then bundle again")]
-    StaleLock(ArchiveError),
+    StaleLock(Box<ArchiveError>),
 }
 
 impl BundleError {
@@ -392,9 +392,9 @@ pub fn write_bundle(
     out: &Path,
 ) -> Result<BundleReport, BundleError> {
     // Checked as the offline build will check it: a bundle that would be refused is not written.
-    let archives = index.parse().map_err(BundleError::Index)?;
+    let archives = index.parse().map_err(|e| BundleError::Index(Box::new(e)))?;
     archive::check_pinned(&lock::pinned_packages(lock, &loaded.definition), &archives)
-        .map_err(BundleError::StaleLock)?;
+        .map_err(|e| BundleError::StaleLock(Box::new(e)))?;
     let mut members: BTreeMap<String, Member> = BTreeMap::new();
     for (key, path) in local_paths(loaded) {
         let name = member_name(&path).ok_or_else(|| BundleError::Unbundlable {
@@ -652,7 +652,7 @@ pub fn import_bundle(
     fs::rename(dir.join(LOCK), lock::lock_path(&unpacked.definition)).map_err(io_err(dir))?;
     let loaded = definition::load(&unpacked.definition).map_err(|source| BundleError::Definition {
         bundle: bundle.to_path_buf(),
-        source,
+        source: Box::new(source),
     })?;
     unpacked.indexes = verify_signed_chain(bundle, &loaded)?;
     unpacked.own_keyring = loaded.definition.debian.keyring;
@@ -666,7 +666,7 @@ fn verify_signed_chain(bundle: &Path, loaded: &LoadedDefinition) -> Result<Vec<C
     let (def, dir) = (&loaded.definition, &loaded.base_dir);
     let unsigned = |source| BundleError::Unsigned {
         bundle: bundle.to_path_buf(),
-        source,
+        source: Box::new(source),
     };
     let keyring = match &def.debian.keyring {
         None => uvmkit_debian::signature::Keyring::debian_archive(),
@@ -674,7 +674,10 @@ fn verify_signed_chain(bundle: &Path, loaded: &LoadedDefinition) -> Result<Vec<C
             // Only a keyring the bundle carries (a bundle is built without the host's files).
             let member = member_name(path).ok_or_else(|| BundleError::Malformed {
                 bundle: bundle.to_path_buf(),
-                message: format!("[debian] keyring {:?} is not a member of the bundle", path.display().to_string()),
+                message: format!(
+                    "[debian] keyring {:?} is not a member of the bundle",
+                    path.display().to_string()
+                ),
             })?;
             let path = dir.join(member);
             let bytes = fs::read(&path).map_err(io_err(&path))?;
