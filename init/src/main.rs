@@ -13,6 +13,7 @@ mod datadisk;
 mod identity;
 mod instance;
 mod log;
+mod memory;
 mod modules;
 mod mounts;
 mod network;

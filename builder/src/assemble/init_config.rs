@@ -52,6 +52,7 @@ pub fn init_config(
                 .collect(),
         }),
         shares: def.shares.clone(),
+        memory: def.memory.clone(),
     };
     let text = toml::to_string(&config).expect("the init configuration serializes as TOML");
     format!("# Written by uvmkit build; read by the init (PID 1) at boot.\n{text}")

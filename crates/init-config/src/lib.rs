@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 mod check;
+mod memory;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use uvmkit_service_spec::{Readiness, RestartPolicy, RlimitValue, ServiceError, ServiceSpec};
 
 pub use check::{check_interfaces, InitConfigError};
+pub use memory::{MemorySection, ZramSize, ZramSizeError, ZRAM_MAX_BYTES, ZRAM_MIN_BYTES, ZRAM_PAGE_BYTES};
 
 /// Where the builder puts the configuration inside the image.
 pub const CONFIG_PATH: &str = "/etc/uvmkit/init.toml";
@@ -81,6 +83,9 @@ pub struct InitConfig {
     /// Folders the hypervisor shares, mounted at boot (`[[shares]]`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub shares: Vec<ShareSection>,
+    /// Memory settings (`[memory]`: a zram swap device); absent means none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemorySection>,
 }
 
 impl Default for InitConfig {
@@ -96,6 +101,7 @@ impl Default for InitConfig {
             services: Vec::new(),
             preload: None,
             shares: Vec::new(),
+            memory: None,
         }
     }
 }
@@ -438,6 +444,9 @@ mod tests {
                 kind: ShareKind::NineP,
                 options: vec!["ro".into()],
             }],
+            memory: Some(MemorySection {
+                zram: Some(ZramSize::Percent(25)),
+            }),
         }
     }
 
