@@ -159,7 +159,7 @@ mod tests {
     #[test]
     fn embedded_files_parse_and_name_features() {
         assert_eq!(all().len(), FILES.len());
-        assert_eq!(feature_names(), ["containers"]);
+        assert_eq!(feature_names(), ["containers", "zram"]);
         assert!(feature("containers").is_some());
         assert!(feature("hyperv").is_none(), "targets are not features");
         let sel = selected(&[Target::Qemu, Target::Hyperv], &["containers".into()]);
