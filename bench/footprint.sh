@@ -11,8 +11,8 @@
 #   4. guest memory in use with dockerd ready and no containers (MemTotal - MemAvailable);
 #   5. the build of every format (warm cache) against a reference pipeline made of the standard
 #      tools on the same tree and kernel at the same zstd level (cpio + zstd, objcopy
-#      --add-section onto systemd's stub, mkfs.vfat + mtools, mkfs.ext4 -d, sgdisk + dd,
-#      qemu-img convert, xorriso, sha256sum);
+#      --add-section onto systemd's stub, sgdisk, mkfs.vfat --offset + mtools, mkfs.ext4 -d
+#      -E offset, qemu-img convert, xorriso, sha256sum);
 #   6. the rebuild after changing one [[files]] entry (efi only, and every format);
 #   7. the builder's peak memory (/usr/bin/time -v) for a 64 GiB virtual disk and every format.
 #
@@ -118,8 +118,21 @@ esp_files=$(find "$work/esp" -type f -printf '%s\n' | awk '{ s += $1 } END { pri
 section_size() { objdump -h -w "$1" | awk -v s="$2" '$2 == s { print $3 }' | { read -r hex && echo $((16#$hex)) || echo 0; }; }
 uki_linux=$(section_size "$work/bootx64.efi" .linux)
 uki_initrd=$(section_size "$work/bootx64.efi" .initrd)
-payload=$uki_initrd
-payload_parts=".initrd in the UKI $(mib "$uki_initrd")"
+if [ "$uki_linux" -gt 0 ]; then
+  # A UKI: the firmware loads it whole, kernel and initrd inside.
+  boot_chain="BOOTX64.EFI is a UKI: .linux $(mib "$uki_linux"), .initrd $(mib "$uki_initrd")"
+  payload=$uki_initrd
+  payload_parts=".initrd in the UKI $(mib "$uki_initrd")"
+else
+  # shim -> GRUB -> kernel and initrd: the firmware and the loaders read every file on the ESP
+  # but MokManager and the fallback loader before the kernel starts.
+  firmware_bytes=$(find "$work/esp" -type f ! -iname 'mmx64.efi' ! -iname 'fbx64.efi' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+  initrd_file=$(find "$work/esp" -type f -iname 'initrd*' -printf '%s %p\n' | sort -n | tail -1)
+  payload=${initrd_file%% *}
+  payload=${payload:-0}
+  boot_chain="shim -> GRUB -> kernel + initrd (BOOTX64.EFI $(mib "$(stat -c %s "$work/bootx64.efi")"))"
+  payload_parts="initrd on the ESP $(mib "$payload")"
+fi
 for n in "${others[@]}"; do
   offset=$((part_start[n] * 512))
   bytes=$(((part_end[n] - part_start[n] + 1) * 512))
@@ -221,20 +234,8 @@ ref_uki() {
   done
   objcopy "${args[@]}" "$stub" "$ref/docker.efi"
 }
-ref_esp() {
-  rm -f "$ref/esp.img"
-  truncate -s "$esp_bytes" "$ref/esp.img"
-  mkfs.vfat -n ESP "$ref/esp.img" >/dev/null
-  mmd -i "$ref/esp.img" ::/EFI ::/EFI/BOOT
-  mcopy -i "$ref/esp.img" "$ref/docker.efi" ::/EFI/BOOT/BOOTX64.EFI
-}
-ref_data() {
-  local bytes=$(((part_end[data] - part_start[data] + 1) * 512))
-  rm -f "$ref/data.img"
-  truncate -s "$bytes" "$ref/data.img"
-  mkfs.ext4 -q -L uvmkit-data -d "$work/data-tree" "$ref/data.img"
-}
-ref_disk() {
+# The raw disk is written in place: the GPT, then each file system at its partition's offset.
+ref_gpt() {
   rm -f "$ref/docker.raw"
   truncate -s "$disk_bytes" "$ref/docker.raw"
   local args=() n
@@ -242,13 +243,21 @@ ref_disk() {
     args+=(-n "$n:${part_start[n]}:${part_end[n]}" -t "$n:${part_code[n]}" -c "$n:${part_name[n]}")
   done
   sgdisk "${args[@]}" "$ref/docker.raw" >/dev/null
-  dd if="$ref/esp.img" of="$ref/docker.raw" bs=1M seek=$((part_start[esp] * 512)) oflag=seek_bytes conv=notrunc,sparse status=none
-  dd if="$ref/data.img" of="$ref/docker.raw" bs=1M seek=$((part_start[data] * 512)) oflag=seek_bytes conv=notrunc,sparse status=none
   # Any other partition (a system image) is copied from the uvmkit disk, not rebuilt.
   for n in "${others[@]}"; do
     dd if="$raw" of="$ref/docker.raw" bs=1M skip=$((part_start[n] * 512)) seek=$((part_start[n] * 512)) \
       count=$(((part_end[n] - part_start[n] + 1) * 512)) iflag=skip_bytes,count_bytes oflag=seek_bytes conv=notrunc,sparse status=none
   done
+}
+ref_esp() {
+  mkfs.vfat -n ESP --offset "${part_start[esp]}" "$ref/docker.raw" $((esp_bytes / 1024)) >/dev/null
+  mmd -i "$ref/docker.raw@@$esp_offset" ::/EFI ::/EFI/BOOT
+  mcopy -i "$ref/docker.raw@@$esp_offset" "$ref/docker.efi" ::/EFI/BOOT/BOOTX64.EFI
+}
+ref_data() {
+  local bytes=$(((part_end[data] - part_start[data] + 1) * 512))
+  mkfs.ext4 -q -F -L uvmkit-data -d "$work/data-tree" -E offset=$((part_start[data] * 512)) \
+    "$ref/docker.raw" $((bytes / 1024))k
 }
 ref_convert() {
   qemu-img convert -O vhdx -o subformat=dynamic "$ref/docker.raw" "$ref/docker.vhdx"
@@ -277,24 +286,24 @@ ref_sums() { (cd "$ref" && sha256sum docker-kernel docker-initrd.img docker.efi 
 ref_started=$(now)
 step "cpio + zstd -$level -T$workers" ref_initrd
 step "objcopy --add-section (UKI)" ref_uki
+step "sgdisk (raw)" ref_gpt
 step "mkfs.vfat + mtools (ESP)" ref_esp
 step "mkfs.ext4 -d (data)" ref_data
-step "sgdisk + dd (raw)" ref_disk
 step "qemu-img convert (vhdx, vmdk x2, qcow2)" ref_convert
 step "xorriso (iso)" ref_iso
 step "sha256sum (SHA256SUMS)" ref_sums
 ref_wall=$(since "$ref_started")
 
 echo "docker host footprint ($(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown), accel $accel, $memory_mib MiB, 1 vCPU)"
-echo "  firmware loads before the kernel:  $(mib "$firmware_bytes") (BOOTX64.EFI on the ESP; .linux $(mib "$uki_linux"), .initrd $(mib "$uki_initrd"); all ESP files $(mib "$esp_files"))"
+echo "  firmware loads before the kernel:  $(mib "$firmware_bytes") ($boot_chain; all ESP files $(mib "$esp_files"))"
 echo "  system payload, compressed:        $(mib "$payload") ($payload_parts)"
 echo "  QEMU start to dockerd ready:       ${dockerd_ready} s (UEFI raw disk, first boot; init ready ${init_ready} s)"
 echo "  guest memory in use, dockerd idle: ${in_use} MiB of ${total} MiB (root file system: ${root_fs})"
 echo "  build, every format ($formats):"
 echo "    uvmkit:                          ${build_wall} s (peak $((build_peak / 1024)) MiB)"
 echo "    reference pipeline:              ${ref_wall} s"
-for name in "cpio + zstd -$level -T$workers" "objcopy --add-section (UKI)" "mkfs.vfat + mtools (ESP)" "mkfs.ext4 -d (data)" \
-  "sgdisk + dd (raw)" "qemu-img convert (vhdx, vmdk x2, qcow2)" "xorriso (iso)" "sha256sum (SHA256SUMS)"; do
+for name in "cpio + zstd -$level -T$workers" "objcopy --add-section (UKI)" "sgdisk (raw)" "mkfs.vfat + mtools (ESP)" \
+  "mkfs.ext4 -d (data)" "qemu-img convert (vhdx, vmdk x2, qcow2)" "xorriso (iso)" "sha256sum (SHA256SUMS)"; do
   printf '      %-40s %s s\n' "$name" "${step[$name]}"
 done
 echo "    uvmkit / reference:              $(ratio "$build_wall" "$ref_wall")x"
