@@ -250,7 +250,7 @@ ref_gpt() {
   done
 }
 ref_esp() {
-  mkfs.vfat -n ESP --offset "${part_start[esp]}" "$ref/docker.raw" $((esp_bytes / 1024)) >/dev/null
+  mkfs.vfat -F 32 -s 1 -n ESP --offset "${part_start[esp]}" "$ref/docker.raw" $((esp_bytes / 1024)) >/dev/null
   mmd -i "$ref/docker.raw@@$esp_offset" ::/EFI ::/EFI/BOOT
   mcopy -i "$ref/docker.raw@@$esp_offset" "$ref/docker.efi" ::/EFI/BOOT/BOOTX64.EFI
 }
