@@ -17,6 +17,7 @@ mod fuzz;
 mod identity;
 mod instance;
 mod log;
+mod memory;
 mod modules;
 mod mounts;
 mod network;

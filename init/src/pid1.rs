@@ -18,6 +18,7 @@ use crate::host_agent;
 use crate::identity;
 use crate::instance;
 use crate::log;
+use crate::memory;
 use crate::modules;
 use crate::mounts;
 use crate::network;
@@ -284,6 +285,8 @@ fn boot(config: &mut InitConfig, buttons: &mut PowerButtons) {
     }
     // After the modules: a hypervisor's PTP clock is one of them.
     clock::start();
+    // After the modules too: the balloon drivers and zram are among them.
+    memory::start(config.memory.as_ref());
 
     // Some storage controllers add disks after their modules load (NVMe namespaces, sd
     // attaching SCSI disks, Hyper-V storvsc): an image that keeps state there waits, bounded,

@@ -59,6 +59,7 @@ pub fn init_config(
         }),
         shares: def.shares.clone(),
         system: None,
+        memory: def.memory.clone(),
     };
     let text = toml::to_string(&config).expect("the init configuration serializes as TOML");
     format!("# Written by uvmkit build; read by the init (PID 1) at boot.\n{text}")

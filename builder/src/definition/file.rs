@@ -87,6 +87,18 @@ pub struct DefinitionFile {
     /// `[[shares]]`: folders the hypervisor shares, mounted by the init at boot.
     #[serde(default)]
     pub shares: Vec<uvmkit_init_config::ShareSection>,
+    /// `[memory]`: a zram swap device set up by the init; absent, none.
+    #[serde(default)]
+    pub memory: Option<MemoryTable>,
+}
+
+/// `[memory]`: how the guest makes its memory go further.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryTable {
+    /// A zram swap device: a share of the guest's memory (`"25%"`) or a size (`"512MiB"`).
+    #[serde(default)]
+    pub zram: Option<String>,
 }
 
 /// `[ssh]`: SSH access. sshd itself is a `[[services]]` entry; this says who may log in.

@@ -66,6 +66,8 @@ pub struct ImageDefinition {
     pub docker_daemon_json: Option<String>,
     /// `[[shares]]`: folders the hypervisor shares, mounted by the init at boot (checked).
     pub shares: Vec<uvmkit_init_config::ShareSection>,
+    /// `[memory]`: the zram swap device the init sets up, if any (its size checked).
+    pub memory: Option<uvmkit_init_config::MemorySection>,
 }
 
 impl ImageDefinition {

@@ -10,13 +10,14 @@ use std::fmt;
 use std::sync::OnceLock;
 
 /// The embedded `kernel-config/` files, by feature name.
-const FILES: [(&str, &str); 6] = [
+const FILES: [(&str, &str); 7] = [
     ("base", include_str!("../../../kernel-config/base.toml")),
     ("hyperv", include_str!("../../../kernel-config/hyperv.toml")),
     ("vmware", include_str!("../../../kernel-config/vmware.toml")),
     ("virtualbox", include_str!("../../../kernel-config/virtualbox.toml")),
     ("qemu", include_str!("../../../kernel-config/qemu.toml")),
     ("containers", include_str!("../../../kernel-config/containers.toml")),
+    ("zram", include_str!("../../../kernel-config/zram.toml")),
 ];
 
 /// One `kernel-config/NAME.toml`.
@@ -170,7 +171,7 @@ mod tests {
     #[test]
     fn embedded_files_parse_and_name_features() {
         assert_eq!(all().len(), FILES.len());
-        assert_eq!(feature_names(), ["containers"]);
+        assert_eq!(feature_names(), ["containers", "zram"]);
         assert!(feature("containers").is_some());
         assert!(feature("hyperv").is_none(), "targets are not features");
         let sel = selected(&[Target::Qemu, Target::Hyperv], &["containers".into()]);

@@ -189,6 +189,39 @@ mod tests {
     }
 
     #[test]
+    fn memory_zram_is_checked_and_selects_the_zram_module() {
+        let def = parse("name = \"m\"\n[memory]\nzram = \"25%\"\n", Path::new("m.toml")).unwrap();
+        assert_eq!(
+            def.memory.as_ref().and_then(|m| m.zram),
+            Some(uvmkit_init_config::ZramSize::Percent(25))
+        );
+        let names: Vec<&str> = def.kernel_features.iter().map(|f| f.name.as_str()).collect();
+        assert!(names.contains(&"zram"), "{names:?}");
+        let zram = def.kernel_features.iter().find(|f| f.name == "zram").unwrap();
+        assert_eq!(zram.modules.load, ["zram"]);
+        assert_eq!(zram.options.get("CONFIG_SWAP").map(String::as_str), Some("y"));
+        // Named as a feature too, it is selected once.
+        let def = parse(
+            "name = \"m\"\nfeatures = [\"zram\"]\n[memory]\nzram = \"512MiB\"\n",
+            Path::new("m.toml"),
+        )
+        .unwrap();
+        assert_eq!(def.kernel_features.iter().filter(|f| f.name == "zram").count(), 1);
+        let plain = parse("name = \"m\"\n", Path::new("m.toml")).unwrap();
+        assert!(plain.memory.is_none());
+        assert!(plain.kernel_features.iter().all(|f| f.name != "zram"));
+
+        let e = parse_err("name = \"m\"\n[memory]\nzram = \"125%\"\n");
+        assert!(e.contains("memory.zram") && e.contains("use 1% to 100%"), "{e}");
+        let e = parse_err("name = \"m\"\n[memory]\nzram = \"half\"\n");
+        assert!(e.contains("memory.zram") && e.contains("\"25%\""), "{e}");
+        let e = parse_err("name = \"m\"\n[memory]\nzram = \"1MiB\"\n");
+        assert!(e.contains("memory.zram") && e.contains("16MiB to 1TiB"), "{e}");
+        let e = parse_err("name = \"m\"\n[memory]\nswap = \"1G\"\n");
+        assert!(e.contains("img.toml") && e.contains("swap"), "{e}");
+    }
+
+    #[test]
     fn minimal_definition_gets_defaults() {
         let def = parse("name = \"m\"\n", Path::new("m.toml")).unwrap();
         assert_eq!(def.hostname, "uvmkit");

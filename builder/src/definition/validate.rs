@@ -2,7 +2,9 @@
 //! checks one part of the definition and returns it in the form the pipeline uses. A problem
 //! is reported with the key it concerns and what is allowed there.
 
-use super::file::{DefinitionFile, EspLayout, FileTable, KernelTable, NetworkSection, PackageTable, VmTable};
+use super::file::{
+    DefinitionFile, EspLayout, FileTable, KernelTable, MemoryTable, NetworkSection, PackageTable, VmTable,
+};
 use super::image::{
     DiskSection, ExtraFile, ExtraFileKind, ImageDefinition, KernelSection, LocalKernel, PackageSelection, VmSection,
     ALWAYS_EXCLUDE, DEFAULT_INCLUDE, DOCKER_DAEMON_JSON,
@@ -34,7 +36,15 @@ fn invalid(key: &str, message: String) -> Invalid {
 pub(super) fn validate(file: DefinitionFile) -> Result<ImageDefinition, Invalid> {
     check_name(&file.name)?;
     check_hostname(&file.hostname)?;
-    let kernel_features = check_targets_formats_features(&file)?;
+    let mut kernel_features = check_targets_formats_features(&file)?;
+    let memory = file.memory.as_ref().map(memory_section).transpose()?;
+    if memory.as_ref().is_some_and(|m| m.zram.is_some()) {
+        // The zram driver and swap support: the kernel must have them, and the module is loaded.
+        let zram = kernel_config::feature(ZRAM_FEATURE).expect("kernel-config/zram.toml is compiled in");
+        if !kernel_features.iter().any(|f| f.name == zram.name) {
+            kernel_features.push(zram);
+        }
+    }
     check_initrd(file.initrd.compression_level)?;
     let disk_checked = check_disk(file.disk.size, file.disk.vhdx_block_size, &file.formats)?;
     if let Some(label) = &file.iso.volume_label {
@@ -92,11 +102,27 @@ pub(super) fn validate(file: DefinitionFile) -> Result<ImageDefinition, Invalid>
         preload: file.preload,
         docker_daemon_json,
         shares: file.shares,
+        memory,
     };
     definition
         .check_formats(&definition.formats)
         .map_err(|e| invalid("formats", e.to_string()))?;
     Ok(definition)
+}
+
+/// The `kernel-config/` feature a `[memory] zram` size selects.
+const ZRAM_FEATURE: &str = "zram";
+
+/// `[memory]`: `zram` is a share of memory (1% to 100%) or a size of whole pages from 16MiB to
+/// 1TiB, in the form the init reads back.
+fn memory_section(memory: &MemoryTable) -> Result<uvmkit_init_config::MemorySection, Invalid> {
+    let zram = memory
+        .zram
+        .as_deref()
+        .map(|text| text.parse::<uvmkit_init_config::ZramSize>())
+        .transpose()
+        .map_err(|e| invalid("memory.zram", e.to_string()))?;
+    Ok(uvmkit_init_config::MemorySection { zram })
 }
 
 /// `[vm]`: a plausible number of CPUs and a whole number of MiB of memory, enough for the

@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 mod check;
+mod memory;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use uvmkit_service_spec::{Readiness, RestartPolicy, RlimitValue, ServiceError, ServiceSpec};
 
 pub use check::{check_interfaces, InitConfigError};
+pub use memory::{MemorySection, ZramSize, ZramSizeError, ZRAM_MAX_BYTES, ZRAM_MIN_BYTES, ZRAM_PAGE_BYTES};
 
 /// Where the builder puts the configuration inside the image.
 pub const CONFIG_PATH: &str = "/etc/uvmkit/init.toml";
@@ -85,6 +87,9 @@ pub struct InitConfig {
     /// boot initrd's configuration has it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub system: Option<SystemImageSection>,
+    /// Memory settings (`[memory]`: a zram swap device); absent means none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemorySection>,
 }
 
 impl Default for InitConfig {
@@ -101,6 +106,7 @@ impl Default for InitConfig {
             preload: None,
             shares: Vec::new(),
             system: None,
+            memory: None,
         }
     }
 }
@@ -482,6 +488,9 @@ mod tests {
                 file: SYSTEM_IMAGE_FILE.into(),
                 partition: SYSTEM_PARTITION_NAME.into(),
                 wait_seconds: 30,
+            }),
+            memory: Some(MemorySection {
+                zram: Some(ZramSize::Percent(25)),
             }),
         }
     }
