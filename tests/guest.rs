@@ -81,7 +81,11 @@ fn check_common(name: &str, log: &str) {
     // hv_utils runs /proc/sys/kernel/poweroff_cmd for the host's shutdown request; in the
     // running root (which the kernel's helpers share with PID 1) it must be this init.
     assert_eq!(
-        lines_with(log, "orderly power-off (/sbin/poweroff, run by the kernel for the host's shutdown request) leads to this init").len(),
+        lines_with(
+            log,
+            "orderly power-off (/sbin/poweroff, run by the kernel for the host's shutdown request) leads to this init"
+        )
+        .len(),
         1,
         "{name}: the orderly power-off path does not lead to the init:\n{log}"
     );
@@ -94,10 +98,16 @@ fn check_common(name: &str, log: &str) {
         );
     }
     let modules = lines_with(log, "modules loaded").join("\n");
-    assert!(modules.contains(" 0 failed)"), "{name}: a module failed: {modules}\n{log}");
+    assert!(
+        modules.contains(" 0 failed)"),
+        "{name}: a module failed: {modules}\n{log}"
+    );
     // No VMBus and no VMMDev under QEMU: those agents stay silent.
     for agent in ["hyperv:", "virtualbox:"] {
-        assert!(lines_with(log, agent).is_empty(), "{name}: {agent} logged without its device:\n{log}");
+        assert!(
+            lines_with(log, agent).is_empty(),
+            "{name}: {agent} logged without its device:\n{log}"
+        );
     }
 }
 
@@ -111,14 +121,27 @@ fn vmware_backdoor_is_found_with_vmport_on_and_its_rpc_degrades_once() {
     let found = lines_with(&on, "vmware: backdoor found (version ");
     assert_eq!(found.len(), 1, "vmport=on: the backdoor was not found once:\n{on}");
     let degraded = lines_with(&on, "vmware: the backdoor's message channel does not open");
-    assert_eq!(degraded.len(), 1, "vmport=on: the RPC failure is not logged exactly once:\n{on}");
+    assert_eq!(
+        degraded.len(),
+        1,
+        "vmport=on: the RPC failure is not logged exactly once:\n{on}"
+    );
     assert!(degraded[0].contains("guest RPC off"), "{}", degraded[0]);
     // Nothing else from the VMware agent: no guestinfo, no TCLO loop, no retries.
     let vmware = lines_with(&on, "vmware:");
-    assert_eq!(vmware.len(), 2, "vmport=on: unexpected VMware lines:\n{}", vmware.join("\n"));
+    assert_eq!(
+        vmware.len(),
+        2,
+        "vmport=on: unexpected VMware lines:\n{}",
+        vmware.join("\n")
+    );
     eprintln!("vmport=on:\n  {}\n  {}", found[0].trim(), degraded[0].trim());
 
     check_common("vmport=off", &off);
     let vmware = lines_with(&off, "vmware:");
-    assert!(vmware.is_empty(), "vmport=off: VMware lines without a backdoor:\n{}", vmware.join("\n"));
+    assert!(
+        vmware.is_empty(),
+        "vmport=off: VMware lines without a backdoor:\n{}",
+        vmware.join("\n")
+    );
 }

@@ -10,10 +10,10 @@
 mod clock;
 mod config;
 mod datadisk;
-mod host_agent;
-mod hypervisor;
 #[cfg(test)]
 mod fuzz;
+mod host_agent;
+mod hypervisor;
 mod identity;
 mod instance;
 mod log;
