@@ -124,24 +124,14 @@ fn build(definition: Definition) -> Built {
     let extracted = dir.join("extracted");
     std::fs::create_dir_all(&extracted).unwrap();
     let stock_initrd = stock.join(format!("{name}-initrd.img"));
-    let (ok, listing) = run("bsdtar", &["-tf", stock_initrd.to_str().unwrap()]);
-    assert!(ok, "bsdtar: {listing}");
+    let stock_image = write_system_image(&stock_initrd, &dir.join("stock.squashfs"));
+    let listing = system_image_listing(&stock_image);
     // Debian 12 ships busybox in /bin, Debian 13 (merged /usr) in /usr/bin.
     let busybox = ["usr/bin/busybox", "bin/busybox"]
         .into_iter()
         .find(|p| listing.lines().any(|l| l == *p))
         .unwrap_or_else(|| panic!("no busybox in {}", stock_initrd.display()));
-    let (ok, text) = run(
-        "bsdtar",
-        &[
-            "-xf",
-            stock_initrd.to_str().unwrap(),
-            "-C",
-            extracted.to_str().unwrap(),
-            busybox,
-        ],
-    );
-    assert!(ok, "bsdtar cannot take busybox out of the initrd: {text}");
+    extract_from_initrd(&stock_initrd, &extracted, &[busybox]);
 
     let udp_echo = dir.join("udp-echo");
     compile_static(&repo_root().join("tests/common/udp_echo.rs"), &udp_echo);
@@ -207,17 +197,7 @@ fn docker_client_from_debian(definition: Definition, definition_path: &Path, dir
         out.to_str().unwrap(),
     ]);
     let initrd = out.join(format!("{}-initrd.img", definition.name()));
-    let (ok, text) = run(
-        "bsdtar",
-        &[
-            "-xf",
-            initrd.to_str().unwrap(),
-            "-C",
-            dir.to_str().unwrap(),
-            "usr/bin/docker",
-        ],
-    );
-    assert!(ok, "bsdtar cannot take docker out of {}: {text}", initrd.display());
+    extract_from_initrd(&initrd, dir, &["usr/bin/docker"]);
     dir.join("usr/bin/docker")
 }
 
@@ -937,8 +917,8 @@ fn docker_host_serves_tls_keeps_state_across_reboots_and_power_loss() {
 #[test]
 fn the_image_holds_no_keys_or_certificates() {
     let b = built(Definition::Trixie);
-    let (ok, listing) = run("bsdtar", &["-tf", b.initrd.to_str().unwrap()]);
-    assert!(ok, "bsdtar: {listing}");
+    let image = write_system_image(&b.initrd, &b.initrd.with_extension("squashfs"));
+    let listing = system_image_listing(&image);
     let secrets: Vec<&str> = listing
         .lines()
         .filter(|path| {

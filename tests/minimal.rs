@@ -71,31 +71,6 @@ fn build_writes_every_artifact_with_checksums_and_manifest() {
     }
 }
 
-/// The published initrd split where the system image's uncompressed cpio member begins: the
-/// zstd-compressed boot part (with its zero padding) and that member's header and body.
-fn split_initrd(initrd: &[u8]) -> (&[u8], &[u8]) {
-    let name = b"uvmkit-system.squashfs\0";
-    let at = initrd
-        .windows(name.len())
-        .position(|w| w == name)
-        .expect("the initrd carries uvmkit-system.squashfs");
-    let header = at - 110;
-    assert_eq!(
-        &initrd[header..header + 6],
-        b"070701",
-        "a newc header precedes the name"
-    );
-    assert_eq!(header % 4, 0, "the appended archive starts on a 4-byte boundary");
-    (&initrd[..header], &initrd[header..])
-}
-
-/// The squashfs body of the system member: newc header (110 bytes), name padded to 4 bytes.
-fn system_image_of(member: &[u8]) -> &[u8] {
-    let size = usize::from_str_radix(std::str::from_utf8(&member[54..62]).unwrap(), 16).unwrap();
-    let start = (110 + "uvmkit-system.squashfs".len() + 1).next_multiple_of(4);
-    &member[start..start + size]
-}
-
 #[test]
 fn initrd_is_a_small_zstd_cpio_followed_by_the_system_image() {
     if !(have("bsdtar") && have("unsquashfs")) {

@@ -10,7 +10,12 @@ use common::*;
 fn docker_image_resolves_with_engine_libraries_and_drivers() {
     let image = repo_root().join("images/docker.toml");
     let text = uvmkit_ok(&["inspect", image.to_str().unwrap(), "--files", "--quiet"]);
-    let files: Vec<&str> = text.lines().filter_map(|l| l.split_whitespace().nth(2)).collect();
+    // `--files` lists every file with its bytes and package, then its path (`PATH -> TARGET` for
+    // a link).
+    let files: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')))
+        .collect();
     let has = |suffix: &str| files.iter().any(|f| f.ends_with(suffix));
     for program in [
         "/usr/bin/containerd",

@@ -59,18 +59,7 @@ fn build(dir: &Path) -> Built {
     let initrd = out.join("docker-initrd.img");
     let init_toml = dir.join("extracted");
     std::fs::create_dir_all(&init_toml).unwrap();
-    let (ok, text) = run(
-        "bsdtar",
-        &[
-            "-xf",
-            initrd.to_str().unwrap(),
-            "-C",
-            init_toml.to_str().unwrap(),
-            "usr/bin/busybox",
-            "etc/uvmkit/init.toml",
-        ],
-    );
-    assert!(ok, "bsdtar cannot take busybox and init.toml out of the initrd: {text}");
+    extract_from_initrd(&initrd, &init_toml, &["usr/bin/busybox", "etc/uvmkit/init.toml"]);
     let config = std::fs::read_to_string(init_toml.join("etc/uvmkit/init.toml")).unwrap();
     assert!(
         config.contains("[memory]\nzram = \"25%\""),
@@ -211,8 +200,8 @@ fn mib(bytes: u64) -> u64 {
 
 #[test]
 fn memory_and_disk_space_go_back_to_the_host() {
-    if !have("qemu-img") || !have("docker") || !have("bsdtar") {
-        panic!("the reclaim test needs qemu-img, docker and bsdtar (tests/install-deps.sh)");
+    if !have("qemu-img") || !have("docker") || !have("unsquashfs") {
+        panic!("the reclaim test needs qemu-img, docker and unsquashfs (tests/install-deps.sh)");
     }
     let dir = test_dir("reclaim");
     let b = build(&dir);

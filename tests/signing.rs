@@ -161,8 +161,10 @@ fn secure_boot_starts_the_signed_disk_and_refuses_changed_or_unsigned_ones() {
     // A copy whose UKI on the ESP has one byte of its kernel changed.
     let tampered = test_dir("signing-tampered-disk").join("minimal.raw");
     let mut bytes = std::fs::read(&raw).unwrap();
-    let uki = std::fs::read(out.join("minimal.efi")).unwrap();
     let esp = esp_offset(&bytes);
+    // The disk's ESP holds the small UKI (its initrd finds the system image on the disk), not
+    // the published minimal.efi, which carries the image in its initrd.
+    let uki = esp_boot_file(&raw, esp, &test_dir("signing-tampered-esp"));
     let at = esp
         + bytes[esp..]
             .windows(4096)
@@ -212,13 +214,27 @@ fn every_copy_of_the_uki_is_the_signed_one_and_sbverify_and_osslsigncode_accept_
     let out = signed();
     let efi = std::fs::read(out.join("minimal.efi")).unwrap();
     let dir = test_dir("signing-copies");
-    // The ESP's boot file and the ISO's El Torito EFI image hold the same signed bytes.
+    // The disk's ESP holds the small UKI (kernel and boot initrd; the system image is a
+    // partition of its own): signed with the same key, with the same kernel as minimal.efi.
     let raw = out.join("minimal.raw");
     let esp = esp_offset(&std::fs::read(&raw).unwrap()[..64 << 10]);
-    assert!(
-        esp_boot_file(&raw, esp, &dir) == efi,
-        "the ESP's BOOTX64.EFI is not minimal.efi"
-    );
+    let esp_uki = esp_boot_file(&raw, esp, &dir);
+    assert!(esp_uki.len() < efi.len(), "the ESP's UKI is not the small one");
+    let linux = |pe: &[u8]| {
+        let at = find_section(pe, b".linux\0\0");
+        pe[at..at + 4096].to_vec()
+    };
+    assert_eq!(linux(&esp_uki), linux(&efi), "the ESP's UKI boots another kernel");
+    let esp_uki_path = dir.join("esp-BOOTX64.EFI");
+    std::fs::write(&esp_uki_path, &esp_uki).unwrap();
+    if have("sbverify") {
+        let (ok, text) = run("sbverify", &["--cert", SNAKEOIL_CERT, esp_uki_path.to_str().unwrap()]);
+        assert!(
+            ok && text.contains("Signature verification OK"),
+            "sbverify of the ESP's UKI: {text}"
+        );
+    }
+    // The ISO's El Torito EFI image holds the published signed bytes.
     if have("xorriso") {
         let img = dir.join("efi.img");
         let (ok, text) = run(

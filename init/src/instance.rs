@@ -831,8 +831,11 @@ pub fn apply(config: &mut InitConfig, command_line: &CommandLine) -> Option<Clie
         None
     };
     let mut loaded = loaded.unwrap_or_default();
-    // VMware's guestinfo.uvmkit.* variables, where the VM has them.
-    crate::host_agent::add_vmware_settings(&mut loaded);
+    // VMware's guestinfo.uvmkit.* variables, where the VM has them; `uvmkit.settings=off`
+    // turns every outside source off, this one too.
+    if command_line.use_volume {
+        crate::host_agent::add_vmware_settings(&mut loaded);
+    }
     if !loaded.source.is_empty() {
         log!("instance: settings from {}", loaded.source);
     }

@@ -360,3 +360,71 @@ pub fn write_busybox_archive(busybox: &Path, applets: &[&str], tag: &str, out: &
     }
     archive.into_inner().unwrap().flush().unwrap();
 }
+
+/// The name of the system image inside a published initrd (the member the boot part is
+/// followed by; see `builder/src/encode/system.rs`).
+pub const SYSTEM_IMAGE_MEMBER: &str = "uvmkit-system.squashfs";
+
+/// The published initrd split where the system image's uncompressed cpio member begins: the
+/// zstd-compressed boot part (with its zero padding) and that member's newc header and body.
+pub fn split_initrd(initrd: &[u8]) -> (&[u8], &[u8]) {
+    let name = format!("{SYSTEM_IMAGE_MEMBER}\0");
+    let at = initrd
+        .windows(name.len())
+        .position(|w| w == name.as_bytes())
+        .unwrap_or_else(|| panic!("the initrd carries no {SYSTEM_IMAGE_MEMBER}"));
+    let header = at - 110;
+    assert_eq!(
+        &initrd[header..header + 6],
+        b"070701",
+        "a newc header precedes the name"
+    );
+    assert_eq!(header % 4, 0, "the appended archive starts on a 4-byte boundary");
+    (&initrd[..header], &initrd[header..])
+}
+
+/// The squashfs body of the system member: newc header (110 bytes), name padded to 4 bytes.
+pub fn system_image_of(member: &[u8]) -> &[u8] {
+    let size = usize::from_str_radix(std::str::from_utf8(&member[54..62]).unwrap(), 16).unwrap();
+    let start = (110 + SYSTEM_IMAGE_MEMBER.len() + 1).next_multiple_of(4);
+    &member[start..start + size]
+}
+
+/// Writes the system image (the image's whole root tree, squashfs) that the published initrd
+/// `initrd` carries to `dest`, and returns `dest`.
+pub fn write_system_image(initrd: &Path, dest: &Path) -> PathBuf {
+    let bytes = std::fs::read(initrd).unwrap_or_else(|e| panic!("{}: {e}", initrd.display()));
+    let (_, member) = split_initrd(&bytes);
+    std::fs::write(dest, system_image_of(member)).unwrap();
+    dest.to_path_buf()
+}
+
+/// The paths of a system image's tree, one a line and relative (as `bsdtar -tf` lists a
+/// cpio), read by `unsquashfs`.
+pub fn system_image_listing(image: &Path) -> String {
+    let (ok, text) = run("unsquashfs", &["-l", "-d", "", image.to_str().unwrap()]);
+    assert!(ok, "unsquashfs -l {}: {text}", image.display());
+    text.lines()
+        .filter_map(|l| l.strip_prefix('/'))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Extracts `paths` (relative to the root) of the system image carried by `initrd` into
+/// `dir`, with `unsquashfs`.
+pub fn extract_from_initrd(initrd: &Path, dir: &Path, paths: &[&str]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let image = write_system_image(initrd, &dir.join(".system.squashfs"));
+    let mut args = vec!["-f", "-d", dir.to_str().unwrap(), image.to_str().unwrap()];
+    args.extend_from_slice(paths);
+    let (ok, text) = run("unsquashfs", &args);
+    assert!(
+        ok,
+        "unsquashfs cannot take {paths:?} out of {}: {text}",
+        initrd.display()
+    );
+    for path in paths {
+        assert!(dir.join(path).exists(), "{} holds no {path}", initrd.display());
+    }
+    let _ = std::fs::remove_file(image);
+}
