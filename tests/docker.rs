@@ -390,26 +390,7 @@ fn start(built: &'static Built, name: &str, dir: PathBuf, args: Vec<String>) -> 
 
 impl Vm {
     fn ssh_options(&self) -> Vec<String> {
-        let b = self.built;
-        [
-            "-i",
-            b.ssh_key.to_str().unwrap(),
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            &format!("UserKnownHostsFile={}", self.dir.join("known_hosts").display()),
-            "-o",
-            "ConnectTimeout=20",
-            "-o",
-            "LogLevel=ERROR",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+        ssh_options(&self.built.ssh_key, &self.dir)
     }
 
     /// Runs `command` in the VM as root over SSH; panics with the console log when it fails.

@@ -80,28 +80,6 @@ fn build(dir: &Path) -> Built {
     }
 }
 
-fn ssh_options(key: &Path, dir: &Path) -> Vec<String> {
-    [
-        "-i",
-        key.to_str().unwrap(),
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        &format!("UserKnownHostsFile={}", dir.join("known_hosts").display()),
-        "-o",
-        "ConnectTimeout=20",
-        "-o",
-        "LogLevel=ERROR",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
 fn docker(client: &Path, bundle: &Path, dir: &Path, port: u16, args: &[&str]) -> Output {
     Command::new(client)
         .env_remove("DOCKER_HOST")

@@ -106,25 +106,7 @@ struct Vm {
 
 impl Vm {
     fn ssh_args(&self) -> Vec<String> {
-        [
-            "-i",
-            self.ssh_key.to_str().unwrap(),
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            &format!("UserKnownHostsFile={}", self.dir.join("known_hosts").display()),
-            "-o",
-            "ConnectTimeout=20",
-            "-o",
-            "LogLevel=ERROR",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+        ssh_options(&self.ssh_key, &self.dir)
     }
 
     fn ssh(&mut self, command: &str) -> String {

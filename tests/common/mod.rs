@@ -428,3 +428,27 @@ pub fn extract_from_initrd(initrd: &Path, dir: &Path, paths: &[&str]) {
     }
     let _ = std::fs::remove_file(image);
 }
+
+/// The `ssh`/`scp` options every boot test uses: only `key`, no prompts, the VM's host key kept
+/// in `dir/known_hosts` (each boot makes a new one), a bounded connect.
+pub fn ssh_options(key: &Path, dir: &Path) -> Vec<String> {
+    [
+        "-i",
+        key.to_str().unwrap(),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        &format!("UserKnownHostsFile={}", dir.join("known_hosts").display()),
+        "-o",
+        "ConnectTimeout=20",
+        "-o",
+        "LogLevel=ERROR",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
