@@ -12,6 +12,16 @@
 //!   killer. The init sizes it (`disksize`), writes the swap header itself (no `mkswap` in the
 //!   image) and enables it with `swapon(2)`, with discard so that freed swap slots free their
 //!   compressed memory at once.
+//! - Watermarks: with transparent huge pages set to `always` (the Debian kernel's default),
+//!   khugepaged raises `vm.min_free_kbytes` to keep huge pages allocatable
+//!   (mm/khugepaged.c, `set_recommended_min_free_kbytes`): 44 MiB on a 2 GiB guest instead of
+//!   the kernel's own 5.5 MiB, and the zone watermarks derived from it (the high one about
+//!   1.5 times as much) are memory no process may use and that `MemAvailable` leaves out.
+//!   A utility VM gains little from huge pages it never asked for, so the init sets them to
+//!   `madvise` (a program that wants them still gets them) and puts `min_free_kbytes` back to
+//!   the kernel's formula (mm/page_alloc.c, `calculate_min_free_kbytes`:
+//!   `int_sqrt(lowmem_kbytes * 16)`, at least 128 and at most 262144). A kernel command line
+//!   that sets `transparent_hugepage=` or `sysctl.vm.min_free_kbytes=` is left as it says.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -124,9 +134,16 @@ pub fn balloons(sys: &Path) -> Vec<Balloon> {
     found
 }
 
-/// Logs the balloon drivers in use, and sets up zram swap when `section` asks for it.
+/// Logs the balloon drivers in use, lowers the watermarks huge pages raised, and sets up zram
+/// swap when `section` asks for it.
 pub fn start(section: Option<&MemorySection>) {
     log_balloons(&balloons(Path::new("/sys")));
+    let command_line = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    match tune_watermarks(&command_line) {
+        Ok(Some(line)) => log!("{line}"),
+        Ok(None) => {}
+        Err(err) => log!("memory: {err}; the watermarks stay as the kernel set them"),
+    }
     if let Some(size) = section.and_then(|s| s.zram) {
         match start_zram(size) {
             Ok(line) => log!("{line}"),
@@ -161,9 +178,58 @@ fn log_balloons(found: &[Balloon]) {
     }
 }
 
-/// Why zram swap could not be set up.
+/// Where the kernel exposes the huge page mode and the reserve.
+const THP_ENABLED: &str = "/sys/kernel/mm/transparent_hugepage/enabled";
+const MIN_FREE_KBYTES: &str = "/proc/sys/vm/min_free_kbytes";
+
+/// The kernel's own `min_free_kbytes` for `lowmem_kib` of low memory
+/// (mm/page_alloc.c, `calculate_min_free_kbytes`).
+pub fn default_min_free_kbytes(lowmem_kib: u64) -> u64 {
+    ((lowmem_kib * 16) as f64).sqrt().floor() as u64
+}
+
+/// Whether the kernel command line already decides `option` (`transparent_hugepage=`...).
+fn command_line_sets(command_line: &str, option: &str) -> bool {
+    command_line.split_whitespace().any(|arg| arg.starts_with(option))
+}
+
+/// Sets huge pages to `madvise` and `min_free_kbytes` back to the kernel's formula, unless the
+/// command line chose either; returns the line to log when anything changed.
+fn tune_watermarks(command_line: &str) -> Result<Option<String>, MemoryError> {
+    let mut done = Vec::new();
+    if !command_line_sets(command_line, "transparent_hugepage=") && Path::new(THP_ENABLED).exists() {
+        let mode = fs::read_to_string(THP_ENABLED).unwrap_or_default();
+        if bracketed_choice(&mode) == Some("always") {
+            write(Path::new(THP_ENABLED), "madvise")?;
+            done.push("transparent huge pages madvise (was always)".to_string());
+        }
+    }
+    // After the mode: changing it makes khugepaged set its recommendation again.
+    if !command_line_sets(command_line, "sysctl.vm.min_free_kbytes=") {
+        let now: u64 = fs::read_to_string(MIN_FREE_KBYTES)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        // Free buffer pages are close to MemTotal at this point of the boot.
+        let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let total_kib = mem_total(&meminfo).ok_or(MemoryError::NoMemTotal)? / 1024;
+        let kernel_default = default_min_free_kbytes(total_kib).clamp(128, 262_144);
+        if now > kernel_default {
+            write(Path::new(MIN_FREE_KBYTES), &kernel_default.to_string())?;
+            done.push(format!("min_free_kbytes {kernel_default} (was {now})"));
+        }
+    }
+    Ok((!done.is_empty()).then(|| {
+        format!(
+            "memory: {}; the reserve huge pages kept is free for use",
+            done.join(", ")
+        )
+    }))
+}
+
+/// Why a memory setting (zram swap, the watermarks) could not be applied.
 #[derive(Debug, thiserror::Error)]
-pub enum ZramError {
+pub enum MemoryError {
     /// The zram module did not make its device (not in the image, or failed to load).
     #[error("/sys/block/{ZRAM_DEVICE} does not exist; is the zram module in the image (kernel-config/zram.toml)?")]
     NoDevice,
@@ -190,8 +256,9 @@ pub fn mem_total(meminfo: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// The compressor in use from a zram `comp_algorithm` text (`lzo [lzo-rle] lz4 zstd`).
-pub fn selected_compressor(text: &str) -> Option<&str> {
+/// The choice in use from a sysfs list that brackets it: a zram `comp_algorithm`
+/// (`lzo [lzo-rle] lz4 zstd`) or the huge page mode (`[always] madvise never`).
+pub fn bracketed_choice(text: &str) -> Option<&str> {
     text.split_whitespace()
         .find_map(|w| w.strip_prefix('[').and_then(|w| w.strip_suffix(']')))
 }
@@ -212,35 +279,35 @@ pub fn swap_header(bytes: u64, page: usize, uuid: [u8; 16], label: &str) -> Vec<
     header
 }
 
-fn write(path: &Path, text: &str) -> Result<(), ZramError> {
-    fs::write(path, text).map_err(|source| ZramError::Write {
+fn write(path: &Path, text: &str) -> Result<(), MemoryError> {
+    fs::write(path, text).map_err(|source| MemoryError::Write {
         path: path.to_path_buf(),
         source,
     })
 }
 
 /// Sizes `/dev/zram0`, writes a swap header on it and turns it on; returns the log line.
-fn start_zram(size: ZramSize) -> Result<String, ZramError> {
+fn start_zram(size: ZramSize) -> Result<String, MemoryError> {
     let started = Instant::now();
     let sys = Path::new("/sys/block").join(ZRAM_DEVICE);
     // The module makes the device while it loads; a short bound covers a slow udev-less boot.
     let deadline = Instant::now() + Duration::from_secs(2);
     while !sys.is_dir() {
         if Instant::now() >= deadline {
-            return Err(ZramError::NoDevice);
+            return Err(MemoryError::NoDevice);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let total = fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|text| mem_total(&text))
-        .ok_or(ZramError::NoMemTotal)?;
+        .ok_or(MemoryError::NoMemTotal)?;
     let bytes = size.bytes(total);
     // Documentation/admin-guide/blockdev/zram.rst: set the size (the compressor keeps the
     // kernel's default), then use the device.
     write(&sys.join("disksize"), &bytes.to_string())?;
     let compressor = fs::read_to_string(sys.join("comp_algorithm")).unwrap_or_default();
-    let compressor = selected_compressor(&compressor).unwrap_or("default").to_string();
+    let compressor = bracketed_choice(&compressor).unwrap_or("default").to_string();
 
     let device = Path::new("/dev").join(ZRAM_DEVICE);
     // SAFETY: sysconf has no preconditions.
@@ -257,7 +324,7 @@ fn start_zram(size: ZramSize) -> Result<String, ZramError> {
             dev.write_all(&swap_header(bytes, page, uuid, ZRAM_SWAP_LABEL))?;
             dev.sync_all()
         })
-        .map_err(|source| ZramError::Write {
+        .map_err(|source| MemoryError::Write {
             path: device.clone(),
             source,
         })?;
@@ -265,7 +332,7 @@ fn start_zram(size: ZramSize) -> Result<String, ZramError> {
     let flags = SWAP_FLAG_PREFER | ZRAM_SWAP_PRIORITY | SWAP_FLAG_DISCARD;
     // SAFETY: `path` is a NUL-terminated string that outlives the call.
     if unsafe { libc::swapon(path.as_ptr(), flags) } != 0 {
-        return Err(ZramError::Swapon(io::Error::last_os_error()));
+        return Err(MemoryError::Swapon(io::Error::last_os_error()));
     }
     // Swap-in readahead reads neighbouring pages from a disk in one go; from zram each page is
     // decompressed on its own, so readahead only costs (zram.rst, "page-cluster").
@@ -338,8 +405,24 @@ mod tests {
             Some(2_035_000 * 1024)
         );
         assert_eq!(mem_total("MemFree: 1 kB\n"), None);
-        assert_eq!(selected_compressor("lzo [lzo-rle] lz4 zstd\n"), Some("lzo-rle"));
-        assert_eq!(selected_compressor("lzo lz4\n"), None);
+        assert_eq!(bracketed_choice("lzo [lzo-rle] lz4 zstd\n"), Some("lzo-rle"));
+        assert_eq!(bracketed_choice("lzo lz4\n"), None);
+        assert_eq!(bracketed_choice("[always] madvise never\n"), Some("always"));
+    }
+
+    /// The kernel's formula: a 2 GiB guest keeps about 5.5 MiB, not khugepaged's 44 MiB; the
+    /// command line's own choices are found and left alone.
+    #[test]
+    fn the_reserve_is_the_kernels_formula_unless_the_command_line_chose() {
+        assert_eq!(default_min_free_kbytes(2_014_896), 5677);
+        assert_eq!(default_min_free_kbytes(16 * 1024 * 1024), 16384);
+        let line = "console=ttyS0 transparent_hugepage=always quiet";
+        assert!(command_line_sets(line, "transparent_hugepage="));
+        assert!(!command_line_sets(line, "sysctl.vm.min_free_kbytes="));
+        assert!(command_line_sets(
+            "sysctl.vm.min_free_kbytes=65536",
+            "sysctl.vm.min_free_kbytes="
+        ));
     }
 
     /// The header the init writes is byte for byte the one util-linux's mkswap writes.
