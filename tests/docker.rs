@@ -319,9 +319,7 @@ fn free_port() -> u16 {
 struct Vm {
     built: &'static Built,
     guest: Guest,
-    ssh_port: u16,
-    docker_port: u16,
-    dir: PathBuf,
+    reach: Reach,
 }
 
 /// Boots the test's UKI under OVMF with `disk` as the data disk; waits for the ready marker.
@@ -380,42 +378,34 @@ fn start(built: &'static Built, name: &str, dir: PathBuf, args: Vec<String>) -> 
         Vm {
             built,
             guest,
-            ssh_port: ssh_port.parse().unwrap(),
-            docker_port: docker_port.parse().unwrap(),
-            dir,
+            reach: Reach {
+                key: built.ssh_key.clone(),
+                dir,
+                ssh_port: ssh_port.parse().unwrap(),
+                docker_port: docker_port.parse().unwrap(),
+            },
         },
         ready,
     )
 }
 
 impl Vm {
-    fn ssh_options(&self) -> Vec<String> {
-        ssh_options(&self.built.ssh_key, &self.dir)
-    }
-
     /// Runs `command` in the VM as root over SSH; panics with the console log when it fails.
     fn ssh(&mut self, command: &str) -> String {
-        let out = Command::new("ssh")
-            .args(self.ssh_options())
-            .args(["-p", &self.ssh_port.to_string(), "root@127.0.0.1", command])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            self.guest.fail(&format!(
-                "ssh {command:?} failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.reach.ssh(&mut self.guest, command)
     }
 
     /// The VM's SSH host keys, as `ssh-keyscan` sees them.
     fn host_keys(&mut self) -> Vec<String> {
         let (ok, text) = run(
             "ssh-keyscan",
-            &["-p", &self.ssh_port.to_string(), "-t", "ed25519,ecdsa", "127.0.0.1"],
+            &[
+                "-p",
+                &self.reach.ssh_port.to_string(),
+                "-t",
+                "ed25519,ecdsa",
+                "127.0.0.1",
+            ],
         );
         assert!(ok, "ssh-keyscan: {text}");
         let mut keys: Vec<String> = text
@@ -430,67 +420,26 @@ impl Vm {
 
     /// Copies the client bundle out with scp, as the README tells users to.
     fn fetch_client_bundle(&mut self) -> PathBuf {
-        let to = self.dir.join("client");
-        let _ = std::fs::remove_dir_all(&to);
-        let out = Command::new("scp")
-            .args(self.ssh_options())
-            .args([
-                "-r",
-                "-P",
-                &self.ssh_port.to_string(),
-                "root@127.0.0.1:/var/lib/uvmkit/identity/tls/client",
-                to.to_str().unwrap(),
-            ])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            self.guest.fail(&format!(
-                "scp of the client bundle: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        for file in ["ca.pem", "cert.pem", "key.pem"] {
-            assert!(to.join(file).is_file(), "the client bundle has no {file}");
-        }
-        to
+        self.reach.fetch_client_bundle(&mut self.guest)
     }
 
     /// Runs the docker client against the VM with `tls` flags and `args`.
     fn docker_with(&self, tls: &[String], args: &[&str]) -> Output {
-        Command::new(&self.built.docker)
-            .env_remove("DOCKER_HOST")
-            .env_remove("DOCKER_CERT_PATH")
-            .env_remove("DOCKER_TLS_VERIFY")
-            .env("DOCKER_CONFIG", self.dir.join("docker-config"))
-            .args(tls)
-            .args(["-H", &format!("tcp://127.0.0.1:{}", self.docker_port)])
+        self.reach
+            .docker_command(&self.built.docker, tls)
             .args(args)
-            .stdin(Stdio::null())
             .output()
             .unwrap()
     }
 
     /// Runs the docker client with the VM's client bundle; panics when it fails.
     fn docker(&mut self, bundle: &Path, args: &[&str]) -> String {
-        let out = self.docker_status(bundle, args);
-        if !out.status.success() {
-            self.guest.fail(&format!(
-                "docker {args:?} failed ({}): {}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.reach.docker(&mut self.guest, &self.built.docker, bundle, args)
     }
 
     /// Runs the docker client with the VM's client bundle and returns what it did, failed or not.
     fn docker_status(&self, bundle: &Path, args: &[&str]) -> Output {
-        self.docker_with(
-            &tls_flags(bundle, &bundle.join("cert.pem"), &bundle.join("key.pem")),
-            args,
-        )
+        self.docker_with(&bundle_tls_flags(bundle), args)
     }
 
     /// `docker inspect --format FORMAT NAME`, trimmed.
@@ -626,15 +575,6 @@ fn host_tcp_server(bytes: String) -> u16 {
         }
     });
     port
-}
-
-fn tls_flags(bundle: &Path, cert: &Path, key: &Path) -> Vec<String> {
-    vec![
-        "--tlsverify".into(),
-        format!("--tlscacert={}", bundle.join("ca.pem").display()),
-        format!("--tlscert={}", cert.display()),
-        format!("--tlskey={}", key.display()),
-    ]
 }
 
 /// A blank sparse disk of `size` bytes.
@@ -791,7 +731,7 @@ fn docker_host_serves_tls_keeps_state_across_reboots_and_power_loss() {
     // Refused: plain HTTP on the TLS port, a certificate from another CA, no certificate.
     let plain = vm.docker_with(&[], &["version"]);
     assert!(!plain.status.success(), "plain TCP was answered: {plain:?}");
-    let (cert, key) = foreign_client_certificate(&vm.dir);
+    let (cert, key) = foreign_client_certificate(&vm.reach.dir);
     let foreign = vm.docker_with(&tls_flags(&bundle, &cert, &key), &["version"]);
     assert!(
         !foreign.status.success(),
@@ -805,7 +745,7 @@ fn docker_host_serves_tls_keeps_state_across_reboots_and_power_loss() {
             "30",
             "--cacert",
             bundle.join("ca.pem").to_str().unwrap(),
-            &format!("https://127.0.0.1:{}/version", vm.docker_port),
+            &format!("https://127.0.0.1:{}/version", vm.reach.docker_port),
         ],
     );
     assert!(!ok, "a client without a certificate was answered: {text}");
@@ -1101,7 +1041,7 @@ fn reachable_by_ip_from_the_host_side(vm: &mut Vm, bundle: &Path) {
     let ssh_from_host_side = |vm: &Vm| {
         Command::new("ip")
             .args(["netns", "exec", &netns.0, "ssh"])
-            .args(vm.ssh_options())
+            .args(ssh_options(&vm.reach.key, &vm.reach.dir))
             .args([
                 "root@192.168.56.2",
                 "cat /sys/class/net/eth1/address; ip -4 -o addr show dev eth1",
@@ -1524,7 +1464,7 @@ fn dns_in_containers(vm: &mut Vm, bundle: &Path) {
 
 /// `docker build` (FROM, ENV, COPY, RUN), `--init`, `--privileged`.
 fn build_init_and_privileges(vm: &mut Vm, bundle: &Path) {
-    let context = vm.dir.join("build-context");
+    let context = vm.reach.dir.join("build-context");
     std::fs::create_dir_all(&context).unwrap();
     let copied = token("copied");
     std::fs::write(context.join("message.txt"), format!("{copied}\n")).unwrap();
@@ -1538,27 +1478,16 @@ fn build_init_and_privileges(vm: &mut Vm, bundle: &Path) {
     )
     .unwrap();
     let (has_buildx, _) = run(vm.built.docker.to_str().unwrap(), &["buildx", "version"]);
-    let mut build = Command::new(&vm.built.docker);
+    let mut build = vm.reach.docker_command(&vm.built.docker, &bundle_tls_flags(bundle));
     if !has_buildx {
         // The engine's own (legacy) builder: this CLI has no BuildKit client.
         build.env("DOCKER_BUILDKIT", "0");
     }
     let out = build
-        .env_remove("DOCKER_HOST")
-        .env("DOCKER_CONFIG", vm.dir.join("docker-config"))
-        .args(tls_flags(bundle, &bundle.join("cert.pem"), &bundle.join("key.pem")))
-        .args(["-H", &format!("tcp://127.0.0.1:{}", vm.docker_port)])
         .args(["build", "-t", "uvmkit-test/built:1", context.to_str().unwrap()])
-        .stdin(Stdio::null())
         .output()
         .unwrap();
-    if !out.status.success() {
-        vm.guest.fail(&format!(
-            "docker build: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
+    stdout_or_fail(&mut vm.guest, "docker build", &out);
     let ran = vm.docker(bundle, &["run", "--rm", "uvmkit-test/built:1"]);
     assert_eq!(
         ran,

@@ -7,7 +7,6 @@ mod common;
 
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const READY: &str = "uvmkit-init: ready";
@@ -80,23 +79,6 @@ fn build(dir: &Path) -> Built {
     }
 }
 
-fn docker(client: &Path, bundle: &Path, dir: &Path, port: u16, args: &[&str]) -> Output {
-    Command::new(client)
-        .env_remove("DOCKER_HOST")
-        .env_remove("DOCKER_CERT_PATH")
-        .env_remove("DOCKER_TLS_VERIFY")
-        .env("DOCKER_CONFIG", dir.join("docker-config"))
-        .arg("--tlsverify")
-        .arg(format!("--tlscacert={}", bundle.join("ca.pem").display()))
-        .arg(format!("--tlscert={}", bundle.join("cert.pem").display()))
-        .arg(format!("--tlskey={}", bundle.join("key.pem").display()))
-        .args(["-H", &format!("tcp://127.0.0.1:{port}")])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn a_host_file_reaches_a_container_through_a_9p_share() {
     let dir = test_dir("host-folders");
@@ -145,27 +127,19 @@ fn a_host_file_reaches_a_container_through_a_9p_share() {
     let token = format!("uvmkit-host-folder-{}-{nanos:09}", std::process::id());
     std::fs::write(shared.join("FILE"), format!("{token}\n")).unwrap();
 
-    let bundle = dir.join("client");
-    let out = Command::new("scp")
-        .args(ssh_options(&built.key, &dir))
-        .args([
-            "-r",
-            "-P",
-            &ssh_port.to_string(),
-            "root@127.0.0.1:/var/lib/uvmkit/identity/tls/client",
-            bundle.to_str().unwrap(),
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        guest.fail(&format!(
-            "scp of the client bundle: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
+    let reach = Reach {
+        key: built.key.clone(),
+        dir: dir.clone(),
+        ssh_port,
+        docker_port,
+    };
+    let bundle = reach.fetch_client_bundle(&mut guest);
     let deadline = Instant::now() + Duration::from_secs(300);
-    while !docker(&built.client, &bundle, &dir, docker_port, &["image", "inspect", IMAGE])
+    while !reach
+        .docker_command(&built.client, &bundle_tls_flags(&bundle))
+        .args(["image", "inspect", IMAGE])
+        .output()
+        .unwrap()
         .status
         .success()
     {
@@ -174,21 +148,13 @@ fn a_host_file_reaches_a_container_through_a_9p_share() {
         }
         std::thread::sleep(Duration::from_secs(1));
     }
-    let read = docker(
+    let read = reach.docker(
+        &mut guest,
         &built.client,
         &bundle,
-        &dir,
-        docker_port,
         &["run", "--rm", "-v", "/mnt/work:/app", IMAGE, "cat", "/app/FILE"],
     );
-    if !read.status.success() {
-        guest.fail(&format!(
-            "docker run -v /mnt/work:/app: {}{}",
-            String::from_utf8_lossy(&read.stdout),
-            String::from_utf8_lossy(&read.stderr)
-        ));
-    }
-    assert_eq!(String::from_utf8_lossy(&read.stdout).trim(), token);
+    assert_eq!(read.trim(), token);
     eprintln!(
         "a container read the host's file through the share at {:.1}s",
         guest.elapsed()

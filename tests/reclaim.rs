@@ -15,7 +15,6 @@ mod common;
 
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const READY: &str = "uvmkit-init: ready";
@@ -98,81 +97,20 @@ fn allocated(qcow2: &Path) -> u64 {
 
 struct Vm {
     guest: Guest,
-    dir: PathBuf,
-    ssh_key: PathBuf,
-    ssh_port: u16,
-    docker_port: u16,
+    reach: Reach,
 }
 
 impl Vm {
-    fn ssh_args(&self) -> Vec<String> {
-        ssh_options(&self.ssh_key, &self.dir)
-    }
-
     fn ssh(&mut self, command: &str) -> String {
-        let out = Command::new("ssh")
-            .args(self.ssh_args())
-            .args(["-p", &self.ssh_port.to_string(), "root@127.0.0.1", command])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            self.guest.fail(&format!(
-                "ssh {command:?} failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.reach.ssh(&mut self.guest, command)
     }
 
     fn client_bundle(&mut self) -> PathBuf {
-        let to = self.dir.join("client");
-        let out = Command::new("scp")
-            .args(self.ssh_args())
-            .args([
-                "-r",
-                "-P",
-                &self.ssh_port.to_string(),
-                "root@127.0.0.1:/var/lib/uvmkit/identity/tls/client",
-                to.to_str().unwrap(),
-            ])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            self.guest.fail(&format!(
-                "scp of the client bundle: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        to
+        self.reach.fetch_client_bundle(&mut self.guest)
     }
 
     fn docker(&mut self, bundle: &Path, args: &[&str]) -> String {
-        let out = Command::new("docker")
-            .env_remove("DOCKER_HOST")
-            .env_remove("DOCKER_CERT_PATH")
-            .env_remove("DOCKER_TLS_VERIFY")
-            .env("DOCKER_CONFIG", self.dir.join("docker-config"))
-            .arg("--tlsverify")
-            .arg(format!("--tlscacert={}", bundle.join("ca.pem").display()))
-            .arg(format!("--tlscert={}", bundle.join("cert.pem").display()))
-            .arg(format!("--tlskey={}", bundle.join("key.pem").display()))
-            .args(["-H", &format!("tcp://127.0.0.1:{}", self.docker_port)])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            self.guest.fail(&format!(
-                "docker {args:?} failed ({}): {}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.reach.docker(&mut self.guest, Path::new("docker"), bundle, args)
     }
 }
 
@@ -219,10 +157,12 @@ fn memory_and_disk_space_go_back_to_the_host() {
     let guest = Guest::start_with_memory(&dir, MEMORY_MIB, &args);
     let mut vm = Vm {
         guest,
-        dir: dir.clone(),
-        ssh_key: b.ssh_key.clone(),
-        ssh_port,
-        docker_port,
+        reach: Reach {
+            key: b.ssh_key.clone(),
+            dir: dir.clone(),
+            ssh_port,
+            docker_port,
+        },
     };
     let ready = vm.guest.wait_for(READY, BOOT_TIMEOUT);
     eprintln!("ready after {ready:.1}s from QEMU start");

@@ -452,3 +452,105 @@ pub fn ssh_options(key: &Path, dir: &Path) -> Vec<String> {
     .map(|s| s.to_string())
     .collect()
 }
+
+/// How a test reaches a booted VM as a user does: SSH as root and the Docker engine over TLS,
+/// both on ports QEMU forwards from the host's loopback.
+pub struct Reach {
+    /// The private key the image authorises.
+    pub key: PathBuf,
+    /// The test's directory: known hosts, the fetched client bundle, the docker client's config.
+    pub dir: PathBuf,
+    /// The host port forwarded to the guest's 22.
+    pub ssh_port: u16,
+    /// The host port forwarded to the guest's 2376.
+    pub docker_port: u16,
+}
+
+impl Reach {
+    /// `ssh root@VM COMMAND`; panics with `guest`'s console log when it fails.
+    pub fn ssh(&self, guest: &mut Guest, command: &str) -> String {
+        let out = Command::new("ssh")
+            .args(ssh_options(&self.key, &self.dir))
+            .args(["-p", &self.ssh_port.to_string(), "root@127.0.0.1", command])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        stdout_or_fail(guest, &format!("ssh {command:?}"), &out)
+    }
+
+    /// Copies the Docker client bundle out with scp, as the README tells users to, into
+    /// `dir/client`; panics unless it holds `ca.pem`, `cert.pem` and `key.pem`.
+    pub fn fetch_client_bundle(&self, guest: &mut Guest) -> PathBuf {
+        let to = self.dir.join("client");
+        let _ = std::fs::remove_dir_all(&to);
+        let out = Command::new("scp")
+            .args(ssh_options(&self.key, &self.dir))
+            .args(["-r", "-P", &self.ssh_port.to_string()])
+            .args([
+                "root@127.0.0.1:/var/lib/uvmkit/identity/tls/client",
+                to.to_str().unwrap(),
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        stdout_or_fail(guest, "scp of the client bundle", &out);
+        for file in ["ca.pem", "cert.pem", "key.pem"] {
+            assert!(to.join(file).is_file(), "the client bundle has no {file}");
+        }
+        to
+    }
+
+    /// The docker client `program` aimed at the VM's engine with the flags `tls`, with a
+    /// config directory of its own and none of the caller's `DOCKER_*` settings.
+    pub fn docker_command(&self, program: &Path, tls: &[String]) -> Command {
+        let mut command = Command::new(program);
+        command
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CERT_PATH")
+            .env_remove("DOCKER_TLS_VERIFY")
+            .env("DOCKER_CONFIG", self.dir.join("docker-config"))
+            .args(tls)
+            .args(["-H", &format!("tcp://127.0.0.1:{}", self.docker_port)])
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// `docker ARGS` with the client bundle at `bundle`; panics with the console log on failure.
+    pub fn docker(&self, guest: &mut Guest, program: &Path, bundle: &Path, args: &[&str]) -> String {
+        let out = self
+            .docker_command(program, &bundle_tls_flags(bundle))
+            .args(args)
+            .output()
+            .unwrap();
+        stdout_or_fail(guest, &format!("docker {args:?}"), &out)
+    }
+}
+
+/// The docker client's TLS flags: verify the engine against `bundle/ca.pem`, present `cert`.
+pub fn tls_flags(bundle: &Path, cert: &Path, key: &Path) -> Vec<String> {
+    vec![
+        "--tlsverify".into(),
+        format!("--tlscacert={}", bundle.join("ca.pem").display()),
+        format!("--tlscert={}", cert.display()),
+        format!("--tlskey={}", key.display()),
+    ]
+}
+
+/// [`tls_flags`] with the bundle's own certificate and key.
+pub fn bundle_tls_flags(bundle: &Path) -> Vec<String> {
+    tls_flags(bundle, &bundle.join("cert.pem"), &bundle.join("key.pem"))
+}
+
+/// The standard output of a command that must have succeeded; otherwise fails the test with
+/// `guest`'s console log, naming `what`.
+pub fn stdout_or_fail(guest: &mut Guest, what: &str, out: &Output) -> String {
+    if !out.status.success() {
+        guest.fail(&format!(
+            "{what} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
