@@ -635,6 +635,12 @@ fn docker_host_serves_tls_keeps_state_across_reboots_and_power_loss() {
     ] {
         assert!(log.contains(line), "no {line:?} on the console:\n{log}");
     }
+    // No [[shares]]: the host folder modules (cifs alone is most of a second under TCG) wait.
+    assert!(
+        log.lines()
+            .any(|l| l.contains("modules for host folders not loaded") && l.contains("cifs") && l.contains("9p")),
+        "the share modules were loaded without a share:\n{log}"
+    );
     for line in log
         .lines()
         .filter(|l| l.contains("service dockerd ready") || l.contains("identity ready in"))

@@ -281,7 +281,20 @@ fn boot(config: &mut InitConfig, buttons: &mut PowerButtons) {
             None => sys::kernel_release().unwrap_or_default(),
         };
         let dir = Path::new("/lib/modules").join(&release);
-        modules::load_all(&config.modules, &dir);
+        let unneeded = shares::unneeded_modules(&config.shares);
+        let (wanted, skipped): (Vec<_>, Vec<_>) = config
+            .modules
+            .iter()
+            .cloned()
+            .partition(|m| !unneeded.contains(&m.name.replace('-', "_").as_str()));
+        if !skipped.is_empty() {
+            let names: Vec<&str> = skipped.iter().map(|m| m.name.as_str()).collect();
+            log!(
+                "modules for host folders not loaded (no [[shares]] of their type): {}",
+                names.join(" ")
+            );
+        }
+        modules::load_all(&wanted, &dir);
     }
     // After the modules: a hypervisor's PTP clock is one of them.
     clock::start();

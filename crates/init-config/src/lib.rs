@@ -382,6 +382,26 @@ impl ShareKind {
         }
     }
 
+    /// Every kind of share, for what the image carries modules for.
+    pub const ALL: [ShareKind; 4] = [
+        ShareKind::NineP,
+        ShareKind::Virtiofs,
+        ShareKind::Vboxsf,
+        ShareKind::Cifs,
+    ];
+
+    /// The kernel modules only this kind of share needs (what nothing else loads on its own
+    /// account): the file system and, for 9p, its virtio transport. virtio-fs is built into
+    /// Debian's kernel.
+    pub fn modules(self) -> &'static [&'static str] {
+        match self {
+            ShareKind::NineP => &["9p", "9pnet_virtio"],
+            ShareKind::Virtiofs => &[],
+            ShareKind::Vboxsf => &["vboxsf"],
+            ShareKind::Cifs => &["cifs"],
+        }
+    }
+
     /// The options used unless the entry's own say otherwise: 9p over virtio with the
     /// protocol version Linux file semantics need and a 512 KiB message size
     /// (Documentation/filesystems/9p.rst).
