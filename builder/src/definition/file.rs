@@ -583,8 +583,7 @@ impl Default for InitSection {
 }
 
 /// `[init] system_compression`: the compressor of the squashfs system image.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum SystemCompression {
     /// zstd level 15 in 128 KiB blocks.
     #[default]
@@ -599,6 +598,19 @@ impl SystemCompression {
         match self {
             SystemCompression::Zstd => "zstd",
             SystemCompression::Xz => "xz",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SystemCompression {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        match name.as_str() {
+            "zstd" => Ok(SystemCompression::Zstd),
+            "xz" => Ok(SystemCompression::Xz),
+            other => Err(serde::de::Error::custom(format!(
+                "[init] system_compression = \"{other}\" is not a compressor uvmkit writes; use \"zstd\" (the default) or \"xz\""
+            ))),
         }
     }
 }
