@@ -83,9 +83,9 @@ pub struct DirBlockCache {
 }
 
 impl DirBlockCache {
-    /// Blocks smaller than this are compressed every time by default: small files compress
+    /// Blocks smaller than this (a page) are compressed every time by default: they compress
     /// in microseconds, and an entry each would fill the directory with tiny files.
-    pub const DEFAULT_MIN_BLOCK: usize = 16 * 1024;
+    pub const DEFAULT_MIN_BLOCK: usize = 4096;
     /// The default bound on the directory's size.
     pub const DEFAULT_MAX_BYTES: u64 = 2 << 30;
 

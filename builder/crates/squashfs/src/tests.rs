@@ -327,7 +327,7 @@ fn a_warm_cache_gives_the_same_bytes_as_a_cold_one_and_as_none() {
     let mut cold = DirBlockCache::open(&dir.path().join("blocks")).unwrap();
     let (cold_bytes, _) = written_with(&tree, &options, &mut cold);
     assert_eq!(cold_bytes, uncached);
-    // Blocks of 16 KiB or more are cached: init (5, stored raw), the three equal blocks of
+    // Blocks of 4 KiB or more are cached: init (5, stored raw), the three equal blocks of
     // zeros (1: the second and third are hits already), text (3), code (8); the tails of
     // zeros and text, init.toml, secret and the 700 small files are compressed each time.
     assert_eq!((cold.stats().hits, cold.stats().misses), (2, 17 + 704));
