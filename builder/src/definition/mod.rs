@@ -595,6 +595,9 @@ ready = { http_unix = "/var/run/docker.sock" }
         .unwrap();
         assert_eq!(def.init.system_compression, SystemCompression::Xz);
         let e = parse_err("name = \"m\"\n[init]\nsystem_compression = \"gzip\"\n");
-        assert!(e.contains("[init] system_compression = \"gzip\"") && e.contains("use \"zstd\" (the default) or \"xz\""), "{e}");
+        assert!(
+            e.contains("[init] system_compression = \"gzip\"") && e.contains("use \"zstd\" (the default) or \"xz\""),
+            "{e}"
+        );
     }
 }
