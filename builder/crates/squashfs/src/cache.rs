@@ -3,8 +3,9 @@
 //! The writer asks a [`BlockCache`] for every data block; [`DirBlockCache`] keeps them as
 //! files in a directory. An entry's name is the sha256 of a format version, the
 //! [`crate::Compression::tag`] (compressor, level or preset, filters, block size) and the
-//! block's uncompressed bytes. An entry holds a header, the sha256 of its payload and the
-//! payload (the compressed block, or nothing for a block stored raw); it is written to a
+//! block's uncompressed bytes. An entry holds a header, that key again (so an entry copied or
+//! renamed onto another name is not taken for it), the sha256 of its payload and the payload
+//! (the compressed block, or nothing for a block stored raw); it is written to a
 //! temporary file and renamed into place, and checked on every read: an entry that does not
 //! check out is ignored, the block compressed again and the entry rewritten, so a damaged
 //! cache can cost time but never put wrong bytes into an image.
@@ -54,9 +55,9 @@ impl BlockCache for NoCache {
 /// Bumped whenever an entry's layout or a compressor's output for the same tag changes.
 const FORMAT_VERSION: &[u8] = b"uvmkit-squashfs-block-cache-1";
 /// The first bytes of every entry.
-const ENTRY_MAGIC: &[u8; 8] = b"UVSQBLK1";
-/// Magic, kind byte, payload length (u32), payload sha256.
-const ENTRY_HEADER: usize = 8 + 1 + 4 + 32;
+const ENTRY_MAGIC: &[u8; 8] = b"UVSQBLK2";
+/// Magic, key (sha256), kind byte, payload length (u32), payload sha256.
+const ENTRY_HEADER: usize = 8 + 32 + 1 + 4 + 32;
 
 /// What one build did with the cache.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -114,14 +115,11 @@ impl DirBlockCache {
 
     /// The entry file of `block` under `tag` (whether or not it exists).
     pub fn entry_path(&self, tag: &str, block: &[u8]) -> PathBuf {
-        let mut h = Sha256::new();
-        h.update(FORMAT_VERSION);
-        h.update([0]);
-        h.update(tag.as_bytes());
-        h.update([0]);
-        h.update((block.len() as u64).to_le_bytes());
-        h.update(block);
-        let hex = hex(&h.finalize());
+        self.path_of(&key(tag, block))
+    }
+
+    fn path_of(&self, key: &[u8; 32]) -> PathBuf {
+        let hex = hex(key);
         self.dir.join(&hex[..2]).join(hex)
     }
 
@@ -162,16 +160,16 @@ impl DirBlockCache {
         Ok(())
     }
 
-    /// The entry at `path` for a block of `block_len` bytes, if it checks out.
-    fn read(path: &Path, block_len: usize) -> Option<StoredBlock> {
+    /// The entry at `path` for the block with `key` of `block_len` bytes, if it checks out.
+    fn read(path: &Path, key: &[u8; 32], block_len: usize) -> Option<StoredBlock> {
         let bytes = fs::read(path).ok()?;
-        if bytes.len() < ENTRY_HEADER || &bytes[..8] != ENTRY_MAGIC {
+        if bytes.len() < ENTRY_HEADER || &bytes[..8] != ENTRY_MAGIC || &bytes[8..40] != key {
             return None;
         }
-        let kind = bytes[8];
-        let len = u32::from_le_bytes(bytes[9..13].try_into().ok()?) as usize;
+        let kind = bytes[40];
+        let len = u32::from_le_bytes(bytes[41..45].try_into().ok()?) as usize;
         let payload = &bytes[ENTRY_HEADER..];
-        if payload.len() != len || Sha256::digest(payload).as_slice() != &bytes[13..45] {
+        if payload.len() != len || Sha256::digest(payload).as_slice() != &bytes[45..77] {
             return None;
         }
         match kind {
@@ -182,13 +180,14 @@ impl DirBlockCache {
     }
 
     /// Writes the entry for `stored` at `path` through a temporary file.
-    fn write(path: &Path, stored: &StoredBlock) -> io::Result<()> {
+    fn write(path: &Path, key: &[u8; 32], stored: &StoredBlock) -> io::Result<()> {
         let (kind, payload): (u8, &[u8]) = match stored {
             StoredBlock::Raw => (0, &[]),
             StoredBlock::Compressed(bytes) => (1, bytes),
         };
         let mut bytes = Vec::with_capacity(ENTRY_HEADER + payload.len());
         bytes.extend_from_slice(ENTRY_MAGIC);
+        bytes.extend_from_slice(key);
         bytes.push(kind);
         bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         bytes.extend_from_slice(&Sha256::digest(payload));
@@ -214,10 +213,10 @@ impl BlockCache for DirBlockCache {
             self.stats.misses += 1;
             return compress(block);
         }
-        let path = self.entry_path(tag, block);
-        let present = path.exists();
-        if present {
-            if let Some(stored) = Self::read(&path, block.len()) {
+        let key = key(tag, block);
+        let path = self.path_of(&key);
+        if path.exists() {
+            if let Some(stored) = Self::read(&path, &key, block.len()) {
                 self.stats.hits += 1;
                 // Recently used: pruned last.
                 if let Ok(file) = fs::File::options().append(true).open(&path) {
@@ -230,9 +229,21 @@ impl BlockCache for DirBlockCache {
         self.stats.misses += 1;
         let stored = compress(block)?;
         // A cache that cannot be written only costs time.
-        let _ = Self::write(&path, &stored);
+        let _ = Self::write(&path, &key, &stored);
         Ok(stored)
     }
+}
+
+/// An entry's key: the sha256 of the format version, `tag`, the block's length and its bytes.
+fn key(tag: &str, block: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(FORMAT_VERSION);
+    h.update([0]);
+    h.update(tag.as_bytes());
+    h.update([0]);
+    h.update((block.len() as u64).to_le_bytes());
+    h.update(block);
+    h.finalize().into()
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -361,7 +361,8 @@ fn a_corrupt_or_truncated_cache_entry_is_ignored_and_rewritten() {
     let (expected, _) = written_with(&tree, &options, &mut NoCache);
     written_with(&tree, &options, &mut DirBlockCache::open(&blocks).unwrap());
 
-    // Damage three entries: one byte of the payload flipped, one cut short, one emptied.
+    // Damage four entries: one byte of the payload flipped, one cut short, one emptied, and
+    // one replaced by another entry that is whole but belongs to a different block.
     let mut entries = entry_files(&blocks);
     entries.sort();
     let mut flipped = std::fs::read(&entries[0]).unwrap();
@@ -371,12 +372,13 @@ fn a_corrupt_or_truncated_cache_entry_is_ignored_and_rewritten() {
     let whole = std::fs::read(&entries[1]).unwrap();
     std::fs::write(&entries[1], &whole[..whole.len() / 2]).unwrap();
     std::fs::write(&entries[2], b"").unwrap();
+    std::fs::copy(&entries[4], &entries[3]).unwrap();
 
     let mut cache = DirBlockCache::open(&blocks).unwrap();
     let (bytes, _) = written_with(&tree, &options, &mut cache);
     assert!(bytes == expected, "a damaged cache changed the image");
-    assert_eq!(cache.stats().rejected, 3);
-    assert_eq!(cache.stats().hits, 19 - 3);
+    assert_eq!(cache.stats().rejected, 4);
+    assert_eq!(cache.stats().hits, 19 - 4);
     // Rewritten: the next build finds all of them.
     assert_eq!(std::fs::read(&entries[1]).unwrap(), whole);
     let mut again = DirBlockCache::open(&blocks).unwrap();
