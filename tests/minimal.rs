@@ -498,3 +498,51 @@ fn a_second_build_gives_identical_bytes() {
     let m2 = std::fs::read(out.join("manifest.json")).unwrap();
     assert!(m1 == m2, "manifest.json differs between two builds");
 }
+
+/// `[init] system_compression = "xz"`: the kernel decompresses the xz (LZMA2, x86 BCJ) system
+/// image; the minimal definition with that one key, built as the EFI pair and booted directly.
+#[test]
+fn boots_an_xz_system_image() {
+    let dir = test_dir("minimal-xz");
+    let text = std::fs::read_to_string(repo_root().join("images/minimal.toml")).unwrap();
+    assert!(!text.contains("[init]"), "images/minimal.toml gained an [init] section");
+    let definition = dir.join("minimal.toml");
+    std::fs::write(&definition, format!("{text}\n[init]\nsystem_compression = \"xz\"\n")).unwrap();
+    let out = dir.join("out");
+    let log = uvmkit_ok(&[
+        "build",
+        definition.to_str().unwrap(),
+        "--format",
+        "efi",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(log.contains("system image: squashfs xz,"), "{log}");
+    let initrd = out.join("minimal-initrd.img");
+    if have("unsquashfs") {
+        let image = write_system_image(&initrd, &dir.join("system.squashfs"));
+        let (ok, superblock) = run("unsquashfs", &["-s", image.to_str().unwrap()]);
+        assert!(ok, "{superblock}");
+        assert!(
+            superblock.contains("Compression xz") && superblock.contains("Block size 1048576"),
+            "{superblock}"
+        );
+    }
+    let args = s(&[
+        "-kernel",
+        out.join("minimal-kernel").to_str().unwrap(),
+        "-initrd",
+        initrd.to_str().unwrap(),
+        "-append",
+        "console=ttyS0",
+    ]);
+    let mut guest = Guest::start(&test_dir("boot-xz"), &args);
+    let t = guest.wait_for(READY, BOOT_TIMEOUT);
+    eprintln!("xz system image, direct kernel boot: ready after {t:.1}s");
+    let log = guest.log();
+    assert!(
+        log.contains("system image /uvmkit-system.squashfs (") && log.contains("root is overlay"),
+        "the init did not mount the xz system image:\n{log}"
+    );
+    assert!(!log.contains("SQUASHFS error"), "{log}");
+}

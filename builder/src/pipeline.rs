@@ -352,15 +352,19 @@ fn encode_boot_files(
     let signer = opts.signer.as_ref();
     let (initrd_stats, system) = if def.init.system_image {
         let image_path = out.staging_path(&format!("{}-system.squashfs", def.name));
-        let image = encode::system::write_system_image(tree, epoch, &image_path)?;
+        let compression = def.init.system_compression;
+        let image = encode::system::write_system_image(tree, compression, epoch, &opts.inputs.cache_dir, &image_path)?;
         phases.done(
             "system image",
             format!(
-                "squashfs, {} inodes, {} → {}, sha256 {}",
+                "squashfs {}, {} inodes, {} → {}, sha256 {}; blocks cached {}, compressed {}",
+                compression.name(),
                 image.stats.inodes,
                 human_bytes(image.stats.file_bytes),
                 human_bytes(image.size),
-                &image.sha256[..16]
+                &image.sha256[..16],
+                image.cache.hits,
+                image.cache.misses
             ),
         );
         let boot_tree = encode::system::boot_tree(tree, def, inputs, &image)?;

@@ -565,6 +565,11 @@ pub struct InitSection {
     /// the whole tree in the initrd as before (`root_on_tmpfs` then decides).
     #[serde(default = "default_true")]
     pub system_image: bool,
+    /// How the system image's blocks are compressed: `"zstd"` (level 15, 128 KiB blocks,
+    /// quick to build and to read) or `"xz"` (LZMA2 preset 9 with the x86 BCJ filter where it
+    /// helps, 1 MiB blocks: smaller, slower to read under emulation).
+    #[serde(default)]
+    pub system_compression: SystemCompression,
 }
 
 impl Default for InitSection {
@@ -572,6 +577,40 @@ impl Default for InitSection {
         InitSection {
             root_on_tmpfs: true,
             system_image: true,
+            system_compression: SystemCompression::default(),
+        }
+    }
+}
+
+/// `[init] system_compression`: the compressor of the squashfs system image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SystemCompression {
+    /// zstd level 15 in 128 KiB blocks.
+    #[default]
+    Zstd,
+    /// xz (LZMA2 preset 9, x86 BCJ where smaller) in 1 MiB blocks.
+    Xz,
+}
+
+impl SystemCompression {
+    /// The name used in definitions.
+    pub fn name(self) -> &'static str {
+        match self {
+            SystemCompression::Zstd => "zstd",
+            SystemCompression::Xz => "xz",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SystemCompression {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        match name.as_str() {
+            "zstd" => Ok(SystemCompression::Zstd),
+            "xz" => Ok(SystemCompression::Xz),
+            other => Err(serde::de::Error::custom(format!(
+                "[init] system_compression = \"{other}\" is not a compressor uvmkit writes; use \"zstd\" (the default) or \"xz\""
+            ))),
         }
     }
 }

@@ -16,7 +16,7 @@ mod validate;
 
 pub use file::{
     BootSection, DataDiskSection, DebianArchive, DebianSection, EspLayout, InitSection, InitrdSection, IsoSection,
-    NetworkSection, PreloadSection, SshSection, StaticNetwork,
+    NetworkSection, PreloadSection, SshSection, StaticNetwork, SystemCompression,
 };
 pub use image::{
     DiskSection, ExtraFile, ExtraFileKind, FormatsError, ImageDefinition, KernelSection, LocalKernel, PackageSelection,
@@ -582,5 +582,22 @@ ready = { http_unix = "/var/run/docker.sock" }
         assert!(e.contains("unbalanced"), "{e}");
         let e = parse_err("name = \"m\"\n[boot]\nloader = \"grub\"\n");
         assert!(e.contains("boot.loader") || e.contains("grub"), "{e}");
+    }
+
+    #[test]
+    fn the_system_image_compression_is_zstd_unless_the_definition_asks_for_xz() {
+        let def = parse("name = \"m\"\n", Path::new("m.toml")).unwrap();
+        assert_eq!(def.init.system_compression, SystemCompression::Zstd);
+        let def = parse(
+            "name = \"m\"\n[init]\nsystem_compression = \"xz\"\n",
+            Path::new("m.toml"),
+        )
+        .unwrap();
+        assert_eq!(def.init.system_compression, SystemCompression::Xz);
+        let e = parse_err("name = \"m\"\n[init]\nsystem_compression = \"gzip\"\n");
+        assert!(
+            e.contains("[init] system_compression = \"gzip\"") && e.contains("use \"zstd\" (the default) or \"xz\""),
+            "{e}"
+        );
     }
 }

@@ -1,7 +1,10 @@
 //! The read-only system image and the small boot tree that mounts it.
 //!
 //! The whole root tree is written as squashfs ([`write_system_image`], `builder/crates/squashfs`)
-//! and hashed. The boot initrd ([`boot_tree`]) holds only `/init`, the device nodes, the boot
+//! and hashed, compressed as `[init] system_compression` says. Data blocks compressed in an
+//! earlier build are taken from the block cache in the build cache directory
+//! ([`BLOCK_CACHE_DIR`]), so a rebuild compresses only what changed; the image's bytes are the
+//! same with a cold or a warm cache. The boot initrd ([`boot_tree`]) holds only `/init`, the device nodes, the boot
 //! modules (`[modules] boot` of the selected `kernel-config/*.toml`, with their `depends`) and
 //! an `/etc/uvmkit/init.toml` that says `root = "system"` and records the image's sha256 and
 //! size; the UKI covers that initrd, so the signature covers the hash. Disk artifacts carry the
@@ -11,7 +14,7 @@
 
 use super::{io_error, EncodeError};
 use crate::definition::kernel_config;
-use crate::definition::ImageDefinition;
+use crate::definition::{ImageDefinition, SystemCompression};
 use crate::inputs::ResolvedInputs;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
@@ -22,7 +25,11 @@ use uvmkit_filetree::{FileData, FileTree, Node, NodeKind, TreePath};
 use uvmkit_init_config::{
     InitConfig, RootMode, SystemImageSection, CONFIG_PATH, SYSTEM_IMAGE_FILE, SYSTEM_PARTITION_NAME,
 };
-use uvmkit_squashfs::{SquashfsOptions, SquashfsStats};
+use uvmkit_squashfs::{CacheStats, DirBlockCache, SquashfsOptions, SquashfsStats};
+
+/// The block cache's directory under the build cache directory; the `v1` changes when an
+/// entry's meaning does.
+pub const BLOCK_CACHE_DIR: &str = "squashfs-blocks-v1";
 
 /// How long the init waits for the `uvmkit-system` partition to appear.
 pub const PARTITION_WAIT_SECONDS: u64 = 60;
@@ -38,6 +45,8 @@ pub struct SystemImage {
     pub sha256: String,
     /// What the writer reported.
     pub stats: SquashfsStats,
+    /// How the block cache served the build.
+    pub cache: CacheStats,
 }
 
 impl SystemImage {
@@ -50,9 +59,29 @@ impl SystemImage {
     }
 }
 
-/// Writes `tree` as the squashfs system image at `path` and hashes it.
-pub fn write_system_image(tree: &FileTree, epoch: u64, path: &Path) -> Result<SystemImage, EncodeError> {
+/// The squashfs settings for `compression`.
+pub fn squashfs_options(compression: SystemCompression, epoch: u64) -> SquashfsOptions {
+    let options = match compression {
+        SystemCompression::Zstd => SquashfsOptions::zstd(),
+        SystemCompression::Xz => SquashfsOptions::xz(),
+    };
+    SquashfsOptions {
+        mtime: u32::try_from(epoch).unwrap_or(u32::MAX),
+        ..options
+    }
+}
+
+/// Writes `tree` as the squashfs system image at `path` and hashes it, taking compressed
+/// blocks from (and adding them to) the block cache under `cache_dir`.
+pub fn write_system_image(
+    tree: &FileTree,
+    compression: SystemCompression,
+    epoch: u64,
+    cache_dir: &Path,
+    path: &Path,
+) -> Result<SystemImage, EncodeError> {
     let io = io_error("system image");
+    let mut cache = DirBlockCache::open(&cache_dir.join(BLOCK_CACHE_DIR)).map_err(io_error("squashfs block cache"))?;
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -61,11 +90,10 @@ pub fn write_system_image(tree: &FileTree, epoch: u64, path: &Path) -> Result<Sy
         .open(path)
         .map_err(&io)?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
-    let options = SquashfsOptions {
-        mtime: u32::try_from(epoch).unwrap_or(u32::MAX),
-        ..SquashfsOptions::default()
-    };
-    let stats = uvmkit_squashfs::write_squashfs(tree, &options, &mut w)?;
+    let options = squashfs_options(compression, epoch);
+    let stats = uvmkit_squashfs::write_squashfs_cached(tree, &options, &mut cache, &mut w)?;
+    // Bounded: the least recently used entries go once the cache passes its limit.
+    cache.prune().map_err(io_error("squashfs block cache"))?;
     let mut file = w.into_inner().map_err(|e| io(e.into_error()))?;
     file.seek(SeekFrom::Start(0)).map_err(&io)?;
     let sha256 = sha256_hex(&mut file).map_err(&io)?;
@@ -74,6 +102,7 @@ pub fn write_system_image(tree: &FileTree, epoch: u64, path: &Path) -> Result<Sy
         size: stats.image_bytes,
         sha256,
         stats,
+        cache: cache.stats(),
     })
 }
 

@@ -7,8 +7,9 @@
 //! for the same tree:
 //!
 //! - every file's data is stored as whole `block_size` blocks, the tail as a short block
-//!   (no fragments, flag `NO_FRAGMENTS`), each compressed with zstd at a fixed level or
-//!   stored raw when compressing does not shrink it;
+//!   (no fragments, flag `NO_FRAGMENTS`), each compressed on its own ([`Compression`]: zstd
+//!   at a fixed level, or xz at a fixed preset with or without the x86 BCJ filter, whichever
+//!   is smaller) or stored raw when compressing does not shrink it;
 //! - every inode carries the one modification time of the options; owners are the tree's;
 //! - directories list their entries in byte order of the name (the kernel's lookup stops at
 //!   the first entry whose name sorts after the one looked for);
@@ -16,7 +17,9 @@
 //! - no extended attributes, no export table.
 //!
 //! File data is streamed block by block from [`FileData`]; the inode and directory tables are
-//! held in memory (a few bytes per entry) and written at the end.
+//! held in memory (a few bytes per entry) and written at the end. A [`BlockCache`] (such as
+//! [`DirBlockCache`]) gives back the compressed form of data blocks seen in an earlier build,
+//! so a rebuild compresses only what changed; the bytes are the same with or without it.
 
 #![deny(missing_docs)]
 
@@ -25,15 +28,21 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use thiserror::Error;
 use uvmkit_filetree::{FileData, FileTree, Node, NodeKind, TreePath};
 
+mod cache;
+mod compress;
+
+pub use cache::{BlockCache, CacheStats, DirBlockCache, NoCache, StoredBlock};
+use compress::{BlockKind, Encoder};
+pub use compress::{Compression, XZ_COMPRESSION, ZSTD_COMPRESSION};
+
 /// `hsqs`, little-endian.
 const MAGIC: u32 = 0x7371_7368;
 /// Uncompressed bytes in one metadata block.
 const METADATA_SIZE: usize = 8192;
-/// Compressor id of zstd (`ZSTD_COMPRESSION`).
-const ZSTD_COMPRESSION: u16 = 6;
-/// Superblock flags: no fragments, no extended attributes.
+/// Superblock flags: no fragments, no extended attributes, compression options present.
 const FLAG_NO_FRAGMENTS: u16 = 1 << 4;
 const FLAG_NO_XATTRS: u16 = 1 << 9;
+const FLAG_COMP_OPT: u16 = 1 << 10;
 /// "No table" / "no fragment" / "no xattr".
 const INVALID_BLOCK: u64 = u64::MAX;
 const INVALID_FRAGMENT: u32 = u32::MAX;
@@ -64,17 +73,34 @@ pub struct SquashfsOptions {
     pub mtime: u32,
     /// Data block size: a power of two from 4 KiB to 1 MiB.
     pub block_size: u32,
-    /// zstd compression level of data and metadata blocks (1–22).
-    pub compression_level: i32,
+    /// How data and metadata blocks are compressed.
+    pub compression: Compression,
+}
+
+impl SquashfsOptions {
+    /// zstd level 15 in 128 KiB blocks (the default).
+    pub fn zstd() -> Self {
+        SquashfsOptions {
+            mtime: 0,
+            block_size: 128 * 1024,
+            compression: Compression::ZSTD_DEFAULT,
+        }
+    }
+
+    /// xz preset 9 with the x86 BCJ filter tried on every data block, in 1 MiB blocks (the
+    /// dictionary is as large as a block, so larger blocks find more repeats).
+    pub fn xz() -> Self {
+        SquashfsOptions {
+            mtime: 0,
+            block_size: 1 << 20,
+            compression: Compression::XZ_DEFAULT,
+        }
+    }
 }
 
 impl Default for SquashfsOptions {
     fn default() -> Self {
-        SquashfsOptions {
-            mtime: 0,
-            block_size: 128 * 1024,
-            compression_level: 15,
-        }
+        SquashfsOptions::zstd()
     }
 }
 
@@ -97,6 +123,9 @@ pub enum SquashfsError {
     /// The block size is not a power of two from 4 KiB to 1 MiB.
     #[error("squashfs block size {0} is not a power of two from 4096 to 1048576")]
     BlockSize(u32),
+    /// The compressor's settings are out of range.
+    #[error("squashfs compression: {0}")]
+    Compression(String),
     /// A file's bytes could not be read.
     #[error("reading {path} for the system image: {source}")]
     Read {
@@ -139,15 +168,43 @@ pub fn write_squashfs<W: Write + Seek>(
     options: &SquashfsOptions,
     out: &mut W,
 ) -> Result<SquashfsStats, SquashfsError> {
+    write_squashfs_cached(tree, options, &mut NoCache, out)
+}
+
+/// [`write_squashfs`], taking the compressed form of data blocks from `cache` when it has
+/// them (and offering it the ones it has not). The bytes written are the same.
+pub fn write_squashfs_cached<W: Write + Seek>(
+    tree: &FileTree,
+    options: &SquashfsOptions,
+    cache: &mut dyn BlockCache,
+    out: &mut W,
+) -> Result<SquashfsStats, SquashfsError> {
     let block_log = block_log(options.block_size)?;
+    let compression = options.compression;
+    compression.check().map_err(SquashfsError::Compression)?;
     let plan = Plan::new(tree)?;
     let ids = IdTable::new(tree)?;
     let write = SquashfsError::Write;
 
-    // The superblock is written last, once the tables' positions are known.
+    // The superblock is written last, once the tables' positions are known. The compression
+    // options follow it as one uncompressed metadata block (squashfs.rst, "Compression
+    // options"), where the kernel's `squashfs_comp_opts` reads them.
     out.seek(SeekFrom::Start(SUPERBLOCK_SIZE)).map_err(write)?;
-    let mut compressor = zstd::bulk::Compressor::new(options.compression_level).map_err(write)?;
     let mut position = SUPERBLOCK_SIZE;
+    let comp_options = compression.options(options.block_size);
+    if let Some(bytes) = &comp_options {
+        let header = bytes.len() as u16 | METADATA_UNCOMPRESSED;
+        out.write_all(&header.to_le_bytes()).map_err(write)?;
+        out.write_all(bytes).map_err(write)?;
+        position += 2 + bytes.len() as u64;
+    }
+    let mut compressor = Encoder::new(compression, options.block_size).map_err(write)?;
+    let tag = compression.tag(options.block_size);
+    let mut blocks = BlockStore {
+        encoder: &mut compressor,
+        cache,
+        tag: &tag,
+    };
     let mut file_bytes = 0u64;
     let mut stored: HashMap<usize, StoredFile> = HashMap::new();
     let mut buf = vec![0u8; options.block_size as usize];
@@ -156,7 +213,7 @@ pub fn write_squashfs<W: Write + Seek>(
         let NodeKind::File(data) = &node.kind else {
             unreachable!("planned as a file")
         };
-        let file = store_file(path, data, &mut buf, &mut compressor, position, out)?;
+        let file = store_file(path, data, &mut buf, &mut blocks, position, out)?;
         position += file
             .block_sizes
             .iter()
@@ -166,8 +223,8 @@ pub fn write_squashfs<W: Write + Seek>(
         stored.insert(index, file);
     }
 
-    let mut inodes = MetadataWriter::new(options.compression_level)?;
-    let mut directories = MetadataWriter::new(options.compression_level)?;
+    let mut inodes = MetadataWriter::new(compression, options.block_size)?;
+    let mut directories = MetadataWriter::new(compression, options.block_size)?;
     let mut refs: HashMap<usize, InodeRef> = HashMap::new();
     let common = |index: usize, kind: u16| -> Vec<u8> {
         let node = plan.entries[index].1;
@@ -288,7 +345,7 @@ pub fn write_squashfs<W: Write + Seek>(
     let directory_table_start = position;
     out.write_all(&directory_table).map_err(write)?;
     position += directory_table.len() as u64;
-    let mut id_blocks = MetadataWriter::new(options.compression_level)?;
+    let mut id_blocks = MetadataWriter::new(compression, options.block_size)?;
     for id in &ids.ids {
         id_blocks.write(&id.to_le_bytes()).map_err(write)?;
     }
@@ -317,9 +374,10 @@ pub fn write_squashfs<W: Write + Seek>(
     sb.extend_from_slice(&options.mtime.to_le_bytes());
     sb.extend_from_slice(&options.block_size.to_le_bytes());
     sb.extend_from_slice(&0u32.to_le_bytes()); // fragments
-    sb.extend_from_slice(&ZSTD_COMPRESSION.to_le_bytes());
+    sb.extend_from_slice(&compression.id().to_le_bytes());
     sb.extend_from_slice(&block_log.to_le_bytes());
-    sb.extend_from_slice(&(FLAG_NO_FRAGMENTS | FLAG_NO_XATTRS).to_le_bytes());
+    let comp_opt = if comp_options.is_some() { FLAG_COMP_OPT } else { 0 };
+    sb.extend_from_slice(&(FLAG_NO_FRAGMENTS | FLAG_NO_XATTRS | comp_opt).to_le_bytes());
     sb.extend_from_slice(&(ids.ids.len() as u16).to_le_bytes());
     sb.extend_from_slice(&4u16.to_le_bytes()); // version 4.0
     sb.extend_from_slice(&0u16.to_le_bytes());
@@ -363,12 +421,39 @@ struct StoredFile {
     block_sizes: Vec<u32>,
 }
 
+/// Data blocks compressed by the encoder, or found in the cache.
+struct BlockStore<'a> {
+    encoder: &'a mut Encoder,
+    cache: &'a mut dyn BlockCache,
+    tag: &'a str,
+}
+
+impl BlockStore<'_> {
+    /// How `block` is stored. A cached answer that is not shorter than the block is not
+    /// trusted: the block is compressed again.
+    fn store(&mut self, block: &[u8]) -> io::Result<StoredBlock> {
+        let encoder = &mut *self.encoder;
+        let mut compress = |block: &[u8]| -> io::Result<StoredBlock> {
+            let compressed = encoder.compress(block, BlockKind::Data)?;
+            Ok(if compressed.len() < block.len() {
+                StoredBlock::Compressed(compressed)
+            } else {
+                StoredBlock::Raw
+            })
+        };
+        match self.cache.stored(self.tag, block, &mut compress)? {
+            StoredBlock::Compressed(bytes) if bytes.is_empty() || bytes.len() >= block.len() => compress(block),
+            stored => Ok(stored),
+        }
+    }
+}
+
 /// Writes one file's data blocks at `start` and returns their size words.
 fn store_file<W: Write>(
     path: &TreePath,
     data: &FileData,
     buf: &mut [u8],
-    compressor: &mut zstd::bulk::Compressor<'static>,
+    blocks: &mut BlockStore,
     start: u64,
     out: &mut W,
 ) -> Result<StoredFile, SquashfsError> {
@@ -387,13 +472,15 @@ fn store_file<W: Write>(
         }
         total += filled as u64;
         let block = &buf[..filled];
-        let compressed = compressor.compress(block).map_err(SquashfsError::Write)?;
-        if compressed.len() < filled {
-            out.write_all(&compressed).map_err(SquashfsError::Write)?;
-            block_sizes.push(compressed.len() as u32);
-        } else {
-            out.write_all(block).map_err(SquashfsError::Write)?;
-            block_sizes.push(filled as u32 | DATA_UNCOMPRESSED);
+        match blocks.store(block).map_err(SquashfsError::Write)? {
+            StoredBlock::Compressed(compressed) => {
+                out.write_all(&compressed).map_err(SquashfsError::Write)?;
+                block_sizes.push(compressed.len() as u32);
+            }
+            StoredBlock::Raw => {
+                out.write_all(block).map_err(SquashfsError::Write)?;
+                block_sizes.push(filled as u32 | DATA_UNCOMPRESSED);
+            }
         }
         if filled < buf.len() {
             break;
@@ -572,15 +659,15 @@ impl InodeRef {
 struct MetadataWriter {
     done: Vec<u8>,
     pending: Vec<u8>,
-    compressor: zstd::bulk::Compressor<'static>,
+    compressor: Encoder,
 }
 
 impl MetadataWriter {
-    fn new(level: i32) -> Result<Self, SquashfsError> {
+    fn new(compression: Compression, block_size: u32) -> Result<Self, SquashfsError> {
         Ok(MetadataWriter {
             done: Vec::new(),
             pending: Vec::with_capacity(METADATA_SIZE),
-            compressor: zstd::bulk::Compressor::new(level).map_err(SquashfsError::Write)?,
+            compressor: Encoder::new(compression, block_size).map_err(SquashfsError::Write)?,
         })
     }
 
@@ -603,7 +690,7 @@ impl MetadataWriter {
     }
 
     fn flush_block(&mut self) -> io::Result<()> {
-        let compressed = self.compressor.compress(&self.pending)?;
+        let compressed = self.compressor.compress(&self.pending, BlockKind::Metadata)?;
         if compressed.len() < self.pending.len() {
             self.done.extend_from_slice(&(compressed.len() as u16).to_le_bytes());
             self.done.extend_from_slice(&compressed);

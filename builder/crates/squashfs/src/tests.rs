@@ -69,13 +69,57 @@ fn sample_tree() -> FileTree {
 }
 
 fn written(tree: &FileTree) -> (Vec<u8>, SquashfsStats) {
+    written_with(tree, &SquashfsOptions::default(), &mut NoCache)
+}
+
+fn written_with(tree: &FileTree, options: &SquashfsOptions, cache: &mut dyn BlockCache) -> (Vec<u8>, SquashfsStats) {
     let mut out = Cursor::new(Vec::new());
     let options = SquashfsOptions {
         mtime: 1_700_000_000,
-        ..SquashfsOptions::default()
+        ..options.clone()
     };
-    let stats = write_squashfs(tree, &options, &mut out).unwrap();
+    let stats = write_squashfs_cached(tree, &options, cache, &mut out).unwrap();
     (out.into_inner(), stats)
+}
+
+/// xz in 64 KiB blocks: the sample's files span several blocks, and tests stay quick.
+fn xz_options(x86_bcj: bool) -> SquashfsOptions {
+    SquashfsOptions {
+        block_size: 64 * 1024,
+        compression: Compression::Xz { preset: 6, x86_bcj },
+        ..SquashfsOptions::xz()
+    }
+}
+
+/// Text that compresses, `len` bytes.
+fn text(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 64);
+    let mut i = seed;
+    while out.len() < len {
+        out.extend_from_slice(format!("line {i} of a file that compresses well\n").as_bytes());
+        i += 7;
+    }
+    out.truncate(len);
+    out
+}
+
+/// The sample tree with a compressible 200 KiB file and a piece of real x86-64 code (this test
+/// program), where the BCJ filter has call targets to convert.
+fn xz_sample_tree() -> (FileTree, Vec<u8>) {
+    let mut tree = sample_tree();
+    tree.insert(
+        &path("/usr/share/doc/text"),
+        Node::file(FileData::inline(text(200_000, 3)), 0o644),
+    )
+    .unwrap();
+    let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+    let code = exe[..exe.len().min(512 * 1024)].to_vec();
+    tree.insert(
+        &path("/usr/bin/code"),
+        Node::file(FileData::inline(code.clone()), 0o755),
+    )
+    .unwrap();
+    (tree, code)
 }
 
 #[test]
@@ -181,4 +225,203 @@ fn a_bad_block_size_is_refused() {
         err.to_string(),
         "squashfs block size 5000 is not a power of two from 4096 to 1048576"
     );
+}
+
+#[test]
+fn xz_images_are_read_back_byte_for_byte_by_unsquashfs() {
+    let (tree, code) = xz_sample_tree();
+    let (image, stats) = written_with(&tree, &xz_options(true), &mut NoCache);
+    let (again, _) = written_with(&tree, &xz_options(true), &mut NoCache);
+    assert_eq!(image, again, "the same tree gives the same bytes");
+    assert_eq!(u16::from_le_bytes([image[20], image[21]]), XZ_COMPRESSION);
+    // The options block: an uncompressed 8-byte metadata block after the superblock holding
+    // the dictionary size (the block size) and the x86 filter flag.
+    assert_ne!(u16::from_le_bytes([image[24], image[25]]) & FLAG_COMP_OPT, 0);
+    assert_eq!(&image[96..106], &[8, 0x80, 0, 0, 1, 0, 1, 0, 0, 0]);
+    assert_eq!(stats.image_bytes as usize, image.len());
+    if !have("unsquashfs") {
+        return;
+    }
+    let dir = ScratchDir::new("squashfs-xz");
+    let file = dir.path().join("system.squashfs");
+    std::fs::write(&file, &image).unwrap();
+    let (ok, superblock) = run("unsquashfs", &["-s", file.to_str().unwrap()]);
+    assert!(ok, "{superblock}");
+    assert!(superblock.contains("Compression xz"), "{superblock}");
+    assert!(superblock.contains("Dictionary size 65536"), "{superblock}");
+    assert!(superblock.contains("Filters selected: x86"), "{superblock}");
+    assert!(superblock.contains("Block size 65536"), "{superblock}");
+
+    let (ok, listing) = run("unsquashfs", &["-lls", "-d", "", file.to_str().unwrap()]);
+    assert!(ok, "{listing}");
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("-rwxr-xr-x root/root") && l.ends_with(" /usr/bin/code")),
+        "{listing}"
+    );
+    let extracted = dir.path().join("root");
+    let (ok, out) = run(
+        "unsquashfs",
+        &["-no-xattrs", "-d", extracted.to_str().unwrap(), file.to_str().unwrap()],
+    );
+    assert!(ok, "{out}");
+    // Every regular file, byte for byte.
+    let mut compared = 0;
+    for (p, node) in tree.iter() {
+        if let NodeKind::File(data) = &node.kind {
+            let on_disk = std::fs::read(extracted.join(p.as_str().trim_start_matches('/'))).unwrap_or_else(|e| {
+                panic!(
+                    "{p}: {e}\n{}",
+                    run("find", &[extracted.to_str().unwrap(), "-maxdepth", "3"]).1
+                )
+            });
+            assert!(on_disk == data.read_all().unwrap(), "{p} differs");
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 707);
+    assert_eq!(std::fs::read(extracted.join("usr/bin/code")).unwrap(), code);
+    assert_eq!(
+        std::fs::read_link(extracted.join("bin/sh")).unwrap().to_str(),
+        Some("../init")
+    );
+}
+
+#[test]
+fn the_x86_filter_is_kept_where_it_makes_code_smaller() {
+    let (tree, _) = xz_sample_tree();
+    let (with_bcj, _) = written_with(&tree, &xz_options(true), &mut NoCache);
+    let (without, _) = written_with(&tree, &xz_options(false), &mut NoCache);
+    // Both padded to 4 KiB; the bytes used tell the difference.
+    let used = |image: &[u8]| u64::from_le_bytes(image[40..48].try_into().unwrap());
+    assert!(
+        used(&with_bcj) < used(&without),
+        "BCJ {} bytes, plain {} bytes",
+        used(&with_bcj),
+        used(&without)
+    );
+    // Each stream names its filters in its block header (xz-file-format.txt 3.1): after the
+    // 12-byte stream header, the header size, the flags (filters − 1 in the low bits), then
+    // the first filter's id, 0x04 for x86 BCJ. Some data blocks keep the filter, the
+    // compressible text and every metadata block (after the inode table's start) do not.
+    let inode_table = u64::from_le_bytes(with_bcj[64..72].try_into().unwrap()) as usize;
+    let x86_at: Vec<usize> = (0..with_bcj.len() - 16)
+        .filter(|&i| with_bcj[i..i + 6] == [0xfd, b'7', b'z', b'X', b'Z', 0])
+        .filter(|&i| with_bcj[i + 13] & 3 == 1 && with_bcj[i + 14] == 0x04)
+        .collect();
+    assert!(!x86_at.is_empty());
+    assert!(x86_at.iter().all(|&i| i < inode_table), "{x86_at:?}");
+    let streams = (0..with_bcj.len() - 6)
+        .filter(|&i| with_bcj[i..i + 6] == [0xfd, b'7', b'z', b'X', b'Z', 0])
+        .count();
+    assert!(x86_at.len() < streams);
+}
+
+#[test]
+fn a_warm_cache_gives_the_same_bytes_as_a_cold_one_and_as_none() {
+    let (tree, _) = xz_sample_tree();
+    let dir = ScratchDir::new("squashfs-cache");
+    let options = xz_options(true);
+    let (uncached, _) = written_with(&tree, &options, &mut NoCache);
+    let mut cold = DirBlockCache::open(&dir.path().join("blocks")).unwrap();
+    let (cold_bytes, _) = written_with(&tree, &options, &mut cold);
+    assert_eq!(cold_bytes, uncached);
+    // Blocks of 4 KiB or more are cached: init (5, stored raw), the three equal blocks of
+    // zeros (1: the second and third are hits already), text (3), code (8); the tails of
+    // zeros and text, init.toml, secret and the 700 small files are compressed each time.
+    assert_eq!((cold.stats().hits, cold.stats().misses), (2, 17 + 704));
+    let entries = entry_files(&dir.path().join("blocks"));
+    assert_eq!(entries.len(), 17, "{entries:?}");
+
+    let mut warm = DirBlockCache::open(&dir.path().join("blocks")).unwrap();
+    let (warm_bytes, _) = written_with(&tree, &options, &mut warm);
+    assert_eq!(warm_bytes, uncached);
+    assert_eq!(warm.stats().hits, 19);
+    assert_eq!(warm.stats().rejected, 0);
+
+    // Another compressor or block size does not use these entries.
+    let mut other = DirBlockCache::open(&dir.path().join("blocks")).unwrap();
+    let zstd = SquashfsOptions {
+        block_size: 64 * 1024,
+        ..SquashfsOptions::zstd()
+    };
+    written_with(&tree, &zstd, &mut other);
+    // Its only hits are the repeated zero blocks it wrote itself.
+    assert_eq!(other.stats().hits, 2);
+    assert_eq!(entry_files(&dir.path().join("blocks")).len(), 17 + 17);
+}
+
+#[test]
+fn a_corrupt_or_truncated_cache_entry_is_ignored_and_rewritten() {
+    let (tree, _) = xz_sample_tree();
+    let dir = ScratchDir::new("squashfs-cache-corrupt");
+    let blocks = dir.path().join("blocks");
+    let options = xz_options(true);
+    let (expected, _) = written_with(&tree, &options, &mut NoCache);
+    written_with(&tree, &options, &mut DirBlockCache::open(&blocks).unwrap());
+
+    // Damage four entries: one byte of the payload flipped, one cut short, one emptied, and
+    // one replaced by another entry that is whole but belongs to a different block.
+    let mut entries = entry_files(&blocks);
+    entries.sort();
+    let mut flipped = std::fs::read(&entries[0]).unwrap();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x55;
+    std::fs::write(&entries[0], &flipped).unwrap();
+    let whole = std::fs::read(&entries[1]).unwrap();
+    std::fs::write(&entries[1], &whole[..whole.len() / 2]).unwrap();
+    std::fs::write(&entries[2], b"").unwrap();
+    std::fs::copy(&entries[4], &entries[3]).unwrap();
+
+    let mut cache = DirBlockCache::open(&blocks).unwrap();
+    let (bytes, _) = written_with(&tree, &options, &mut cache);
+    assert!(bytes == expected, "a damaged cache changed the image");
+    assert_eq!(cache.stats().rejected, 4);
+    assert_eq!(cache.stats().hits, 19 - 4);
+    // Rewritten: the next build finds all of them.
+    assert_eq!(std::fs::read(&entries[1]).unwrap(), whole);
+    let mut again = DirBlockCache::open(&blocks).unwrap();
+    written_with(&tree, &options, &mut again);
+    assert_eq!((again.stats().hits, again.stats().rejected), (19, 0));
+}
+
+#[test]
+fn the_cache_is_pruned_to_its_bound_least_recently_used_first() {
+    let (tree, _) = xz_sample_tree();
+    let dir = ScratchDir::new("squashfs-cache-prune");
+    let blocks = dir.path().join("blocks");
+    let mut cache = DirBlockCache::open(&blocks).unwrap();
+    written_with(&tree, &xz_options(true), &mut cache);
+    let total: u64 = entry_files(&blocks).iter().map(|p| p.metadata().unwrap().len()).sum();
+    let mut bounded = DirBlockCache::open(&blocks)
+        .unwrap()
+        .with_bounds(DirBlockCache::DEFAULT_MIN_BLOCK, total / 2);
+    bounded.prune().unwrap();
+    let left: u64 = entry_files(&blocks).iter().map(|p| p.metadata().unwrap().len()).sum();
+    assert!(left <= total / 2 && left > 0, "{left} of {total}");
+    assert!(bounded.stats().pruned > 0);
+}
+
+#[test]
+fn out_of_range_compression_settings_are_refused() {
+    let options = SquashfsOptions {
+        compression: Compression::Xz {
+            preset: 12,
+            x86_bcj: false,
+        },
+        ..SquashfsOptions::xz()
+    };
+    let err = write_squashfs(&FileTree::new(), &options, &mut Cursor::new(Vec::new())).unwrap_err();
+    assert_eq!(err.to_string(), "squashfs compression: xz preset 12 is not from 0 to 9");
+}
+
+fn entry_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for sub in std::fs::read_dir(dir).unwrap() {
+        for entry in std::fs::read_dir(sub.unwrap().path()).unwrap() {
+            files.push(entry.unwrap().path());
+        }
+    }
+    files
 }
