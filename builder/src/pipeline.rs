@@ -401,9 +401,10 @@ fn encode_boot_files(
             format!("{} (on the disks' ESP)", human_bytes(boot_uki.len())),
         );
         let boot_initrd = FileData::host_file(&boot_initrd_path).map_err(encode::io_error("initrd"))?;
-        let medium_boot = match opts.formats.contains(&Format::Iso) {
-            true => Some(encode_medium_boot(loaded, inputs, tree, &image, out, opts, phases)?),
-            false => None,
+        let medium_boot = if opts.formats.contains(&Format::Iso) {
+            Some(encode_medium_boot(loaded, inputs, tree, &image, out, opts, phases)?)
+        } else {
+            None
         };
         let files = SystemFiles {
             image,

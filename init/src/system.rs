@@ -255,15 +255,17 @@ fn waited_for(section: &SystemImageSection, settled: &BTreeMap<PathBuf, medium::
     }
     if let Some(file) = &section.medium_file {
         let seen = medium::describe_settled(settled, file, section.size);
-        let seen = match seen.is_empty() {
-            true => String::new(),
-            false => format!(" ({})", seen.join("; ")),
+        let seen = if seen.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", seen.join("; "))
         };
         places.push(format!("no ISO 9660 medium holding {}{seen}", file.display()));
     }
-    match places.is_empty() {
-        true => "init.toml names neither a partition nor a medium to wait for, so nothing".into(),
-        false => places.join(" and "),
+    if places.is_empty() {
+        "init.toml names neither a partition nor a medium to wait for, so nothing".into()
+    } else {
+        places.join(" and ")
     }
 }
 
