@@ -95,10 +95,8 @@ pub fn candidates(class_block: &Path) -> Vec<PathBuf> {
     let mut names: Vec<String> = fs::read_dir(class_block)
         .map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
         .unwrap_or_default();
-    names.retain(|n| {
-        !(n.starts_with("loop") || n.starts_with("ram") || n.starts_with("zram"))
-            && !class_block.join(n).join("partition").exists()
-    });
+    let virtual_device = |n: &str| ["loop", "ram", "zram"].iter().any(|p| n.starts_with(p));
+    names.retain(|n| !virtual_device(n) && !class_block.join(n).join("partition").exists());
     names.sort_by_key(|n| (!n.starts_with("sr"), n.clone()));
     names.into_iter().map(|n| Path::new("/dev").join(n)).collect()
 }
