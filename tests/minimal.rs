@@ -281,17 +281,94 @@ fn iso_has_bios_and_uefi_el_torito_and_hybrid_tables() {
             extract("boot/vmlinuz") == kernel,
             "boot/vmlinuz differs from the kernel"
         );
+        // The system image is a file of its own, the same bytes the EFI pair's initrd carries;
+        // the boot initrd holds only what finds it on the medium, not the image.
+        let published = std::fs::read(artifact("minimal-initrd.img")).unwrap();
+        let (boot_part, member) = split_initrd(&published);
+        let image = system_image_of(member);
+        let on_medium = extract("uvmkit/system.squashfs");
         assert!(
-            extract("boot/initrd.img") == std::fs::read(artifact("minimal-initrd.img")).unwrap(),
-            "boot/initrd.img differs"
+            on_medium == image,
+            "uvmkit/system.squashfs differs from the initrd's image"
+        );
+        let initrd = extract("boot/initrd.img");
+        assert!(
+            !initrd
+                .windows(SYSTEM_IMAGE_MEMBER.len())
+                .any(|w| w == SYSTEM_IMAGE_MEMBER.as_bytes()),
+            "the ISO's initrd still carries the system image"
+        );
+        assert!(
+            initrd.len() < published.len() - image.len() / 2 && initrd.len() < boot_part.len() + 4096,
+            "the ISO's initrd ({} bytes) is not the small boot initrd (published {}, boot part {})",
+            initrd.len(),
+            published.len(),
+            boot_part.len()
+        );
+        let config = boot_config(&initrd);
+        let sha256: String = {
+            use sha2::Digest;
+            sha2::Sha256::digest(image).iter().map(|b| format!("{b:02x}")).collect()
+        };
+        assert!(
+            config.contains("medium_file = \"/uvmkit/system.squashfs\"")
+                && config.contains(&format!("sha256 = \"{sha256}\""))
+                && config.contains(&format!("size = {}", image.len()))
+                && !config.contains("partition ="),
+            "the ISO's init.toml does not point at the medium's image:\n{config}"
+        );
+        eprintln!(
+            "ISO: boot initrd {} bytes (the EFI pair's initrd with the image: {}), system image file {} bytes",
+            initrd.len(),
+            published.len(),
+            image.len()
         );
         let efi_image = extract("boot/efi.img").len() as u64;
         let iso_len = std::fs::metadata(&iso).unwrap().len();
         assert!(
-            iso_len - efi_image < kernel.len() as u64,
+            iso_len - efi_image - (image.len() as u64) < kernel.len() as u64,
             "the ISO stores the kernel outside its EFI image: {iso_len} bytes, EFI image {efi_image}"
         );
     }
+}
+
+/// `/etc/uvmkit/init.toml` of a boot initrd (zstd-compressed newc cpio), read by `zstd` and
+/// `cpio`.
+fn boot_config(initrd: &[u8]) -> String {
+    let dir = test_dir("iso-boot-initrd");
+    let file = dir.join("initrd.img");
+    std::fs::write(&file, initrd).unwrap();
+    let script = format!(
+        "zstd -dc {} | cpio -i --quiet --to-stdout etc/uvmkit/init.toml",
+        file.display()
+    );
+    let (ok, text) = run("sh", &["-c", &script]);
+    assert!(ok, "zstd | cpio: {text}");
+    text
+}
+
+/// Where `uvmkit/system.squashfs` starts in `iso`, as xorriso reports its extent (ISO 9660
+/// blocks of 2 KiB).
+fn system_image_offset(iso: &Path) -> u64 {
+    let (ok, text) = run(
+        "xorriso",
+        &[
+            "-indev",
+            iso.to_str().unwrap(),
+            "-find",
+            "/uvmkit/system.squashfs",
+            "-exec",
+            "report_lba",
+        ],
+    );
+    assert!(ok, "xorriso -find: {text}");
+    // "File data lba:  0 ,   LBA ,   BLOCKS ,   BYTES , '/uvmkit/system.squashfs'"
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("File data lba:") && l.contains("system.squashfs"))
+        .unwrap_or_else(|| panic!("xorriso lists no uvmkit/system.squashfs:\n{text}"));
+    let lba: u64 = line.split(',').nth(1).unwrap().trim().parse().unwrap();
+    lba * 2048
 }
 
 fn boot(name: &str, args: Vec<String>) -> f64 {
@@ -464,6 +541,64 @@ fn boot_iso(name: &str, uefi: bool, as_disk: bool) {
     let mut guest = Guest::start(&dir, &args);
     let t = guest.wait_for(READY, BOOT_TIMEOUT);
     eprintln!("{name}: ready after {t:.1}s");
+    // The image is read from the medium, not from the initramfs.
+    let medium = if as_disk {
+        "the disk /dev/sda"
+    } else {
+        "the CD /dev/sr0"
+    };
+    let log = guest.log();
+    assert!(
+        log.contains(&format!("system image: /uvmkit/system.squashfs on {medium} (ISO 9660"))
+            && log.contains("sha256 ok")
+            && log.contains("root is overlay"),
+        "{name}: the init did not mount the system image from {medium}:\n{log}"
+    );
+}
+
+#[test]
+fn a_flipped_byte_in_the_isos_system_image_stops_the_boot() {
+    if !have("xorriso") {
+        return;
+    }
+    let dir = test_dir("boot-iso-tampered");
+    let iso = dir.join("tampered.iso");
+    std::fs::copy(artifact("minimal.iso"), &iso).unwrap();
+    let start = system_image_offset(&iso);
+    let mut bytes = std::fs::OpenOptions::new().read(true).write(true).open(&iso).unwrap();
+    use std::io::{Read, Seek, SeekFrom, Write};
+    // xorriso's extent holds the squashfs: its magic "hsqs" (squashfs-tools' squashfs_fs.h).
+    let mut magic = [0u8; 4];
+    bytes.seek(SeekFrom::Start(start)).unwrap();
+    bytes.read_exact(&mut magic).unwrap();
+    assert_eq!(&magic, b"hsqs", "no squashfs at the file's extent ({start})");
+    // A byte of file data just after the superblock: same size, different sha256.
+    let offset = start + 4096;
+    let mut byte = [0u8; 1];
+    bytes.seek(SeekFrom::Start(offset)).unwrap();
+    bytes.read_exact(&mut byte).unwrap();
+    bytes.seek(SeekFrom::Start(offset)).unwrap();
+    bytes.write_all(&[byte[0] ^ 0xff]).unwrap();
+    drop(bytes);
+
+    let args = s(&[
+        "-drive",
+        &format!("if=ide,media=cdrom,format=raw,readonly=on,file={}", iso.display()),
+    ]);
+    let mut guest = Guest::start(&dir, &args);
+    let t = guest.wait_for("does not match the boot configuration", BOOT_TIMEOUT);
+    eprintln!("tampered ISO refused after {t:.1}s");
+    guest.wait_for("boot stopped", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(3));
+    let log = guest.log();
+    assert!(log.contains("/uvmkit/system.squashfs on the CD /dev/sr0"), "{log}");
+    assert!(
+        log.contains("system image /.uvmkit-medium/uvmkit/system.squashfs does not match"),
+        "{log}"
+    );
+    assert!(!log.contains(READY), "the tampered VM booted on:\n{log}");
+    assert!(!log.contains("root is overlay"), "{log}");
+    guest.kill();
 }
 
 #[test]

@@ -110,7 +110,8 @@ fn raw_disk_and_iso_boot_with_secure_boot_enforced() {
     let (raw, iso) = (artifact("minimal.raw"), artifact("minimal.iso"));
     let disk = std::thread::spawn(move || boot_to_ready("sb-raw", secure_boot_firmware, disk_args(&raw)));
     let cd = std::thread::spawn(move || boot_to_ready("sb-iso", secure_boot_firmware, cdrom_args(&iso)));
-    for (what, log) in [("raw disk", disk.join().unwrap()), ("ISO", cd.join().unwrap())] {
+    let logs = [("raw disk", disk.join().unwrap()), ("ISO", cd.join().unwrap())];
+    for (what, log) in &logs {
         assert!(
             log.contains(SECURE_BOOT_ON),
             "{what}: the kernel did not report Secure Boot on:\n{log}"
@@ -127,6 +128,12 @@ fn raw_disk_and_iso_boot_with_secure_boot_enforced() {
             "{what}: modules failed to load under lockdown: {modules}\n{log}"
         );
     }
+    // The ISO's signed UKI carries only the boot initrd: the image comes from the CD.
+    let log = &logs[1].1;
+    assert!(
+        log.contains("system image: /uvmkit/system.squashfs on the CD /dev/sr0") && log.contains("sha256 ok"),
+        "ISO: the system image was not read from the CD:\n{log}"
+    );
 }
 
 #[test]

@@ -10,6 +10,7 @@ use crate::encode::appliance::{self, PackageInputs};
 use crate::encode::disk::{self, DiskInputs};
 use crate::encode::esp::EspBoot;
 use crate::encode::iso::{self, IsoInputs};
+use crate::encode::system::SystemLocation;
 use crate::encode::{self, EncodeError};
 use crate::inputs::bundle::{self, BundleError, BundleReport};
 use crate::inputs::lock::{self, LockFile};
@@ -231,15 +232,25 @@ struct Staged {
     uki: FileData,
     uki_layout: uvmkit_uki::UkiLayout,
     initrd_stats: uvmkit_initrd::InitrdStats,
-    /// With a system image: the image, and the small initrd and UKI the disks' ESP holds.
+    /// With a system image: the image, and the small initrds and UKIs that find it.
     system: Option<SystemFiles>,
 }
 
-/// The system image and the boot files that mount it from its partition.
+/// The system image and the boot files that mount it from the disk's partition or the ISO.
 struct SystemFiles {
     image: encode::system::SystemImage,
     boot_initrd: FileData,
     boot_uki: FileData,
+    /// With the ISO: the boot initrd and UKI that find the image on the ISO 9660 medium.
+    medium_boot: Option<MediumBoot>,
+}
+
+/// The ISO's boot initrd (waiting for [`encode::system::SYSTEM_MEDIUM_FILE`]) and its UKI.
+struct MediumBoot {
+    initrd_path: PathBuf,
+    initrd: FileData,
+    uki: FileData,
+    uki_layout: uvmkit_uki::UkiLayout,
 }
 
 /// `uvmkit build`: runs every stage for `loaded`, then records its packages in the lock.
@@ -286,12 +297,17 @@ pub fn build(loaded: &LoadedDefinition, opts: &BuildOptions) -> Result<BuildRepo
     }
     if opts.formats.contains(&Format::Iso) {
         let name = format!("{}.iso", def.name);
+        let medium = staged
+            .system
+            .as_ref()
+            .and_then(|s| Some((&s.image, s.medium_boot.as_ref()?)));
         let iso_inputs = IsoInputs {
             definition: def,
             inputs: &inputs,
             esp: &esp_boot(Format::Iso)?,
-            uki_layout: &staged.uki_layout,
-            initrd_path: &staged.initrd_path,
+            uki_layout: medium.map_or(&staged.uki_layout, |(_, m)| &m.uki_layout),
+            initrd_path: medium.map_or(&staged.initrd_path, |(_, m)| &m.initrd_path),
+            system_image: medium.map(|(image, _)| image),
             seed,
             epoch: opts.epoch,
         };
@@ -367,7 +383,7 @@ fn encode_boot_files(
                 image.cache.misses
             ),
         );
-        let boot_tree = encode::system::boot_tree(tree, def, inputs, &image)?;
+        let boot_tree = encode::system::boot_tree(tree, def, inputs, &image, SystemLocation::Partition)?;
         let boot_initrd_path = out.staging_path(&format!("{}-boot-initrd.img", def.name));
         let stats = encode::initrd::write_initrd(&boot_tree, def, epoch, &boot_initrd_path)?;
         let full_len = encode::system::append_system_image(&boot_initrd_path, &image, epoch, &initrd_path)?;
@@ -389,10 +405,16 @@ fn encode_boot_files(
             format!("{} (on the disks' ESP)", human_bytes(boot_uki.len())),
         );
         let boot_initrd = FileData::host_file(&boot_initrd_path).map_err(encode::io_error("initrd"))?;
+        let medium_boot = if opts.formats.contains(&Format::Iso) {
+            Some(encode_medium_boot(loaded, inputs, tree, &image, out, opts, phases)?)
+        } else {
+            None
+        };
         let files = SystemFiles {
             image,
             boot_initrd,
             boot_uki,
+            medium_boot,
         };
         (stats, Some(files))
     } else {
@@ -430,6 +452,40 @@ fn encode_boot_files(
     })
 }
 
+/// The ISO's boot initrd and UKI: the same boot tree as the disks', told to find the system
+/// image as a file on the ISO 9660 medium rather than as a partition.
+fn encode_medium_boot(
+    loaded: &LoadedDefinition,
+    inputs: &ResolvedInputs,
+    tree: &uvmkit_filetree::FileTree,
+    image: &encode::system::SystemImage,
+    out: &ArtifactDir,
+    opts: &BuildOptions,
+    phases: &mut Phases,
+) -> Result<MediumBoot, BuildError> {
+    let def = &loaded.definition;
+    let boot_tree = encode::system::boot_tree(tree, def, inputs, image, SystemLocation::Medium)?;
+    let initrd_path = out.staging_path(&format!("{}-iso-initrd.img", def.name));
+    let stats = encode::initrd::write_initrd(&boot_tree, def, opts.epoch, &initrd_path)?;
+    let uki_path = out.staging_path(&format!("{}-iso.efi", def.name));
+    let uki_layout = encode::uki::write_uki(def, inputs, &initrd_path, &uki_path, opts.signer.as_ref())?;
+    let uki = FileData::host_file(&uki_path).map_err(encode::io_error("UKI"))?;
+    phases.done(
+        "ISO boot initrd",
+        format!(
+            "{} (finds the system image on the medium), UKI {}",
+            human_bytes(stats.compressed_bytes),
+            human_bytes(uki.len())
+        ),
+    );
+    Ok(MediumBoot {
+        initrd: FileData::host_file(&initrd_path).map_err(encode::io_error("initrd"))?,
+        initrd_path,
+        uki,
+        uki_layout,
+    })
+}
+
 /// What the ESP of the disk images and the ISO holds: the one place the layout is chosen. A
 /// UKI signed with the user's key boots directly (the user's `db` trusts it; shim would not
 /// be needed), otherwise `[boot] loader` decides.
@@ -441,8 +497,8 @@ fn esp_layout(def: &ImageDefinition, opts: &BuildOptions) -> EspLayout {
 }
 
 /// The ESP's contents in `layout` for `format` (which names the artifact in an error when the
-/// signed chain was not fetched). A disk with a system partition boots the small boot initrd;
-/// the ISO boots the initrd that carries the system image.
+/// signed chain was not fetched). With a system image, a disk boots the small boot initrd that
+/// finds its partition and the ISO the one that finds the image's file on the medium.
 fn esp_boot<'a>(
     def: &'a ImageDefinition,
     layout: EspLayout,
@@ -450,8 +506,10 @@ fn esp_boot<'a>(
     staged: &'a Staged,
     format: Format,
 ) -> Result<EspBoot<'a>, EncodeError> {
-    let (uki, initrd) = match &staged.system {
-        Some(system) if format.is_disk() => (&system.boot_uki, &system.boot_initrd),
+    let medium = staged.system.as_ref().and_then(|s| s.medium_boot.as_ref());
+    let (uki, initrd) = match (&staged.system, medium) {
+        (Some(system), _) if format.is_disk() => (&system.boot_uki, &system.boot_initrd),
+        (Some(_), Some(medium)) if format == Format::Iso => (&medium.uki, &medium.initrd),
         _ => (&staged.uki, &staged.initrd),
     };
     Ok(match layout {

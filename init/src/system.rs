@@ -1,15 +1,17 @@
 //! Stage 1 on the boot initramfs: find the read-only system image, check its sha256, mount it
 //! (squashfs) under a tmpfs overlay and make that overlay `/`.
 //!
-//! The image is a file in the initramfs (the EFI pair, the UKI used alone, the ISO), attached
-//! to a loop device, or the GPT partition named `uvmkit-system` (disk artifacts), found
-//! through sysfs `PARTNAME`. The hash is the one the builder wrote into the boot initrd's
+//! The image is a file in the initramfs (the EFI pair, the UKI used alone), the GPT partition
+//! named `uvmkit-system` (disk artifacts), found through sysfs `PARTNAME`, or a file on the
+//! ISO's ISO 9660 medium ([`medium`]: a CD, or the ISO written to a USB disk); a file is
+//! attached to a loop device. The hash is the one the builder wrote into the boot initrd's
 //! `init.toml`, which the signed UKI covers; a mismatch stops the boot. The overlay is
 //! `lowerdir=` the squashfs, `upperdir=`/`workdir=` on a tmpfs: writes land in memory as they
 //! did on the old tmpfs root, but only what is written costs memory. The overlay is moved onto
 //! `/` over the kernel's rootfs (so `pivot_root(2)`, which runc needs, works), the initramfs's
 //! files are deleted (as `switch_root` does) and the caller executes the init again there.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::AsFd;
@@ -22,7 +24,11 @@ use thiserror::Error;
 use uvmkit_init_config::SystemImageSection;
 
 use crate::rootfs::NEW_ROOT;
-use crate::sys;
+use crate::{log, sys};
+
+mod medium;
+
+use medium::MEDIUM_MOUNT;
 
 /// Where the squashfs is mounted (on the initramfs, hidden below the new root afterwards).
 const LOWER: &str = "/.uvmkit-lower";
@@ -35,16 +41,17 @@ pub enum SystemImageError {
     /// The boot initrd's configuration has no `[system]` table.
     #[error("root = \"system\" but init.toml has no [system] table; the image was built wrongly")]
     NotConfigured,
-    /// Neither the file nor the partition turned up.
+    /// Neither the file nor the partition or medium turned up.
     #[error(
-        "no system image: {file} is not in the initramfs and no partition named {partition} \
-         appeared within {seconds} s (block devices: {devices})"
+        "no system image: {file} is not in the initramfs and {waited_for} appeared within \
+         {seconds} s (block devices: {devices})"
     )]
     NotFound {
         /// The file looked for.
         file: PathBuf,
-        /// The GPT partition name looked for.
-        partition: String,
+        /// What was waited for: "no partition named uvmkit-system", "no ISO 9660 medium
+        /// holding ...", with what the media seen held.
+        waited_for: String,
         /// How long was waited.
         seconds: u64,
         /// The block devices seen.
@@ -171,7 +178,7 @@ pub fn mount_system_root(
     // Free the initramfs: every file on it goes, the mounts stay.
     let root_dev = fs::symlink_metadata("/").map_err(mount_error("stat /"))?.dev();
     let mut failures = Vec::new();
-    let skip = [LOWER, WRITABLE, NEW_ROOT, "/dev"].map(Path::new);
+    let skip = [LOWER, WRITABLE, NEW_ROOT, MEDIUM_MOUNT, "/dev"].map(Path::new);
     remove_tree(Path::new("/"), root_dev, &skip, &mut failures);
 
     let new_dev = Path::new(NEW_ROOT).join("dev");
@@ -190,7 +197,8 @@ pub fn mount_system_root(
     })
 }
 
-/// The image's file in the initramfs, or else its partition once it appears (bounded wait).
+/// The image's file in the initramfs, or else its partition or its medium once one appears
+/// (bounded wait).
 fn locate(section: &SystemImageSection) -> Result<(PathBuf, u128), SystemImageError> {
     if section.file.is_file() {
         return Ok((section.file.clone(), 0));
@@ -200,23 +208,35 @@ fn locate(section: &SystemImageSection) -> Result<(PathBuf, u128), SystemImageEr
     if !matches!(sys::statfs(Path::new("/sys")), Ok((kind, _)) if kind == SYSFS_MAGIC) {
         let _ = sys::mount(Some("sysfs"), Path::new("/sys"), Some("sysfs"), 0, None);
     }
+    let class_block = Path::new("/sys/class/block");
     let deadline = started + Duration::from_secs(section.wait_seconds);
+    let mut settled = BTreeMap::new();
     let found = loop {
-        if let Some(device) = partition_named(Path::new("/sys/class/block"), &section.partition) {
+        if let Some(device) = section.partition.as_ref().and_then(|p| partition_named(class_block, p)) {
             break Some(device);
+        }
+        if let Some(file) = &section.medium_file {
+            if let Some(found) = medium::search(class_block, file, section.size, &mut settled) {
+                log!(
+                    "system image: {} on {} (ISO 9660, mounted read-only at {MEDIUM_MOUNT})",
+                    file.display(),
+                    found.describe()
+                );
+                break Some(found.file);
+            }
         }
         if Instant::now() >= deadline {
             break None;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let devices = block_devices(Path::new("/sys/class/block"));
+    let devices = block_devices(class_block);
     let _ = sys::umount(Path::new("/sys"), libc::MNT_DETACH);
     match found {
         Some(device) => Ok((device, started.elapsed().as_millis())),
         None => Err(SystemImageError::NotFound {
             file: section.file.clone(),
-            partition: section.partition.clone(),
+            waited_for: waited_for(section, &settled),
             seconds: section.wait_seconds,
             devices: if devices.is_empty() {
                 "none".into()
@@ -224,6 +244,28 @@ fn locate(section: &SystemImageSection) -> Result<(PathBuf, u128), SystemImageEr
                 devices.join(" ")
             },
         }),
+    }
+}
+
+/// "no partition named uvmkit-system", "no ISO 9660 medium holding /f (/dev/sr0: ...)".
+fn waited_for(section: &SystemImageSection, settled: &BTreeMap<PathBuf, medium::Settled>) -> String {
+    let mut places = Vec::new();
+    if let Some(partition) = &section.partition {
+        places.push(format!("no partition named {partition}"));
+    }
+    if let Some(file) = &section.medium_file {
+        let seen = medium::describe_settled(settled, file, section.size);
+        let seen = if seen.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", seen.join("; "))
+        };
+        places.push(format!("no ISO 9660 medium holding {}{seen}", file.display()));
+    }
+    if places.is_empty() {
+        "init.toml names neither a partition nor a medium to wait for, so nothing".into()
+    } else {
+        places.join(" and ")
     }
 }
 
@@ -369,6 +411,37 @@ mod tests {
             "{err}"
         );
         fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn not_found_names_what_was_waited_for_and_what_the_media_held() {
+        let mut section = SystemImageSection {
+            sha256: "ab".repeat(32),
+            size: 4096,
+            file: "/uvmkit-system.squashfs".into(),
+            partition: None,
+            medium_file: Some("/uvmkit/system.squashfs".into()),
+            wait_seconds: 60,
+        };
+        let settled = BTreeMap::from([(PathBuf::from("/dev/sr0"), medium::Settled::OtherSize(8192))]);
+        let err = SystemImageError::NotFound {
+            file: section.file.clone(),
+            waited_for: waited_for(&section, &settled),
+            seconds: 60,
+            devices: "sda sr0".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "no system image: /uvmkit-system.squashfs is not in the initramfs and no ISO 9660 \
+             medium holding /uvmkit/system.squashfs (/dev/sr0: /uvmkit/system.squashfs is 8192 \
+             bytes, not 4096: another build's medium) appeared within 60 s (block devices: sda sr0)"
+        );
+        section.partition = Some("uvmkit-system".into());
+        section.medium_file = None;
+        assert_eq!(
+            waited_for(&section, &BTreeMap::new()),
+            "no partition named uvmkit-system"
+        );
     }
 
     #[test]

@@ -2,8 +2,15 @@
 //! which loads the kernel and initrd from ISO 9660; UEFI boots the El Torito EFI image, which
 //! holds what the disk's ESP holds ([`super::esp`]: the UKI, or shim, GRUB and the kernel). The
 //! kernel and initrd are stored once: the ISO 9660 records point into the EFI image.
+//!
+//! With a system image, the image is a file of its own on the ISO 9660 file system
+//! ([`SYSTEM_MEDIUM_FILE`]) and both boot paths load only the small boot initrd, whose init
+//! finds the medium (the CD, or the ISO written to a USB disk), checks the file's sha256 and
+//! mounts it from there: the image is read through the CD driver as it is used, never copied
+//! into the initramfs.
 
 use super::esp::{EspBoot, GRUB_CFG_PATH, INITRD_PATH, KERNEL_PATH};
+use super::system::{SystemImage, SYSTEM_MEDIUM_FILE};
 use super::{io_error, EncodeError};
 use crate::definition::ImageDefinition;
 use crate::inputs::ResolvedInputs;
@@ -26,6 +33,8 @@ pub struct IsoInputs<'a> {
     pub uki_layout: &'a uvmkit_uki::UkiLayout,
     /// The initrd file.
     pub initrd_path: &'a Path,
+    /// The system image, stored as [`SYSTEM_MEDIUM_FILE`] (the initrd then finds it there).
+    pub system_image: Option<&'a SystemImage>,
     /// The seed the ISO's and the FAT image's identifiers derive from.
     pub seed: [u8; 32],
     /// Timestamp of every file and volume date.
@@ -85,6 +94,13 @@ pub fn write_iso(iso: &IsoInputs, path: &Path) -> Result<(), EncodeError> {
             mode: 0o644,
         },
     ];
+    if let Some(image) = iso.system_image {
+        files.push(uvmkit_iso::IsoFile {
+            path: SYSTEM_MEDIUM_FILE.trim_start_matches('/').into(),
+            data: image.data(),
+            mode: 0o444,
+        });
+    }
     for (path, data) in wanted {
         if aliases.iter().any(|a| a.path == path) {
             continue;

@@ -8,9 +8,11 @@
 //! modules (`[modules] boot` of the selected `kernel-config/*.toml`, with their `depends`) and
 //! an `/etc/uvmkit/init.toml` that says `root = "system"` and records the image's sha256 and
 //! size; the UKI covers that initrd, so the signature covers the hash. Disk artifacts carry the
-//! image as the `uvmkit-system` partition; the others append it to the boot initrd as one
-//! uncompressed cpio member ([`append_system_image`]), which the kernel unpacks after the
-//! compressed part (Documentation/driver-api/early-userspace/buffer-format.rst).
+//! image as the `uvmkit-system` partition and the ISO as the file [`SYSTEM_MEDIUM_FILE`] on its
+//! ISO 9660 file system ([`SystemLocation`] says which the boot initrd waits for); the EFI pair
+//! and the UKI used alone append it to the boot initrd as one uncompressed cpio member
+//! ([`append_system_image`]), which the kernel unpacks after the compressed part
+//! (Documentation/driver-api/early-userspace/buffer-format.rst).
 
 use super::{io_error, EncodeError};
 use crate::definition::kernel_config;
@@ -22,6 +24,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use uvmkit_filetree::{FileData, FileTree, Node, NodeKind, TreePath};
+pub use uvmkit_init_config::SYSTEM_MEDIUM_FILE;
 use uvmkit_init_config::{
     InitConfig, RootMode, SystemImageSection, CONFIG_PATH, SYSTEM_IMAGE_FILE, SYSTEM_PARTITION_NAME,
 };
@@ -31,8 +34,18 @@ use uvmkit_squashfs::{CacheStats, DirBlockCache, SquashfsOptions, SquashfsStats}
 /// entry's meaning does.
 pub const BLOCK_CACHE_DIR: &str = "squashfs-blocks-v1";
 
-/// How long the init waits for the `uvmkit-system` partition to appear.
+/// How long the init waits for the `uvmkit-system` partition or the ISO's medium to appear.
 pub const PARTITION_WAIT_SECONDS: u64 = 60;
+
+/// Where the init of a boot initrd waits for the system image when it is not in the initramfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SystemLocation {
+    /// The GPT partition `uvmkit-system` (raw, VHDX, VMDK, qcow2 and the appliances).
+    Partition,
+    /// The file [`SYSTEM_MEDIUM_FILE`] on an ISO 9660 medium: the ISO in a CD drive, or
+    /// written to a USB disk.
+    Medium,
+}
 
 /// The written system image.
 #[derive(Debug, Clone)]
@@ -120,12 +133,13 @@ fn sha256_hex(reader: &mut impl Read) -> io::Result<String> {
 }
 
 /// The boot initrd's tree: `/init`, `/dev`'s nodes, the boot modules and an `init.toml` that
-/// mounts `image` as the root.
+/// mounts `image`, found at `location`, as the root.
 pub fn boot_tree(
     tree: &FileTree,
     def: &ImageDefinition,
     inputs: &ResolvedInputs,
     image: &SystemImage,
+    location: SystemLocation,
 ) -> Result<FileTree, EncodeError> {
     let mut boot = FileTree::new();
     let path = |p: &str| TreePath::new(p).expect("a valid constant path");
@@ -196,7 +210,8 @@ pub fn boot_tree(
         sha256: image.sha256.clone(),
         size: image.size,
         file: SYSTEM_IMAGE_FILE.into(),
-        partition: SYSTEM_PARTITION_NAME.into(),
+        partition: (location == SystemLocation::Partition).then(|| SYSTEM_PARTITION_NAME.into()),
+        medium_file: (location == SystemLocation::Medium).then(|| SYSTEM_MEDIUM_FILE.into()),
         wait_seconds: PARTITION_WAIT_SECONDS,
     });
     let text = toml::to_string(&config).expect("the init configuration serializes as TOML");

@@ -145,11 +145,20 @@ pub enum RootMode {
 /// The GPT partition name of the system image on disk artifacts.
 pub const SYSTEM_PARTITION_NAME: &str = "uvmkit-system";
 
-/// The system image's path in the initramfs of artifacts without a system partition (the EFI
-/// pair, the UKI used alone, the ISO).
+/// The system image's path in the initramfs of artifacts that carry it there (the EFI pair and
+/// the UKI used alone).
 pub const SYSTEM_IMAGE_FILE: &str = "/uvmkit-system.squashfs";
 
+/// The system image's path on the ISO's ISO 9660 file system (Rock Ridge name; the plain
+/// ECMA-119 name is `UVMKIT/SYSTEM.SQUASHFS;1`, which Linux's isofs shows the same way).
+pub const SYSTEM_MEDIUM_FILE: &str = "/uvmkit/system.squashfs";
+
 /// `[system]`: where the system image is and what it must hash to.
+///
+/// The init looks at `file` in the initramfs first; when it is absent it waits, up to
+/// `wait_seconds`, for whichever of the other places is named: the GPT partition `partition`
+/// (disk artifacts) or an ISO 9660 medium holding `medium_file` (the ISO, as a CD or written
+/// to a USB disk).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SystemImageSection {
@@ -159,9 +168,14 @@ pub struct SystemImageSection {
     pub size: u64,
     /// The file in the initramfs looked at first.
     pub file: PathBuf,
-    /// The GPT partition name looked for when the file is absent.
-    pub partition: String,
-    /// Seconds to wait for the partition to appear.
+    /// The GPT partition name waited for when the file is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    /// The file's path on an ISO 9660 medium (a CD drive, or a disk holding a hybrid ISO)
+    /// waited for when the file is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub medium_file: Option<PathBuf>,
+    /// Seconds to wait for the partition or the medium to appear.
     pub wait_seconds: u64,
 }
 
@@ -506,7 +520,8 @@ mod tests {
                 sha256: "ab".repeat(32),
                 size: 42 << 20,
                 file: SYSTEM_IMAGE_FILE.into(),
-                partition: SYSTEM_PARTITION_NAME.into(),
+                partition: Some(SYSTEM_PARTITION_NAME.into()),
+                medium_file: Some(SYSTEM_MEDIUM_FILE.into()),
                 wait_seconds: 30,
             }),
             memory: Some(MemorySection {
@@ -529,6 +544,27 @@ mod tests {
         assert!(text.contains("[[modules]]") && text.contains("[[services]]"), "{text}");
         // Serializing is deterministic.
         assert_eq!(toml::to_string(&back).unwrap(), text);
+    }
+
+    #[test]
+    fn the_iso_names_only_its_medium_file_and_a_disk_only_its_partition() {
+        let iso = SystemImageSection {
+            sha256: "cd".repeat(32),
+            size: 4096,
+            file: SYSTEM_IMAGE_FILE.into(),
+            partition: None,
+            medium_file: Some(SYSTEM_MEDIUM_FILE.into()),
+            wait_seconds: 60,
+        };
+        let text = toml::to_string(&iso).unwrap();
+        assert!(text.contains("medium_file = \"/uvmkit/system.squashfs\""), "{text}");
+        assert!(!text.contains("partition"), "{text}");
+        assert_eq!(toml::from_str::<SystemImageSection>(&text).unwrap(), iso);
+        // A disk's section, as written before the ISO had its own: no medium is looked for.
+        let disk = "sha256 = \"ab\"\nsize = 1\nfile = \"/f\"\npartition = \"uvmkit-system\"\nwait_seconds = 5\n";
+        let disk: SystemImageSection = toml::from_str(disk).unwrap();
+        assert_eq!(disk.partition.as_deref(), Some(SYSTEM_PARTITION_NAME));
+        assert_eq!(disk.medium_file, None);
     }
 
     #[test]
