@@ -1,5 +1,5 @@
 //! The footprint benchmark (`bench/footprint.sh`, issue 15) as a smoke test: the script in its
-//! quick mode builds `images/docker.toml` (efi and raw), boots the raw disk under OVMF to
+//! quick mode builds `images/docker.toml` (the raw disk), boots the raw disk under OVMF to
 //! "service dockerd ready" and reads the guest's memory and root file system over SSH. Its
 //! report goes to the test's output, so CI logs carry the figures. Timings are printed, never
 //! asserted; what is asserted is what does not depend on the machine: the sizes (each with a
