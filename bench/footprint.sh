@@ -66,6 +66,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 trap 'echo "footprint: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 fail() { echo "footprint: $*" >&2; exit 1; }
@@ -344,6 +346,7 @@ if [ "$quick" != 1 ]; then
   workers=$(($(nproc) < 4 ? $(nproc) : 4)) # the builder's zstd workers: min(cores, 4)
   # mksquashfs takes every timestamp from SOURCE_DATE_EPOCH (set above), as uvmkit does.
   squashfs_args=(-comp "$compressor" -b "$block_size" -no-fragments -no-duplicates -no-xattrs -noappend -quiet)
+  if grep -q "is not exportable" "$work/squashfs-info.txt"; then squashfs_args+=(-no-exports); fi
   # No compressor options in the superblock: the compressor's defaults (zstd: level 15).
   if [ -n "$compression_level" ]; then squashfs_args+=(-Xcompression-level "$compression_level"); fi
   declare -A step
@@ -391,12 +394,18 @@ if [ "$quick" != 1 ]; then
   ref_gpt() {
     rm -f "$ref/docker.raw"
     truncate -s "$(stat -c %s "$raw")" "$ref/docker.raw"
-    local args=() n
+    local args=() n end
     for n in "${!part_code[@]}"; do
-      args+=(-n "$n:${part_start[n]}:${part_end[n]}" -t "$n:${part_code[n]}" -c "$n:${part_name[n]}")
+      end=${part_end[n]}
+      # The system partition as long as mksquashfs's image needs, up to the next partition.
+      if [ "$n" = "$system" ]; then end=$((part_start[n] + ($(stat -c %s "$ref/system.squashfs") + 511) / 512 - 1)); fi
+      if [ -n "$data" ] && [ "$n" = "$system" ] && [ "$end" -ge "${part_start[data]}" ]; then
+        echo "mksquashfs's image does not fit before the data partition" >&2
+        return 1
+      fi
+      args+=(-n "$n:${part_start[n]}:$end" -t "$n:${part_code[n]}" -c "$n:${part_name[n]}")
     done
     sgdisk "${args[@]}" "$ref/docker.raw" >/dev/null
-    [ "$(stat -c %s "$ref/system.squashfs")" -le "$(part_bytes "$system")" ] || { echo "mksquashfs wrote more than the system partition holds" >&2; return 1; }
     dd if="$ref/system.squashfs" of="$ref/docker.raw" bs=1M seek="$system_offset" oflag=seek_bytes conv=notrunc status=none
   }
   # The ESP as uvmkit lays it out: shim, GRUB and MokManager (Debian's signed binaries, copied),
@@ -470,7 +479,7 @@ awk '$1 == "rss" { printf "%s %s %s %s %s %s\n", $4, $2, $3, $5, $6, $7 }' "$wor
       'BEGIN { printf "      %-14s pid %-5s %7.1f = %6.1f + %6.1f + %5.1f\n", n, p, r / 1024, a / 1024, f / 1024, s / 1024 }'
   done
 echo "  init timeline (s since the kernel started, + since the line before; serial log):"
-grep -ao 'uvmkit-init: \[[0-9.]*\] .*' "$work/serial.log" | tr -d '\r' |
+{ grep -ao 'uvmkit-init: \[[0-9.]*\] .*' "$work/serial.log" || true; } | tr -d '\r' |
   awk '{ match($0, /\[[0-9.]+\]/); t = substr($0, RSTART + 1, RLENGTH - 2); m = substr($0, RSTART + RLENGTH + 1)
          if (length(m) > 100) m = substr(m, 1, 97) "..."
          printf "      %8.3f  +%6.3f  %s\n", t, t - last, m; last = t
