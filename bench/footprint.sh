@@ -26,7 +26,7 @@
 #
 # Needs what tests/install-deps.sh installs: QEMU with OVMF, squashfs-tools, gdisk, mtools,
 # dosfstools, cpio, zstd, binutils, systemd-boot-efi, isolinux, syslinux-common, xorriso,
-# qemu-utils, e2fsprogs, time, openssh-client and python3. Takes about 10 minutes under TCG on
+# qemu-utils, e2fsprogs, time, openssh-client and python3. Takes 10 to 30 minutes under TCG on
 # two cores (quick: about 3 after the first build). Settings, all optional:
 #   UVMKIT_BIN             the uvmkit binary (default: `cargo build --release`, then target/release/uvmkit)
 #   UVMKIT_CACHE           the input cache (default: the tests' cache under target/tmp when it exists)
