@@ -482,8 +482,8 @@ echo "  init timeline (s since the kernel started, + since the line before; seri
 { grep -ao 'uvmkit-init: \[[0-9.]*\] .*' "$work/serial.log" || true; } | tr -d '\r' |
   awk '{ match($0, /\[[0-9.]+\]/); t = substr($0, RSTART + 1, RLENGTH - 2); m = substr($0, RSTART + RLENGTH + 1)
          if (length(m) > 100) m = substr(m, 1, 97) "..."
-         printf "      %8.3f  +%6.3f  %s\n", t, t - last, m; last = t
-         if (m ~ /^service dockerd ready/) exit }'
+         if (!done) printf "      %8.3f  +%6.3f  %s\n", t, t - last, m; last = t
+         if (m ~ /^service dockerd ready/) done = 1 }' # reads to the end: an early exit is a SIGPIPE upstream
 echo "  build ($formats): ${build_wall} s, peak $((build_peak / 1024)) MiB"
 if [ "$quick" != 1 ]; then
   echo "  reference pipeline (same tree and kernel, standard tools): ${ref_wall} s"
