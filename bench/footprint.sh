@@ -145,6 +145,7 @@ timed_build() {
     wall=$(since "$t")
     peak_kib=0
   fi
+  note "  $wall s, peak $((peak_kib / 1024)) MiB"
 }
 
 definition 1
