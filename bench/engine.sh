@@ -38,14 +38,22 @@ printf '\n[ssh]\nauthorized_keys = ["%s"]\n' "$(cat "$work/id.pub")" >>"$work/do
 echo "building the image..." >&2
 (cd "$root" && cargo run --release --quiet -- build "$work/docker.toml" --format efi --quiet -o "$work/out")
 
-# The container image: busybox from the image itself, imported as a one-layer rootfs.
-# Debian 13 (merged /usr) ships it in usr/bin, Debian 12 in bin.
+# The container image: busybox from the image itself, imported as a one-layer rootfs. The
+# initrd carries the image's tree as a squashfs in an uncompressed newc member named
+# uvmkit-system.squashfs after the boot part: its body starts after the 110-byte header and
+# the name, padded to 4 bytes. Debian 13 (merged /usr) ships busybox in usr/bin, Debian 12 in bin.
+initrd=$work/out/docker-initrd.img
+member_at=$(grep -obUaF "uvmkit-system.squashfs" "$initrd" | head -1 | cut -d: -f1)
+[ -n "$member_at" ] || { echo "$initrd carries no uvmkit-system.squashfs" >&2; exit 1; }
+image_at=$((member_at - 110 + (110 + 23 + 3) / 4 * 4))
 mkdir -p "$work/rootfs/bin"
-if bsdtar -xf "$work/out/docker-initrd.img" -C "$work/rootfs" usr/bin/busybox 2>/dev/null; then
-  mv "$work/rootfs/usr/bin/busybox" "$work/rootfs/bin/busybox" && rm -rf "$work/rootfs/usr"
-else
-  bsdtar -xf "$work/out/docker-initrd.img" -C "$work/rootfs" bin/busybox
-fi
+for path in usr/bin/busybox bin/busybox; do
+  if unsquashfs -q -n -f -o "$image_at" -d "$work/busybox" "$initrd" "$path" >/dev/null 2>&1 && [ -f "$work/busybox/$path" ]; then
+    cp "$work/busybox/$path" "$work/rootfs/bin/busybox"
+    break
+  fi
+done
+[ -f "$work/rootfs/bin/busybox" ] || { echo "no busybox in the system image of $initrd" >&2; exit 1; }
 for applet in sh true sleep; do ln -s busybox "$work/rootfs/bin/$applet"; done
 tar -C "$work/rootfs" -cf "$work/rootfs.tar" bin
 
