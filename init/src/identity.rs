@@ -40,13 +40,16 @@ pub fn ensure(hostname: &str, addresses: &[Ipv4Addr]) {
         return;
     }
     let done = ensure_in(dir, Path::new(SSH_DIR), hostname, &names, SystemTime::now());
-    for line in done.lines {
+    for line in &done.lines {
         log!("identity: {line}");
     }
-    log!(
-        "identity ready in {} ms; Docker client bundle in {CLIENT_BUNDLE_DIR}",
-        started.elapsed().as_millis()
-    );
+    let ms = started.elapsed().as_millis();
+    match (done.ssh, done.tls) {
+        (true, true) => log!("identity ready in {ms} ms; Docker client bundle in {CLIENT_BUNDLE_DIR}"),
+        (true, false) => log!("identity incomplete after {ms} ms: SSH host keys ready, no TLS material for dockerd (see the lines above)"),
+        (false, true) => log!("identity incomplete after {ms} ms: no SSH host keys (see the lines above); Docker client bundle in {CLIENT_BUNDLE_DIR}"),
+        (false, false) => log!("identity failed after {ms} ms: no SSH host keys and no TLS material (see the lines above)"),
+    }
 }
 
 /// What [`ensure_in`] did: whether sshd has its host keys and dockerd its TLS material, and

@@ -26,6 +26,7 @@ pub struct InterfaceFacts {
 impl InterfaceFacts {
     /// The MAC as `00:15:5D:0A:0B:0C` (upper case: how Hyper-V names adapters, and what
     /// hv_kvp_daemon compares with).
+    #[cfg(test)]
     pub fn mac_text(&self) -> String {
         let m = self.mac;
         format!(

@@ -187,6 +187,7 @@ pub fn registration_message() -> Vec<u8> {
 
 /// What the kernel answers a registration with (for tests and fakes): `KVP_OP_REGISTER1` and
 /// its version (`HV_DRV_VERSION`, "3.1").
+#[cfg(test)]
 pub fn registration_reply(version: &str) -> Vec<u8> {
     let mut msg = vec![0u8; KVP_MSG_SIZE];
     msg[offset::OPERATION] = op::REGISTER1;
@@ -213,6 +214,7 @@ impl KvpResponder {
     }
 
     /// The entries of `pool`, as the host set them.
+    #[cfg(test)]
     pub fn pool(&self, pool: u8) -> &[(String, String)] {
         &self.pools[usize::from(pool)]
     }

@@ -38,6 +38,7 @@ pub const fn ioc_rw(nr: u32, size: usize) -> libc::c_ulong {
 /// `VBG_IOCTL_HGCM_CONNECT`.
 pub const IOCTL_HGCM_CONNECT: libc::c_ulong = ioc_rw(4, HDR_SIZE + 132);
 /// `VBG_IOCTL_HGCM_DISCONNECT`.
+#[cfg(test)]
 pub const IOCTL_HGCM_DISCONNECT: libc::c_ulong = ioc_rw(5, HDR_SIZE + 4);
 /// `VBG_IOCTL_HGCM_CALL_64(size)`.
 pub const fn ioctl_hgcm_call64(size: usize) -> libc::c_ulong {
@@ -177,6 +178,7 @@ impl<D: VBoxGuestDevice> GuestProperties<D> {
     }
 
     /// Disconnects (the driver also does when the device is closed).
+    #[cfg(test)]
     pub fn disconnect(mut self) {
         let mut buf = vec![0u8; HDR_SIZE + 4];
         header(&mut buf, HDR_SIZE + 4, HDR_SIZE);
