@@ -1,7 +1,8 @@
 //! The footprint benchmark (`bench/footprint.sh`, issue 15) as a smoke test: the script in its
 //! quick mode builds `images/docker.toml` (the raw disk), boots the raw disk under OVMF to
 //! "service dockerd ready" and reads the guest's memory and root file system over SSH. Its
-//! report goes to the test's output, so CI logs carry the figures. Timings are printed, never
+//! report goes to the test's output and to `target/tmp/footprint-report.txt`, which `.ci/run`
+//! prints, so CI logs carry the figures. Timings are printed, never
 //! asserted; what is asserted is what does not depend on the machine: the sizes (each with a
 //! margin) and that the root is an overlay on the mounted system image, not a tmpfs copy.
 
@@ -48,6 +49,10 @@ fn run_footprint() -> (BTreeMap<String, String>, String) {
         .expect("run bench/footprint.sh");
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // cargo test shows a passing test's output only with --nocapture, so the report is also
+    // kept beside the tests' directories, where .ci/run prints it after the run.
+    let kept = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("footprint-report.txt");
+    std::fs::write(&kept, format!("{report}\n{stderr}")).unwrap();
     println!("{report}");
     eprintln!("{stderr}");
     assert!(
