@@ -336,8 +336,36 @@ if [ "$quick" != 1 ]; then
     if head -c $((header_at - pad)) "$initrd" | zstd -q -t 2>/dev/null; then boot_len=$((header_at - pad)); break; fi
   done
   [ -n "$boot_len" ] || fail "the part of $initrd before the system member is no zstd stream"
-  head -c "$boot_len" "$initrd" | zstd -q -d | (cd "$work/boot-tree" && cpio -idm --quiet --no-absolute-filenames) \
-    || fail "cannot unpack the boot initrd of $initrd"
+  # The boot initrd is several archives in a row (the base, the kernel modules, /init); cpio
+  # reads one, so the decompressed stream is cut at each TRAILER!!! first.
+  head -c "$boot_len" "$initrd" | zstd -q -d >"$work/boot.cpio" || fail "cannot decompress the boot initrd of $initrd"
+  python3 - "$work/boot.cpio" <<'SPLIT' || fail "the boot initrd of $initrd is no sequence of newc archives"
+import sys
+path = sys.argv[1]
+data = open(path, "rb").read()
+pos, count = 0, 0
+while pos < len(data):
+    if data[pos:pos + 6] != b"070701":
+        if data[pos] != 0:
+            sys.exit(f"no newc header at byte {pos}")
+        pos += 1  # the zero padding between archives
+        continue
+    start = pos
+    while True:
+        if data[pos:pos + 6] != b"070701":
+            sys.exit(f"no newc header at byte {pos}")
+        filesize, namesize = int(data[pos + 54:pos + 62], 16), int(data[pos + 94:pos + 102], 16)
+        name = data[pos + 110:pos + 110 + namesize - 1]
+        pos = (pos + 110 + namesize + 3) & ~3
+        pos = (pos + filesize + 3) & ~3
+        if name == b"TRAILER!!!":
+            break
+    open(f"{path}.{count}", "wb").write(data[start:pos])
+    count += 1
+SPLIT
+  for archive in "$work"/boot.cpio.*; do
+    (cd "$work/boot-tree" && cpio -idm --quiet --no-absolute-filenames <"$archive") || fail "cannot unpack the boot initrd of $initrd"
+  done
   objcopy -O binary --only-section=.cmdline "$out/docker.efi" "$work/cmdline"
   objcopy -O binary --only-section=.osrel "$out/docker.efi" "$work/osrel"
   objcopy -O binary --only-section=.uname "$out/docker.efi" "$work/uname"

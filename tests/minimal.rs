@@ -92,8 +92,18 @@ fn initrd_is_a_small_zstd_cpio_followed_by_the_system_image() {
         .find(|(ok, _)| *ok)
         .unwrap_or((false, "no split of the boot part reads as zstd cpio".into()));
     assert!(ok, "bsdtar: {list}");
+    // bsdtar lists the first archive (the base: init.toml, the device nodes); the kernel
+    // modules and /init follow as archives of their own, each its own zstd frame.
+    assert!(list.contains("etc/uvmkit/init.toml"), "{list}");
+    let stream = std::process::Command::new("zstd")
+        .args(["-dcq"])
+        .arg(&boot_path)
+        .output()
+        .unwrap();
+    assert!(stream.status.success(), "zstd -dc {}", boot_path.display());
+    let list = newc_names(&stream.stdout).join("\n");
+    assert!(list.lines().any(|l| l == "init"), "boot initrd lacks /init:\n{list}");
     for needle in [
-        "init",
         "etc/uvmkit/init.toml",
         "dev/console",
         "lib/modules/",

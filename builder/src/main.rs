@@ -645,8 +645,13 @@ fn write_bundle(args: &InputArgs, output: &Path) -> Result<(), Failure> {
 fn inspect(args: &InputArgs, files: bool, json: bool) -> Result<(), Failure> {
     let image = image_arg(args)?;
     let loaded = load(image)?;
-    let resolved = uvmkit::inputs::resolve(&loaded.definition, &loaded.base_dir, &input_options(args, image, false))
-        .map_err(CommandError::from)?;
+    let resolved = uvmkit::inputs::resolve(
+        &loaded.definition,
+        &loaded.base_dir,
+        &input_options(args, image, false),
+        uvmkit::inputs::DebFiles::ToUnpack,
+    )
+    .map_err(CommandError::from)?;
     Ok(uvmkit::inspect::print(&loaded, &resolved, files, json).map_err(CommandError::from)?)
 }
 

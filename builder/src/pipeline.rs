@@ -205,7 +205,7 @@ pub fn assemble_image(loaded: &LoadedDefinition, inputs: &ResolvedInputs) -> Res
 
 /// `uvmkit fetch`: resolves and caches every input of `loaded` and records them in its lock.
 pub fn fetch(loaded: &LoadedDefinition, opts: &InputOptions) -> Result<ResolvedInputs, InputError> {
-    let resolved = inputs::resolve(&loaded.definition, &loaded.base_dir, opts)?;
+    let resolved = inputs::resolve(&loaded.definition, &loaded.base_dir, opts, inputs::DebFiles::Cached)?;
     lock::record(&opts.lock, &loaded.definition, &resolved.packages)?;
     Ok(resolved)
 }
@@ -260,7 +260,7 @@ pub fn build(loaded: &LoadedDefinition, opts: &BuildOptions) -> Result<BuildRepo
     let mut phases = Phases::new(opts.inputs.quiet);
 
     // Inputs: the only stage that touches the network.
-    let inputs = inputs::resolve(def, &loaded.base_dir, &opts.inputs)?;
+    let inputs = inputs::resolve(def, &loaded.base_dir, &opts.inputs, inputs::DebFiles::ToUnpack)?;
     phases.done(
         "inputs",
         format!(
@@ -385,7 +385,7 @@ fn encode_boot_files(
         );
         let boot_tree = encode::system::boot_tree(tree, def, inputs, &image, SystemLocation::Partition)?;
         let boot_initrd_path = out.staging_path(&format!("{}-boot-initrd.img", def.name));
-        let stats = encode::initrd::write_initrd(&boot_tree, def, epoch, &boot_initrd_path)?;
+        let stats = encode::initrd::write_initrd(&boot_tree, def, epoch, &opts.inputs.cache_dir, &boot_initrd_path)?;
         let full_len = encode::system::append_system_image(&boot_initrd_path, &image, epoch, &initrd_path)?;
         phases.done(
             "initrd",
@@ -418,7 +418,7 @@ fn encode_boot_files(
         };
         (stats, Some(files))
     } else {
-        let stats = encode::initrd::write_initrd(tree, def, epoch, &initrd_path)?;
+        let stats = encode::initrd::write_initrd(tree, def, epoch, &opts.inputs.cache_dir, &initrd_path)?;
         phases.done(
             "initrd",
             format!(
@@ -466,7 +466,7 @@ fn encode_medium_boot(
     let def = &loaded.definition;
     let boot_tree = encode::system::boot_tree(tree, def, inputs, image, SystemLocation::Medium)?;
     let initrd_path = out.staging_path(&format!("{}-iso-initrd.img", def.name));
-    let stats = encode::initrd::write_initrd(&boot_tree, def, opts.epoch, &initrd_path)?;
+    let stats = encode::initrd::write_initrd(&boot_tree, def, opts.epoch, &opts.inputs.cache_dir, &initrd_path)?;
     let uki_path = out.staging_path(&format!("{}-iso.efi", def.name));
     let uki_layout = encode::uki::write_uki(def, inputs, &initrd_path, &uki_path, opts.signer.as_ref())?;
     let uki = FileData::host_file(&uki_path).map_err(encode::io_error("UKI"))?;

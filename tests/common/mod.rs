@@ -383,6 +383,33 @@ pub fn split_initrd(initrd: &[u8]) -> (&[u8], &[u8]) {
     (&initrd[..header], &initrd[header..])
 }
 
+/// The member names of a run of newc cpio archives (the kernel unpacks them one after the
+/// other; `cpio` and `bsdtar` stop at the first `TRAILER!!!`), with the zero padding between
+/// archives skipped. Panics on anything else.
+pub fn newc_names(stream: &[u8]) -> Vec<String> {
+    let field = |at: usize| {
+        let text = std::str::from_utf8(&stream[at..at + 8]).unwrap();
+        usize::from_str_radix(text, 16).unwrap()
+    };
+    let mut names = Vec::new();
+    let mut pos = 0;
+    while pos < stream.len() {
+        if stream[pos] == 0 {
+            pos += 1;
+            continue;
+        }
+        assert_eq!(&stream[pos..pos + 6], b"070701", "no newc header at byte {pos}");
+        let (filesize, namesize) = (field(pos + 54), field(pos + 94));
+        let name = String::from_utf8_lossy(&stream[pos + 110..pos + 110 + namesize - 1]).into_owned();
+        pos = (pos + 110 + namesize).next_multiple_of(4);
+        pos = (pos + filesize).next_multiple_of(4);
+        if name != "TRAILER!!!" {
+            names.push(name);
+        }
+    }
+    names
+}
+
 /// The squashfs body of the system member: newc header (110 bytes), name padded to 4 bytes.
 pub fn system_image_of(member: &[u8]) -> &[u8] {
     let size = usize::from_str_radix(std::str::from_utf8(&member[54..62]).unwrap(), 16).unwrap();

@@ -104,7 +104,7 @@ pub fn write_system_image(
         .map_err(&io)?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     let options = squashfs_options(compression, epoch);
-    let stats = uvmkit_squashfs::write_squashfs_cached(tree, &options, &mut cache, &mut w)?;
+    let stats = uvmkit_squashfs::write_squashfs_cached(tree, &options, &cache, &mut w)?;
     // Bounded: the least recently used entries go once the cache passes its limit.
     cache.prune().map_err(io_error("squashfs block cache"))?;
     let mut file = w.into_inner().map_err(|e| io(e.into_error()))?;

@@ -5,11 +5,10 @@
 use super::error::InputError;
 use super::mirror::archive_host;
 use super::package::FetchedPackage;
+use super::parallel::map_in_order;
 use super::sources::InputSources;
 use super::unpack::PackageError;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use uvmkit_fetch::cache::{ContentCache, Sha256Digest};
 use uvmkit_fetch::http::{Download, Progress};
 use uvmkit_fetch::mirror::ArchiveHost;
@@ -91,23 +90,7 @@ pub(super) fn fetch_packages(
 /// Whether each blob is in the cache with its content intact (re-hashed, on up to `jobs`
 /// threads); a damaged one is removed, so it counts as missing.
 fn verified_in_cache(cache: &ContentCache, digests: &[Sha256Digest], jobs: usize) -> Result<Vec<bool>, FetchError> {
-    let next = AtomicUsize::new(0);
-    let results: Vec<Mutex<Option<Result<bool, FetchError>>>> = digests.iter().map(|_| Mutex::new(None)).collect();
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.clamp(1, digests.len().max(1)) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(d) = digests.get(i) else { break };
-                let r = cache.get_verified(d).map(|p| p.is_some());
-                *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-            });
-        }
-    });
-    results
+    map_in_order(digests, jobs, |d| cache.get_verified(d).map(|p| p.is_some()))
         .into_iter()
-        .map(|m| {
-            let r = m.into_inner().unwrap_or_else(|p| p.into_inner());
-            r.expect("every blob was checked")
-        })
         .collect()
 }

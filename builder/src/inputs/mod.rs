@@ -25,6 +25,7 @@ mod mirror;
 pub mod modules;
 pub mod outdated;
 pub mod package;
+mod parallel;
 pub mod sources;
 pub mod unpack;
 
@@ -97,14 +98,29 @@ struct UnpackedPackages {
     licenses: LicenseCollector,
 }
 
+/// Whether [`resolve`] makes sure every package's `.deb` is in the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DebFiles {
+    /// Every `.deb` is checked in the cache and fetched when missing or damaged (`uvmkit
+    /// fetch`, and the bundles made from its cache, carry them).
+    Cached,
+    /// Only the `.deb`s of packages whose unpacked files are not in the cache intact: a build
+    /// reads the unpacked files, never a `.deb` it unpacked before.
+    ToUnpack,
+}
+
 /// Fetches, verifies and unpacks everything `def` needs. The Debian mirror is looked up only
 /// when something has to be fetched: not when a current lock pins the packages and the cache
 /// holds them all.
-pub fn resolve(def: &ImageDefinition, base_dir: &Path, opts: &InputOptions) -> Result<ResolvedInputs, InputError> {
+pub fn resolve(
+    def: &ImageDefinition,
+    base_dir: &Path,
+    opts: &InputOptions,
+    debs: DebFiles,
+) -> Result<ResolvedInputs, InputError> {
     let src = InputSources::open(def, base_dir, opts)?;
     let packages = choose::choose_packages(&src)?;
-    let (deb_paths, downloaded_bytes) = fetch::fetch_packages(&src, &packages)?;
-    let unpacked = unpack_all(&src, &packages, &deb_paths)?;
+    let (unpacked, downloaded_bytes) = unpack_all(&src, &packages, debs)?;
 
     let (kernel, module_tree) = match &def.kernel.local {
         None => (kernel::find_kernel(&unpacked.kernel)?, unpacked.kernel),
@@ -194,15 +210,49 @@ fn refuse_privileged(def: &ImageDefinition, name: &str, tree: &FileTree) -> Resu
     Ok(())
 }
 
-/// Unpacks (once per `.deb`, through the cache) every package and sorts the trees by role.
+/// Every package's files, sorted by role in package order, and the bytes downloaded: taken
+/// from the cache where the package was unpacked before (each file checked against its
+/// sha256, on up to `jobs` threads), else unpacked from its `.deb`, fetched when missing.
 fn unpack_all(
     src: &InputSources,
     packages: &[FetchedPackage],
-    deb_paths: &[PathBuf],
-) -> Result<UnpackedPackages, InputError> {
+    debs: DebFiles,
+) -> Result<(UnpackedPackages, u64), InputError> {
+    let (cache, limit) = (&src.cache, src.def.debian.max_unpacked_size);
+    let mut trees: Vec<Option<FileTree>> = match debs {
+        DebFiles::Cached => packages.iter().map(|_| None).collect(),
+        DebFiles::ToUnpack => {
+            parallel::map_in_order(packages, src.opts.jobs, |pkg| unpack::cached_tree(pkg, cache, limit))
+                .into_iter()
+                .collect::<Result<_, _>>()?
+        }
+    };
+    let to_unpack: Vec<FetchedPackage> = packages
+        .iter()
+        .zip(&trees)
+        .filter(|(_, tree)| tree.is_none())
+        .map(|(pkg, _)| pkg.clone())
+        .collect();
+    let (deb_paths, downloaded_bytes) = fetch::fetch_packages(src, &to_unpack)?;
+    let pairs: Vec<(&FetchedPackage, &PathBuf)> = to_unpack.iter().zip(&deb_paths).collect();
+    let mut unpacked = parallel::map_in_order(&pairs, src.opts.jobs, |(pkg, deb_path)| {
+        match debs {
+            // Not looked at yet: the cache first.
+            DebFiles::Cached => match unpack::cached_tree(pkg, cache, limit)? {
+                Some(tree) => Ok(tree),
+                None => unpack::unpacked_tree(pkg, deb_path, cache, limit),
+            },
+            DebFiles::ToUnpack => unpack::unpacked_tree(pkg, deb_path, cache, limit),
+        }
+    })
+    .into_iter();
+    for tree in trees.iter_mut().filter(|t| t.is_none()) {
+        *tree = Some(unpacked.next().expect("one tree per package to unpack")?);
+    }
+
     let mut out = UnpackedPackages::default();
-    for (pkg, deb_path) in packages.iter().zip(deb_paths) {
-        let tree = unpack::package_tree(pkg, deb_path, &src.cache, src.def.debian.max_unpacked_size)?;
+    for (pkg, tree) in packages.iter().zip(trees) {
+        let tree = tree.expect("every package has its tree");
         out.licenses.add(pkg, &tree)?;
         let merge_err = |source| PackageError::Merge {
             package: pkg.name.clone(),
@@ -229,5 +279,5 @@ fn unpack_all(
             }
         }
     }
-    Ok(out)
+    Ok((out, downloaded_bytes))
 }

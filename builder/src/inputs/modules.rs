@@ -5,6 +5,7 @@
 //! selected modules are read, so indexing 4000 modules costs only their paths.
 
 use super::kernel::{Kernel, KernelError};
+use super::parallel::map_in_order;
 use crate::definition::ImageDefinition;
 use crate::elf;
 use std::collections::{BTreeMap, BTreeSet};
@@ -145,38 +146,55 @@ impl ModuleIndex {
             .iter()
             .map(|(n, w)| (normalize_module_name(n), w.clone()))
             .collect();
-        while let Some((name, wanted_by)) = queue.pop() {
-            if depends.contains_key(&name) || selection.builtin.contains(&name) {
-                continue;
-            }
-            let Some((path, data)) = self.modules.get(&name) else {
-                if self.builtin.contains(&name) {
-                    selection.builtin.push(name);
+        // In waves: the modules named so far are decompressed and read on several threads,
+        // then their dependencies make the next wave.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        while !queue.is_empty() {
+            let mut wave: Vec<(String, &(TreePath, FileData))> = Vec::new();
+            while let Some((name, wanted_by)) = queue.pop() {
+                if depends.contains_key(&name)
+                    || selection.builtin.contains(&name)
+                    || wave.iter().any(|(n, _)| *n == name)
+                {
                     continue;
                 }
-                return Err(KernelError::UnknownModule {
-                    module: name,
-                    wanted_by,
-                    release: self.release.clone(),
-                });
-            };
-            let (path, data) = decompressed_module(path, data)?;
-            let (hard, soft) = module_dependencies(&path, &data)?;
-            stored.insert(name.clone(), (path, data));
-            let mut deps = hard.clone();
-            for dep in &hard {
-                queue.push((dep.clone(), format!("module {name}")));
+                let Some(module) = self.modules.get(&name) else {
+                    if self.builtin.contains(&name) {
+                        selection.builtin.push(name);
+                        continue;
+                    }
+                    return Err(KernelError::UnknownModule {
+                        module: name,
+                        wanted_by,
+                        release: self.release.clone(),
+                    });
+                };
+                wave.push((name, module));
             }
-            // Soft dependencies may name aliases (`crct10dif` for a crypto algorithm) rather
-            // than modules, and modprobe treats them as optional: take the ones that exist.
-            for dep in soft {
-                if self.modules.contains_key(&dep) && !deps.contains(&dep) {
-                    queue.push((dep.clone(), format!("module {name} (soft dependency)")));
-                    deps.push(dep);
+            let read = map_in_order(&wave, threads, |(_, (path, data))| {
+                let (path, data) = decompressed_module(path, data)?;
+                let dependencies = module_dependencies(&path, &data)?;
+                Ok::<_, KernelError>((path, data, dependencies))
+            });
+            for ((name, _), read) in wave.into_iter().zip(read) {
+                let (path, data, (hard, soft)) = read?;
+                stored.insert(name.clone(), (path, data));
+                let mut deps = hard.clone();
+                for dep in &hard {
+                    queue.push((dep.clone(), format!("module {name}")));
                 }
+                // Soft dependencies may name aliases (`crct10dif` for a crypto algorithm)
+                // rather than modules, and modprobe treats them as optional: take the ones
+                // that exist.
+                for dep in soft {
+                    if self.modules.contains_key(&dep) && !deps.contains(&dep) {
+                        queue.push((dep.clone(), format!("module {name} (soft dependency)")));
+                        deps.push(dep);
+                    }
+                }
+                deps.sort();
+                depends.insert(name, deps);
             }
-            deps.sort();
-            depends.insert(name, deps);
         }
         // Drop dependencies on built-in modules: nothing to wait for.
         for deps in depends.values_mut() {

@@ -139,33 +139,15 @@ enum ManifestKind {
     Fifo,
 }
 
-/// The package's files, from the cache when it was unpacked before.
-/// The package's files, from the cache when it was unpacked before; `limit` is the most bytes
-/// it may unpack to. Every blob is checked against its sha256 before the build reads it: a
-/// damaged one is repaired by unpacking the package again.
-pub(super) fn package_tree(
+/// The package's files unpacked from `deb_path` (a verified `.deb`) into the cache, with their
+/// manifest, so the next build takes them from [`cached_tree`]; `limit` is the most bytes it
+/// may unpack to.
+pub(super) fn unpacked_tree(
     pkg: &FetchedPackage,
     deb_path: &Path,
     cache: &ContentCache,
     limit: u64,
 ) -> Result<FileTree, InputError> {
-    if let Some(digest) = cache.get_ref(MANIFEST_NAMESPACE, &pkg.sha256)? {
-        // The manifest itself is a blob: checked like the files it names.
-        let intact = cache.get_verified(&digest)?;
-        if let Some(bytes) = intact.and_then(|path| std::fs::read(path).ok()) {
-            if let Ok(entries) = serde_json::from_slice::<Vec<ManifestEntry>>(&bytes) {
-                check_size(&pkg.name, &entries, limit)?;
-                if let Some(tree) = tree_from_manifest(&pkg.name, &entries, cache)? {
-                    return Ok(tree);
-                }
-            }
-        }
-        log::warn!(
-            "the cached unpacked files of {} {} are incomplete or damaged; unpacking it again",
-            pkg.name,
-            pkg.version
-        );
-    }
     let entries = unpack_to_cache(&pkg.name, deb_path, cache, limit)?;
     let manifest = serde_json::to_vec(&entries).expect("manifest serialises");
     let digest = cache.put_bytes(&manifest, None)?;
@@ -175,6 +157,36 @@ pub(super) fn package_tree(
             package: pkg.name.clone(),
         })?,
     )
+}
+
+/// The package's files from the cache, when it was unpacked before and every blob still
+/// checks out against its sha256 (so a damaged one is repaired by unpacking the package
+/// again); `None` when it must be unpacked (again) from its `.deb`; `limit` is the most bytes
+/// it may unpack to.
+pub(super) fn cached_tree(
+    pkg: &FetchedPackage,
+    cache: &ContentCache,
+    limit: u64,
+) -> Result<Option<FileTree>, InputError> {
+    let Some(digest) = cache.get_ref(MANIFEST_NAMESPACE, &pkg.sha256)? else {
+        return Ok(None);
+    };
+    // The manifest itself is a blob: checked like the files it names.
+    let intact = cache.get_verified(&digest)?;
+    if let Some(bytes) = intact.and_then(|path| std::fs::read(path).ok()) {
+        if let Ok(entries) = serde_json::from_slice::<Vec<ManifestEntry>>(&bytes) {
+            check_size(&pkg.name, &entries, limit)?;
+            if let Some(tree) = tree_from_manifest(&pkg.name, &entries, cache)? {
+                return Ok(Some(tree));
+            }
+        }
+    }
+    log::warn!(
+        "the cached unpacked files of {} {} are incomplete or damaged; unpacking it again",
+        pkg.name,
+        pkg.version
+    );
+    Ok(None)
 }
 
 /// A manifest's files must add up to at most `limit` bytes (a lower limit than the one the

@@ -12,8 +12,9 @@
 
 use sha2::{Digest, Sha256};
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 /// How one block is stored in the image.
@@ -25,12 +26,13 @@ pub enum StoredBlock {
     Raw,
 }
 
-/// Where the writer finds the compressed form of blocks it has seen before.
-pub trait BlockCache {
+/// Where the writer finds the compressed form of blocks it has seen before. The writer asks
+/// from several threads at once.
+pub trait BlockCache: Sync {
     /// The stored form of `block` under `tag` ([`crate::Compression::tag`]): from the cache
     /// when known, else from `compress`, which the cache may then keep.
     fn stored(
-        &mut self,
+        &self,
         tag: &str,
         block: &[u8],
         compress: &mut dyn FnMut(&[u8]) -> io::Result<StoredBlock>,
@@ -43,7 +45,7 @@ pub struct NoCache;
 
 impl BlockCache for NoCache {
     fn stored(
-        &mut self,
+        &self,
         _tag: &str,
         block: &[u8],
         compress: &mut dyn FnMut(&[u8]) -> io::Result<StoredBlock>,
@@ -54,6 +56,8 @@ impl BlockCache for NoCache {
 
 /// Bumped whenever an entry's layout or a compressor's output for the same tag changes.
 const FORMAT_VERSION: &[u8] = b"uvmkit-squashfs-block-cache-1";
+/// How old an entry's modification time may grow before a hit refreshes it.
+const REFRESH_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 /// The first bytes of every entry.
 const ENTRY_MAGIC: &[u8; 8] = b"UVSQBLK2";
 /// Magic, key (sha256), kind byte, payload length (u32), payload sha256.
@@ -74,14 +78,20 @@ pub struct CacheStats {
 
 /// A [`BlockCache`] in a directory: one file per block of at least `min_block` bytes, the
 /// directory kept under `max_bytes` by [`DirBlockCache::prune`] (least recently used first; a
-/// hit refreshes an entry's modification time).
+/// hit refreshes an entry's modification time, at most once a day).
 #[derive(Debug)]
 pub struct DirBlockCache {
     dir: PathBuf,
     min_block: usize,
     max_bytes: u64,
-    stats: CacheStats,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    rejected: AtomicU64,
+    pruned: AtomicU64,
 }
+
+/// Numbers each temporary entry file, so threads writing the same entry never share one.
+static TEMPORARY_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
 impl DirBlockCache {
     /// Blocks smaller than this (a page) are compressed every time by default: they compress
@@ -97,7 +107,10 @@ impl DirBlockCache {
             dir: dir.to_path_buf(),
             min_block: Self::DEFAULT_MIN_BLOCK,
             max_bytes: Self::DEFAULT_MAX_BYTES,
-            stats: CacheStats::default(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            pruned: AtomicU64::new(0),
         })
     }
 
@@ -108,9 +121,16 @@ impl DirBlockCache {
         self
     }
 
-    /// What happened so far.
+    /// What happened so far. When blocks are compressed on several threads, two equal blocks
+    /// may both be compressed before either is stored, so the split between hits and misses
+    /// can vary between runs; the image's bytes do not.
     pub fn stats(&self) -> CacheStats {
-        self.stats
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            pruned: self.pruned.load(Ordering::Relaxed),
+        }
     }
 
     /// The entry file of `block` under `tag` (whether or not it exists).
@@ -155,14 +175,15 @@ impl DirBlockCache {
             }
             fs::remove_file(&path)?;
             total -= len;
-            self.stats.pruned += 1;
+            self.pruned.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }
 
-    /// The entry at `path` for the block with `key` of `block_len` bytes, if it checks out.
-    fn read(path: &Path, key: &[u8; 32], block_len: usize) -> Option<StoredBlock> {
-        let bytes = fs::read(path).ok()?;
+    /// The entry in `file` for the block with `key` of `block_len` bytes, if it checks out.
+    fn read(mut file: &fs::File, key: &[u8; 32], block_len: usize) -> Option<StoredBlock> {
+        let mut bytes = Vec::with_capacity(ENTRY_HEADER + block_len);
+        file.read_to_end(&mut bytes).ok()?;
         if bytes.len() < ENTRY_HEADER || &bytes[..8] != ENTRY_MAGIC || &bytes[8..40] != key {
             return None;
         }
@@ -194,7 +215,8 @@ impl DirBlockCache {
         bytes.extend_from_slice(payload);
         let dir = path.parent().expect("an entry lies in a subdirectory");
         fs::create_dir_all(dir)?;
-        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+        let sequence = TEMPORARY_SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_extension(format!("{}-{sequence}.tmp", std::process::id()));
         fs::write(&tmp, &bytes)?;
         fs::rename(&tmp, path).inspect_err(|_| {
             let _ = fs::remove_file(&tmp);
@@ -204,29 +226,36 @@ impl DirBlockCache {
 
 impl BlockCache for DirBlockCache {
     fn stored(
-        &mut self,
+        &self,
         tag: &str,
         block: &[u8],
         compress: &mut dyn FnMut(&[u8]) -> io::Result<StoredBlock>,
     ) -> io::Result<StoredBlock> {
         if block.len() < self.min_block {
-            self.stats.misses += 1;
+            self.misses.fetch_add(1, Ordering::Relaxed);
             return compress(block);
         }
         let key = key(tag, block);
         let path = self.path_of(&key);
-        if path.exists() {
-            if let Some(stored) = Self::read(&path, &key, block.len()) {
-                self.stats.hits += 1;
-                // Recently used: pruned last.
-                if let Ok(file) = fs::File::options().append(true).open(&path) {
-                    let _ = file.set_modified(SystemTime::now());
+        if let Ok(file) = fs::File::open(&path) {
+            if let Some(stored) = Self::read(&file, &key, block.len()) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                // Recently used: pruned last. Refreshed at most once a day, so a rebuild does
+                // not rewrite the inode of every entry it reads.
+                let age = file
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .map(|t| t.elapsed().unwrap_or_default());
+                if age.is_ok_and(|age| age >= REFRESH_AFTER) {
+                    if let Ok(file) = fs::File::options().append(true).open(&path) {
+                        let _ = file.set_modified(SystemTime::now());
+                    }
                 }
                 return Ok(stored);
             }
-            self.stats.rejected += 1;
+            self.rejected.fetch_add(1, Ordering::Relaxed);
         }
-        self.stats.misses += 1;
+        self.misses.fetch_add(1, Ordering::Relaxed);
         let stored = compress(block)?;
         // A cache that cannot be written only costs time.
         let _ = Self::write(&path, &key, &stored);

@@ -24,16 +24,18 @@
 #![deny(missing_docs)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use thiserror::Error;
 use uvmkit_filetree::{FileData, FileTree, Node, NodeKind, TreePath};
 
 mod cache;
 mod compress;
+mod data;
 
 pub use cache::{BlockCache, CacheStats, DirBlockCache, NoCache, StoredBlock};
 use compress::{BlockKind, Encoder};
 pub use compress::{Compression, XZ_COMPRESSION, ZSTD_COMPRESSION};
+use data::StoredFile;
 
 /// `hsqs`, little-endian.
 const MAGIC: u32 = 0x7371_7368;
@@ -75,6 +77,14 @@ pub struct SquashfsOptions {
     pub block_size: u32,
     /// How data and metadata blocks are compressed.
     pub compression: Compression,
+    /// Threads that compress data blocks (at least one); the image's bytes do not depend on it.
+    pub threads: usize,
+}
+
+/// The threads [`SquashfsOptions::zstd`] and [`SquashfsOptions::xz`] compress on: one per CPU,
+/// at most eight.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
 }
 
 impl SquashfsOptions {
@@ -84,6 +94,7 @@ impl SquashfsOptions {
             mtime: 0,
             block_size: 128 * 1024,
             compression: Compression::ZSTD_DEFAULT,
+            threads: default_threads(),
         }
     }
 
@@ -94,6 +105,7 @@ impl SquashfsOptions {
             mtime: 0,
             block_size: 1 << 20,
             compression: Compression::XZ_DEFAULT,
+            threads: default_threads(),
         }
     }
 }
@@ -168,7 +180,7 @@ pub fn write_squashfs<W: Write + Seek>(
     options: &SquashfsOptions,
     out: &mut W,
 ) -> Result<SquashfsStats, SquashfsError> {
-    write_squashfs_cached(tree, options, &mut NoCache, out)
+    write_squashfs_cached(tree, options, &NoCache, out)
 }
 
 /// [`write_squashfs`], taking the compressed form of data blocks from `cache` when it has
@@ -176,7 +188,7 @@ pub fn write_squashfs<W: Write + Seek>(
 pub fn write_squashfs_cached<W: Write + Seek>(
     tree: &FileTree,
     options: &SquashfsOptions,
-    cache: &mut dyn BlockCache,
+    cache: &dyn BlockCache,
     out: &mut W,
 ) -> Result<SquashfsStats, SquashfsError> {
     let block_log = block_log(options.block_size)?;
@@ -198,30 +210,32 @@ pub fn write_squashfs_cached<W: Write + Seek>(
         out.write_all(bytes).map_err(write)?;
         position += 2 + bytes.len() as u64;
     }
-    let mut compressor = Encoder::new(compression, options.block_size).map_err(write)?;
-    let tag = compression.tag(options.block_size);
-    let mut blocks = BlockStore {
-        encoder: &mut compressor,
+    let files: Vec<(&TreePath, &FileData)> = plan
+        .files
+        .iter()
+        .map(|&index| match &plan.entries[index] {
+            (
+                path,
+                Node {
+                    kind: NodeKind::File(data),
+                    ..
+                },
+            ) => (*path, data),
+            _ => unreachable!("planned as a file"),
+        })
+        .collect();
+    let file_bytes = files.iter().map(|(_, data)| data.len()).sum::<u64>();
+    let (stored_files, end) = data::write_data(
+        files,
+        compression,
+        options.block_size,
+        options.threads,
         cache,
-        tag: &tag,
-    };
-    let mut file_bytes = 0u64;
-    let mut stored: HashMap<usize, StoredFile> = HashMap::new();
-    let mut buf = vec![0u8; options.block_size as usize];
-    for &index in &plan.files {
-        let (path, node) = plan.entries[index];
-        let NodeKind::File(data) = &node.kind else {
-            unreachable!("planned as a file")
-        };
-        let file = store_file(path, data, &mut buf, &mut blocks, position, out)?;
-        position += file
-            .block_sizes
-            .iter()
-            .map(|s| u64::from(s & !DATA_UNCOMPRESSED))
-            .sum::<u64>();
-        file_bytes += data.len();
-        stored.insert(index, file);
-    }
+        position,
+        out,
+    )?;
+    position = end;
+    let stored: HashMap<usize, StoredFile> = plan.files.iter().copied().zip(stored_files).collect();
 
     let mut inodes = MetadataWriter::new(compression, options.block_size)?;
     let mut directories = MetadataWriter::new(compression, options.block_size)?;
@@ -413,101 +427,6 @@ fn block_log(block_size: u32) -> Result<u16, SquashfsError> {
 /// The kernel's `new_encode_dev` (squashfs stores device numbers that way).
 fn encode_device(major: u32, minor: u32) -> u32 {
     (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
-}
-
-/// Where a file's blocks went.
-struct StoredFile {
-    start: u64,
-    block_sizes: Vec<u32>,
-}
-
-/// Data blocks compressed by the encoder, or found in the cache.
-struct BlockStore<'a> {
-    encoder: &'a mut Encoder,
-    cache: &'a mut dyn BlockCache,
-    tag: &'a str,
-}
-
-impl BlockStore<'_> {
-    /// How `block` is stored. A cached answer that is not shorter than the block is not
-    /// trusted: the block is compressed again.
-    fn store(&mut self, block: &[u8]) -> io::Result<StoredBlock> {
-        let encoder = &mut *self.encoder;
-        let mut compress = |block: &[u8]| -> io::Result<StoredBlock> {
-            let compressed = encoder.compress(block, BlockKind::Data)?;
-            Ok(if compressed.len() < block.len() {
-                StoredBlock::Compressed(compressed)
-            } else {
-                StoredBlock::Raw
-            })
-        };
-        match self.cache.stored(self.tag, block, &mut compress)? {
-            StoredBlock::Compressed(bytes) if bytes.is_empty() || bytes.len() >= block.len() => compress(block),
-            stored => Ok(stored),
-        }
-    }
-}
-
-/// Writes one file's data blocks at `start` and returns their size words.
-fn store_file<W: Write>(
-    path: &TreePath,
-    data: &FileData,
-    buf: &mut [u8],
-    blocks: &mut BlockStore,
-    start: u64,
-    out: &mut W,
-) -> Result<StoredFile, SquashfsError> {
-    let read_error = |source| SquashfsError::Read {
-        path: path.clone(),
-        source,
-    };
-    let expected = data.len();
-    let mut reader = data.open().map_err(read_error)?;
-    let mut block_sizes = Vec::with_capacity(expected.div_ceil(buf.len() as u64) as usize);
-    let mut total = 0u64;
-    loop {
-        let filled = fill(&mut reader, buf).map_err(read_error)?;
-        if filled == 0 {
-            break;
-        }
-        total += filled as u64;
-        let block = &buf[..filled];
-        match blocks.store(block).map_err(SquashfsError::Write)? {
-            StoredBlock::Compressed(compressed) => {
-                out.write_all(&compressed).map_err(SquashfsError::Write)?;
-                block_sizes.push(compressed.len() as u32);
-            }
-            StoredBlock::Raw => {
-                out.write_all(block).map_err(SquashfsError::Write)?;
-                block_sizes.push(filled as u32 | DATA_UNCOMPRESSED);
-            }
-        }
-        if filled < buf.len() {
-            break;
-        }
-    }
-    if total != expected || fill(&mut reader, &mut [0u8; 1]).map_err(read_error)? != 0 {
-        return Err(SquashfsError::Length {
-            path: path.clone(),
-            expected,
-            actual: total,
-        });
-    }
-    Ok(StoredFile { start, block_sizes })
-}
-
-/// Reads until `buf` is full or the reader ends.
-fn fill(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 /// The tree as numbered inodes with their directories' children.

@@ -69,10 +69,10 @@ fn sample_tree() -> FileTree {
 }
 
 fn written(tree: &FileTree) -> (Vec<u8>, SquashfsStats) {
-    written_with(tree, &SquashfsOptions::default(), &mut NoCache)
+    written_with(tree, &SquashfsOptions::default(), &NoCache)
 }
 
-fn written_with(tree: &FileTree, options: &SquashfsOptions, cache: &mut dyn BlockCache) -> (Vec<u8>, SquashfsStats) {
+fn written_with(tree: &FileTree, options: &SquashfsOptions, cache: &dyn BlockCache) -> (Vec<u8>, SquashfsStats) {
     let mut out = Cursor::new(Vec::new());
     let options = SquashfsOptions {
         mtime: 1_700_000_000,
@@ -82,11 +82,14 @@ fn written_with(tree: &FileTree, options: &SquashfsOptions, cache: &mut dyn Bloc
     (out.into_inner(), stats)
 }
 
-/// xz in 64 KiB blocks: the sample's files span several blocks, and tests stay quick.
+/// xz in 64 KiB blocks: the sample's files span several blocks, and tests stay quick. One
+/// thread, so the cache's hit and miss counts are exact (on several, two equal blocks in one
+/// batch may both be compressed).
 fn xz_options(x86_bcj: bool) -> SquashfsOptions {
     SquashfsOptions {
         block_size: 64 * 1024,
         compression: Compression::Xz { preset: 6, x86_bcj },
+        threads: 1,
         ..SquashfsOptions::xz()
     }
 }
@@ -135,6 +138,73 @@ fn the_same_tree_gives_the_same_bytes() {
     assert_eq!(stats.inodes as usize, tree.len() - 1);
     // The zeros compress; the random init does not, and is stored raw.
     assert!(stats.bytes_used < 300_000 + 200_000 + 40_000, "{stats:?}");
+}
+
+/// Data blocks are compressed on worker threads a batch at a time; the image must not depend
+/// on how many. The tree spans several batches (more than 8 MiB of blocks), with files that
+/// end mid-block, empty files between them, blocks stored raw and repeated blocks.
+#[test]
+fn the_image_is_the_same_on_any_number_of_threads() {
+    let mut tree = FileTree::new();
+    for i in 0..40u64 {
+        let data = match i % 4 {
+            0 => text(1_000_000 + i as usize * 1000, i),
+            1 => pattern(50_000 + i as usize * 777, i),
+            2 => Vec::new(),
+            _ => vec![0u8; 64 * 1024 * 3 + 5],
+        };
+        tree.insert(
+            &path(&format!("/data/f{i:02}")),
+            Node::file(FileData::inline(data), 0o644),
+        )
+        .unwrap();
+    }
+    let options = |threads| SquashfsOptions {
+        block_size: 64 * 1024,
+        compression: Compression::Zstd { level: 3 },
+        threads,
+        ..SquashfsOptions::zstd()
+    };
+    let (one, stats) = written_with(&tree, &options(1), &NoCache);
+    assert!(stats.file_bytes > 10 << 20, "{stats:?}");
+    for threads in [2, 3, 8] {
+        let (many, _) = written_with(&tree, &options(threads), &NoCache);
+        assert!(many == one, "{threads} threads wrote other bytes than one");
+    }
+    // A cache filled on several threads gives the same bytes, cold and warm.
+    let dir = ScratchDir::new("squashfs-threads");
+    let cache = DirBlockCache::open(&dir.path().join("blocks")).unwrap();
+    assert!(
+        written_with(&tree, &options(4), &cache).0 == one,
+        "cold cache, 4 threads"
+    );
+    let warm = DirBlockCache::open(&dir.path().join("blocks")).unwrap();
+    assert!(
+        written_with(&tree, &options(3), &warm).0 == one,
+        "warm cache, 3 threads"
+    );
+    // Only the tails under a page are compressed again (they are never cached).
+    let small_tails = tree
+        .iter()
+        .filter_map(|(_, node)| match &node.kind {
+            NodeKind::File(data) => Some(data.len() % (64 * 1024)),
+            _ => None,
+        })
+        .filter(|tail| (1..DirBlockCache::DEFAULT_MIN_BLOCK as u64).contains(tail))
+        .count() as u64;
+    assert_eq!(warm.stats().misses, small_tails, "{:?}", warm.stats());
+    assert_eq!(warm.stats().rejected, 0);
+    // The xz sample (BCJ on code blocks) too.
+    let (xz_tree, _) = xz_sample_tree();
+    let (xz_one, _) = written_with(&xz_tree, &xz_options(true), &NoCache);
+    let xz_many = SquashfsOptions {
+        threads: 4,
+        ..xz_options(true)
+    };
+    assert!(
+        written_with(&xz_tree, &xz_many, &NoCache).0 == xz_one,
+        "xz on 4 threads"
+    );
 }
 
 #[test]
@@ -230,8 +300,8 @@ fn a_bad_block_size_is_refused() {
 #[test]
 fn xz_images_are_read_back_byte_for_byte_by_unsquashfs() {
     let (tree, code) = xz_sample_tree();
-    let (image, stats) = written_with(&tree, &xz_options(true), &mut NoCache);
-    let (again, _) = written_with(&tree, &xz_options(true), &mut NoCache);
+    let (image, stats) = written_with(&tree, &xz_options(true), &NoCache);
+    let (again, _) = written_with(&tree, &xz_options(true), &NoCache);
     assert_eq!(image, again, "the same tree gives the same bytes");
     assert_eq!(u16::from_le_bytes([image[20], image[21]]), XZ_COMPRESSION);
     // The options block: an uncompressed 8-byte metadata block after the superblock holding
@@ -291,8 +361,8 @@ fn xz_images_are_read_back_byte_for_byte_by_unsquashfs() {
 #[test]
 fn the_x86_filter_is_kept_where_it_makes_code_smaller() {
     let (tree, _) = xz_sample_tree();
-    let (with_bcj, _) = written_with(&tree, &xz_options(true), &mut NoCache);
-    let (without, _) = written_with(&tree, &xz_options(false), &mut NoCache);
+    let (with_bcj, _) = written_with(&tree, &xz_options(true), &NoCache);
+    let (without, _) = written_with(&tree, &xz_options(false), &NoCache);
     // Both padded to 4 KiB; the bytes used tell the difference.
     let used = |image: &[u8]| u64::from_le_bytes(image[40..48].try_into().unwrap());
     assert!(
@@ -323,9 +393,9 @@ fn a_warm_cache_gives_the_same_bytes_as_a_cold_one_and_as_none() {
     let (tree, _) = xz_sample_tree();
     let dir = ScratchDir::new("squashfs-cache");
     let options = xz_options(true);
-    let (uncached, _) = written_with(&tree, &options, &mut NoCache);
-    let mut cold = DirBlockCache::open(&dir.path().join("blocks")).unwrap();
-    let (cold_bytes, _) = written_with(&tree, &options, &mut cold);
+    let (uncached, _) = written_with(&tree, &options, &NoCache);
+    let cold = DirBlockCache::open(&dir.path().join("blocks")).unwrap();
+    let (cold_bytes, _) = written_with(&tree, &options, &cold);
     assert_eq!(cold_bytes, uncached);
     // Blocks of 4 KiB or more are cached: init (5, stored raw), the three equal blocks of
     // zeros (1: the second and third are hits already), text (3), code (8); the tails of
@@ -334,19 +404,20 @@ fn a_warm_cache_gives_the_same_bytes_as_a_cold_one_and_as_none() {
     let entries = entry_files(&dir.path().join("blocks"));
     assert_eq!(entries.len(), 17, "{entries:?}");
 
-    let mut warm = DirBlockCache::open(&dir.path().join("blocks")).unwrap();
-    let (warm_bytes, _) = written_with(&tree, &options, &mut warm);
+    let warm = DirBlockCache::open(&dir.path().join("blocks")).unwrap();
+    let (warm_bytes, _) = written_with(&tree, &options, &warm);
     assert_eq!(warm_bytes, uncached);
     assert_eq!(warm.stats().hits, 19);
     assert_eq!(warm.stats().rejected, 0);
 
     // Another compressor or block size does not use these entries.
-    let mut other = DirBlockCache::open(&dir.path().join("blocks")).unwrap();
+    let other = DirBlockCache::open(&dir.path().join("blocks")).unwrap();
     let zstd = SquashfsOptions {
         block_size: 64 * 1024,
+        threads: 1,
         ..SquashfsOptions::zstd()
     };
-    written_with(&tree, &zstd, &mut other);
+    written_with(&tree, &zstd, &other);
     // Its only hits are the repeated zero blocks it wrote itself.
     assert_eq!(other.stats().hits, 2);
     assert_eq!(entry_files(&dir.path().join("blocks")).len(), 17 + 17);
@@ -358,8 +429,8 @@ fn a_corrupt_or_truncated_cache_entry_is_ignored_and_rewritten() {
     let dir = ScratchDir::new("squashfs-cache-corrupt");
     let blocks = dir.path().join("blocks");
     let options = xz_options(true);
-    let (expected, _) = written_with(&tree, &options, &mut NoCache);
-    written_with(&tree, &options, &mut DirBlockCache::open(&blocks).unwrap());
+    let (expected, _) = written_with(&tree, &options, &NoCache);
+    written_with(&tree, &options, &DirBlockCache::open(&blocks).unwrap());
 
     // Damage four entries: one byte of the payload flipped, one cut short, one emptied, and
     // one replaced by another entry that is whole but belongs to a different block.
@@ -374,15 +445,15 @@ fn a_corrupt_or_truncated_cache_entry_is_ignored_and_rewritten() {
     std::fs::write(&entries[2], b"").unwrap();
     std::fs::copy(&entries[4], &entries[3]).unwrap();
 
-    let mut cache = DirBlockCache::open(&blocks).unwrap();
-    let (bytes, _) = written_with(&tree, &options, &mut cache);
+    let cache = DirBlockCache::open(&blocks).unwrap();
+    let (bytes, _) = written_with(&tree, &options, &cache);
     assert!(bytes == expected, "a damaged cache changed the image");
     assert_eq!(cache.stats().rejected, 4);
     assert_eq!(cache.stats().hits, 19 - 4);
     // Rewritten: the next build finds all of them.
     assert_eq!(std::fs::read(&entries[1]).unwrap(), whole);
-    let mut again = DirBlockCache::open(&blocks).unwrap();
-    written_with(&tree, &options, &mut again);
+    let again = DirBlockCache::open(&blocks).unwrap();
+    written_with(&tree, &options, &again);
     assert_eq!((again.stats().hits, again.stats().rejected), (19, 0));
 }
 
@@ -391,8 +462,8 @@ fn the_cache_is_pruned_to_its_bound_least_recently_used_first() {
     let (tree, _) = xz_sample_tree();
     let dir = ScratchDir::new("squashfs-cache-prune");
     let blocks = dir.path().join("blocks");
-    let mut cache = DirBlockCache::open(&blocks).unwrap();
-    written_with(&tree, &xz_options(true), &mut cache);
+    let cache = DirBlockCache::open(&blocks).unwrap();
+    written_with(&tree, &xz_options(true), &cache);
     let total: u64 = entry_files(&blocks).iter().map(|p| p.metadata().unwrap().len()).sum();
     let mut bounded = DirBlockCache::open(&blocks)
         .unwrap()
