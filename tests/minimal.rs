@@ -486,31 +486,41 @@ fn a_flipped_byte_in_the_system_partition_stops_the_boot() {
         .expect("a system partition");
     let start: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     // A byte of file data just after the superblock.
-    let offset = start * 512 + 4096;
-    let mut bytes = std::fs::OpenOptions::new().read(true).write(true).open(&raw).unwrap();
-    use std::io::{Read, Seek, SeekFrom, Write};
-    let mut byte = [0u8; 1];
-    bytes.seek(SeekFrom::Start(offset)).unwrap();
-    bytes.read_exact(&mut byte).unwrap();
-    bytes.seek(SeekFrom::Start(offset)).unwrap();
-    bytes.write_all(&[byte[0] ^ 0xff]).unwrap();
-    drop(bytes);
+    flip_byte(&raw, start * 512 + 4096);
 
     let mut args = ovmf_args(&dir);
     args.extend(s(&[
         "-drive",
         &format!("if=virtio,format=raw,file={},snapshot=on", raw.display()),
     ]));
-    let mut guest = Guest::start(&dir, &args);
+    let log = refused_boot(&dir, &args, "tampered disk");
+    assert!(log.contains("system image /dev/vda2 does not match"), "{log}");
+}
+
+/// Inverts the byte at `offset` of the file at `path`.
+fn flip_byte(path: &Path, offset: u64) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut byte = [0u8; 1];
+    file.seek(SeekFrom::Start(offset)).unwrap();
+    file.read_exact(&mut byte).unwrap();
+    file.seek(SeekFrom::Start(offset)).unwrap();
+    file.write_all(&[byte[0] ^ 0xff]).unwrap();
+}
+
+/// Boots QEMU with `args` and expects the init to refuse the system image and stop the boot;
+/// returns the serial log.
+fn refused_boot(dir: &Path, args: &[String], what: &str) -> String {
+    let mut guest = Guest::start(dir, args);
     let t = guest.wait_for("does not match the boot configuration", BOOT_TIMEOUT);
-    eprintln!("tampered disk refused after {t:.1}s");
+    eprintln!("{what} refused after {t:.1}s");
     guest.wait_for("boot stopped", Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(3));
     let log = guest.log();
-    assert!(log.contains("system image /dev/vda2 does not match"), "{log}");
-    assert!(!log.contains(READY), "the tampered VM booted on:\n{log}");
-    assert!(!log.contains("root is overlay"), "{log}");
     guest.kill();
+    assert!(!log.contains(READY), "the {what} booted on:\n{log}");
+    assert!(!log.contains("root is overlay"), "{log}");
+    log
 }
 
 #[test]
@@ -575,40 +585,27 @@ fn a_flipped_byte_in_the_isos_system_image_stops_the_boot() {
     let iso = dir.join("tampered.iso");
     std::fs::copy(artifact("minimal.iso"), &iso).unwrap();
     let start = system_image_offset(&iso);
-    let mut bytes = std::fs::OpenOptions::new().read(true).write(true).open(&iso).unwrap();
-    use std::io::{Read, Seek, SeekFrom, Write};
     // xorriso's extent holds the squashfs: its magic "hsqs" (squashfs-tools' squashfs_fs.h).
     let mut magic = [0u8; 4];
-    bytes.seek(SeekFrom::Start(start)).unwrap();
-    bytes.read_exact(&mut magic).unwrap();
+    use std::os::unix::fs::FileExt;
+    std::fs::File::open(&iso)
+        .unwrap()
+        .read_exact_at(&mut magic, start)
+        .unwrap();
     assert_eq!(&magic, b"hsqs", "no squashfs at the file's extent ({start})");
     // A byte of file data just after the superblock: same size, different sha256.
-    let offset = start + 4096;
-    let mut byte = [0u8; 1];
-    bytes.seek(SeekFrom::Start(offset)).unwrap();
-    bytes.read_exact(&mut byte).unwrap();
-    bytes.seek(SeekFrom::Start(offset)).unwrap();
-    bytes.write_all(&[byte[0] ^ 0xff]).unwrap();
-    drop(bytes);
+    flip_byte(&iso, start + 4096);
 
     let args = s(&[
         "-drive",
         &format!("if=ide,media=cdrom,format=raw,readonly=on,file={}", iso.display()),
     ]);
-    let mut guest = Guest::start(&dir, &args);
-    let t = guest.wait_for("does not match the boot configuration", BOOT_TIMEOUT);
-    eprintln!("tampered ISO refused after {t:.1}s");
-    guest.wait_for("boot stopped", Duration::from_secs(30));
-    std::thread::sleep(Duration::from_secs(3));
-    let log = guest.log();
+    let log = refused_boot(&dir, &args, "tampered ISO");
     assert!(log.contains("/uvmkit/system.squashfs on the CD /dev/sr0"), "{log}");
     assert!(
         log.contains("system image /.uvmkit-medium/uvmkit/system.squashfs does not match"),
         "{log}"
     );
-    assert!(!log.contains(READY), "the tampered VM booted on:\n{log}");
-    assert!(!log.contains("root is overlay"), "{log}");
-    guest.kill();
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 use uvmkit_fetch::cache::ContentCache;
 use uvmkit_filetree::{FileData, FileTree, NodeKind};
-use uvmkit_initrd::{Compression, InitrdStats, Segment, SegmentRule, SegmentStats, BASE_SEGMENT};
+use uvmkit_initrd::{Compression, InitrdOptions, InitrdStats, Segment, SegmentRule, SegmentStats, BASE_SEGMENT};
 
 /// The cache's reference namespace for compressed segments; the `v1` changes when a
 /// segment's meaning does.
@@ -48,24 +48,18 @@ pub fn write_initrd(
         0 => Compression::None,
         level => Compression::zstd(level),
     };
-    let segments = uvmkit_initrd::plan_segments(tree, &segment_rules())?;
-    let mut stats = InitrdStats {
-        entries: 0,
-        uncompressed_bytes: 0,
-        compressed_bytes: 0,
-        segments: Vec::with_capacity(segments.len()),
+    let options = InitrdOptions {
+        mtime: epoch,
+        compression,
+        segments: segment_rules(),
     };
-    for segment in &segments {
-        let s = if segment.name() != BASE_SEGMENT && !segment.is_empty() && cacheable(tree, segment, &cache) {
-            cached_segment(segment, epoch, compression, &cache, &mut w)?
+    let stats = uvmkit_initrd::write_initrd_with(tree, &options, &mut w, |segment, out| {
+        if segment.name() != BASE_SEGMENT && !segment.is_empty() && cacheable(tree, segment, &cache) {
+            cached_segment(segment, epoch, compression, &cache, out)
         } else {
-            segment.write(epoch, compression, &mut w)?
-        };
-        stats.entries += s.entries;
-        stats.uncompressed_bytes += s.uncompressed_bytes;
-        stats.compressed_bytes += s.compressed_bytes;
-        stats.segments.push(s);
-    }
+            Ok(segment.write(epoch, compression, out)?)
+        }
+    })?;
     w.flush().map_err(&io)?;
     Ok(stats)
 }

@@ -714,6 +714,20 @@ pub fn write_initrd(
     options: &InitrdOptions,
     out: &mut impl Write,
 ) -> Result<InitrdStats, InitrdError> {
+    write_initrd_with(tree, options, out, |segment, out| {
+        segment.write(options.mtime, options.compression, out)
+    })
+}
+
+/// [`write_initrd`] with the caller writing each segment (from a cache of compressed
+/// segments, say, keyed by [`Segment::fingerprint`]): `write_segment` must write what
+/// [`Segment::write`] would, with the options' `mtime` and compression.
+pub fn write_initrd_with<W: Write, E: From<InitrdError>>(
+    tree: &FileTree,
+    options: &InitrdOptions,
+    out: &mut W,
+    mut write_segment: impl FnMut(&Segment, &mut W) -> Result<SegmentStats, E>,
+) -> Result<InitrdStats, E> {
     options.compression.validate()?;
     let segments = plan_segments(tree, &options.segments)?;
     let mut stats = InitrdStats {
@@ -723,7 +737,7 @@ pub fn write_initrd(
         segments: Vec::with_capacity(segments.len()),
     };
     for segment in &segments {
-        let s = segment.write(options.mtime, options.compression, out)?;
+        let s = write_segment(segment, out)?;
         stats.entries += s.entries;
         stats.uncompressed_bytes += s.uncompressed_bytes;
         stats.compressed_bytes += s.compressed_bytes;
