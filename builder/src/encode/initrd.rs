@@ -38,10 +38,7 @@ pub fn write_initrd(
     path: &Path,
 ) -> Result<InitrdStats, EncodeError> {
     let io = io_error("initrd");
-    let cache = ContentCache::open(cache_dir).map_err(|e| EncodeError::Io {
-        what: "initrd segment cache",
-        source: std::io::Error::other(e.to_string()),
-    })?;
+    let cache = ContentCache::open(cache_dir).map_err(cache_error)?;
     let file = File::create(path).map_err(&io)?;
     let mut w = BufWriter::new(file);
     let compression = match def.initrd.compression_level {
@@ -69,11 +66,17 @@ pub fn write_initrd(
 /// host file elsewhere (a local kernel's modules) could change without changing its path and
 /// size, so such a segment is always compressed again.
 fn cacheable(tree: &FileTree, segment: &Segment, cache: &ContentCache) -> bool {
-    let blobs = cache.dir().join("blobs");
     segment.paths().all(|path| match tree.get(path).map(|node| &node.kind) {
-        Some(NodeKind::File(FileData::HostFile { path, .. })) => path.starts_with(&blobs),
+        Some(NodeKind::File(FileData::HostFile { path, .. })) => cache.holds_blob(path),
         _ => true,
     })
+}
+
+fn cache_error(e: uvmkit_fetch::FetchError) -> EncodeError {
+    EncodeError::Io {
+        what: "initrd segment cache",
+        source: std::io::Error::other(e.to_string()),
+    }
 }
 
 /// Writes the segment from the cache, or compresses it and keeps it there. A cache entry is
@@ -85,21 +88,12 @@ fn cached_segment(
     cache: &ContentCache,
     out: &mut impl Write,
 ) -> Result<SegmentStats, EncodeError> {
-    let io = io_error("initrd");
-    let cache_error = |e: uvmkit_fetch::FetchError| EncodeError::Io {
-        what: "initrd segment cache",
-        source: std::io::Error::other(e.to_string()),
-    };
-    let key: String = segment
-        .fingerprint(epoch, compression)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let key = hex::encode(segment.fingerprint(epoch, compression));
     let cached = match cache.get_ref(SEGMENT_NAMESPACE, &key).map_err(cache_error)? {
-        Some(digest) => cache.get_verified(&digest).map_err(cache_error)?,
+        Some(digest) => cache.read_verified(&digest).map_err(cache_error)?,
         None => None,
     };
-    let bytes = match cached.and_then(|path| std::fs::read(path).ok()) {
+    let bytes = match cached {
         Some(bytes) => bytes,
         None => {
             let mut bytes = Vec::new();
@@ -111,7 +105,7 @@ fn cached_segment(
             bytes
         }
     };
-    out.write_all(&bytes).map_err(&io)?;
+    out.write_all(&bytes).map_err(io_error("initrd"))?;
     Ok(SegmentStats {
         name: segment.name().to_string(),
         entries: segment.len() as u64,

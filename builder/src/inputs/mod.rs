@@ -219,35 +219,26 @@ fn unpack_all(
     debs: DebFiles,
 ) -> Result<(UnpackedPackages, u64), InputError> {
     let (cache, limit) = (&src.cache, src.def.debian.max_unpacked_size);
-    let mut trees: Vec<Option<FileTree>> = match debs {
-        DebFiles::Cached => packages.iter().map(|_| None).collect(),
-        DebFiles::ToUnpack => {
-            parallel::map_in_order(packages, src.opts.jobs, |pkg| unpack::cached_tree(pkg, cache, limit))
-                .into_iter()
-                .collect::<Result<_, _>>()?
-        }
-    };
-    let to_unpack: Vec<FetchedPackage> = packages
-        .iter()
-        .zip(&trees)
-        .filter(|(_, tree)| tree.is_none())
-        .map(|(pkg, _)| pkg.clone())
+    let mut trees: Vec<Option<FileTree>> =
+        parallel::map_in_order(packages, src.opts.jobs, |pkg| unpack::cached_tree(pkg, cache, limit))
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+    // The `.deb`s to have in the cache: every one, or those of the packages to unpack.
+    let needed: Vec<usize> = (0..packages.len())
+        .filter(|&i| debs == DebFiles::Cached || trees[i].is_none())
         .collect();
-    let (deb_paths, downloaded_bytes) = fetch::fetch_packages(src, &to_unpack)?;
-    let pairs: Vec<(&FetchedPackage, &PathBuf)> = to_unpack.iter().zip(&deb_paths).collect();
-    let mut unpacked = parallel::map_in_order(&pairs, src.opts.jobs, |(pkg, deb_path)| {
-        match debs {
-            // Not looked at yet: the cache first.
-            DebFiles::Cached => match unpack::cached_tree(pkg, cache, limit)? {
-                Some(tree) => Ok(tree),
-                None => unpack::unpacked_tree(pkg, deb_path, cache, limit),
-            },
-            DebFiles::ToUnpack => unpack::unpacked_tree(pkg, deb_path, cache, limit),
-        }
-    })
-    .into_iter();
-    for tree in trees.iter_mut().filter(|t| t.is_none()) {
-        *tree = Some(unpacked.next().expect("one tree per package to unpack")?);
+    let needed_packages: Vec<FetchedPackage> = needed.iter().map(|&i| packages[i].clone()).collect();
+    let (deb_paths, downloaded_bytes) = fetch::fetch_packages(src, &needed_packages)?;
+    let to_unpack: Vec<(usize, &PathBuf)> = needed
+        .into_iter()
+        .zip(&deb_paths)
+        .filter(|&(i, _)| trees[i].is_none())
+        .collect();
+    let unpacked = parallel::map_in_order(&to_unpack, src.opts.jobs, |&(i, deb_path)| {
+        unpack::unpacked_tree(&packages[i], deb_path, cache, limit)
+    });
+    for ((i, _), tree) in to_unpack.into_iter().zip(unpacked) {
+        trees[i] = Some(tree?);
     }
 
     let mut out = UnpackedPackages::default();

@@ -172,8 +172,7 @@ pub(super) fn cached_tree(
         return Ok(None);
     };
     // The manifest itself is a blob: checked like the files it names.
-    let intact = cache.get_verified(&digest)?;
-    if let Some(bytes) = intact.and_then(|path| std::fs::read(path).ok()) {
+    if let Some(bytes) = cache.read_verified(&digest)? {
         if let Ok(entries) = serde_json::from_slice::<Vec<ManifestEntry>>(&bytes) {
             check_size(&pkg.name, &entries, limit)?;
             if let Some(tree) = tree_from_manifest(&pkg.name, &entries, cache)? {

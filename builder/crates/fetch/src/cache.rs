@@ -222,21 +222,54 @@ impl ContentCache {
         if actual == *digest {
             return Ok(Some(path));
         }
+        self.discard_corrupt(&path, &actual, &opened)?;
+        Ok(None)
+    }
+
+    /// The blob's bytes if it is present and they hash to `digest`, read once (for small
+    /// blobs: manifests, initrd segments). A corrupt entry is removed as by
+    /// [`ContentCache::get_verified`].
+    pub fn read_verified(&self, digest: &Sha256Digest) -> Result<Option<Vec<u8>>> {
+        let path = self.path_of(digest);
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io(&path, e)),
+        };
+        let opened = file.metadata().map_err(|e| self.io(&path, e))?;
+        let mut bytes = Vec::with_capacity(opened.len() as usize);
+        file.read_to_end(&mut bytes).map_err(|e| self.io(&path, e))?;
+        let actual = Sha256Digest::of_bytes(&bytes);
+        if actual == *digest {
+            return Ok(Some(bytes));
+        }
+        self.discard_corrupt(&path, &actual, &opened)?;
+        Ok(None)
+    }
+
+    /// Whether `path` lies among the cache's blobs (whose names are their contents' sha256).
+    pub fn holds_blob(&self, path: &Path) -> bool {
+        path.starts_with(self.blob_root())
+    }
+
+    /// Logs the blob at `path` (which hashed to `actual` when `opened`) as corrupt and removes
+    /// it, so the caller fetches or makes it again.
+    fn discard_corrupt(&self, path: &Path, actual: &Sha256Digest, opened: &fs::Metadata) -> Result<()> {
         log::warn!(
             "cache entry {} is corrupt (its content hashes to {actual}); removing it so it is fetched again",
             path.display()
         );
         // Remove it only if it is still the file we hashed: a concurrent build may have
         // replaced it with a good copy meanwhile.
-        let still_same = fs::metadata(&path).is_ok_and(|m| m.ino() == opened.ino() && m.dev() == opened.dev());
+        let still_same = fs::metadata(path).is_ok_and(|m| m.ino() == opened.ino() && m.dev() == opened.dev());
         if still_same {
-            match fs::remove_file(&path) {
+            match fs::remove_file(path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(self.io(&path, e)),
+                Err(e) => return Err(self.io(path, e)),
             }
         }
-        Ok(None)
+        Ok(())
     }
 
     /// Stores everything `r` yields and returns its digest. With `expected`, content with

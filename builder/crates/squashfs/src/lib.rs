@@ -213,15 +213,12 @@ pub fn write_squashfs_cached<W: Write + Seek>(
     let files: Vec<(&TreePath, &FileData)> = plan
         .files
         .iter()
-        .map(|&index| match &plan.entries[index] {
-            (
-                path,
-                Node {
-                    kind: NodeKind::File(data),
-                    ..
-                },
-            ) => (*path, data),
-            _ => unreachable!("planned as a file"),
+        .map(|&index| {
+            let (path, node) = plan.entries[index];
+            let NodeKind::File(data) = &node.kind else {
+                unreachable!("planned as a file")
+            };
+            (path, data)
         })
         .collect();
     let file_bytes = files.iter().map(|(_, data)| data.len()).sum::<u64>();
