@@ -723,6 +723,24 @@ fn damaged_cache_blobs_are_repaired_and_hostile_packages_refused() {
         "{text}"
     );
     assert_eq!(std::fs::read(&blob).unwrap(), b"MZ stub", "the damaged blob was kept");
+    // A build (`inspect` resolves the same way) hashes again only the files that changed since
+    // they were last hashed. Damaged in place with its modification time put back, the stub
+    // still changed (its change time did): found and repaired the same way.
+    let (code, text) = run_with_cache(&["inspect", image], &cache);
+    assert_eq!(code, 0, "{text}");
+    let modified = std::fs::metadata(&blob).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&blob, b"MZ stuB").unwrap();
+    let file = std::fs::File::options().write(true).open(&blob).unwrap();
+    file.set_modified(modified).unwrap();
+    drop(file);
+    let (code, text) = run_with_cache(&["inspect", image], &cache);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("systemd-boot-efi 252-1 are incomplete or damaged; unpacking it again"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read(&blob).unwrap(), b"MZ stub", "the damaged blob was kept");
 
     // A lock without the stub's package: an error naming it and what to do, not a panic.
     let lock_path = dir.join("hermetic.lock");

@@ -316,12 +316,14 @@ pub fn build(loaded: &LoadedDefinition, opts: &BuildOptions) -> Result<BuildRepo
         phases.done("iso", format!("{} ({})", a.name, human_bytes(a.size)));
     }
     if opts.formats.contains(&Format::Efi) {
-        let publish = publish::io_error("publish");
-        out.publish(&staged.uki_name, "efi").map_err(&publish)?;
         let kernel_name = format!("{}-kernel", def.name);
         encode::uki::write_kernel(&inputs, &out.staging_path(&kernel_name))?;
-        out.publish(&kernel_name, "kernel").map_err(&publish)?;
-        out.publish(&staged.initrd_name, "initrd").map_err(&publish)?;
+        out.publish_all(&[
+            (&staged.uki_name, "efi"),
+            (&kernel_name, "kernel"),
+            (&staged.initrd_name, "initrd"),
+        ])
+        .map_err(publish::io_error("publish"))?;
         phases.done(
             "efi",
             format!("{}, {kernel_name}, {}", staged.uki_name, staged.initrd_name),

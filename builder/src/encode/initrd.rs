@@ -51,7 +51,7 @@ pub fn write_initrd(
         segments: segment_rules(),
     };
     let stats = uvmkit_initrd::write_initrd_with(tree, &options, &mut w, |segment, out| {
-        if segment.name() != BASE_SEGMENT && !segment.is_empty() && cacheable(tree, segment, &cache) {
+        if segment.name() != BASE_SEGMENT && !segment.is_empty() && cacheable(tree, segment) {
             cached_segment(segment, epoch, compression, &cache, out)
         } else {
             Ok(segment.write(epoch, compression, out)?)
@@ -62,12 +62,12 @@ pub fn write_initrd(
 }
 
 /// Whether the segment's fingerprint stands for its bytes: every file is held in memory (its
-/// bytes are hashed) or is a blob of the content cache (its name is its content's hash). A
-/// host file elsewhere (a local kernel's modules) could change without changing its path and
-/// size, so such a segment is always compressed again.
-fn cacheable(tree: &FileTree, segment: &Segment, cache: &ContentCache) -> bool {
+/// bytes are hashed) or has a sha256 that was checked (a blob of the content cache). Another
+/// host file (a local kernel's modules) could change without changing its path and size, so
+/// such a segment is always compressed again.
+fn cacheable(tree: &FileTree, segment: &Segment) -> bool {
     segment.paths().all(|path| match tree.get(path).map(|node| &node.kind) {
-        Some(NodeKind::File(FileData::HostFile { path, .. })) => cache.holds_blob(path),
+        Some(NodeKind::File(data)) => matches!(data, FileData::Inline(_)) || data.known_sha256().is_some(),
         _ => true,
     })
 }

@@ -138,7 +138,7 @@ pub fn write_iso(iso: &IsoInputs, path: &Path) -> Result<(), EncodeError> {
 fn offset_in_image(efi_img: &SparseImage, file: &FileData) -> Option<u64> {
     efi_img.extents().find_map(|e| {
         let same = match (&e.data, file) {
-            (ExtentData::HostFile { path, offset: 0, len }, FileData::HostFile { path: p, size }) => {
+            (ExtentData::HostFile { path, offset: 0, len }, FileData::HostFile { path: p, size, .. }) => {
                 path == p && len == size
             }
             (ExtentData::Bytes(b), FileData::Inline(i)) => std::sync::Arc::ptr_eq(b, i),

@@ -68,6 +68,7 @@ impl SystemImage {
         FileData::HostFile {
             path: self.path.clone(),
             size: self.size,
+            sha256: None,
         }
     }
 }

@@ -102,10 +102,12 @@ struct UnpackedPackages {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DebFiles {
     /// Every `.deb` is checked in the cache and fetched when missing or damaged (`uvmkit
-    /// fetch`, and the bundles made from its cache, carry them).
+    /// fetch`, and the bundles made from its cache, carry them), and every unpacked file is
+    /// hashed again.
     Cached,
     /// Only the `.deb`s of packages whose unpacked files are not in the cache intact: a build
-    /// reads the unpacked files, never a `.deb` it unpacked before.
+    /// reads the unpacked files, never a `.deb` it unpacked before, and hashes again only the
+    /// unpacked files that changed since they were last hashed.
     ToUnpack,
 }
 
@@ -127,7 +129,7 @@ pub fn resolve(
         Some(local) => kernel::local_kernel(local, base_dir)?,
     };
     kernel::check_kernel_config(def, &kernel)?;
-    let modules = modules::select_modules(def, &kernel, &module_tree)?;
+    let modules = modules::select_modules(def, &kernel, &module_tree, &src.cache)?;
     let BootFiles {
         uki_stub,
         isolinux,
@@ -212,15 +214,20 @@ fn refuse_privileged(def: &ImageDefinition, name: &str, tree: &FileTree) -> Resu
 
 /// Every package's files, sorted by role in package order, and the bytes downloaded: taken
 /// from the cache where the package was unpacked before (each file checked against its
-/// sha256, on up to `jobs` threads), else unpacked from its `.deb`, fetched when missing.
+/// sha256 as `debs` says, on up to `jobs` threads), else unpacked from its `.deb`, fetched
+/// when missing.
 fn unpack_all(
     src: &InputSources,
     packages: &[FetchedPackage],
     debs: DebFiles,
 ) -> Result<(UnpackedPackages, u64), InputError> {
     let (cache, limit) = (&src.cache, src.def.debian.max_unpacked_size);
+    let recheck = match debs {
+        DebFiles::Cached => unpack::Recheck::Every,
+        DebFiles::ToUnpack => unpack::Recheck::Changed,
+    };
     let mut trees: Vec<Option<FileTree>> =
-        parallel::map_in_order(packages, src.opts.jobs, |pkg| unpack::cached_tree(pkg, cache, limit))
+        parallel::map_in_order(packages, src.opts.jobs, |pkg| unpack::cached_tree(pkg, cache, limit, recheck))
             .into_iter()
             .collect::<Result<_, _>>()?;
     // The `.deb`s to have in the cache: every one, or those of the packages to unpack.

@@ -2,7 +2,9 @@
 //! `.modinfo` `depends=` (and `softdep=` `pre:` modules, which must load first), in load order.
 //!
 //! Debian ships no `modules.dep`, so dependencies come from the modules themselves; only the
-//! selected modules are read, so indexing 4000 modules costs only their paths.
+//! selected modules are read, so indexing 4000 modules costs only their paths. A decompressed
+//! module is kept in the content cache under the sha256 of the compressed one
+//! ([`DECOMPRESSED_MODULE_REFS`]), so a rebuild does not decompress it again.
 
 use super::kernel::{Kernel, KernelError};
 use super::parallel::map_in_order;
@@ -10,7 +12,11 @@ use crate::definition::ImageDefinition;
 use crate::elf;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
+use uvmkit_fetch::cache::{ContentCache, Sha256Digest};
 use uvmkit_filetree::{FileData, FileTree, NodeKind, TreePath};
+
+/// The content cache's references from a compressed module's sha256 to the decompressed one.
+pub const DECOMPRESSED_MODULE_REFS: &str = "module-decompressed-v1";
 
 /// The canonical module name: `-` and `_` are interchangeable in module names.
 pub fn normalize_module_name(name: &str) -> String {
@@ -18,11 +24,13 @@ pub fn normalize_module_name(name: &str) -> String {
 }
 
 /// The modules `def` loads with `kernel` (whose modules are in `tree`): those its kernel
-/// features list, then `[kernel] modules`, with their dependencies.
+/// features list, then `[kernel] modules`, with their dependencies; decompressed modules are
+/// taken from and kept in `cache`.
 pub(super) fn select_modules(
     def: &ImageDefinition,
     kernel: &Kernel,
     tree: &FileTree,
+    cache: &ContentCache,
 ) -> Result<ModuleSelection, KernelError> {
     let index = ModuleIndex::from_tree(tree, &kernel.release)?;
     let mut wanted: Vec<(String, String)> = Vec::new();
@@ -41,7 +49,7 @@ pub(super) fn select_modules(
             .iter()
             .map(|m| (m.clone(), "[kernel] modules".to_string())),
     );
-    index.select(&wanted)
+    index.select(&wanted, Some(cache))
 }
 
 /// A kernel's modules, by canonical name.
@@ -137,8 +145,13 @@ impl ModuleIndex {
         self.modules.is_empty()
     }
 
-    /// Selects `requested` (name, who wants it) and everything they depend on, in load order.
-    pub fn select(&self, requested: &[(String, String)]) -> Result<ModuleSelection, KernelError> {
+    /// Selects `requested` (name, who wants it) and everything they depend on, in load order;
+    /// decompressed modules are taken from and kept in `cache` when there is one.
+    pub fn select(
+        &self,
+        requested: &[(String, String)],
+        cache: Option<&ContentCache>,
+    ) -> Result<ModuleSelection, KernelError> {
         let mut selection = ModuleSelection::default();
         let mut depends: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut stored: BTreeMap<String, (TreePath, FileData)> = BTreeMap::new();
@@ -172,7 +185,7 @@ impl ModuleIndex {
                 wave.push((name, module));
             }
             let read = map_in_order(&wave, threads, |(_, (path, data))| {
-                let (path, data) = decompressed_module(path, data)?;
+                let (path, data) = decompressed_module(path, data, cache)?;
                 let dependencies = module_dependencies(&path, &data)?;
                 Ok::<_, KernelError>((path, data, dependencies))
             });
@@ -227,7 +240,11 @@ const MAX_MODULE_BYTES: u64 = 64 << 20;
 /// `CONFIG_MODULE_COMPRESS_XZ`); the initrd is compressed as a whole, so compressing each module
 /// too would only cost boot time, and the init can then load every module with
 /// `finit_module` without the kernel's in-kernel decompression.
-fn decompressed_module(path: &TreePath, data: &FileData) -> Result<(TreePath, FileData), KernelError> {
+fn decompressed_module(
+    path: &TreePath,
+    data: &FileData,
+    cache: Option<&ContentCache>,
+) -> Result<(TreePath, FileData), KernelError> {
     let name = path.as_str();
     let Some((stem, compression)) = [".xz", ".zst", ".gz"].iter().find_map(|suffix| {
         let stem = name.strip_suffix(suffix)?;
@@ -239,6 +256,14 @@ fn decompressed_module(path: &TreePath, data: &FileData) -> Result<(TreePath, Fi
         path: name.to_string(),
         message,
     };
+    let stem = TreePath::new(stem).map_err(|e| bad(e.to_string()))?;
+    // Only a module whose sha256 was checked can name its decompressed form.
+    let cached = cache.zip(data.known_sha256().map(hex::encode));
+    if let Some((cache, key)) = &cached {
+        if let Some(decompressed) = cached_decompressed(cache, key) {
+            return Ok((stem, decompressed));
+        }
+    }
     let compressed = data.read_all().map_err(|e| bad(e.to_string()))?;
     let mut bytes = Vec::new();
     compression
@@ -253,8 +278,29 @@ fn decompressed_module(path: &TreePath, data: &FileData) -> Result<(TreePath, Fi
             MAX_MODULE_BYTES >> 20
         )));
     }
-    let stem = TreePath::new(stem).map_err(|e| bad(e.to_string()))?;
+    if let Some((cache, key)) = &cached {
+        // A cache that cannot be written only costs the next build time.
+        let kept = cache
+            .put_bytes(&bytes, None)
+            .and_then(|digest| cache.set_ref(DECOMPRESSED_MODULE_REFS, key, &digest).map(|()| digest));
+        match kept {
+            Ok(digest) => {
+                let size = bytes.len() as u64;
+                return Ok((stem, FileData::checked_host_file(cache.path_of(&digest), size, digest.0)));
+            }
+            Err(e) => log::debug!("not keeping the decompressed {name}: {e}"),
+        }
+    }
     Ok((stem, FileData::inline(bytes)))
+}
+
+/// The decompressed module the cache holds for the compressed one with sha256 `key`, when it
+/// is there and checks out.
+fn cached_decompressed(cache: &ContentCache, key: &str) -> Option<FileData> {
+    let digest: Sha256Digest = cache.get_ref(DECOMPRESSED_MODULE_REFS, key).ok()??;
+    let path = cache.get_verified(&digest).ok()??;
+    let size = std::fs::metadata(&path).ok()?.len();
+    Some(FileData::checked_host_file(path, size, digest.0))
 }
 
 /// `depends=` names and `softdep=` `pre:` names from a module's `.modinfo` section.
@@ -380,7 +426,7 @@ mod tests {
         }
         let index = ModuleIndex::from_tree(&tree, release).unwrap();
         let selection = index
-            .select(&[("xt-tcpudp".into(), "feature containers".into())])
+            .select(&[("xt-tcpudp".into(), "feature containers".into())], None)
             .unwrap();
         let got: Vec<(&str, &str)> = selection
             .modules
@@ -411,7 +457,7 @@ mod tests {
         )
         .unwrap();
         let index = ModuleIndex::from_tree(&tree, release).unwrap();
-        let e = index.select(&[("bomb".into(), "test".into())]).unwrap_err().to_string();
+        let e = index.select(&[("bomb".into(), "test".into())], None).unwrap_err().to_string();
         assert!(e.contains("bomb.ko.xz") && e.contains("64 MiB"), "{e}");
     }
 
@@ -421,7 +467,7 @@ mod tests {
         tree.mkdir_all(&TreePath::new("/lib/modules/6.1.0-x").unwrap()).unwrap();
         let index = ModuleIndex::from_tree(&tree, "6.1.0-x").unwrap();
         let e = index
-            .select(&[("nope".into(), "target qemu".into())])
+            .select(&[("nope".into(), "target qemu".into())], None)
             .unwrap_err()
             .to_string();
         assert!(

@@ -1,20 +1,40 @@
 //! The unpacked-package cache: each `.deb` is unpacked once into per-file blobs of the content
 //! cache, with a manifest (JSON, referenced from the `.deb`'s sha256) that rebuilds its file
-//! tree, so a warm build neither decompresses nor parses the package again.
+//! tree, so a warm build neither decompresses nor parses the package again. Each file is hashed
+//! against its sha256 before a build uses it; a note per package ([`CHECKED_NOTES`]) records
+//! what each file looked like then ([`BlobStamp`]), and a build hashes again only the files
+//! that no longer look the same (`uvmkit fetch` hashes them all: [`Recheck::Every`]).
 
 use super::error::InputError;
 use super::package::FetchedPackage;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use uvmkit_debian::deb::{self, DebEntryKind, DebError};
-use uvmkit_fetch::cache::{ContentCache, Sha256Digest};
+use uvmkit_fetch::cache::{BlobStamp, ContentCache, Sha256Digest};
 use uvmkit_filetree::{FileData, FileTree, Node, NodeKind, TreeError, TreePath};
 
 /// Cache references from a `.deb`'s sha256 to the manifest of its unpacked files; the version
 /// changes with the manifest's layout, so an older layout is never misread.
 const MANIFEST_NAMESPACE: &str = "deb-tree-v2";
+
+/// Cache notes, by `.deb` sha256, of what the package's unpacked files looked like when they
+/// were last hashed: a line `<sha256> <stamp>` per file.
+const CHECKED_NOTES: &str = "deb-tree-checked-v1";
+
+/// Which of a package's cached files are hashed again before a build uses them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recheck {
+    /// Every one (`uvmkit fetch`: the command that checks the whole cache).
+    Every,
+    /// Those whose file changed (device, inode, size or times) since they were last hashed.
+    Changed,
+}
+
+/// Files by sha256 (hex), with their stamps when last hashed.
+type Stamps = BTreeMap<String, BlobStamp>;
 
 /// Why a fetched package cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -152,21 +172,23 @@ pub(super) fn unpacked_tree(
     let manifest = serde_json::to_vec(&entries).expect("manifest serialises");
     let digest = cache.put_bytes(&manifest, None)?;
     cache.set_ref(MANIFEST_NAMESPACE, &pkg.sha256, &digest)?;
-    Ok(
-        tree_from_manifest(&pkg.name, &entries, cache)?.ok_or_else(|| PackageError::Vanished {
+    let (tree, stamps) =
+        tree_from_manifest(&pkg.name, &entries, cache, &Stamps::new())?.ok_or_else(|| PackageError::Vanished {
             package: pkg.name.clone(),
-        })?,
-    )
+        })?;
+    keep_stamps(pkg, cache, &stamps);
+    Ok(tree)
 }
 
 /// The package's files from the cache, when it was unpacked before and every blob still
-/// checks out against its sha256 (so a damaged one is repaired by unpacking the package
-/// again); `None` when it must be unpacked (again) from its `.deb`; `limit` is the most bytes
-/// it may unpack to.
+/// checks out against its sha256 (hashed again as `recheck` says; a damaged one is repaired by
+/// unpacking the package again); `None` when it must be unpacked (again) from its `.deb`;
+/// `limit` is the most bytes it may unpack to.
 pub(super) fn cached_tree(
     pkg: &FetchedPackage,
     cache: &ContentCache,
     limit: u64,
+    recheck: Recheck,
 ) -> Result<Option<FileTree>, InputError> {
     let Some(digest) = cache.get_ref(MANIFEST_NAMESPACE, &pkg.sha256)? else {
         return Ok(None);
@@ -175,7 +197,14 @@ pub(super) fn cached_tree(
     if let Some(bytes) = cache.read_verified(&digest)? {
         if let Ok(entries) = serde_json::from_slice::<Vec<ManifestEntry>>(&bytes) {
             check_size(&pkg.name, &entries, limit)?;
-            if let Some(tree) = tree_from_manifest(&pkg.name, &entries, cache)? {
+            let last = match recheck {
+                Recheck::Every => Stamps::new(),
+                Recheck::Changed => last_stamps(pkg, cache),
+            };
+            if let Some((tree, stamps)) = tree_from_manifest(&pkg.name, &entries, cache, &last)? {
+                if stamps != last {
+                    keep_stamps(pkg, cache, &stamps);
+                }
                 return Ok(Some(tree));
             }
         }
@@ -186,6 +215,30 @@ pub(super) fn cached_tree(
         pkg.version
     );
     Ok(None)
+}
+
+/// The stamps the package's note recorded (none when there is no note or it is damaged).
+fn last_stamps(pkg: &FetchedPackage, cache: &ContentCache) -> Stamps {
+    let Ok(Some(note)) = cache.get_note(CHECKED_NOTES, &pkg.sha256) else {
+        return Stamps::new();
+    };
+    let parsed: Option<Stamps> = note
+        .lines()
+        .map(|line| {
+            let (digest, stamp) = line.split_once(' ')?;
+            Some((digest.to_string(), stamp.parse().ok()?))
+        })
+        .collect();
+    parsed.unwrap_or_default()
+}
+
+/// Records `stamps` as the package's note. A note that cannot be written only costs the next
+/// build the hashing.
+fn keep_stamps(pkg: &FetchedPackage, cache: &ContentCache, stamps: &Stamps) {
+    let note: String = stamps.iter().map(|(digest, stamp)| format!("{digest} {stamp}\n")).collect();
+    if let Err(e) = cache.set_note(CHECKED_NOTES, &pkg.sha256, &note) {
+        log::debug!("cannot keep the checked stamps of {}: {e}", pkg.name);
+    }
 }
 
 /// A manifest's files must add up to at most `limit` bytes (a lower limit than the one the
@@ -284,24 +337,27 @@ fn tree_from_manifest(
     package: &str,
     entries: &[ManifestEntry],
     cache: &ContentCache,
-) -> Result<Option<FileTree>, PackageError> {
+    last: &Stamps,
+) -> Result<Option<(FileTree, Stamps)>, PackageError> {
     let bad = |problem: String| PackageError::Manifest {
         package: package.to_string(),
         problem,
     };
     let mut tree = FileTree::new();
+    let mut stamps = Stamps::new();
     for entry in entries {
         let kind = match &entry.kind {
             ManifestKind::Dir => NodeKind::Directory,
             ManifestKind::File { sha256, size } => {
                 let digest: Sha256Digest = sha256.parse().map_err(|_| bad(format!("bad digest {sha256}")))?;
-                if !cache.get_intact(&digest, *size).map_err(|e| bad(e.to_string()))? {
+                let checked = cache
+                    .check_blob(&digest, *size, last.get(sha256))
+                    .map_err(|e| bad(e.to_string()))?;
+                let Some(stamp) = checked else {
                     return Ok(None);
-                }
-                NodeKind::File(FileData::HostFile {
-                    path: cache.path_of(&digest),
-                    size: *size,
-                })
+                };
+                stamps.insert(sha256.clone(), stamp);
+                NodeKind::File(FileData::checked_host_file(cache.path_of(&digest), *size, digest.0))
             }
             ManifestKind::Symlink { target } => NodeKind::Symlink(target.clone()),
             ManifestKind::Hardlink { target } => {
@@ -335,5 +391,5 @@ fn tree_from_manifest(
         )
         .map_err(|e| bad(e.to_string()))?;
     }
-    Ok(Some(tree))
+    Ok(Some((tree, stamps)))
 }

@@ -109,11 +109,34 @@ impl ArtifactDir {
 
     /// Syncs and hashes the staged file `name` and moves it into the new output directory.
     pub fn publish(&mut self, name: &str, kind: &str) -> io::Result<Artifact> {
+        let (meta, sha256) = sync_and_hash(&self.staging_path(name))?;
+        self.place(name, kind, meta, sha256)
+    }
+
+    /// [`ArtifactDir::publish`] for several staged files (`name`, `kind`), synced and hashed at
+    /// once, one thread each; listed in the order given.
+    pub fn publish_all(&mut self, files: &[(&str, &str)]) -> io::Result<Vec<Artifact>> {
+        let staged: Vec<PathBuf> = files.iter().map(|(name, _)| self.staging_path(name)).collect();
+        let checked: Vec<io::Result<(fs::Metadata, String)>> = std::thread::scope(|scope| {
+            let threads: Vec<_> = staged.iter().map(|path| scope.spawn(|| sync_and_hash(path))).collect();
+            threads
+                .into_iter()
+                .map(|t| t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect()
+        });
+        files
+            .iter()
+            .zip(checked)
+            .map(|(&(name, kind), checked)| {
+                let (meta, sha256) = checked?;
+                self.place(name, kind, meta, sha256)
+            })
+            .collect()
+    }
+
+    /// Moves the staged file `name`, synced and hashed, into the new output directory.
+    fn place(&mut self, name: &str, kind: &str, meta: fs::Metadata, sha256: String) -> io::Result<Artifact> {
         let staged = self.staging_path(name);
-        let file = File::open(&staged).map_err(io_context(&staged, "open"))?;
-        file.sync_all().map_err(io_context(&staged, "sync"))?;
-        let meta = file.metadata()?;
-        let sha256 = hash_sparse_file(&file).map_err(io_context(&staged, "hash"))?;
         let dest = self.staging.join(name);
         fs::rename(&staged, &dest).map_err(io_context(&dest, "move into place"))?;
         let artifact = Artifact {
@@ -198,6 +221,15 @@ impl Drop for ArtifactDir {
             let _ = fs::remove_dir_all(&self.staging);
         }
     }
+}
+
+/// Syncs the file at `staged` to disk and hashes it; returns its metadata and sha256.
+fn sync_and_hash(staged: &Path) -> io::Result<(fs::Metadata, String)> {
+    let file = File::open(staged).map_err(io_context(staged, "open"))?;
+    file.sync_all().map_err(io_context(staged, "sync"))?;
+    let meta = file.metadata()?;
+    let sha256 = hash_sparse_file(&file).map_err(io_context(staged, "hash"))?;
+    Ok((meta, sha256))
 }
 
 /// Creates `dir`, which must not exist, readable by its owner only.

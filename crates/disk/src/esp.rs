@@ -279,7 +279,7 @@ pub fn build_esp(files: &[EspFile], opts: &EspOptions) -> Result<SparseImage, Es
         }
         let data = match &files[i].source {
             FileData::Inline(bytes) => ExtentData::Bytes(Arc::clone(bytes)),
-            FileData::HostFile { path, size } => ExtentData::HostFile {
+            FileData::HostFile { path, size, .. } => ExtentData::HostFile {
                 path: path.clone(),
                 offset: 0,
                 len: *size,

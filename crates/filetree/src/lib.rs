@@ -125,6 +125,9 @@ pub enum FileData {
         path: PathBuf,
         /// Its length in bytes when the tree was built.
         size: u64,
+        /// The sha256 of its content, when whoever made the tree checked it (a blob of the
+        /// content cache): writers may then name the content by it without reading it.
+        sha256: Option<[u8; 32]>,
     },
 }
 
@@ -138,7 +141,29 @@ impl FileData {
     pub fn host_file(path: impl Into<PathBuf>) -> io::Result<Self> {
         let path = path.into();
         let size = std::fs::metadata(&path)?.len();
-        Ok(FileData::HostFile { path, size })
+        Ok(FileData::HostFile {
+            path,
+            size,
+            sha256: None,
+        })
+    }
+
+    /// A host file of `size` bytes whose content has the sha256 `sha256`, checked by the
+    /// caller (a blob of the content cache).
+    pub fn checked_host_file(path: impl Into<PathBuf>, size: u64, sha256: [u8; 32]) -> Self {
+        FileData::HostFile {
+            path: path.into(),
+            size,
+            sha256: Some(sha256),
+        }
+    }
+
+    /// The sha256 of the content, when known without reading it.
+    pub fn known_sha256(&self) -> Option<&[u8; 32]> {
+        match self {
+            FileData::HostFile { sha256, .. } => sha256.as_ref(),
+            FileData::Inline(_) => None,
+        }
     }
 
     /// Size in bytes.
@@ -159,7 +184,7 @@ impl FileData {
     pub fn open(&self) -> io::Result<Box<dyn Read + Send>> {
         match self {
             FileData::Inline(b) => Ok(Box::new(Cursor::new(ArcBytes(b.clone())))),
-            FileData::HostFile { path, size } => {
+            FileData::HostFile { path, size, .. } => {
                 let file = File::open(path)
                     .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display())))?;
                 let actual = file.metadata()?.len();
@@ -170,6 +195,33 @@ impl FileData {
                     ));
                 }
                 Ok(Box::new(file))
+            }
+        }
+    }
+
+    /// Fills `buf` from `offset` on, opening a host file on its own (so threads can read
+    /// different blocks of one file).
+    pub fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let end = offset.checked_add(buf.len() as u64).filter(|&end| end <= self.len());
+        let Some(end) = end else {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("bytes {offset}+{} are past the end of a {}-byte file", buf.len(), self.len()),
+            ));
+        };
+        match self {
+            FileData::Inline(b) => {
+                buf.copy_from_slice(&b[offset as usize..end as usize]);
+                Ok(())
+            }
+            FileData::HostFile { path, .. } => {
+                use std::io::{Seek, SeekFrom};
+                File::open(path)
+                    .and_then(|mut file| {
+                        file.seek(SeekFrom::Start(offset))?;
+                        file.read_exact(buf)
+                    })
+                    .map_err(|e| io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display())))
             }
         }
     }

@@ -6,6 +6,7 @@
 //! DIR/CACHEDIR.TAG                      marks the directory as a cache for backup tools
 //! DIR/blobs/sha256/<first two hex>/<hex> one blob, named by the sha256 of its content
 //! DIR/refs/<namespace>/<escaped key>     "<hex>\n": a named pointer to a blob
+//! DIR/notes/<namespace>/<escaped key>    a small text the caller keeps (see [`ContentCache::set_note`])
 //! DIR/tmp/                               blobs and refs being written
 //! ```
 //!
@@ -181,14 +182,24 @@ impl ContentCache {
         fs::metadata(self.path_of(digest)).is_ok_and(|m| m.is_file() && m.len() == size)
     }
 
-    /// Whether a blob with `digest` is present, `size` bytes long, and its content hashes to
-    /// `digest`: what a build checks before it reads a blob. A damaged blob is removed (as
-    /// [`ContentCache::get_verified`] does), so whoever made it makes it again.
-    pub fn get_intact(&self, digest: &Sha256Digest, size: u64) -> Result<bool> {
-        if !self.get_checked(digest, size) {
-            return Ok(false);
+    /// Whether a blob with `digest` is present, `size` bytes long and intact, hashing it only
+    /// when its file no longer has the `last` stamp (what the previous check recorded): blobs
+    /// are written once, to a temporary file renamed into place, so a file with the same
+    /// device, inode, size, modification and change times was not written since. Returns the
+    /// stamp to record, or `None` when the blob is missing or damaged (a damaged one is
+    /// removed, as [`ContentCache::get_verified`] does).
+    pub fn check_blob(&self, digest: &Sha256Digest, size: u64, last: Option<&BlobStamp>) -> Result<Option<BlobStamp>> {
+        let path = self.path_of(digest);
+        let stamp = match fs::metadata(&path) {
+            Ok(meta) if meta.is_file() && meta.len() == size => BlobStamp::of(&meta),
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io(&path, e)),
+        };
+        if last == Some(&stamp) {
+            return Ok(Some(stamp));
         }
-        Ok(self.get_verified(digest)?.is_some())
+        Ok(self.get_verified(digest)?.map(|_| stamp))
     }
 
     /// Whether the blob `digest` of `size` bytes is already stored whole, so a new copy can be
@@ -245,11 +256,6 @@ impl ContentCache {
         }
         self.discard_corrupt(&path, &actual, &opened)?;
         Ok(None)
-    }
-
-    /// Whether `path` lies among the cache's blobs (whose names are their contents' sha256).
-    pub fn holds_blob(&self, path: &Path) -> bool {
-        path.starts_with(self.blob_root())
     }
 
     /// Logs the blob at `path` (which hashed to `actual` when `opened`) as corrupt and removes
@@ -334,6 +340,33 @@ impl ContentCache {
                 Ok(None)
             }
         }
+    }
+
+    /// Keeps `text` as the note `key` in `namespace`, atomically replacing any previous one:
+    /// state a caller keeps between builds that is not content (such as [`BlobStamp`]s).
+    pub fn set_note(&self, namespace: &str, key: &str, text: &str) -> Result<()> {
+        let path = self.note_path(namespace, key)?;
+        self.create_parent(&path)?;
+        self.write_atomically(&path, text.as_bytes())
+    }
+
+    /// The note `key` in `namespace`, if one was kept and is text.
+    pub fn get_note(&self, namespace: &str, key: &str) -> Result<Option<String>> {
+        let path = self.note_path(namespace, key)?;
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => Ok(None),
+            Err(e) => Err(self.io(&path, e)),
+        }
+    }
+
+    fn note_path(&self, namespace: &str, key: &str) -> Result<PathBuf> {
+        let under_refs = self.ref_path(namespace, key)?;
+        let relative = under_refs
+            .strip_prefix(self.dir.join("refs"))
+            .expect("references lie under refs/");
+        Ok(self.dir.join("notes").join(relative))
     }
 
     /// Streams `r` into the cache while hashing it, checking the size (reading at most one
@@ -671,7 +704,7 @@ pub(crate) mod tests {
         let d = cache.put_bytes(b"precious", None).unwrap();
         fs::write(cache.path_of(&d), b"pre-ious").unwrap();
         assert!(
-            !cache.get_intact(&d, 8).unwrap(),
+            cache.check_blob(&d, 8, None).unwrap().is_none(),
             "a damaged blob passed the build's check"
         );
         fs::write(cache.path_of(&d), b"pre-ious").unwrap();
@@ -681,8 +714,33 @@ pub(crate) mod tests {
         fs::write(cache.path_of(&d), b"pre-ious").unwrap();
         assert_eq!(cache.put_bytes(b"precious", None).unwrap(), d);
         assert_eq!(fs::read(cache.path_of(&d)).unwrap(), b"precious");
-        assert!(cache.get_intact(&d, 8).unwrap());
-        assert!(!cache.get_intact(&d, 9).unwrap());
+        assert!(cache.check_blob(&d, 8, None).unwrap().is_some());
+        assert!(cache.check_blob(&d, 9, None).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_blob_is_hashed_again_only_when_its_file_changed_since_its_stamp() {
+        let t = TestDir::new("stamps");
+        let cache = ContentCache::open(&t.0).unwrap();
+        let d = cache.put_bytes(b"precious", None).unwrap();
+        let stamp = cache.check_blob(&d, 8, None).unwrap().expect("a whole blob");
+        assert_eq!(stamp.to_string().parse::<BlobStamp>(), Ok(stamp));
+        assert!("1 2 3 4.5 6".parse::<BlobStamp>().is_err());
+        assert_eq!(cache.check_blob(&d, 8, Some(&stamp)).unwrap(), Some(stamp));
+        // Damaged in place, its modification time put back: the change time still differs,
+        // so it is hashed, found damaged and removed.
+        let path = cache.path_of(&d);
+        let modified = fs::metadata(&path).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&path, b"pre-ious").unwrap();
+        File::options().write(true).open(&path).unwrap().set_modified(modified).unwrap();
+        assert_eq!(cache.check_blob(&d, 8, Some(&stamp)).unwrap(), None);
+        assert!(!path.exists(), "the damaged blob must be removed");
+        // A note keeps the stamps between builds.
+        assert_eq!(cache.get_note("checked", "k").unwrap(), None);
+        cache.set_note("checked", "k", &format!("{stamp}\n")).unwrap();
+        assert_eq!(cache.get_note("checked", "k").unwrap(), Some(format!("{stamp}\n")));
+        assert!(cache.set_note("../x", "k", "").is_err());
     }
 
     #[test]
@@ -800,5 +858,49 @@ pub(crate) mod tests {
         ContentCache::open(&t.0).unwrap();
         assert!(!old.exists());
         assert!(fresh.exists(), "a temporary being written by another build must stay");
+    }
+}
+
+/// What a blob's file looked like when its content was last hashed: device, inode, size,
+/// modification and change times (to the nanosecond). Written as one line of numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobStamp([i64; 7]);
+
+impl BlobStamp {
+    fn of(meta: &fs::Metadata) -> Self {
+        BlobStamp([
+            meta.dev() as i64,
+            meta.ino() as i64,
+            meta.len() as i64,
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ctime(),
+            meta.ctime_nsec(),
+        ])
+    }
+}
+
+impl fmt::Display for BlobStamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [dev, ino, size, m, mn, c, cn] = self.0;
+        write!(f, "{dev} {ino} {size} {m}.{mn:09} {c}.{cn:09}")
+    }
+}
+
+impl FromStr for BlobStamp {
+    type Err = ();
+
+    fn from_str(s: &str) -> std::result::Result<Self, ()> {
+        let mut numbers = s
+            .split([' ', '.'])
+            .map(|n| n.parse::<i64>().map_err(|_| ()));
+        let mut stamp = [0i64; 7];
+        for slot in &mut stamp {
+            *slot = numbers.next().ok_or(())??;
+        }
+        if numbers.next().is_some() {
+            return Err(());
+        }
+        Ok(BlobStamp(stamp))
     }
 }

@@ -321,8 +321,9 @@ impl<'t> Segment<'t> {
 
     /// A SHA-256 over everything that determines this segment's bytes: the members' names,
     /// headers and contents, `mtime`, the compression settings and the zstd library version.
-    /// Host files are identified by path and size, not read: that is sound for blobs of a
-    /// content-addressed cache, whose names are their contents' hashes.
+    /// Host files are not read: one with a known sha256 is identified by it, any other by path
+    /// and size, which stands for its bytes only where nothing changes a file in place (the
+    /// caller decides whether to trust that).
     pub fn fingerprint(&self, mtime: u64, compression: Compression) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(b"uvmkit-initrd newc v1\0");
@@ -364,7 +365,20 @@ impl<'t> Segment<'t> {
                     h.update((bytes.len() as u64).to_le_bytes());
                     h.update(bytes.as_slice());
                 }
-                Body::File(FileData::HostFile { path, size }) => {
+                Body::File(FileData::HostFile {
+                    size,
+                    sha256: Some(sha256),
+                    ..
+                }) => {
+                    h.update([4u8]);
+                    h.update(size.to_le_bytes());
+                    h.update(sha256);
+                }
+                Body::File(FileData::HostFile {
+                    path,
+                    size,
+                    sha256: None,
+                }) => {
                     h.update([3u8]);
                     h.update(size.to_le_bytes());
                     h.update(path.as_os_str().as_encoded_bytes());
@@ -1044,6 +1058,7 @@ mod tests {
                 FileData::HostFile {
                     path: "/nonexistent".into(),
                     size: 5 << 30,
+                    sha256: None,
                 },
                 0o644,
             ),

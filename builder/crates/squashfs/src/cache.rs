@@ -2,8 +2,10 @@
 //!
 //! The writer asks a [`BlockCache`] for every data block; [`DirBlockCache`] keeps them as
 //! files in a directory. An entry's name is the sha256 of a format version, the
-//! [`crate::Compression::tag`] (compressor, level or preset, filters, block size) and the
-//! block's uncompressed bytes. An entry holds a header, that key again (so an entry copied or
+//! [`crate::Compression::tag`] (compressor, level or preset, filters, block size) and what
+//! names the block ([`BlockName`]): its uncompressed bytes, or, for a file whose content's
+//! sha256 the tree records, that sha256 and the block's number, so a rebuild finds the block
+//! without reading or hashing the file. An entry holds a header, that key again (so an entry copied or
 //! renamed onto another name is not taken for it), the sha256 of its payload and the payload
 //! (the compressed block, or nothing for a block stored raw); it is written to a
 //! temporary file and renamed into place, and checked on every read: an entry that does not
@@ -26,16 +28,49 @@ pub enum StoredBlock {
     Raw,
 }
 
+/// What names a data block in the cache.
+#[derive(Debug, Clone, Copy)]
+pub enum BlockName<'a> {
+    /// The block's bytes.
+    Bytes(&'a [u8]),
+    /// Block number `index`, `len` bytes long, of a file whose whole content has the sha256
+    /// `file_sha256` (checked by whoever made the tree): named without reading it.
+    InFile {
+        /// The sha256 of the file's content.
+        file_sha256: &'a [u8; 32],
+        /// The block's number in the file.
+        index: u64,
+        /// The block's length.
+        len: usize,
+    },
+}
+
+impl BlockName<'_> {
+    /// The block's length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            BlockName::Bytes(bytes) => bytes.len(),
+            BlockName::InFile { len, .. } => *len,
+        }
+    }
+
+    /// True for an empty block (never written: an empty file has no blocks).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Where the writer finds the compressed form of blocks it has seen before. The writer asks
 /// from several threads at once.
 pub trait BlockCache: Sync {
-    /// The stored form of `block` under `tag` ([`crate::Compression::tag`]): from the cache
-    /// when known, else from `compress`, which the cache may then keep.
+    /// The stored form of the block `name` under `tag` ([`crate::Compression::tag`]): from the
+    /// cache when known, else from `compress` (which reads the block when it has to), which
+    /// the cache may then keep.
     fn stored(
         &self,
         tag: &str,
-        block: &[u8],
-        compress: &mut dyn FnMut(&[u8]) -> io::Result<StoredBlock>,
+        name: BlockName<'_>,
+        compress: &mut dyn FnMut() -> io::Result<StoredBlock>,
     ) -> io::Result<StoredBlock>;
 }
 
@@ -47,15 +82,18 @@ impl BlockCache for NoCache {
     fn stored(
         &self,
         _tag: &str,
-        block: &[u8],
-        compress: &mut dyn FnMut(&[u8]) -> io::Result<StoredBlock>,
+        _name: BlockName<'_>,
+        compress: &mut dyn FnMut() -> io::Result<StoredBlock>,
     ) -> io::Result<StoredBlock> {
-        compress(block)
+        compress()
     }
 }
 
 /// Bumped whenever an entry's layout or a compressor's output for the same tag changes.
 const FORMAT_VERSION: &[u8] = b"uvmkit-squashfs-block-cache-1";
+/// The same for blocks named by their file's sha256 (a name of its own, so a key of one kind
+/// can never be the key of the other).
+const FILE_BLOCK_FORMAT_VERSION: &[u8] = b"uvmkit-squashfs-file-block-cache-1";
 /// How old an entry's modification time may grow before a hit refreshes it.
 const REFRESH_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 /// The first bytes of every entry.
@@ -133,9 +171,9 @@ impl DirBlockCache {
         }
     }
 
-    /// The entry file of `block` under `tag` (whether or not it exists).
-    pub fn entry_path(&self, tag: &str, block: &[u8]) -> PathBuf {
-        self.path_of(&key(tag, block))
+    /// The entry file of the block `name` under `tag` (whether or not it exists).
+    pub fn entry_path(&self, tag: &str, name: BlockName<'_>) -> PathBuf {
+        self.path_of(&key(tag, name))
     }
 
     fn path_of(&self, key: &[u8; 32]) -> PathBuf {
@@ -228,17 +266,17 @@ impl BlockCache for DirBlockCache {
     fn stored(
         &self,
         tag: &str,
-        block: &[u8],
-        compress: &mut dyn FnMut(&[u8]) -> io::Result<StoredBlock>,
+        name: BlockName<'_>,
+        compress: &mut dyn FnMut() -> io::Result<StoredBlock>,
     ) -> io::Result<StoredBlock> {
-        if block.len() < self.min_block {
+        if name.len() < self.min_block {
             self.misses.fetch_add(1, Ordering::Relaxed);
-            return compress(block);
+            return compress();
         }
-        let key = key(tag, block);
+        let key = key(tag, name);
         let path = self.path_of(&key);
         if let Ok(file) = fs::File::open(&path) {
-            if let Some(stored) = Self::read(&file, &key, block.len()) {
+            if let Some(stored) = Self::read(&file, &key, name.len()) {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 // Recently used: pruned last. Refreshed at most once a day, so a rebuild does
                 // not rewrite the inode of every entry it reads.
@@ -256,22 +294,34 @@ impl BlockCache for DirBlockCache {
             self.rejected.fetch_add(1, Ordering::Relaxed);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let stored = compress(block)?;
+        let stored = compress()?;
         // A cache that cannot be written only costs time.
         let _ = Self::write(&path, &key, &stored);
         Ok(stored)
     }
 }
 
-/// An entry's key: the sha256 of the format version, `tag`, the block's length and its bytes.
-fn key(tag: &str, block: &[u8]) -> [u8; 32] {
+/// An entry's key: the sha256 of the format version, `tag`, the block's length and its bytes;
+/// or, for a block named by its file, of the other format version, `tag`, the block's length,
+/// its number and the file's sha256.
+fn key(tag: &str, name: BlockName<'_>) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(FORMAT_VERSION);
+    let version = match name {
+        BlockName::Bytes(_) => FORMAT_VERSION,
+        BlockName::InFile { .. } => FILE_BLOCK_FORMAT_VERSION,
+    };
+    h.update(version);
     h.update([0]);
     h.update(tag.as_bytes());
     h.update([0]);
-    h.update((block.len() as u64).to_le_bytes());
-    h.update(block);
+    h.update((name.len() as u64).to_le_bytes());
+    match name {
+        BlockName::Bytes(block) => h.update(block),
+        BlockName::InFile { file_sha256, index, .. } => {
+            h.update(index.to_le_bytes());
+            h.update(file_sha256);
+        }
+    }
     h.finalize().into()
 }
 

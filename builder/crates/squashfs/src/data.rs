@@ -1,16 +1,19 @@
 //! The data blocks: every file's bytes cut into `block_size` blocks, compressed (or taken from
 //! the [`BlockCache`]) on worker threads a batch at a time, and written in the order they were
-//! read, so the image has the same bytes whatever the number of threads.
+//! read, so the image has the same bytes whatever the number of threads. A file whose sha256
+//! the tree records is not read here: its blocks go to the workers by name
+//! ([`BlockName::InFile`]), and a worker reads one only when the cache does not hold it.
 
-use crate::cache::{BlockCache, StoredBlock};
+use crate::cache::{BlockCache, BlockName, StoredBlock};
 use crate::compress::{BlockKind, Encoder};
 use crate::{Compression, SquashfsError, DATA_UNCOMPRESSED};
+use std::borrow::Cow;
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use uvmkit_filetree::{FileData, TreePath};
 
-/// Uncompressed bytes read before a batch is compressed. With the compressed forms this bounds
+/// Uncompressed bytes taken before a batch is stored. With the compressed forms this bounds
 /// the memory the writer holds (about twice this), while giving every thread several blocks.
 const BATCH_BYTES: usize = 8 << 20;
 
@@ -43,6 +46,7 @@ pub(crate) fn write_data<'f, W: Write>(
         encoders,
         cache,
         tag: compression.tag(block_size as u32),
+        block_size,
         batch_blocks: (BATCH_BYTES / block_size).max(threads * 4),
         batch: Vec::new(),
         block_starts: Vec::new(),
@@ -55,6 +59,24 @@ pub(crate) fn write_data<'f, W: Write>(
     let mut read = 0usize;
     for (path, data) in files {
         let first = read;
+        if let Some(file_sha256) = data.known_sha256() {
+            let len = data.len();
+            let mut index = 0u64;
+            while index * (block_size as u64) < len {
+                let offset = index * block_size as u64;
+                writer.push(PendingBlock::InFile {
+                    path,
+                    data,
+                    file_sha256,
+                    index,
+                    len: (len - offset).min(block_size as u64) as usize,
+                })?;
+                index += 1;
+                read += 1;
+            }
+            spans.push((first, read - first));
+            continue;
+        }
         let read_error = |source| SquashfsError::Read {
             path: path.clone(),
             source,
@@ -71,7 +93,7 @@ pub(crate) fn write_data<'f, W: Write>(
             block.truncate(filled);
             total += filled as u64;
             read += 1;
-            writer.push(block)?;
+            writer.push(PendingBlock::Read(block))?;
             if filled < block_size {
                 break;
             }
@@ -97,14 +119,68 @@ pub(crate) fn write_data<'f, W: Write>(
     Ok((stored, end))
 }
 
-/// Blocks waiting to be compressed, and what was written so far.
-struct DataWriter<'a, W> {
+/// A block waiting to be stored.
+enum PendingBlock<'f> {
+    /// Read already: its bytes.
+    Read(Vec<u8>),
+    /// Block `index` of a file with a known sha256, `len` bytes long, read only when needed.
+    InFile {
+        path: &'f TreePath,
+        data: &'f FileData,
+        file_sha256: &'f [u8; 32],
+        index: u64,
+        len: usize,
+    },
+}
+
+impl PendingBlock<'_> {
+    fn name(&self) -> BlockName<'_> {
+        match self {
+            PendingBlock::Read(bytes) => BlockName::Bytes(bytes),
+            PendingBlock::InFile {
+                file_sha256, index, len, ..
+            } => BlockName::InFile {
+                file_sha256,
+                index: *index,
+                len: *len,
+            },
+        }
+    }
+
+    /// The block's bytes, read from its file when they were not read before.
+    fn bytes(&self, block_size: usize) -> Result<Cow<'_, [u8]>, SquashfsError> {
+        match self {
+            PendingBlock::Read(bytes) => Ok(Cow::Borrowed(bytes)),
+            PendingBlock::InFile {
+                path, data, index, len, ..
+            } => {
+                let mut bytes = vec![0u8; *len];
+                data.read_exact_at(index * block_size as u64, &mut bytes)
+                    .map_err(|source| SquashfsError::Read {
+                        path: (*path).clone(),
+                        source,
+                    })?;
+                Ok(Cow::Owned(bytes))
+            }
+        }
+    }
+}
+
+/// A block as the image holds it: its bytes and its size word.
+struct WrittenBlock {
+    bytes: Vec<u8>,
+    size_word: u32,
+}
+
+/// Blocks waiting to be stored, and what was written so far.
+struct DataWriter<'a, 'f, W> {
     /// One per thread.
     encoders: Vec<Encoder>,
     cache: &'a dyn BlockCache,
     tag: String,
+    block_size: usize,
     batch_blocks: usize,
-    batch: Vec<Vec<u8>>,
+    batch: Vec<PendingBlock<'f>>,
     /// The offset and size word of every block written, in order.
     block_starts: Vec<u64>,
     block_sizes: Vec<u32>,
@@ -112,8 +188,8 @@ struct DataWriter<'a, W> {
     out: &'a mut W,
 }
 
-impl<W: Write> DataWriter<'_, W> {
-    fn push(&mut self, block: Vec<u8>) -> Result<(), SquashfsError> {
+impl<'f, W: Write> DataWriter<'_, 'f, W> {
+    fn push(&mut self, block: PendingBlock<'f>) -> Result<(), SquashfsError> {
         self.batch.push(block);
         if self.batch.len() >= self.batch_blocks {
             self.flush()?;
@@ -121,16 +197,16 @@ impl<W: Write> DataWriter<'_, W> {
         Ok(())
     }
 
-    /// Compresses the batch on the worker threads, then writes it in order.
+    /// Stores the batch on the worker threads, then writes it in order.
     fn flush(&mut self) -> Result<(), SquashfsError> {
         let blocks = std::mem::take(&mut self.batch);
-        let (cache, tag) = (self.cache, self.tag.as_str());
-        let stored: Vec<io::Result<StoredBlock>> = if blocks.len() <= 1 || self.encoders.len() == 1 {
+        let (cache, tag, block_size) = (self.cache, self.tag.as_str(), self.block_size);
+        let written: Vec<Result<WrittenBlock, SquashfsError>> = if blocks.len() <= 1 || self.encoders.len() == 1 {
             let encoder = &mut self.encoders[0];
-            blocks.iter().map(|b| store(encoder, cache, tag, b)).collect()
+            blocks.iter().map(|b| store(encoder, cache, tag, block_size, b)).collect()
         } else {
             let next = AtomicUsize::new(0);
-            let results: Vec<Mutex<Option<io::Result<StoredBlock>>>> =
+            let results: Vec<Mutex<Option<Result<WrittenBlock, SquashfsError>>>> =
                 blocks.iter().map(|_| Mutex::new(None)).collect();
             std::thread::scope(|scope| {
                 for encoder in self.encoders.iter_mut().take(blocks.len()) {
@@ -138,7 +214,7 @@ impl<W: Write> DataWriter<'_, W> {
                     scope.spawn(move || loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(block) = blocks.get(i) else { break };
-                        let r = store(encoder, cache, tag, block);
+                        let r = store(encoder, cache, tag, block_size, block);
                         *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
                     });
                 }
@@ -151,41 +227,72 @@ impl<W: Write> DataWriter<'_, W> {
                 })
                 .collect()
         };
-        for (block, stored) in blocks.iter().zip(stored) {
-            let (bytes, size_word) = match stored.map_err(SquashfsError::Write)? {
-                StoredBlock::Compressed(compressed) => {
-                    let word = compressed.len() as u32;
-                    (std::borrow::Cow::Owned(compressed), word)
-                }
-                StoredBlock::Raw => (
-                    std::borrow::Cow::Borrowed(&block[..]),
-                    block.len() as u32 | DATA_UNCOMPRESSED,
-                ),
-            };
-            self.out.write_all(&bytes).map_err(SquashfsError::Write)?;
+        for block in written {
+            let block = block?;
+            self.out.write_all(&block.bytes).map_err(SquashfsError::Write)?;
             self.block_starts.push(self.position);
-            self.block_sizes.push(size_word);
-            self.position += bytes.len() as u64;
+            self.block_sizes.push(block.size_word);
+            self.position += block.bytes.len() as u64;
         }
         Ok(())
     }
 }
 
-/// How `block` is stored: from the cache, or compressed by `encoder`. A cached answer that is
-/// not shorter than the block is not trusted: the block is compressed again.
-fn store(encoder: &mut Encoder, cache: &dyn BlockCache, tag: &str, block: &[u8]) -> io::Result<StoredBlock> {
-    let mut compress = |block: &[u8]| -> io::Result<StoredBlock> {
-        let compressed = encoder.compress(block, BlockKind::Data)?;
-        Ok(if compressed.len() < block.len() {
+/// How `pending` is stored: from the cache, or read (when it was not) and compressed by
+/// `encoder`. A cached answer that is not shorter than the block is not trusted: the block is
+/// compressed again.
+fn store(
+    encoder: &mut Encoder,
+    cache: &dyn BlockCache,
+    tag: &str,
+    block_size: usize,
+    pending: &PendingBlock<'_>,
+) -> Result<WrittenBlock, SquashfsError> {
+    let name = pending.name();
+    let mut read: Option<Cow<'_, [u8]>> = None;
+    let mut read_failure: Option<SquashfsError> = None;
+    let mut compress = || -> io::Result<StoredBlock> {
+        let block = match read.take() {
+            Some(block) => block,
+            None => pending.bytes(block_size).map_err(|e| {
+                let message = e.to_string();
+                read_failure = Some(e);
+                io::Error::other(message)
+            })?,
+        };
+        let compressed = encoder.compress(&block, BlockKind::Data)?;
+        let stored = if compressed.len() < block.len() {
             StoredBlock::Compressed(compressed)
         } else {
             StoredBlock::Raw
-        })
+        };
+        read = Some(block);
+        Ok(stored)
     };
-    match cache.stored(tag, block, &mut compress)? {
-        StoredBlock::Compressed(bytes) if bytes.is_empty() || bytes.len() >= block.len() => compress(block),
+    let stored = cache.stored(tag, name, &mut compress).and_then(|stored| match stored {
+        StoredBlock::Compressed(bytes) if bytes.is_empty() || bytes.len() >= name.len() => compress(),
         stored => Ok(stored),
-    }
+    });
+    let stored = match stored {
+        Ok(stored) => stored,
+        Err(e) => return Err(read_failure.unwrap_or(SquashfsError::Write(e))),
+    };
+    Ok(match stored {
+        StoredBlock::Compressed(bytes) => WrittenBlock {
+            size_word: bytes.len() as u32,
+            bytes,
+        },
+        StoredBlock::Raw => {
+            let bytes = match read {
+                Some(bytes) => bytes,
+                None => pending.bytes(block_size)?,
+            };
+            WrittenBlock {
+                size_word: bytes.len() as u32 | DATA_UNCOMPRESSED,
+                bytes: bytes.into_owned(),
+            }
+        }
+    })
 }
 
 /// Reads until `buf` is full or the reader ends.

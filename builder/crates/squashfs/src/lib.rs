@@ -32,7 +32,7 @@ mod cache;
 mod compress;
 mod data;
 
-pub use cache::{BlockCache, CacheStats, DirBlockCache, NoCache, StoredBlock};
+pub use cache::{BlockCache, BlockName, CacheStats, DirBlockCache, NoCache, StoredBlock};
 use compress::{BlockKind, Encoder};
 pub use compress::{Compression, XZ_COMPRESSION, ZSTD_COMPRESSION};
 use data::StoredFile;

@@ -496,3 +496,82 @@ fn entry_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// `tree`'s inline files of `min_len` bytes or more as host files in `dir`, each recorded
+/// with its sha256.
+fn with_checked_host_files(tree: &FileTree, dir: &std::path::Path, min_len: usize) -> FileTree {
+    use sha2::{Digest, Sha256};
+    let mut out = tree.clone();
+    for (p, node) in tree.iter() {
+        if let NodeKind::File(FileData::Inline(bytes)) = &node.kind {
+            if bytes.len() >= min_len {
+                let host = dir.join(p.as_str().replace('/', "_"));
+                std::fs::write(&host, &bytes[..]).unwrap();
+                let sha256 = Sha256::digest(&bytes[..]).into();
+                out.get_mut(p).unwrap().kind =
+                    NodeKind::File(FileData::checked_host_file(host, bytes.len() as u64, sha256));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn blocks_of_files_with_a_known_sha256_are_found_without_reading_the_file() {
+    let (tree, _) = xz_sample_tree();
+    let dir = ScratchDir::new("squashfs-file-blocks");
+    let blobs = dir.path().join("blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let named = with_checked_host_files(&tree, &blobs, 64 * 1024);
+    let options = SquashfsOptions {
+        threads: 3,
+        ..xz_options(true)
+    };
+    // The same bytes as the inline tree, with no cache and with a cold one.
+    let (expected, _) = written_with(&tree, &options, &NoCache);
+    assert!(written_with(&named, &options, &NoCache).0 == expected);
+    let cold = DirBlockCache::open(&dir.path().join("blocks")).unwrap();
+    assert!(written_with(&named, &options, &cold).0 == expected);
+
+    // Overwrite the blobs with other bytes of their length: the tree still says the old
+    // sha256, so a warm build must take every cached block from the cache, unread. Tails
+    // under a page are not cached (they are read and compressed each time) and stay; so
+    // does /init, whose random bytes do not compress (a block stored raw is read).
+    let mut blob_count = 0;
+    for entry in std::fs::read_dir(&blobs).unwrap() {
+        let path = entry.unwrap().path();
+        if path.ends_with("init") {
+            continue;
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        let tail = bytes.len() % (64 * 1024);
+        let tail = if tail < DirBlockCache::DEFAULT_MIN_BLOCK { tail } else { 0 };
+        let cached = bytes.len() - tail;
+        bytes[..cached].copy_from_slice(&pattern(cached, 99));
+        std::fs::write(&path, &bytes).unwrap();
+        blob_count += 1;
+    }
+    assert!(blob_count >= 3, "{blob_count} blobs");
+    let warm = DirBlockCache::open(&dir.path().join("blocks")).unwrap();
+    assert!(
+        written_with(&named, &options, &warm).0 == expected,
+        "a warm build read a file whose blocks the cache holds"
+    );
+    assert_eq!(warm.stats().rejected, 0);
+    // Without the cache the new bytes are read: the test would notice a build that ignored them.
+    assert!(written_with(&named, &options, &NoCache).0 != expected);
+
+    // A file that is gone when its block must be read is an error that names it.
+    std::fs::remove_dir_all(&blobs).unwrap();
+    let err = write_squashfs(
+        &named,
+        &SquashfsOptions {
+            mtime: 1_700_000_000,
+            ..options.clone()
+        },
+        &mut Cursor::new(Vec::new()),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("reading /") && err.contains("for the system image: cannot read"), "{err}");
+}
