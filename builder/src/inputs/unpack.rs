@@ -202,6 +202,7 @@ pub(super) fn cached_tree(
                 Recheck::Changed => last_stamps(pkg, cache),
             };
             if let Some((tree, stamps)) = tree_from_manifest(&pkg.name, &entries, cache, &last)? {
+                // `last` holds only settled stamps: a note is written again until all settle.
                 if stamps != last {
                     keep_stamps(pkg, cache, &stamps);
                 }
@@ -232,10 +233,15 @@ fn last_stamps(pkg: &FetchedPackage, cache: &ContentCache) -> Stamps {
     parsed.unwrap_or_default()
 }
 
-/// Records `stamps` as the package's note. A note that cannot be written only costs the next
-/// build the hashing.
+/// Records `stamps` as the package's note, leaving out files changed too recently for their
+/// stamp to be trusted ([`BlobStamp::is_settled`]: the next build hashes those again). A note
+/// that cannot be written only costs the next build the hashing.
 fn keep_stamps(pkg: &FetchedPackage, cache: &ContentCache, stamps: &Stamps) {
-    let note: String = stamps.iter().map(|(digest, stamp)| format!("{digest} {stamp}\n")).collect();
+    let note: String = stamps
+        .iter()
+        .filter(|(_, stamp)| stamp.is_settled())
+        .map(|(digest, stamp)| format!("{digest} {stamp}\n"))
+        .collect();
     if let Err(e) = cache.set_note(CHECKED_NOTES, &pkg.sha256, &note) {
         log::debug!("cannot keep the checked stamps of {}: {e}", pkg.name);
     }

@@ -196,7 +196,7 @@ impl ContentCache {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.io(&path, e)),
         };
-        if last == Some(&stamp) {
+        if last == Some(&stamp) && stamp.is_settled() {
             return Ok(Some(stamp));
         }
         Ok(self.get_verified(digest)?.map(|_| stamp))
@@ -726,6 +726,10 @@ pub(crate) mod tests {
         let stamp = cache.check_blob(&d, 8, None).unwrap().expect("a whole blob");
         assert_eq!(stamp.to_string().parse::<BlobStamp>(), Ok(stamp));
         assert!("1 2 3 4.5 6".parse::<BlobStamp>().is_err());
+        // Just written: not settled, so its stamp is not trusted yet.
+        assert!(!stamp.is_settled());
+        let old = BlobStamp([stamp.0[0], stamp.0[1], 8, 1, 0, 1, 0]);
+        assert!(old.is_settled());
         assert_eq!(cache.check_blob(&d, 8, Some(&stamp)).unwrap(), Some(stamp));
         // Damaged in place, its modification time put back: the change time still differs,
         // so it is hashed, found damaged and removed.
@@ -867,6 +871,19 @@ pub(crate) mod tests {
 pub struct BlobStamp([i64; 7]);
 
 impl BlobStamp {
+    /// How long after its last change a file's stamp is trusted: file times come from a coarse
+    /// clock, so a file changed twice within one tick could keep its stamp.
+    pub const SETTLE: Duration = Duration::from_secs(2);
+
+    /// Whether the file last changed at least [`BlobStamp::SETTLE`] ago, so a later change
+    /// gives it another stamp. Only such stamps are worth keeping (git's "racily clean").
+    pub fn is_settled(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        self.0[5] + (Self::SETTLE.as_secs() as i64) < now
+    }
+
     fn of(meta: &fs::Metadata) -> Self {
         BlobStamp([
             meta.dev() as i64,
