@@ -226,10 +226,11 @@ fn unpack_all(
         DebFiles::Cached => unpack::Recheck::Every,
         DebFiles::ToUnpack => unpack::Recheck::Changed,
     };
-    let mut trees: Vec<Option<FileTree>> =
-        parallel::map_in_order(packages, src.opts.jobs, |pkg| unpack::cached_tree(pkg, cache, limit, recheck))
-            .into_iter()
-            .collect::<Result<_, _>>()?;
+    let mut trees: Vec<Option<FileTree>> = parallel::map_in_order(packages, src.opts.jobs, |pkg| {
+        unpack::cached_tree(pkg, cache, limit, recheck)
+    })
+    .into_iter()
+    .collect::<Result<_, _>>()?;
     // The `.deb`s to have in the cache: every one, or those of the packages to unpack.
     let needed: Vec<usize> = (0..packages.len())
         .filter(|&i| debs == DebFiles::Cached || trees[i].is_none())

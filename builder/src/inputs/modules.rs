@@ -286,7 +286,10 @@ fn decompressed_module(
         match kept {
             Ok(digest) => {
                 let size = bytes.len() as u64;
-                return Ok((stem, FileData::checked_host_file(cache.path_of(&digest), size, digest.0)));
+                return Ok((
+                    stem,
+                    FileData::checked_host_file(cache.path_of(&digest), size, digest.0),
+                ));
             }
             Err(e) => log::debug!("not keeping the decompressed {name}: {e}"),
         }
@@ -457,7 +460,10 @@ mod tests {
         )
         .unwrap();
         let index = ModuleIndex::from_tree(&tree, release).unwrap();
-        let e = index.select(&[("bomb".into(), "test".into())], None).unwrap_err().to_string();
+        let e = index
+            .select(&[("bomb".into(), "test".into())], None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bomb.ko.xz") && e.contains("64 MiB"), "{e}");
     }
 

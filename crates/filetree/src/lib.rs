@@ -206,7 +206,11 @@ impl FileData {
         let Some(end) = end else {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("bytes {offset}+{} are past the end of a {}-byte file", buf.len(), self.len()),
+                format!(
+                    "bytes {offset}+{} are past the end of a {}-byte file",
+                    buf.len(),
+                    self.len()
+                ),
             ));
         };
         match self {

@@ -737,7 +737,12 @@ pub(crate) mod tests {
         let modified = fs::metadata(&path).unwrap().modified().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         fs::write(&path, b"pre-ious").unwrap();
-        File::options().write(true).open(&path).unwrap().set_modified(modified).unwrap();
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(modified)
+            .unwrap();
         assert_eq!(cache.check_blob(&d, 8, Some(&stamp)).unwrap(), None);
         assert!(!path.exists(), "the damaged blob must be removed");
         // A note keeps the stamps between builds.
@@ -908,9 +913,7 @@ impl FromStr for BlobStamp {
     type Err = ();
 
     fn from_str(s: &str) -> std::result::Result<Self, ()> {
-        let mut numbers = s
-            .split([' ', '.'])
-            .map(|n| n.parse::<i64>().map_err(|_| ()));
+        let mut numbers = s.split([' ', '.']).map(|n| n.parse::<i64>().map_err(|_| ()));
         let mut stamp = [0i64; 7];
         for slot in &mut stamp {
             *slot = numbers.next().ok_or(())??;

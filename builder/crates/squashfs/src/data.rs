@@ -138,7 +138,10 @@ impl PendingBlock<'_> {
         match self {
             PendingBlock::Read(bytes) => BlockName::Bytes(bytes),
             PendingBlock::InFile {
-                file_sha256, index, len, ..
+                file_sha256,
+                index,
+                len,
+                ..
             } => BlockName::InFile {
                 file_sha256,
                 index: *index,
@@ -203,7 +206,10 @@ impl<'f, W: Write> DataWriter<'_, 'f, W> {
         let (cache, tag, block_size) = (self.cache, self.tag.as_str(), self.block_size);
         let written: Vec<Result<WrittenBlock, SquashfsError>> = if blocks.len() <= 1 || self.encoders.len() == 1 {
             let encoder = &mut self.encoders[0];
-            blocks.iter().map(|b| store(encoder, cache, tag, block_size, b)).collect()
+            blocks
+                .iter()
+                .map(|b| store(encoder, cache, tag, block_size, b))
+                .collect()
         } else {
             let next = AtomicUsize::new(0);
             let results: Vec<Mutex<Option<Result<WrittenBlock, SquashfsError>>>> =

@@ -545,7 +545,11 @@ fn blocks_of_files_with_a_known_sha256_are_found_without_reading_the_file() {
         }
         let mut bytes = std::fs::read(&path).unwrap();
         let tail = bytes.len() % (64 * 1024);
-        let tail = if tail < DirBlockCache::DEFAULT_MIN_BLOCK { tail } else { 0 };
+        let tail = if tail < DirBlockCache::DEFAULT_MIN_BLOCK {
+            tail
+        } else {
+            0
+        };
         let cached = bytes.len() - tail;
         bytes[..cached].copy_from_slice(&pattern(cached, 99));
         std::fs::write(&path, &bytes).unwrap();
@@ -573,5 +577,8 @@ fn blocks_of_files_with_a_known_sha256_are_found_without_reading_the_file() {
     )
     .unwrap_err()
     .to_string();
-    assert!(err.starts_with("reading /") && err.contains("for the system image: cannot read"), "{err}");
+    assert!(
+        err.starts_with("reading /") && err.contains("for the system image: cannot read"),
+        "{err}"
+    );
 }
