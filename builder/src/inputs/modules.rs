@@ -185,8 +185,8 @@ impl ModuleIndex {
                 wave.push((name, module));
             }
             let read = map_in_order(&wave, threads, |(_, (path, data))| {
-                let (path, data) = decompressed_module(path, data, cache)?;
-                let dependencies = module_dependencies(&path, &data)?;
+                let (path, data, bytes) = decompressed_module(path, data, cache)?;
+                let dependencies = module_dependencies(&path, &bytes)?;
                 Ok::<_, KernelError>((path, data, dependencies))
             });
             for ((name, _), read) in wave.into_iter().zip(read) {
@@ -239,18 +239,23 @@ const MAX_MODULE_BYTES: u64 = 64 << 20;
 /// A module as the image stores it: uncompressed. Debian 13 ships `.ko.xz` (kernel
 /// `CONFIG_MODULE_COMPRESS_XZ`); the initrd is compressed as a whole, so compressing each module
 /// too would only cost boot time, and the init can then load every module with
-/// `finit_module` without the kernel's in-kernel decompression.
+/// `finit_module` without the kernel's in-kernel decompression. Returns its path, where its
+/// bytes are kept and the bytes themselves (read once, for `.modinfo`).
 fn decompressed_module(
     path: &TreePath,
     data: &FileData,
     cache: Option<&ContentCache>,
-) -> Result<(TreePath, FileData), KernelError> {
+) -> Result<(TreePath, FileData, Vec<u8>), KernelError> {
     let name = path.as_str();
     let Some((stem, compression)) = [".xz", ".zst", ".gz"].iter().find_map(|suffix| {
         let stem = name.strip_suffix(suffix)?;
         Some((stem, uvmkit_debian::compression::Compression::from_name(name)?))
     }) else {
-        return Ok((path.clone(), data.clone()));
+        let bytes = data.read_all().map_err(|e| KernelError::BadModule {
+            path: name.to_string(),
+            message: e.to_string(),
+        })?;
+        return Ok((path.clone(), data.clone(), bytes));
     };
     let bad = |message: String| KernelError::BadModule {
         path: name.to_string(),
@@ -260,8 +265,8 @@ fn decompressed_module(
     // Only a module whose sha256 was checked can name its decompressed form.
     let cached = cache.zip(data.known_sha256().map(hex::encode));
     if let Some((cache, key)) = &cached {
-        if let Some(decompressed) = cached_decompressed(cache, key) {
-            return Ok((stem, decompressed));
+        if let Some((decompressed, bytes)) = cached_decompressed(cache, key) {
+            return Ok((stem, decompressed, bytes));
         }
     }
     let compressed = data.read_all().map_err(|e| bad(e.to_string()))?;
@@ -286,34 +291,31 @@ fn decompressed_module(
         match kept {
             Ok(digest) => {
                 let size = bytes.len() as u64;
-                return Ok((
-                    stem,
-                    FileData::checked_host_file(cache.path_of(&digest), size, digest.0),
-                ));
+                let kept = FileData::checked_host_file(cache.path_of(&digest), size, digest.0);
+                return Ok((stem, kept, bytes));
             }
             Err(e) => log::debug!("not keeping the decompressed {name}: {e}"),
         }
     }
-    Ok((stem, FileData::inline(bytes)))
+    Ok((stem, FileData::inline(bytes.clone()), bytes))
 }
 
-/// The decompressed module the cache holds for the compressed one with sha256 `key`, when it
-/// is there and checks out.
-fn cached_decompressed(cache: &ContentCache, key: &str) -> Option<FileData> {
+/// The decompressed module the cache holds for the compressed one with sha256 `key`, and its
+/// bytes, when it is there and checks out.
+fn cached_decompressed(cache: &ContentCache, key: &str) -> Option<(FileData, Vec<u8>)> {
     let digest: Sha256Digest = cache.get_ref(DECOMPRESSED_MODULE_REFS, key).ok()??;
-    let path = cache.get_verified(&digest).ok()??;
-    let size = std::fs::metadata(&path).ok()?.len();
-    Some(FileData::checked_host_file(path, size, digest.0))
+    let bytes = cache.read_verified(&digest).ok()??;
+    let data = FileData::checked_host_file(cache.path_of(&digest), bytes.len() as u64, digest.0);
+    Some((data, bytes))
 }
 
 /// `depends=` names and `softdep=` `pre:` names from a module's `.modinfo` section.
-fn module_dependencies(path: &TreePath, data: &FileData) -> Result<(Vec<String>, Vec<String>), KernelError> {
+fn module_dependencies(path: &TreePath, bytes: &[u8]) -> Result<(Vec<String>, Vec<String>), KernelError> {
     let bad = |message: String| KernelError::BadModule {
         path: path.to_string(),
         message,
     };
-    let bytes = data.read_all().map_err(|e| bad(e.to_string()))?;
-    let modinfo = elf::section(&bytes[..], ".modinfo")
+    let modinfo = elf::section(bytes, ".modinfo")
         .map_err(|e| bad(e.to_string()))?
         .ok_or_else(|| bad("no .modinfo section".into()))?;
     Ok(parse_modinfo_dependencies(&modinfo))

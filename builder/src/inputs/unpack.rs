@@ -176,7 +176,7 @@ pub(super) fn unpacked_tree(
         tree_from_manifest(&pkg.name, &entries, cache, &Stamps::new())?.ok_or_else(|| PackageError::Vanished {
             package: pkg.name.clone(),
         })?;
-    keep_stamps(pkg, cache, &stamps);
+    keep_stamps(pkg, cache, &stamps, &Stamps::new());
     Ok(tree)
 }
 
@@ -202,10 +202,7 @@ pub(super) fn cached_tree(
                 Recheck::Changed => last_stamps(pkg, cache),
             };
             if let Some((tree, stamps)) = tree_from_manifest(&pkg.name, &entries, cache, &last)? {
-                // `last` holds only settled stamps: a note is written again until all settle.
-                if stamps != last {
-                    keep_stamps(pkg, cache, &stamps);
-                }
+                keep_stamps(pkg, cache, &stamps, &last);
                 return Ok(Some(tree));
             }
         }
@@ -233,13 +230,21 @@ fn last_stamps(pkg: &FetchedPackage, cache: &ContentCache) -> Stamps {
     parsed.unwrap_or_default()
 }
 
-/// Records `stamps` as the package's note, leaving out files changed too recently for their
-/// stamp to be trusted ([`BlobStamp::is_settled`]: the next build hashes those again). A note
-/// that cannot be written only costs the next build the hashing.
-fn keep_stamps(pkg: &FetchedPackage, cache: &ContentCache, stamps: &Stamps) {
-    let note: String = stamps
+/// Records `stamps` as the package's note when they differ from the `last` it held, leaving
+/// out files changed too recently for their stamp to be trusted ([`BlobStamp::is_settled`]:
+/// the next build hashes those again). A note that cannot be written only costs the next build
+/// the hashing.
+fn keep_stamps(pkg: &FetchedPackage, cache: &ContentCache, stamps: &Stamps, last: &Stamps) {
+    let settled: Stamps = stamps
         .iter()
         .filter(|(_, stamp)| stamp.is_settled())
+        .map(|(digest, stamp)| (digest.clone(), *stamp))
+        .collect();
+    if settled == *last {
+        return;
+    }
+    let note: String = settled
+        .iter()
         .map(|(digest, stamp)| format!("{digest} {stamp}\n"))
         .collect();
     if let Err(e) = cache.set_note(CHECKED_NOTES, &pkg.sha256, &note) {

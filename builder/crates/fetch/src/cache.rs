@@ -361,14 +361,6 @@ impl ContentCache {
         }
     }
 
-    fn note_path(&self, namespace: &str, key: &str) -> Result<PathBuf> {
-        let under_refs = self.ref_path(namespace, key)?;
-        let relative = under_refs
-            .strip_prefix(self.dir.join("refs"))
-            .expect("references lie under refs/");
-        Ok(self.dir.join("notes").join(relative))
-    }
-
     /// Streams `r` into the cache while hashing it, checking the size (reading at most one
     /// byte past `expected_size`) and then the digest before anything becomes visible;
     /// returns the digest and the size.
@@ -432,11 +424,20 @@ impl ContentCache {
     }
 
     fn ref_path(&self, namespace: &str, key: &str) -> Result<PathBuf> {
+        self.keyed_path("refs", namespace, key)
+    }
+
+    fn note_path(&self, namespace: &str, key: &str) -> Result<PathBuf> {
+        self.keyed_path("notes", namespace, key)
+    }
+
+    /// `DIR/<area>/<namespace>/<escaped key>`, for a simple `namespace`.
+    fn keyed_path(&self, area: &str, namespace: &str, key: &str) -> Result<PathBuf> {
         let simple = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
         if namespace.is_empty() || namespace.starts_with('.') || !namespace.chars().all(simple) {
             return Err(FetchError::BadNamespace(namespace.to_string()));
         }
-        Ok(self.dir.join("refs").join(namespace).join(escape_key(key)))
+        Ok(self.dir.join(area).join(namespace).join(escape_key(key)))
     }
 
     fn create_parent(&self, path: &Path) -> Result<()> {
@@ -883,10 +884,11 @@ impl BlobStamp {
     /// Whether the file last changed at least [`BlobStamp::SETTLE`] ago, so a later change
     /// gives it another stamp. Only such stamps are worth keeping (git's "racily clean").
     pub fn is_settled(&self) -> bool {
+        let [_, _, _, _, _, changed, _] = self.0;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        self.0[5] + (Self::SETTLE.as_secs() as i64) < now
+        changed + (Self::SETTLE.as_secs() as i64) < now
     }
 
     fn of(meta: &fs::Metadata) -> Self {

@@ -61,19 +61,17 @@ pub(crate) fn write_data<'f, W: Write>(
         let first = read;
         if let Some(file_sha256) = data.known_sha256() {
             let len = data.len();
-            let mut index = 0u64;
-            while index * (block_size as u64) < len {
-                let offset = index * block_size as u64;
+            let blocks = len.div_ceil(block_size as u64);
+            for index in 0..blocks {
                 writer.push(PendingBlock::InFile {
                     path,
                     data,
                     file_sha256,
                     index,
-                    len: (len - offset).min(block_size as u64) as usize,
+                    len: (len - index * block_size as u64).min(block_size as u64) as usize,
                 })?;
-                index += 1;
-                read += 1;
             }
+            read += blocks as usize;
             spans.push((first, read - first));
             continue;
         }
